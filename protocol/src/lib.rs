@@ -1,0 +1,22 @@
+//! The contract Crier's services share: what a channel id, a message, a topic and an
+//! error look like on the wire, and how an `mqtt://` URL becomes broker options.
+//!
+//! Small and free of I/O so both services (and anything else that speaks to Crier)
+//! agree on one definition.
+//!
+//! # Layout
+//! - [`channel`]: [`ChannelId`], the UUID that names a channel.
+//! - [`message`]: [`Message`], the stored and broadcast message, and its SSE frame.
+//! - [`topic`]: MQTT topic names for channels.
+//! - [`error`]: the JSON error body and actix glue that maps every error to it.
+//! - [`mqtt`]: broker settings shared by every binary and `mqtt://` URL parsing.
+
+pub mod channel;
+pub mod error;
+pub mod message;
+pub mod mqtt;
+pub mod topic;
+
+pub use channel::ChannelId;
+pub use error::ApiError;
+pub use message::Message;

@@ -1,0 +1,89 @@
+//! The message as stored, published and streamed.
+
+use std::io::Write;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ChannelId;
+
+/// One chat message. The same JSON is the POST answer, the history entry, the MQTT
+/// payload and the SSE `data:` line, so every consumer parses one shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    /// Per-channel sequence number: 1, 2, 3 … with no gap and no reuse.
+    pub id: u64,
+    pub channel: ChannelId,
+    pub author: String,
+    pub text: String,
+    /// RFC 3339 UTC with milliseconds, e.g. `2026-11-21T22:40:00.123Z`.
+    pub ts: String,
+    /// Public profile of the poster taken from their token, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<serde_json::Value>,
+}
+
+impl Message {
+    /// The current time in the wire format of [`Message::ts`].
+    pub fn now_timestamp() -> String {
+        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    }
+
+    /// The message as one complete SSE event (`id:`, `event: message`, `data:` and the
+    /// blank line). Built once per message and shared by every subscriber.
+    pub fn sse_frame(&self) -> Vec<u8> {
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        let mut frame = Vec::with_capacity(json.len() + 48);
+        frame_into(&mut frame, self.id, &json);
+        frame
+    }
+}
+
+/// serde_json escapes every control character, so the JSON is one line and a single
+/// `data:` field carries it.
+fn frame_into(out: &mut Vec<u8>, id: u64, json: &[u8]) {
+    let _ = write!(out, "id: {id}\nevent: message\ndata: ");
+    out.extend_from_slice(json);
+    out.extend_from_slice(b"\n\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Message {
+        Message {
+            id: 7,
+            channel: ChannelId::parse("6f9619ff-8b86-d011-b42d-00cf4fc964ff").expect("uuid"),
+            author: "ann".into(),
+            text: "two\nlines".into(),
+            ts: "2026-11-21T22:40:00.123Z".into(),
+            user: None,
+        }
+    }
+
+    #[test]
+    fn sse_frame_is_one_event_with_a_single_data_line() {
+        let frame = String::from_utf8(sample().sse_frame()).expect("utf-8");
+        let lines: Vec<&str> = frame.split('\n').collect();
+        assert_eq!(lines[0], "id: 7");
+        assert_eq!(lines[1], "event: message");
+        assert!(lines[2].starts_with("data: {\"id\":7,"), "{}", lines[2]);
+        assert!(lines[2].contains(r#""text":"two\nlines""#));
+        assert_eq!(&lines[3..], ["", ""]);
+    }
+
+    #[test]
+    fn json_omits_absent_user_and_round_trips() {
+        let json = serde_json::to_string(&sample()).expect("serialize");
+        assert!(!json.contains("user"));
+        let back: Message = serde_json::from_str(&json).expect("parse");
+        assert_eq!(back, sample());
+    }
+
+    #[test]
+    fn timestamp_has_milliseconds_and_utc_suffix() {
+        let ts = Message::now_timestamp();
+        assert_eq!(ts.len(), "2026-11-21T22:40:00.123Z".len(), "{ts}");
+        assert!(ts.ends_with('Z'));
+    }
+}

@@ -1,0 +1,145 @@
+//! Broker settings every binary shares, and `mqtt://` / `mqtts://` URL parsing.
+
+use std::time::Duration;
+
+use clap::Args;
+use rumqttc::MqttOptions;
+use url::Url;
+
+use crate::topic::DEFAULT_PREFIX;
+
+/// Largest MQTT packet either side accepts. A message JSON is at most a few times the
+/// 64 KiB body limit (escaping), and rumqttc's 10 KiB default would tear the
+/// connection down on the first long message.
+pub const MAX_PACKET_BYTES: usize = 1024 * 1024;
+
+/// `--mqtt-url` and `--topic-prefix`, flattened into each binary's flags.
+#[derive(Debug, Clone, Args)]
+pub struct MqttSettings {
+    /// Broker to use: `mqtt://[user:pass@]host:port` (port defaults to 1883).
+    #[arg(long, env = "CRIER_MQTT_URL", default_value = "mqtt://127.0.0.1:1883")]
+    pub mqtt_url: String,
+
+    /// Topic prefix: messages go to `{prefix}/channels/{uuid}/messages`.
+    #[arg(long, env = "CRIER_TOPIC_PREFIX", default_value = DEFAULT_PREFIX)]
+    pub topic_prefix: String,
+}
+
+/// Why a broker URL was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum MqttUrlError {
+    #[error("invalid broker URL {url:?}: {reason}")]
+    Invalid { url: String, reason: String },
+    #[error("broker URL scheme must be mqtt:// (mqtts:// needs TLS support), got {0:?}")]
+    Scheme(String),
+}
+
+/// A parsed broker address with optional credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerUrl {
+    pub host: String,
+    pub port: u16,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+impl BrokerUrl {
+    pub fn parse(raw: &str) -> Result<Self, MqttUrlError> {
+        let invalid = |reason: &str| MqttUrlError::Invalid {
+            url: redact(raw),
+            reason: reason.to_string(),
+        };
+        let url = Url::parse(raw).map_err(|e| invalid(&e.to_string()))?;
+        if url.scheme() != "mqtt" && url.scheme() != "tcp" {
+            return Err(MqttUrlError::Scheme(url.scheme().to_string()));
+        }
+        let host = url.host_str().ok_or_else(|| invalid("no host"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        let username = Some(decode(url.username())).filter(|u| !u.is_empty());
+        let password = url.password().map(decode);
+        Ok(BrokerUrl {
+            host,
+            port: url.port().unwrap_or(1883),
+            username,
+            password,
+        })
+    }
+
+    /// rumqttc options for this broker. `client_id` must be unique per process: a
+    /// broker disconnects the older of two clients with the same id.
+    pub fn options(&self, client_id: &str) -> MqttOptions {
+        let mut options = MqttOptions::new(client_id, self.host.clone(), self.port);
+        options.set_keep_alive(Duration::from_secs(10));
+        options.set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES);
+        if let Some(username) = &self.username {
+            options.set_credentials(username.clone(), self.password.clone().unwrap_or_default());
+        }
+        options
+    }
+}
+
+fn decode(raw: &str) -> String {
+    url::form_urlencoded::parse(format!("x={raw}").as_bytes())
+        .next()
+        .map(|(_, value)| value.into_owned())
+        .unwrap_or_default()
+}
+
+/// The URL without its password, for logs and error messages.
+pub fn redact(raw: &str) -> String {
+    match Url::parse(raw) {
+        Ok(mut url) if url.password().is_some() => {
+            let _ = url.set_password(Some("***"));
+            url.to_string()
+        }
+        _ => raw.to_string(),
+    }
+}
+
+/// A client id unique to this process and role, so several nodes (and several
+/// processes on one machine) never kick each other off the broker.
+pub fn client_id(role: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    format!("crier-{role}-{}-{nanos:08x}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_host_port_and_credentials() {
+        let url = BrokerUrl::parse("mqtt://crier:p%40ss@127.0.0.1:1884").expect("valid");
+        assert_eq!(url.host, "127.0.0.1");
+        assert_eq!(url.port, 1884);
+        assert_eq!(url.username.as_deref(), Some("crier"));
+        assert_eq!(url.password.as_deref(), Some("p@ss"));
+    }
+
+    #[test]
+    fn port_defaults_to_1883() {
+        let url = BrokerUrl::parse("mqtt://localhost").expect("valid");
+        assert_eq!(url.port, 1883);
+        assert_eq!(url.username, None);
+    }
+
+    #[test]
+    fn rejects_other_schemes_and_garbage() {
+        assert!(matches!(
+            BrokerUrl::parse("http://localhost:1883"),
+            Err(MqttUrlError::Scheme(_))
+        ));
+        assert!(BrokerUrl::parse("not a url").is_err());
+    }
+
+    #[test]
+    fn redact_hides_the_password() {
+        assert_eq!(
+            redact("mqtt://crier:secret@host:1883"),
+            "mqtt://crier:***@host:1883"
+        );
+    }
+}
