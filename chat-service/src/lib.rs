@@ -1,1 +1,26 @@
+//! chat-service: the REST ingest of Crier.
+//!
+//! A POST is validated into domain types, given the channel's next id and stored in
+//! sled, then queued for publication on the channel's MQTT topic. History is read
+//! back from the same store.
+//!
+//! # Layout
+//! - [`config`]: flags (`--listen`, `--mqtt-url`, `--data-dir`, limits).
+//! - [`startup`]: binds the listener, builds the app, starts the broker task.
+//! - [`routes`]: one file per resource (`messages`, `health`).
+//! - [`domain`]: `Author`, `Text` and `NewMessage`, with the limits inside.
+//! - [`body`]: reads a POST body in any of the accepted content types.
+//! - [`history`]: the sled store, id assignment and history queries.
+//! - [`mqtt`]: the publisher task that owns the broker connection.
+//! - [`error`]: the service's error enum and its mapping to the JSON error body.
 
+pub mod body;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod history;
+pub mod mqtt;
+pub mod routes;
+pub mod startup;
+
+pub use startup::{AppState, Application, configure};

@@ -100,13 +100,13 @@ impl ResponseError for ApiError {
 }
 
 /// Default service: an unknown path is a JSON `404`.
-pub async fn not_found() -> ApiError {
-    ApiError::from_status(StatusCode::NOT_FOUND)
+pub async fn not_found() -> HttpResponse {
+    ApiError::from_status(StatusCode::NOT_FOUND).error_response()
 }
 
 /// Per-resource default service: a known path with the wrong method is a JSON `405`.
-pub async fn method_not_allowed() -> ApiError {
-    ApiError::from_status(StatusCode::METHOD_NOT_ALLOWED)
+pub async fn method_not_allowed() -> HttpResponse {
+    ApiError::from_status(StatusCode::METHOD_NOT_ALLOWED).error_response()
 }
 
 /// Query-string errors (`?after=abc`) become `400 invalid_query` with serde's reason.

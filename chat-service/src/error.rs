@@ -1,0 +1,89 @@
+//! Everything that can go wrong at the chat-service's edge, and how each is answered.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use protocol::ApiError;
+use protocol::channel::InvalidChannel;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChatError {
+    #[error(transparent)]
+    InvalidChannel(#[from] InvalidChannel),
+    #[error("{0}")]
+    InvalidAuthor(String),
+    #[error("{0}")]
+    InvalidText(String),
+    #[error("{0}")]
+    InvalidJson(String),
+    #[error("request body is not valid UTF-8")]
+    InvalidEncoding,
+    #[error("{0}")]
+    InvalidQuery(String),
+    #[error("message id must be a positive integer, got {0:?}")]
+    InvalidMessageId(String),
+    #[error("{0}")]
+    InvalidIdempotencyKey(String),
+    #[error("no message {id} in this channel")]
+    MessageNotFound { id: u64 },
+    #[error("request body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error(
+        "unsupported content type {0:?}: use application/json, text/plain or application/x-www-form-urlencoded"
+    )]
+    UnsupportedMediaType(String),
+    #[error("could not read the request body: {0}")]
+    BodyRead(String),
+    #[error("storage failure: {0}")]
+    Storage(#[from] sled::Error),
+}
+
+impl ChatError {
+    fn code(&self) -> &'static str {
+        match self {
+            ChatError::InvalidChannel(_) => "invalid_channel",
+            ChatError::InvalidAuthor(_) => "invalid_author",
+            ChatError::InvalidText(_) => "invalid_text",
+            ChatError::InvalidJson(_) => "invalid_json",
+            ChatError::InvalidEncoding => "invalid_encoding",
+            ChatError::InvalidQuery(_) => "invalid_query",
+            ChatError::InvalidMessageId(_) => "invalid_message_id",
+            ChatError::InvalidIdempotencyKey(_) => "invalid_idempotency_key",
+            ChatError::MessageNotFound { .. } => "message_not_found",
+            ChatError::PayloadTooLarge { .. } => "payload_too_large",
+            ChatError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ChatError::BodyRead(_) => "bad_request",
+            ChatError::Storage(_) => "internal_error",
+        }
+    }
+
+    /// What the client is told; storage causes stay in the log.
+    fn public_message(&self) -> String {
+        match self {
+            ChatError::Storage(_) => "internal server error".to_string(),
+            other => other.to_string(),
+        }
+    }
+
+    pub fn to_api_error(&self) -> ApiError {
+        ApiError::new(self.status_code(), self.code(), self.public_message())
+    }
+}
+
+impl ResponseError for ChatError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ChatError::MessageNotFound { .. } => StatusCode::NOT_FOUND,
+            ChatError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ChatError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ChatError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if let ChatError::Storage(cause) = self {
+            log::error!("storage failure: {cause}");
+        }
+        self.to_api_error().error_response()
+    }
+}

@@ -1,0 +1,25 @@
+use clap::Parser;
+use chat_service::Application;
+use chat_service::config::Config;
+
+#[actix_web::main]
+async fn main() -> std::process::ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let config = Config::parse();
+    let mqtt_url = protocol::mqtt::redact(&config.mqtt.mqtt_url);
+    let app = match Application::build(config).await {
+        Ok(app) => app,
+        Err(e) => {
+            log::error!("chat-service could not start: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    println!("chat-service listening on http://{} (broker {mqtt_url})", app.address());
+    match app.run_until_stopped().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("chat-service stopped: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

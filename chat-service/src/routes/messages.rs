@@ -1,0 +1,124 @@
+//! `/channels/{channel}/messages`: post a message, read history.
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use protocol::ChannelId;
+use protocol::Message;
+use serde::{Deserialize, Serialize};
+
+use crate::AppState;
+use crate::body::{parse_fields, read_limited};
+use crate::domain::NewMessage;
+use crate::error::ChatError;
+
+/// Default and largest page of a history read.
+pub const DEFAULT_PAGE: usize = 50;
+pub const MAX_PAGE: usize = 1000;
+/// Longest accepted `Idempotency-Key`, in bytes.
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+#[derive(Deserialize)]
+pub struct PostQuery {
+    author: Option<String>,
+}
+
+/// `{"messages": [...]}`, ascending by id.
+#[derive(Serialize)]
+struct HistoryPage {
+    messages: Vec<Message>,
+}
+
+#[derive(Deserialize)]
+pub struct HistoryQuery {
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
+pub async fn post_message(
+    req: HttpRequest,
+    channel: web::Path<String>,
+    query: web::Query<PostQuery>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ChatError> {
+    let channel = ChannelId::parse(&channel)?;
+    let limits = &state.limits;
+    let body = read_limited(&req, payload, limits.max_body_bytes).await?;
+    let content_type = req.headers().get(header::CONTENT_TYPE);
+    let content_type = content_type.and_then(|value| value.to_str().ok());
+    let fields = parse_fields(content_type, &body, query.into_inner().author)?;
+    let new = NewMessage::parse(fields.author.as_deref(), fields.text.as_deref(), limits)?;
+    let key = idempotency_key(&req)?;
+    let appended = state.history.append(channel, &new, key, |_, json| {
+        state.publisher.enqueue(channel, json.clone())
+    })?;
+    state.history.flush().await?;
+    let location = format!("/channels/{channel}/messages/{}", appended.message.id);
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, location))
+        .insert_header(("Idempotent-Replayed", replayed_flag(appended.created)))
+        .content_type("application/json")
+        .body(appended.json))
+}
+
+pub async fn list_messages(
+    channel: web::Path<String>,
+    query: web::Query<HistoryQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ChatError> {
+    let channel = ChannelId::parse(&channel)?;
+    let limit = page_limit(query.limit)?;
+    let messages = match query.after {
+        Some(after) => state.history.after(channel, after, limit)?,
+        None => state.history.latest(channel, limit)?,
+    };
+    Ok(HttpResponse::Ok().json(HistoryPage { messages }))
+}
+
+pub async fn get_message(
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ChatError> {
+    let (channel, id) = path.into_inner();
+    let channel = ChannelId::parse(&channel)?;
+    let id = id
+        .parse::<u64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| ChatError::InvalidMessageId(id.chars().take(40).collect()))?;
+    let message = state
+        .history
+        .get(channel, id)?
+        .ok_or(ChatError::MessageNotFound { id })?;
+    Ok(HttpResponse::Ok().json(message))
+}
+
+fn page_limit(requested: Option<usize>) -> Result<usize, ChatError> {
+    match requested {
+        None => Ok(DEFAULT_PAGE),
+        Some(limit) if (1..=MAX_PAGE).contains(&limit) => Ok(limit),
+        Some(limit) => Err(ChatError::InvalidQuery(format!(
+            "limit must be between 1 and {MAX_PAGE}, got {limit}"
+        ))),
+    }
+}
+
+fn idempotency_key(req: &HttpRequest) -> Result<Option<&str>, ChatError> {
+    let Some(value) = req.headers().get("Idempotency-Key") else {
+        return Ok(None);
+    };
+    let invalid = || {
+        ChatError::InvalidIdempotencyKey(format!(
+            "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"
+        ))
+    };
+    let key = value.to_str().map_err(|_| invalid())?;
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY {
+        return Err(invalid());
+    }
+    Ok(Some(key))
+}
+
+fn replayed_flag(created: bool) -> &'static str {
+    if created { "false" } else { "true" }
+}

@@ -1,0 +1,147 @@
+//! Builds the chat-service: the route table, its shared state, and a server bound
+//! to a listener whose real port is known (tests bind port 0).
+
+use std::net::{SocketAddr, TcpListener};
+
+use actix_web::dev::Server;
+use actix_web::{App, HttpServer, web};
+use protocol::error::{json_error_bodies, method_not_allowed, not_found, path_config, query_config};
+use protocol::mqtt::BrokerUrl;
+use tokio::task::JoinHandle;
+
+use crate::config::{ChatSettings, Config, Limits};
+use crate::history::History;
+use crate::mqtt::{self, Publisher};
+use crate::routes::{health, messages};
+
+/// Everything a handler needs, cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub history: History,
+    pub publisher: Publisher,
+    pub limits: Limits,
+}
+
+impl AppState {
+    /// Opens the store and connects the publisher (which keeps retrying in the
+    /// background if the broker is not there yet).
+    pub fn start(
+        settings: &ChatSettings,
+        broker: &BrokerUrl,
+        topic_prefix: &str,
+    ) -> Result<(AppState, JoinHandle<()>), StartError> {
+        let history = History::open(&settings.data_dir).map_err(|source| StartError::Storage {
+            path: settings.data_dir.display().to_string(),
+            source,
+        })?;
+        let (publisher, task) = mqtt::start(broker, topic_prefix, history.clone());
+        let state = AppState {
+            history,
+            publisher,
+            limits: settings.limits,
+        };
+        Ok((state, task))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open the history store at {path}: {source}")]
+    Storage { path: String, source: sled::Error },
+    #[error(transparent)]
+    BrokerUrl(#[from] protocol::mqtt::MqttUrlError),
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        address: String,
+        source: std::io::Error,
+    },
+}
+
+/// The API routes (the table of contents of the service). The caller registers
+/// `web::Data<AppState>`; the all-in-one binary mounts this next to broadcast-sse.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/channels/{channel}/messages")
+            .route(web::post().to(messages::post_message))
+            .route(web::get().to(messages::list_messages))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/channels/{channel}/messages/{id}")
+            .route(web::get().to(messages::get_message))
+            .default_service(web::to(method_not_allowed)),
+    );
+}
+
+/// `/healthz` and `/readyz`, separate from [`configure`] because the all-in-one
+/// binary answers them for both services at once.
+pub fn configure_health(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(health::healthz))
+        .route("/readyz", web::get().to(health::readyz));
+}
+
+/// A running chat-service: its port and the tasks to watch.
+pub struct Application {
+    address: SocketAddr,
+    server: Server,
+    publisher_task: JoinHandle<()>,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> Result<Self, StartError> {
+        let broker = BrokerUrl::parse(&config.mqtt.mqtt_url)?;
+        let listener =
+            TcpListener::bind(&config.listen).map_err(|source| StartError::Listen {
+                address: config.listen.clone(),
+                source,
+            })?;
+        let address = listener.local_addr().map_err(|source| StartError::Listen {
+            address: config.listen.clone(),
+            source,
+        })?;
+        let (state, publisher_task) =
+            AppState::start(&config.chat, &broker, &config.mqtt.topic_prefix)?;
+        let server = serve(listener, state).map_err(|source| StartError::Listen {
+            address: config.listen.clone(),
+            source,
+        })?;
+        Ok(Application {
+            address,
+            server,
+            publisher_task,
+        })
+    }
+
+    /// The bound address, with the real port when the config asked for port 0.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Runs until the server stops (SIGINT/SIGTERM) or the publisher fails.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        tokio::select! {
+            result = self.server => result,
+            _ = self.publisher_task => {
+                Err(std::io::Error::other("the MQTT publisher stopped"))
+            }
+        }
+    }
+}
+
+fn serve(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
+    let state = web::Data::new(state);
+    let server = HttpServer::new(move || {
+        App::new()
+            .wrap(json_error_bodies())
+            .app_data(state.clone())
+            .app_data(query_config())
+            .app_data(path_config())
+            .configure(configure)
+            .configure(configure_health)
+            .default_service(web::to(not_found))
+    })
+    .shutdown_timeout(5)
+    .listen(listener)?
+    .run();
+    Ok(server)
+}
