@@ -1,0 +1,58 @@
+//! Command-line flags, each with a `CRIER_*` environment fallback.
+
+use std::time::Duration;
+
+use clap::{Args, Parser};
+use protocol::mqtt::MqttSettings;
+
+/// `broadcast-sse`: Server-Sent-Events fan-out for Crier.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "broadcast-sse", version, about)]
+pub struct Config {
+    /// Address to listen on (`127.0.0.1:0` picks a free port).
+    #[arg(long, env = "CRIER_LISTEN", default_value = "127.0.0.1:8081")]
+    pub listen: String,
+
+    #[command(flatten)]
+    pub mqtt: MqttSettings,
+
+    /// Base URL of the chat-service whose history fills replays and gaps.
+    #[arg(long, env = "CRIER_HISTORY_URL", default_value = "http://127.0.0.1:8080")]
+    pub history_url: String,
+
+    #[command(flatten)]
+    pub broadcast: BroadcastSettings,
+}
+
+/// Stream tuning shared with the all-in-one binary.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct BroadcastSettings {
+    /// Recent messages kept per channel for listeners that fall behind; a listener
+    /// further behind is caught up from history.
+    #[arg(long, env = "CRIER_RING_SIZE", default_value_t = 1024)]
+    pub ring_size: usize,
+
+    /// Seconds between `: keep-alive` comments on idle streams.
+    #[arg(long, env = "CRIER_HEARTBEAT_SECS", default_value_t = 15)]
+    pub heartbeat_secs: u64,
+
+    /// Reconnect delay suggested to browsers (`retry:`), in milliseconds.
+    #[arg(long, env = "CRIER_RETRY_MS", default_value_t = 2000)]
+    pub retry_ms: u64,
+}
+
+impl BroadcastSettings {
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_secs(self.heartbeat_secs.max(1))
+    }
+}
+
+impl Default for BroadcastSettings {
+    fn default() -> Self {
+        BroadcastSettings {
+            ring_size: 1024,
+            heartbeat_secs: 15,
+            retry_ms: 2000,
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! Everything that can go wrong at broadcast-sse's edge, and how each is answered.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use protocol::ApiError;
+use protocol::channel::InvalidChannel;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BroadcastError {
+    #[error(transparent)]
+    InvalidChannel(#[from] InvalidChannel),
+    #[error("Last-Event-ID must be a non-negative integer, got {0:?}")]
+    InvalidLastEventId(String),
+    #[error("history is unavailable, try again: {0}")]
+    HistoryUnavailable(String),
+}
+
+impl BroadcastError {
+    fn code(&self) -> &'static str {
+        match self {
+            BroadcastError::InvalidChannel(_) => "invalid_channel",
+            BroadcastError::InvalidLastEventId(_) => "invalid_last_event_id",
+            BroadcastError::HistoryUnavailable(_) => "history_unavailable",
+        }
+    }
+}
+
+impl ResponseError for BroadcastError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            BroadcastError::HistoryUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        ApiError::new(self.status_code(), self.code(), self.to_string()).error_response()
+    }
+}

@@ -1,0 +1,29 @@
+use broadcast_sse::Application;
+use broadcast_sse::config::Config;
+use clap::Parser;
+
+#[actix_web::main]
+async fn main() -> std::process::ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let config = Config::parse();
+    let mqtt_url = protocol::mqtt::redact(&config.mqtt.mqtt_url);
+    let history_url = config.history_url.clone();
+    let app = match Application::build(config).await {
+        Ok(app) => app,
+        Err(e) => {
+            log::error!("broadcast-sse could not start: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    println!(
+        "broadcast-sse listening on http://{} (broker {mqtt_url}, history {history_url})",
+        app.address()
+    );
+    match app.run_until_stopped().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("broadcast-sse stopped: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

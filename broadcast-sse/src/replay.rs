@@ -1,0 +1,72 @@
+//! Where replays and gap backfills read history from: the chat-service's HTTP API,
+//! or (in the all-in-one binary) the store itself.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use protocol::{ChannelId, Message};
+use serde::Deserialize;
+
+/// Messages per history request; also bounds what one stream holds in memory.
+pub const PAGE: usize = 200;
+
+pub type HistoryFuture = Pin<Box<dyn Future<Output = Result<Vec<Message>, HistoryError>> + Send>>;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct HistoryError(pub String);
+
+/// A source of a channel's messages with ids greater than `after`, ascending.
+pub trait HistorySource: Send + Sync + 'static {
+    fn after(&self, channel: ChannelId, after: u64, limit: usize) -> HistoryFuture;
+}
+
+/// Reads history from a chat-service: `GET {base}/channels/{c}/messages?after=&limit=`.
+pub struct HttpHistory {
+    client: reqwest::Client,
+    base: String,
+}
+
+#[derive(Deserialize)]
+struct HistoryPage {
+    messages: Vec<Message>,
+}
+
+impl HttpHistory {
+    pub fn new(base: &str) -> Result<Self, HistoryError> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .pool_max_idle_per_host(64)
+            .build()
+            .map_err(|e| HistoryError(format!("cannot build the history client: {e}")))?;
+        Ok(HttpHistory {
+            client,
+            base: base.trim_end_matches('/').to_string(),
+        })
+    }
+}
+
+impl HistorySource for HttpHistory {
+    fn after(&self, channel: ChannelId, after: u64, limit: usize) -> HistoryFuture {
+        let request = self
+            .client
+            .get(format!("{}/channels/{channel}/messages", self.base))
+            .query(&[("after", after), ("limit", limit as u64)]);
+        Box::pin(async move {
+            let response = request
+                .send()
+                .await
+                .map_err(|e| HistoryError(format!("history request failed: {e}")))?;
+            let status = response.status();
+            if !status.is_success() {
+                return Err(HistoryError(format!("history answered {status}")));
+            }
+            let page: HistoryPage = response
+                .json()
+                .await
+                .map_err(|e| HistoryError(format!("history answer unreadable: {e}")))?;
+            Ok(page.messages)
+        })
+    }
+}

@@ -1,0 +1,4 @@
+//! One file per resource.
+
+pub mod events;
+pub mod health;

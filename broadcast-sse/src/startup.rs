@@ -1,0 +1,216 @@
+//! Builds broadcast-sse: the route table, its shared state and background tasks,
+//! and a server bound to a listener whose real port is known (tests bind port 0).
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{App, HttpServer, web};
+use protocol::error::{json_error_bodies, method_not_allowed, not_found, path_config, query_config};
+use protocol::mqtt::BrokerUrl;
+use tokio::task::JoinHandle;
+
+use crate::config::{BroadcastSettings, Config};
+use crate::hub::Hub;
+use crate::mqtt::{self, BrokerStatus};
+use crate::replay::{HistorySource, HttpHistory};
+use crate::routes::{events, health};
+
+/// Open streams one process may hold: past actix's per-worker default of 25k, up to
+/// what the open-files limit allows.
+const MAX_CONNECTIONS_PER_WORKER: usize = 100_000;
+/// Seconds a graceful stop waits for open connections after streams were ended.
+const SHUTDOWN_TIMEOUT_SECS: u64 = 5;
+
+/// Everything a handler needs, cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub hub: Hub,
+    pub history: Arc<dyn HistorySource>,
+    pub broker: BrokerStatus,
+    pub settings: BroadcastSettings,
+}
+
+impl AppState {
+    /// Creates the hub and starts the subscriber and heartbeat tasks. The handle ends
+    /// only if the subscriber task fails.
+    pub fn start(
+        settings: BroadcastSettings,
+        broker: &BrokerUrl,
+        topic_prefix: &str,
+        history: Arc<dyn HistorySource>,
+    ) -> (AppState, JoinHandle<()>) {
+        let (hub, changes) = Hub::new(settings.ring_size);
+        let (status, subscriber) = mqtt::start(broker, topic_prefix, hub.clone(), changes);
+        tokio::spawn(beat_hearts(hub.clone(), settings));
+        let state = AppState {
+            hub,
+            history,
+            broker: status,
+            settings,
+        };
+        let task = tokio::spawn(async move {
+            if let Err(e) = subscriber.await {
+                log::error!("MQTT subscriber task failed: {e}");
+            }
+        });
+        (state, task)
+    }
+}
+
+async fn beat_hearts(hub: Hub, settings: BroadcastSettings) {
+    let mut interval = tokio::time::interval(settings.heartbeat());
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval.tick().await;
+    loop {
+        interval.tick().await;
+        hub.beat();
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    BrokerUrl(#[from] protocol::mqtt::MqttUrlError),
+    #[error("{0}")]
+    History(#[from] crate::replay::HistoryError),
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        address: String,
+        source: std::io::Error,
+    },
+}
+
+/// The API routes. The caller registers `web::Data<AppState>`; the all-in-one
+/// binary mounts this next to the chat-service.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/channels/{channel}/events")
+            .route(web::get().to(events::events))
+            .default_service(web::to(method_not_allowed)),
+    );
+}
+
+/// `/healthz` and `/readyz` of the standalone service.
+pub fn configure_health(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(health::healthz))
+        .route("/readyz", web::get().to(health::readyz));
+}
+
+/// Applies the settings every SSE server needs: closed clients detected promptly,
+/// room for many idle streams, and our own signal handling (see [`run_with_hub`]).
+pub fn tune_for_streams<F, I, S, B>(server: HttpServer<F, I, S, B>) -> HttpServer<F, I, S, B>
+where
+    F: Fn() -> I + Send + Clone + 'static,
+    I: actix_service::IntoServiceFactory<S, actix_http::Request>,
+    S: actix_web::dev::ServiceFactory<actix_http::Request, Config = actix_web::dev::AppConfig>
+        + 'static,
+    S::Error: Into<actix_web::Error> + 'static,
+    S::InitError: std::fmt::Debug,
+    S::Response: Into<actix_http::Response<B>> + 'static,
+    B: actix_web::body::MessageBody + 'static,
+{
+    server
+        .h1_allow_half_closed(false)
+        .max_connections(MAX_CONNECTIONS_PER_WORKER)
+        .backlog(4096)
+        .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
+        .disable_signals()
+}
+
+/// A running broadcast-sse: its address and the tasks to watch.
+pub struct Application {
+    address: SocketAddr,
+    server: Server,
+    hub: Hub,
+    subscriber_task: JoinHandle<()>,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> Result<Self, StartError> {
+        let broker = BrokerUrl::parse(&config.mqtt.mqtt_url)?;
+        let history: Arc<dyn HistorySource> = Arc::new(HttpHistory::new(&config.history_url)?);
+        let listen_error = |source| StartError::Listen {
+            address: config.listen.clone(),
+            source,
+        };
+        let listener = TcpListener::bind(&config.listen).map_err(listen_error)?;
+        let address = listener.local_addr().map_err(listen_error)?;
+        let (state, subscriber_task) =
+            AppState::start(config.broadcast, &broker, &config.mqtt.topic_prefix, history);
+        let hub = state.hub.clone();
+        let server = serve(listener, state).map_err(listen_error)?;
+        Ok(Application {
+            address,
+            server,
+            hub,
+            subscriber_task,
+        })
+    }
+
+    /// The bound address, with the real port when the config asked for port 0.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Runs until SIGINT/SIGTERM (streams end at once, the server stops gracefully)
+    /// or until the subscriber fails.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        run_with_hub(self.server, self.hub, self.subscriber_task).await
+    }
+}
+
+/// Runs `server` until a stop signal or until `task` ends. On a signal every stream
+/// is ended first, so a graceful stop does not wait on open streams.
+pub async fn run_with_hub(server: Server, hub: Hub, task: JoinHandle<()>) -> std::io::Result<()> {
+    let handle: ServerHandle = server.handle();
+    let server = tokio::spawn(server);
+    tokio::select! {
+        () = stop_signal() => {
+            log::info!("stopping: ending {} open streams", hub.listener_count());
+            hub.shut_down();
+            handle.stop(true).await;
+            Ok(())
+        }
+        result = server => result.unwrap_or_else(|e| Err(std::io::Error::other(e))),
+        _ = task => Err(std::io::Error::other("the MQTT subscriber stopped")),
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn serve(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
+    let state = web::Data::new(state);
+    let server = HttpServer::new(move || {
+        App::new()
+            .wrap(json_error_bodies())
+            .app_data(state.clone())
+            .app_data(query_config())
+            .app_data(path_config())
+            .configure(configure)
+            .configure(configure_health)
+            .default_service(web::to(not_found))
+    });
+    Ok(tune_for_streams(server).listen(listener)?.run())
+}
