@@ -1,1 +1,36 @@
-fn main(){}
+use clap::Parser;
+use crier::Application;
+use crier::config::Config;
+
+/// rumqttd reports every packet through `tracing` spans (some at error level), which
+/// would drown the service's own log; `RUST_LOG` brings them back when needed.
+const LOG_DEFAULT: &str = "info,rumqttd=off,tracing=off";
+
+#[actix_web::main]
+async fn main() -> std::process::ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(LOG_DEFAULT)).init();
+    let config = Config::parse();
+    let data_dir = config.chat.data_dir.display().to_string();
+    let app = match Application::build(config).await {
+        Ok(app) => app,
+        Err(e) => {
+            log::error!("crier could not start: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let endpoints = app.endpoints();
+    let kind = if endpoints.broker_is_embedded { "embedded" } else { "external" };
+    println!("crier listening on http://{}", endpoints.http);
+    println!("  demo page:   http://{}/", endpoints.http);
+    println!("  post:        POST http://{}/channels/{{uuid}}/messages", endpoints.http);
+    println!("  stream:      GET  http://{}/channels/{{uuid}}/events", endpoints.http);
+    println!("  MQTT broker: {} ({kind})", endpoints.broker);
+    println!("  history in:  {data_dir}");
+    match app.run_until_stopped().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("crier stopped: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! Flags of the all-in-one binary, each with a `CRIER_*` environment fallback.
+
+use broadcast_sse::config::BroadcastSettings;
+use chat_service::config::ChatSettings;
+use clap::Parser;
+use protocol::topic::DEFAULT_PREFIX;
+
+/// `crier`: chat fan-out on one port — REST ingest, SSE streams, an embedded MQTT
+/// broker and the demo page.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "crier", version, about)]
+pub struct Config {
+    /// Address to listen on for HTTP (API, streams and the demo page).
+    #[arg(long, env = "CRIER_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+
+    /// Use this broker (`mqtt://[user:pass@]host:port`) instead of the embedded one.
+    #[arg(long, env = "CRIER_MQTT_URL")]
+    pub mqtt_url: Option<String>,
+
+    /// Where the embedded broker listens; port 0 picks a free port. Set
+    /// `127.0.0.1:1883` to let MQTT clients such as `mosquitto_sub` watch.
+    #[arg(
+        long,
+        env = "CRIER_EMBEDDED_BROKER_LISTEN",
+        default_value = "127.0.0.1:0",
+        conflicts_with = "mqtt_url"
+    )]
+    pub embedded_broker_listen: String,
+
+    /// Topic prefix: messages go to `{prefix}/channels/{uuid}/messages`.
+    #[arg(long, env = "CRIER_TOPIC_PREFIX", default_value = DEFAULT_PREFIX)]
+    pub topic_prefix: String,
+
+    #[command(flatten)]
+    pub chat: ChatSettings,
+
+    #[command(flatten)]
+    pub broadcast: BroadcastSettings,
+}

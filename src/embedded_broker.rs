@@ -1,0 +1,101 @@
+//! An MQTT broker inside the process (rumqttd), so one command runs everything.
+//!
+//! rumqttd neither reports the port it bound nor can be stopped, so a free port is
+//! reserved first and the broker lives as long as the process.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use protocol::mqtt::MAX_PACKET_BYTES;
+
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("invalid embedded broker address {0:?}")]
+    Address(String),
+    #[error("cannot reserve a port for the embedded broker on {address}: {source}")]
+    Reserve {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("embedded broker configuration rejected: {0}")]
+    Config(String),
+    #[error("cannot start the embedded broker thread: {0}")]
+    Thread(std::io::Error),
+    #[error("embedded broker did not accept connections on {0} in time")]
+    NotReady(SocketAddr),
+}
+
+/// Starts rumqttd on `listen` (port 0: a free port) and returns the address it
+/// accepts MQTT connections on, once it does.
+pub fn start(listen: &str) -> Result<SocketAddr, BrokerError> {
+    let requested: SocketAddr = listen
+        .parse()
+        .map_err(|_| BrokerError::Address(listen.to_string()))?;
+    let address = reserve(requested)?;
+    let config = broker_config(address)?;
+    std::thread::Builder::new()
+        .name("embedded-mqtt".into())
+        .spawn(move || {
+            let mut broker = rumqttd::Broker::new(config);
+            if let Err(e) = broker.start() {
+                log::error!("embedded MQTT broker stopped: {e}");
+            }
+        })
+        .map_err(BrokerError::Thread)?;
+    wait_until_accepting(address)?;
+    Ok(address)
+}
+
+/// Binds and releases the address to learn a free port when port 0 was asked for.
+fn reserve(requested: SocketAddr) -> Result<SocketAddr, BrokerError> {
+    if requested.port() != 0 {
+        return Ok(requested);
+    }
+    let listener = TcpListener::bind(requested).map_err(|source| BrokerError::Reserve {
+        address: requested.to_string(),
+        source,
+    })?;
+    listener.local_addr().map_err(|source| BrokerError::Reserve {
+        address: requested.to_string(),
+        source,
+    })
+}
+
+fn broker_config(address: SocketAddr) -> Result<rumqttd::Config, BrokerError> {
+    let config = serde_json::json!({
+        "id": 0,
+        "router": {
+            "max_connections": 10_010,
+            "max_outgoing_packet_count": 200,
+            "max_segment_size": 10 * 1024 * 1024,
+            "max_segment_count": 10,
+        },
+        "v4": {
+            "1": {
+                "name": "v4-1",
+                "listen": address.to_string(),
+                "next_connection_delay_ms": 1,
+                "connections": {
+                    "connection_timeout_ms": 60_000,
+                    "max_payload_size": MAX_PACKET_BYTES,
+                    "max_inflight_count": 500,
+                    "dynamic_filters": true,
+                },
+            },
+        },
+    });
+    serde_json::from_value(config).map_err(|e| BrokerError::Config(e.to_string()))
+}
+
+fn wait_until_accepting(address: SocketAddr) -> Result<(), BrokerError> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(BrokerError::NotReady(address))
+}

@@ -1,0 +1,172 @@
+//! Mounts the chat-service, broadcast-sse and the demo page on one server.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+
+use actix_web::dev::Server;
+use actix_web::http::StatusCode;
+use actix_web::{App, HttpResponse, HttpServer, web};
+use broadcast_sse::hub::Hub;
+use broadcast_sse::startup::{run_with_hub, tune_for_streams};
+use protocol::ApiError;
+use protocol::error::{json_error_bodies, not_found, path_config, query_config};
+use protocol::mqtt::BrokerUrl;
+use serde_json::json;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::embedded_broker;
+use crate::store_history::StoreHistory;
+
+const DEMO_PAGE: &str = include_str!("../client-demo/index.html");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Broker(#[from] embedded_broker::BrokerError),
+    #[error(transparent)]
+    BrokerUrl(#[from] protocol::mqtt::MqttUrlError),
+    #[error(transparent)]
+    Chat(#[from] chat_service::startup::StartError),
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        address: String,
+        source: std::io::Error,
+    },
+}
+
+/// Where the running all-in-one can be reached.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    pub http: SocketAddr,
+    /// The broker in use: `mqtt://…` (password hidden).
+    pub broker: String,
+    pub broker_is_embedded: bool,
+}
+
+pub struct Application {
+    endpoints: Endpoints,
+    server: Server,
+    hub: Hub,
+    tasks: JoinHandle<()>,
+}
+
+/// Both services' state, registered side by side in one app.
+#[derive(Clone)]
+struct Services {
+    chat: chat_service::AppState,
+    broadcast: broadcast_sse::AppState,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> Result<Self, StartError> {
+        let (broker, endpoint, broker_is_embedded) = broker_for(&config)?;
+        let listen_error = |source| StartError::Listen {
+            address: config.listen.clone(),
+            source,
+        };
+        let listener = TcpListener::bind(&config.listen).map_err(listen_error)?;
+        let http = listener.local_addr().map_err(listen_error)?;
+        let (chat, publisher) =
+            chat_service::AppState::start(&config.chat, &broker, &config.topic_prefix)?;
+        let history = Arc::new(StoreHistory(chat.history.clone()));
+        let (broadcast, subscriber) = broadcast_sse::AppState::start(
+            config.broadcast,
+            &broker,
+            &config.topic_prefix,
+            history,
+        );
+        let hub = broadcast.hub.clone();
+        let server = serve(listener, Services { chat, broadcast }).map_err(listen_error)?;
+        let tasks = tokio::spawn(async move {
+            tokio::select! {
+                _ = publisher => {}
+                _ = subscriber => {}
+            }
+        });
+        Ok(Application {
+            endpoints: Endpoints {
+                http,
+                broker: endpoint,
+                broker_is_embedded,
+            },
+            server,
+            hub,
+            tasks,
+        })
+    }
+
+    pub fn endpoints(&self) -> &Endpoints {
+        &self.endpoints
+    }
+
+    /// Runs until SIGINT/SIGTERM or until a broker task fails.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        run_with_hub(self.server, self.hub, self.tasks).await
+    }
+}
+
+/// The external broker when `--mqtt-url` is set, else a new embedded one.
+fn broker_for(config: &Config) -> Result<(BrokerUrl, String, bool), StartError> {
+    if let Some(url) = &config.mqtt_url {
+        return Ok((BrokerUrl::parse(url)?, protocol::mqtt::redact(url), false));
+    }
+    let address = embedded_broker::start(&config.embedded_broker_listen)?;
+    let url = format!("mqtt://{address}");
+    Ok((BrokerUrl::parse(&url)?, url, true))
+}
+
+fn serve(listener: TcpListener, services: Services) -> std::io::Result<Server> {
+    let chat = web::Data::new(services.chat.clone());
+    let broadcast = web::Data::new(services.broadcast.clone());
+    let services = web::Data::new(services);
+    let server = HttpServer::new(move || {
+        App::new()
+            .wrap(json_error_bodies())
+            .app_data(chat.clone())
+            .app_data(broadcast.clone())
+            .app_data(services.clone())
+            .app_data(query_config())
+            .app_data(path_config())
+            .configure(chat_service::configure)
+            .configure(broadcast_sse::configure)
+            .route("/", web::get().to(demo_page))
+            .route("/healthz", web::get().to(healthz))
+            .route("/readyz", web::get().to(readyz))
+            .default_service(web::to(not_found))
+    });
+    Ok(tune_for_streams(server).listen(listener)?.run())
+}
+
+async fn demo_page() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(DEMO_PAGE)
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+/// Ready when the store answers and both the publisher and the subscriber are
+/// connected to the broker.
+async fn readyz(services: web::Data<Services>) -> Result<HttpResponse, ApiError> {
+    let storage = services.chat.history.is_healthy();
+    let publisher = services.chat.publisher.status().is_connected();
+    let subscriber = services.broadcast.broker.is_connected();
+    if storage && publisher && subscriber {
+        return Ok(HttpResponse::Ok().json(json!({
+            "status": "ready", "storage": "ok", "broker": "connected"
+        })));
+    }
+    Err(ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not_ready",
+        format!(
+            "not ready: storage {}, publisher {}, subscriber {}",
+            if storage { "ok" } else { "failing" },
+            if publisher { "connected" } else { "disconnected" },
+            if subscriber { "connected" } else { "disconnected" },
+        ),
+    ))
+}
