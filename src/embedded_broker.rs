@@ -57,10 +57,12 @@ fn reserve(requested: SocketAddr) -> Result<SocketAddr, BrokerError> {
         address: requested.to_string(),
         source,
     })?;
-    listener.local_addr().map_err(|source| BrokerError::Reserve {
-        address: requested.to_string(),
-        source,
-    })
+    listener
+        .local_addr()
+        .map_err(|source| BrokerError::Reserve {
+            address: requested.to_string(),
+            source,
+        })
 }
 
 fn broker_config(address: SocketAddr) -> Result<rumqttd::Config, BrokerError> {

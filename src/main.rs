@@ -19,11 +19,21 @@ async fn main() -> std::process::ExitCode {
         }
     };
     let endpoints = app.endpoints();
-    let kind = if endpoints.broker_is_embedded { "embedded" } else { "external" };
+    let kind = if endpoints.broker_is_embedded {
+        "embedded"
+    } else {
+        "external"
+    };
     println!("crier listening on http://{}", endpoints.http);
     println!("  demo page:   http://{}/", endpoints.http);
-    println!("  post:        POST http://{}/channels/{{uuid}}/messages", endpoints.http);
-    println!("  stream:      GET  http://{}/channels/{{uuid}}/events", endpoints.http);
+    println!(
+        "  post:        POST http://{}/channels/{{uuid}}/messages",
+        endpoints.http
+    );
+    println!(
+        "  stream:      GET  http://{}/channels/{{uuid}}/events",
+        endpoints.http
+    );
     println!("  MQTT broker: {} ({kind})", endpoints.broker);
     println!("  history in:  {data_dir}");
     match app.run_until_stopped().await {

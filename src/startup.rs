@@ -165,8 +165,16 @@ async fn readyz(services: web::Data<Services>) -> Result<HttpResponse, ApiError>
         format!(
             "not ready: storage {}, publisher {}, subscriber {}",
             if storage { "ok" } else { "failing" },
-            if publisher { "connected" } else { "disconnected" },
-            if subscriber { "connected" } else { "disconnected" },
+            if publisher {
+                "connected"
+            } else {
+                "disconnected"
+            },
+            if subscriber {
+                "connected"
+            } else {
+                "disconnected"
+            },
         ),
     ))
 }

@@ -17,7 +17,11 @@ pub struct Config {
     pub mqtt: MqttSettings,
 
     /// Base URL of the chat-service whose history fills replays and gaps.
-    #[arg(long, env = "CRIER_HISTORY_URL", default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        env = "CRIER_HISTORY_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
     pub history_url: String,
 
     #[command(flatten)]

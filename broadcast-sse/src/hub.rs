@@ -188,7 +188,9 @@ impl Hub {
 
     /// Ticks every stream's heartbeat (one timer for the whole node).
     pub fn beat(&self) {
-        self.inner.heartbeat.send_modify(|tick| *tick = tick.wrapping_add(1));
+        self.inner
+            .heartbeat
+            .send_modify(|tick| *tick = tick.wrapping_add(1));
     }
 
     pub fn heartbeats(&self) -> watch::Receiver<u64> {
@@ -236,12 +238,21 @@ mod tests {
         let channel = ChannelId::from_bytes([1; 16]);
         let first = hub.join(channel);
         let second = hub.join(channel);
-        assert_eq!(changes.try_recv().ok(), Some(SubscriptionChange::Subscribe(channel)));
-        assert!(changes.try_recv().is_err(), "second listener does not subscribe again");
+        assert_eq!(
+            changes.try_recv().ok(),
+            Some(SubscriptionChange::Subscribe(channel))
+        );
+        assert!(
+            changes.try_recv().is_err(),
+            "second listener does not subscribe again"
+        );
         drop(first);
         assert!(changes.try_recv().is_err(), "a listener remains");
         drop(second);
-        assert_eq!(changes.try_recv().ok(), Some(SubscriptionChange::Unsubscribe(channel)));
+        assert_eq!(
+            changes.try_recv().ok(),
+            Some(SubscriptionChange::Unsubscribe(channel))
+        );
         assert!(hub.active_channels().is_empty());
     }
 

@@ -141,7 +141,10 @@ impl Subscriber {
     fn subscribe(&mut self, channels: Vec<ChannelId>) {
         for batch in channels.chunks(FILTERS_PER_PACKET) {
             let filters = batch.iter().map(|channel| {
-                SubscribeFilter::new(topic::channel_topic(&self.prefix, *channel), QoS::AtLeastOnce)
+                SubscribeFilter::new(
+                    topic::channel_topic(&self.prefix, *channel),
+                    QoS::AtLeastOnce,
+                )
             });
             match self.client.try_subscribe_many(filters) {
                 Ok(()) => self.sent.push_back(batch.to_vec()),

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{App, HttpServer, web};
-use protocol::error::{json_error_bodies, method_not_allowed, not_found, path_config, query_config};
+use protocol::error::{
+    json_error_bodies, method_not_allowed, not_found, path_config, query_config,
+};
 use protocol::mqtt::BrokerUrl;
 use tokio::task::JoinHandle;
 
@@ -136,8 +138,12 @@ impl Application {
         };
         let listener = TcpListener::bind(&config.listen).map_err(listen_error)?;
         let address = listener.local_addr().map_err(listen_error)?;
-        let (state, subscriber_task) =
-            AppState::start(config.broadcast, &broker, &config.mqtt.topic_prefix, history);
+        let (state, subscriber_task) = AppState::start(
+            config.broadcast,
+            &broker,
+            &config.mqtt.topic_prefix,
+            history,
+        );
         let hub = state.hub.clone();
         let server = serve(listener, state).map_err(listen_error)?;
         Ok(Application {

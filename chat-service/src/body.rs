@@ -56,7 +56,14 @@ pub fn parse_fields(
     query_author: Option<String>,
 ) -> Result<RawFields, ChatError> {
     let mime = content_type
-        .map(|value| value.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .map(|value| {
+            value
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
         .unwrap_or_default();
     let text = std::str::from_utf8(body).map_err(|_| ChatError::InvalidEncoding)?;
     match mime.as_str() {
@@ -67,16 +74,26 @@ pub fn parse_fields(
         }),
         "application/x-www-form-urlencoded" => parse_form(text),
         "" => Err(ChatError::UnsupportedMediaType("none".into())),
-        other => Err(ChatError::UnsupportedMediaType(other.chars().take(100).collect())),
+        other => Err(ChatError::UnsupportedMediaType(
+            other.chars().take(100).collect(),
+        )),
     }
 }
 
+/// Only an object is accepted: serde would otherwise read `["ann","hi"]` as the
+/// struct's fields in order.
 fn parse_json(text: &str) -> Result<RawFields, ChatError> {
-    let fields: JsonFields = serde_json::from_str(text).map_err(|e| {
+    let invalid = |reason: String| {
         ChatError::InvalidJson(format!(
-            "body must be a JSON object {{\"author\": string, \"text\": string}}: {e}"
+            "body must be a JSON object {{\"author\": string, \"text\": string}}: {reason}"
         ))
-    })?;
+    };
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
+    if !value.is_object() {
+        return Err(invalid("not an object".into()));
+    }
+    let fields: JsonFields = serde_json::from_value(value).map_err(|e| invalid(e.to_string()))?;
     Ok(RawFields {
         author: fields.author,
         text: fields.text,
@@ -141,11 +158,20 @@ mod tests {
 
     #[test]
     fn bad_bodies_are_refused_with_the_right_error() {
-        let cases: [(Option<&str>, &[u8], &str); 5] = [
+        let cases: [(Option<&str>, &[u8], &str); 6] = [
+            (Some("application/json"), br#"["ann","hi"]"#, "invalid_json"),
             (Some("application/json"), b"{\"author\":", "invalid_json"),
-            (Some("application/json"), br#"{"author":1,"text":"x"}"#, "invalid_json"),
+            (
+                Some("application/json"),
+                br#"{"author":1,"text":"x"}"#,
+                "invalid_json",
+            ),
             (Some("application/json"), b"\xff\xfe", "invalid_encoding"),
-            (Some("application/x-www-form-urlencoded"), b"text=%FF", "invalid_encoding"),
+            (
+                Some("application/x-www-form-urlencoded"),
+                b"text=%FF",
+                "invalid_encoding",
+            ),
             (Some("image/png"), b"x", "unsupported_media_type"),
         ];
         for (content_type, body, code) in cases {

@@ -123,7 +123,10 @@ mod tests {
         assert!(Text::parse(Some("a\nb\tc"), &LIMITS).is_ok());
         assert!(Text::parse(Some("a\u{7}b"), &LIMITS).is_err());
         assert!(Text::parse(Some(" \n "), &LIMITS).is_err(), "blank");
-        assert!(Text::parse(Some("12345678901"), &LIMITS).is_err(), "11 > 10");
+        assert!(
+            Text::parse(Some("12345678901"), &LIMITS).is_err(),
+            "11 > 10"
+        );
         assert!(Text::parse(None, &LIMITS).is_err(), "missing");
     }
 }

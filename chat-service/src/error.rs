@@ -35,6 +35,8 @@ pub enum ChatError {
     BodyRead(String),
     #[error("storage failure: {0}")]
     Storage(#[from] sled::Error),
+    #[error(transparent)]
+    Flush(#[from] crate::history::FlushError),
 }
 
 impl ChatError {
@@ -52,14 +54,14 @@ impl ChatError {
             ChatError::PayloadTooLarge { .. } => "payload_too_large",
             ChatError::UnsupportedMediaType(_) => "unsupported_media_type",
             ChatError::BodyRead(_) => "bad_request",
-            ChatError::Storage(_) => "internal_error",
+            ChatError::Storage(_) | ChatError::Flush(_) => "internal_error",
         }
     }
 
     /// What the client is told; storage causes stay in the log.
     fn public_message(&self) -> String {
         match self {
-            ChatError::Storage(_) => "internal server error".to_string(),
+            ChatError::Storage(_) | ChatError::Flush(_) => "internal server error".to_string(),
             other => other.to_string(),
         }
     }
@@ -75,14 +77,14 @@ impl ResponseError for ChatError {
             ChatError::MessageNotFound { .. } => StatusCode::NOT_FOUND,
             ChatError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ChatError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ChatError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ChatError::Storage(_) | ChatError::Flush(_) => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
-        if let ChatError::Storage(cause) = self {
-            log::error!("storage failure: {cause}");
+        if matches!(self, ChatError::Storage(_) | ChatError::Flush(_)) {
+            log::error!("{self}");
         }
         self.to_api_error().error_response()
     }

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use protocol::{ChannelId, Message};
+use tokio::sync::oneshot;
 
 use crate::domain::NewMessage;
 
@@ -19,14 +20,17 @@ pub struct History {
 }
 
 struct Inner {
-    db: sled::Db,
     messages: sled::Tree,
     idempotency: sled::Tree,
     /// Last id given out per channel. A std mutex: it is held only for the
     /// in-memory insert and never across an `.await`, and holding it while the
     /// message is queued for the broker is what keeps publish order equal to id order.
     last_ids: Mutex<HashMap<ChannelId, u64>>,
+    committer: GroupCommitter,
 }
+
+/// Told the outcome of the flush that covered its writes.
+type FlushWaiter = oneshot::Sender<Result<(), String>>;
 
 /// The outcome of an append: the stored message, its JSON, and whether it is new
 /// (`false` when an idempotency key matched an earlier message).
@@ -42,9 +46,10 @@ impl History {
         let db = sled::Config::new().path(dir).open()?;
         let messages = db.open_tree("messages")?;
         let idempotency = db.open_tree("idempotency")?;
+        let committer = GroupCommitter::start(db)?;
         Ok(History {
             inner: Arc::new(Inner {
-                db,
+                committer,
                 messages,
                 idempotency,
                 last_ids: Mutex::new(HashMap::new()),
@@ -99,9 +104,15 @@ impl History {
         })
     }
 
-    /// Waits until everything appended so far is on disk.
-    pub async fn flush(&self) -> Result<(), sled::Error> {
-        self.inner.db.flush_async().await.map(|_| ())
+    /// Waits until everything appended so far is on disk. Concurrent callers share
+    /// one flush (group commit).
+    pub async fn flush(&self) -> Result<(), FlushError> {
+        let (waiter, outcome) = oneshot::channel();
+        self.inner.committer.request(waiter)?;
+        match outcome.await {
+            Ok(result) => result.map_err(FlushError),
+            Err(_) => Err(FlushError("the flush thread has stopped".into())),
+        }
     }
 
     /// Up to `limit` messages with ids greater than `after`, ascending.
@@ -164,7 +175,11 @@ impl History {
         if let Some(id) = cache.get(&channel) {
             return Ok(*id);
         }
-        let last = self.inner.messages.scan_prefix(channel.as_bytes()).next_back();
+        let last = self
+            .inner
+            .messages
+            .scan_prefix(channel.as_bytes())
+            .next_back();
         let id = match last.transpose()? {
             Some((key, _)) => id_of_key(&key),
             None => 0,
@@ -173,12 +188,74 @@ impl History {
         Ok(id)
     }
 
-    fn find_idempotent(&self, channel: ChannelId, key: &str) -> Result<Option<Message>, sled::Error> {
-        let Some(id) = self.inner.idempotency.get(idempotency_tree_key(channel, key))? else {
+    fn find_idempotent(
+        &self,
+        channel: ChannelId,
+        key: &str,
+    ) -> Result<Option<Message>, sled::Error> {
+        let Some(id) = self
+            .inner
+            .idempotency
+            .get(idempotency_tree_key(channel, key))?
+        else {
             return Ok(None);
         };
         let id = u64::from_be_bytes(id.as_ref().try_into().unwrap_or([0; 8]));
         self.get(channel, id)
+    }
+}
+
+/// A flush that failed; the cause is sled's, as text (sled's error is not `Clone`,
+/// and one flush answers many waiters).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("flush to disk failed: {0}")]
+pub struct FlushError(pub String);
+
+/// One thread owns flushing: it takes every waiting request, flushes once, and
+/// answers them all. Only one flush is ever in flight — sled 0.34's `flush_async`
+/// deadlocks its own thread pool when many run at once.
+struct GroupCommitter {
+    requests: Option<std::sync::mpsc::Sender<FlushWaiter>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl GroupCommitter {
+    fn start(db: sled::Db) -> Result<Self, sled::Error> {
+        let (requests, waiting) = std::sync::mpsc::channel::<FlushWaiter>();
+        let thread = std::thread::Builder::new()
+            .name("sled-group-commit".into())
+            .spawn(move || {
+                while let Ok(first) = waiting.recv() {
+                    let mut waiters = vec![first];
+                    waiters.extend(waiting.try_iter());
+                    let outcome = db.flush().map(|_| ()).map_err(|e| e.to_string());
+                    for waiter in waiters {
+                        let _ = waiter.send(outcome.clone());
+                    }
+                }
+            })?;
+        Ok(GroupCommitter {
+            requests: Some(requests),
+            thread: Some(thread),
+        })
+    }
+
+    fn request(&self, waiter: FlushWaiter) -> Result<(), FlushError> {
+        self.requests
+            .as_ref()
+            .and_then(|requests| requests.send(waiter).ok())
+            .ok_or_else(|| FlushError("the flush thread has stopped".into()))
+    }
+}
+
+impl Drop for GroupCommitter {
+    /// Ends the thread and waits for it, so the database (and its file lock) is
+    /// released when the `History` is gone and can be reopened at once.
+    fn drop(&mut self) {
+        drop(self.requests.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -274,7 +351,9 @@ mod tests {
             .expect("append");
         let mut republished = false;
         let retry = history
-            .append(channel(1), &new_message("b"), Some("k1"), |_, _| republished = true)
+            .append(channel(1), &new_message("b"), Some("k1"), |_, _| {
+                republished = true
+            })
             .expect("append");
         assert!(!retry.created);
         assert!(!republished, "a retry is not published again");

@@ -1,6 +1,6 @@
-use clap::Parser;
 use chat_service::Application;
 use chat_service::config::Config;
+use clap::Parser;
 
 #[actix_web::main]
 async fn main() -> std::process::ExitCode {
@@ -14,7 +14,10 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    println!("chat-service listening on http://{} (broker {mqtt_url})", app.address());
+    println!(
+        "chat-service listening on http://{} (broker {mqtt_url})",
+        app.address()
+    );
     match app.run_until_stopped().await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -107,7 +107,12 @@ async fn forward_stored(
         }
         for publication in batch.drain(..) {
             if let Err(e) = client
-                .publish_bytes(publication.topic, QoS::AtLeastOnce, false, publication.payload)
+                .publish_bytes(
+                    publication.topic,
+                    QoS::AtLeastOnce,
+                    false,
+                    publication.payload,
+                )
                 .await
             {
                 log::error!("could not queue a publish: {e}");

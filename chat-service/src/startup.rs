@@ -5,7 +5,9 @@ use std::net::{SocketAddr, TcpListener};
 
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
-use protocol::error::{json_error_bodies, method_not_allowed, not_found, path_config, query_config};
+use protocol::error::{
+    json_error_bodies, method_not_allowed, not_found, path_config, query_config,
+};
 use protocol::mqtt::BrokerUrl;
 use tokio::task::JoinHandle;
 
@@ -90,11 +92,10 @@ pub struct Application {
 impl Application {
     pub async fn build(config: Config) -> Result<Self, StartError> {
         let broker = BrokerUrl::parse(&config.mqtt.mqtt_url)?;
-        let listener =
-            TcpListener::bind(&config.listen).map_err(|source| StartError::Listen {
-                address: config.listen.clone(),
-                source,
-            })?;
+        let listener = TcpListener::bind(&config.listen).map_err(|source| StartError::Listen {
+            address: config.listen.clone(),
+            source,
+        })?;
         let address = listener.local_addr().map_err(|source| StartError::Listen {
             address: config.listen.clone(),
             source,

@@ -54,7 +54,10 @@ impl BrokerUrl {
             return Err(MqttUrlError::Scheme(url.scheme().to_string()));
         }
         let host = url.host_str().ok_or_else(|| invalid("no host"))?;
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
         let username = Some(decode(url.username())).filter(|u| !u.is_empty());
         let password = url.password().map(decode);
         Ok(BrokerUrl {

@@ -30,7 +30,10 @@ mod tests {
     fn channel_of_inverts_channel_topic() {
         let id = ChannelId::parse("6f9619ff-8b86-d011-b42d-00cf4fc964ff").expect("uuid");
         let topic = channel_topic("crier", id);
-        assert_eq!(topic, "crier/channels/6f9619ff-8b86-d011-b42d-00cf4fc964ff/messages");
+        assert_eq!(
+            topic,
+            "crier/channels/6f9619ff-8b86-d011-b42d-00cf4fc964ff/messages"
+        );
         assert_eq!(channel_of("crier", &topic), Some(id));
         assert_eq!(channel_of("other", &topic), None);
         assert_eq!(channel_of("crier", "crier/channels/x/messages"), None);

@@ -1,0 +1,66 @@
+//! The all-in-one `crier` binary: embedded broker, both services and the demo page
+//! on one port.
+
+use reqwest::StatusCode;
+
+use crate::helpers::{CRIER, new_channel, open_stream, wait_for_ready};
+use crate::process::Service;
+
+#[tokio::test]
+async fn crier_serves_the_demo_page_posts_and_streams_on_one_port() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let crier = Service::start(
+        CRIER,
+        &[
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--data-dir".into(),
+            dir.path().join("data").display().to_string(),
+        ],
+        &dir.path().join("crier.log"),
+    );
+    let http = reqwest::Client::new();
+    wait_for_ready(&http, &crier.url).await;
+
+    let page = http
+        .get(format!("{}/", crier.url))
+        .send()
+        .await
+        .expect("GET /");
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await.expect("page text");
+    for element in [
+        r#"id="send""#,
+        r#"name="author""#,
+        r#"name="text""#,
+        r#"id="messages""#,
+        r#"id="status""#,
+    ] {
+        assert!(html.contains(element), "demo page has {element}");
+    }
+
+    let channel = new_channel();
+    let mut stream = open_stream(&http, &crier.url, channel, None).await;
+    let response = http
+        .post(format!("{}/channels/{channel}/messages", crier.url))
+        .header("content-type", "text/plain")
+        .query(&[("author", "ann")])
+        .body("hi from text/plain")
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(
+        response.status(),
+        StatusCode::CREATED,
+        "log:\n{}",
+        crier.log_text()
+    );
+    let location = response.headers().get("location").cloned();
+    assert_eq!(
+        location.as_ref().and_then(|v| v.to_str().ok()),
+        Some(format!("/channels/{channel}/messages/1").as_str())
+    );
+    let message = stream.next_message().await;
+    assert_eq!((message.id, message.author.as_str()), (1, "ann"));
+    assert_eq!(message.text, "hi from text/plain");
+}

@@ -1,0 +1,287 @@
+//! A running Crier for one test, with a helper per endpoint so tests read like
+//! sentences.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use eventsource_stream::{Event, Eventsource};
+use futures_util::{Stream, StreamExt};
+use protocol::error::ErrorBody;
+use protocol::{ChannelId, Message};
+use reqwest::StatusCode;
+use serde::Deserialize;
+use tempfile::TempDir;
+
+use crate::broker::Broker;
+use crate::process::Service;
+
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub const CHAT_SERVICE: &str = env!("CARGO_BIN_EXE_e2e-chat-service");
+pub const BROADCAST_SSE: &str = env!("CARGO_BIN_EXE_e2e-broadcast-sse");
+pub const CRIER: &str = env!("CARGO_BIN_EXE_e2e-crier");
+
+/// chat-service and broadcast-sse as separate processes on one broker, with a
+/// fresh data dir and topic prefix.
+pub struct TestApp {
+    pub chat: Option<Service>,
+    pub sse: Service,
+    pub broker: Broker,
+    pub data_dir: TempDir,
+    pub prefix: String,
+    pub http: reqwest::Client,
+}
+
+#[derive(Deserialize)]
+struct HistoryPage {
+    messages: Vec<Message>,
+}
+
+impl TestApp {
+    pub async fn on(broker: Broker) -> TestApp {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let prefix = format!("crier-test-{}", uuid::Uuid::new_v4().simple());
+        let chat = start_chat_service(&broker, &data_dir, &prefix);
+        let sse = Service::start(
+            BROADCAST_SSE,
+            &[
+                "--listen".into(),
+                "127.0.0.1:0".into(),
+                "--mqtt-url".into(),
+                broker.url.clone(),
+                "--topic-prefix".into(),
+                prefix.clone(),
+                "--history-url".into(),
+                chat.url.clone(),
+            ],
+            &data_dir.path().join("broadcast-sse.log"),
+        );
+        let app = TestApp {
+            chat: Some(chat),
+            sse,
+            broker,
+            data_dir,
+            prefix,
+            http: reqwest::Client::new(),
+        };
+        app.wait_until_ready().await;
+        app
+    }
+
+    pub fn chat_url(&self) -> &str {
+        &self.chat.as_ref().expect("chat-service is running").url
+    }
+
+    /// Both services answer `/readyz` with 200 (store open, broker connected).
+    pub async fn wait_until_ready(&self) {
+        for url in [self.chat_url().to_string(), self.sse.url.clone()] {
+            wait_for_ready(&self.http, &url).await;
+        }
+    }
+
+    /// `kill -9` the chat-service and start it again on the same data dir.
+    pub async fn restart_chat_service(&mut self) {
+        if let Some(chat) = self.chat.take() {
+            chat.kill();
+        }
+        self.chat = Some(start_chat_service(
+            &self.broker,
+            &self.data_dir,
+            &self.prefix,
+        ));
+        self.wait_until_ready().await;
+    }
+
+    pub async fn post_message(&self, channel: ChannelId, author: &str, text: &str) -> Message {
+        let response = self
+            .http
+            .post(format!("{}/channels/{channel}/messages", self.chat_url()))
+            .json(&serde_json::json!({ "author": author, "text": text }))
+            .send()
+            .await
+            .expect("POST reaches chat-service");
+        assert_eq!(response.status(), StatusCode::CREATED, "POST answers 201");
+        response
+            .json()
+            .await
+            .expect("POST answers the stored message")
+    }
+
+    pub async fn history(&self, channel: ChannelId, query: &str) -> Vec<Message> {
+        let response = self
+            .http
+            .get(format!(
+                "{}/channels/{channel}/messages{query}",
+                self.chat_url()
+            ))
+            .send()
+            .await
+            .expect("GET reaches chat-service");
+        assert_eq!(response.status(), StatusCode::OK, "history answers 200");
+        let page: HistoryPage = response.json().await.expect("history JSON");
+        page.messages
+    }
+
+    pub async fn open_stream(&self, channel: ChannelId, last_event_id: Option<u64>) -> EventStream {
+        open_stream(&self.http, &self.sse.url, channel, last_event_id).await
+    }
+
+    /// Resumes with `?last_event_id=` instead of the header (what a page can do on
+    /// its first connection).
+    pub async fn open_stream_with_query(
+        &self,
+        channel: ChannelId,
+        last_event_id: u64,
+    ) -> EventStream {
+        let url = format!(
+            "{}/channels/{channel}/events?last_event_id={last_event_id}",
+            self.sse.url
+        );
+        EventStream::from_request(self.http.get(url)).await
+    }
+}
+
+pub fn start_chat_service(broker: &Broker, data_dir: &TempDir, prefix: &str) -> Service {
+    Service::start(
+        CHAT_SERVICE,
+        &[
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--mqtt-url".into(),
+            broker.url.clone(),
+            "--topic-prefix".into(),
+            prefix.to_string(),
+            "--data-dir".into(),
+            data_dir.path().join("history").display().to_string(),
+        ],
+        &data_dir.path().join("chat-service.log"),
+    )
+}
+
+pub async fn wait_for_ready(http: &reqwest::Client, base: &str) {
+    let ready = async {
+        loop {
+            let response = http.get(format!("{base}/readyz")).send().await;
+            if response.is_ok_and(|r| r.status() == StatusCode::OK) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, ready)
+        .await
+        .unwrap_or_else(|_| panic!("{base} did not become ready within {WAIT:?}"));
+}
+
+pub fn new_channel() -> ChannelId {
+    ChannelId::from_uuid(uuid::Uuid::new_v4())
+}
+
+type Events = Pin<Box<dyn Stream<Item = Result<Event, String>> + Send>>;
+
+/// An open SSE stream. When it is returned, broadcast-sse has confirmed its broker
+/// subscription, so anything posted afterwards is on the stream.
+pub struct EventStream {
+    events: Events,
+}
+
+pub async fn open_stream(
+    http: &reqwest::Client,
+    base: &str,
+    channel: ChannelId,
+    last_event_id: Option<u64>,
+) -> EventStream {
+    let mut request = http.get(format!("{base}/channels/{channel}/events"));
+    if let Some(id) = last_event_id {
+        request = request.header("Last-Event-ID", id.to_string());
+    }
+    EventStream::from_request(request).await
+}
+
+impl EventStream {
+    async fn from_request(request: reqwest::RequestBuilder) -> EventStream {
+        let response = tokio::time::timeout(WAIT, request.send())
+            .await
+            .expect("stream opens in time")
+            .expect("stream request succeeds");
+        assert_eq!(response.status(), StatusCode::OK, "stream answers 200");
+        let content_type = response.headers().get("content-type").cloned();
+        assert_eq!(
+            content_type.as_ref().and_then(|v| v.to_str().ok()),
+            Some("text/event-stream"),
+            "stream content type"
+        );
+        let events = response
+            .bytes_stream()
+            .eventsource()
+            .map(|event| event.map_err(|e| e.to_string()));
+        EventStream {
+            events: Box::pin(events),
+        }
+    }
+
+    /// The next `message` event (heartbeat comments are not events).
+    pub async fn next_message(&mut self) -> Message {
+        loop {
+            let event = self.next_event().await;
+            if event.event == "message" {
+                let message: Message =
+                    serde_json::from_str(&event.data).expect("event data is a message");
+                assert_eq!(event.id, message.id.to_string(), "SSE id equals message id");
+                return message;
+            }
+        }
+    }
+
+    pub async fn next_event(&mut self) -> Event {
+        tokio::time::timeout(WAIT, self.events.next())
+            .await
+            .expect("an event arrives in time")
+            .expect("the stream is still open")
+            .expect("the stream is well formed")
+    }
+
+    /// The ids of the next `n` messages, in arrival order.
+    pub async fn next_ids(&mut self, n: usize) -> Vec<u64> {
+        let mut ids = Vec::with_capacity(n);
+        for _ in 0..n {
+            ids.push(self.next_message().await.id);
+        }
+        ids
+    }
+
+    /// No message arrives within `quiet` (used to show a channel does not leak).
+    pub async fn expect_no_message_within(&mut self, quiet: Duration) {
+        let next = async {
+            loop {
+                match self.events.next().await {
+                    Some(Ok(event)) if event.event == "message" => return event,
+                    Some(Ok(_)) => continue,
+                    other => panic!("stream ended or failed: {other:?}"),
+                }
+            }
+        };
+        if let Ok(event) = tokio::time::timeout(quiet, next).await {
+            panic!("unexpected message on the stream: {}", event.data);
+        }
+    }
+}
+
+/// Reads an error answer: its status and our JSON error body.
+pub async fn error_of(response: reqwest::Response) -> (StatusCode, ErrorBody) {
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let text = response.text().await.expect("error body");
+    assert!(
+        content_type.starts_with("application/json"),
+        "error is JSON (status {status}, content type {content_type:?}, body {text:?})"
+    );
+    let body = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("error body {text:?} has our shape: {e}"));
+    (status, body)
+}

@@ -1,0 +1,84 @@
+//! Starting and stopping the real binaries.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A running service process; killed when dropped.
+pub struct Service {
+    child: Child,
+    /// `http://127.0.0.1:PORT`, read from the line the binary prints at start.
+    pub url: String,
+    pub log: PathBuf,
+}
+
+impl Service {
+    /// Starts `exe` with `args` and waits for its `listening on http://…` line.
+    /// Its log (stderr) goes to `log`.
+    pub fn start(exe: &str, args: &[String], log: &Path) -> Service {
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("open service log");
+        let mut child = Command::new(exe)
+            .args(args)
+            .env("RUST_LOG", "info,rumqttd=off,tracing=off")
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {exe}: {e}"));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (found, url) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut found = Some(found);
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = listening_url(&line)
+                    && let Some(sender) = found.take()
+                {
+                    let _ = sender.send(url);
+                }
+            }
+        });
+        let url = match url.recv_timeout(START_TIMEOUT) {
+            Ok(url) => url,
+            Err(_) => {
+                let _ = child.kill();
+                let log = std::fs::read_to_string(log).unwrap_or_default();
+                panic!("{exe} did not report its address in {START_TIMEOUT:?}; log:\n{log}");
+            }
+        };
+        Service {
+            child,
+            url,
+            log: log.to_path_buf(),
+        }
+    }
+
+    /// `kill -9`: the process gets no chance to clean up.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn listening_url(line: &str) -> Option<String> {
+    let start = line.find("listening on http://")? + "listening on ".len();
+    let url = line[start..].split_whitespace().next()?;
+    Some(url.to_string())
+}
