@@ -2,7 +2,7 @@
 //! each test has its own topic prefix), or a Mosquitto process per test on a free port.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
