@@ -79,14 +79,13 @@ impl Drop for Broker {
     }
 }
 
-fn find_mosquitto() -> Option<&'static str> {
-    [
-        "/usr/sbin/mosquitto",
-        "/usr/bin/mosquitto",
-        "/usr/local/sbin/mosquitto",
-    ]
-    .into_iter()
-    .find(|path| Path::new(path).exists())
+/// Debian installs the broker in `/usr/sbin`, which is not on every user's `PATH`.
+fn find_mosquitto() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/local/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join("mosquitto"))
+        .find(|candidate| candidate.is_file())
 }
 
 pub fn free_port() -> u16 {
