@@ -184,3 +184,25 @@ pub async fn twenty_concurrent_posts_get_ids_1_to_20_once_and_stream_in_order(ap
         "the stream shows them in id order"
     );
 }
+
+pub async fn a_closed_stream_leaves_its_channel(app: TestApp) {
+    let channel = new_channel();
+    let stream = app.open_stream(channel, None).await;
+    assert_eq!(app.sse_listeners().await, 1, "the open stream is counted");
+    drop(stream);
+    let released = async {
+        while app.sse_listeners().await != 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, released)
+        .await
+        .expect("the node notices the closed stream and leaves the channel");
+    let mut again = app.open_stream(channel, None).await;
+    let posted = app.post_message(channel, "ann", "after rejoining").await;
+    assert_eq!(
+        again.next_message().await,
+        posted,
+        "re-subscribing after the last listener left works"
+    );
+}

@@ -107,6 +107,20 @@ impl TestApp {
             .expect("POST answers the stored message")
     }
 
+    /// Open streams on broadcast-sse, as its `/readyz` reports them.
+    pub async fn sse_listeners(&self) -> u64 {
+        let ready: serde_json::Value = self
+            .http
+            .get(format!("{}/readyz", self.sse.url))
+            .send()
+            .await
+            .expect("GET /readyz")
+            .json()
+            .await
+            .expect("readyz JSON");
+        ready["listeners"].as_u64().expect("listeners count")
+    }
+
     pub async fn history(&self, channel: ChannelId, query: &str) -> Vec<Message> {
         let response = self
             .http

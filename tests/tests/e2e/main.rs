@@ -46,4 +46,5 @@ on_both_brokers!(
     resume_with_the_query_parameter_works_like_the_header,
     two_channels_do_not_leak_into_each_other,
     twenty_concurrent_posts_get_ids_1_to_20_once_and_stream_in_order,
+    a_closed_stream_leaves_its_channel,
 );
