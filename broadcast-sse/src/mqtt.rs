@@ -6,11 +6,10 @@
 //! messages are parsed and framed once, then handed to the hub.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+
 use std::time::Duration;
 
-use protocol::mqtt::BrokerUrl;
+use protocol::mqtt::{BrokerStatus, BrokerUrl};
 use protocol::{ChannelId, Message, topic};
 use rumqttc::{AsyncClient, Event, EventLoop, Incoming, Outgoing, QoS, SubscribeFilter};
 use tokio::sync::mpsc;
@@ -22,20 +21,6 @@ const RECONNECT_DELAY: Duration = Duration::from_millis(500);
 const REQUEST_CAPACITY: usize = 4096;
 /// Topics per SUBSCRIBE packet when re-subscribing many channels at once.
 const FILTERS_PER_PACKET: usize = 100;
-
-/// Whether the broker connection is up, for `/readyz`.
-#[derive(Clone, Default)]
-pub struct BrokerStatus(Arc<AtomicBool>);
-
-impl BrokerStatus {
-    pub fn is_connected(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
-
-    fn set(&self, connected: bool) {
-        self.0.store(connected, Ordering::Relaxed);
-    }
-}
 
 /// Starts the subscriber task.
 pub fn start(

@@ -14,9 +14,10 @@ use tokio::task::JoinHandle;
 
 use crate::config::{BroadcastSettings, Config};
 use crate::hub::Hub;
-use crate::mqtt::{self, BrokerStatus};
+use crate::mqtt;
 use crate::replay::{HistorySource, HttpHistory};
 use crate::routes::{events, health};
+use protocol::mqtt::BrokerStatus;
 
 /// Open streams one process may hold: past actix's per-worker default of 25k, up to
 /// what the open-files limit allows.

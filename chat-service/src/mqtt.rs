@@ -6,11 +6,10 @@
 //! task keeps polling rumqttc, which is how it reconnects.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use protocol::mqtt::BrokerUrl;
+use protocol::mqtt::{BrokerStatus, BrokerUrl};
 use protocol::{ChannelId, topic};
 use rumqttc::{AsyncClient, Event, EventLoop, Incoming, QoS};
 use tokio::sync::mpsc;
@@ -28,20 +27,6 @@ const REQUEST_CAPACITY: usize = 1024;
 struct Publication {
     topic: String,
     payload: Bytes,
-}
-
-/// Whether the broker connection is up, for `/readyz`.
-#[derive(Clone, Default)]
-pub struct BrokerStatus(Arc<AtomicBool>);
-
-impl BrokerStatus {
-    pub fn is_connected(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
-
-    fn set(&self, connected: bool) {
-        self.0.store(connected, Ordering::Relaxed);
-    }
 }
 
 /// Handle used by request handlers to queue a stored message for the broker.

@@ -1,5 +1,7 @@
 //! Broker settings every binary shares, and `mqtt://` / `mqtts://` URL parsing.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::Args;
@@ -96,6 +98,21 @@ pub fn redact(raw: &str) -> String {
             url.to_string()
         }
         _ => raw.to_string(),
+    }
+}
+
+/// Whether a service's broker connection is up, for `/readyz`. Written by the task
+/// that polls the connection, read by request handlers.
+#[derive(Debug, Clone, Default)]
+pub struct BrokerStatus(Arc<AtomicBool>);
+
+impl BrokerStatus {
+    pub fn is_connected(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    pub fn set(&self, connected: bool) {
+        self.0.store(connected, Ordering::Relaxed);
     }
 }
 
