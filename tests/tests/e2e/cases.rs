@@ -206,3 +206,32 @@ pub async fn a_closed_stream_leaves_its_channel(app: TestApp) {
         "re-subscribing after the last listener left works"
     );
 }
+
+pub async fn a_retry_with_the_same_idempotency_key_returns_the_original(app: TestApp) {
+    let channel = new_channel();
+    let url = format!("{}/channels/{channel}/messages", app.chat_url());
+    let mut answers = Vec::new();
+    for text in ["first try", "retry"] {
+        let response = app
+            .http
+            .post(&url)
+            .header("Idempotency-Key", "order-42")
+            .json(&serde_json::json!({ "author": "ann", "text": text }))
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let replayed = response.headers().get("idempotent-replayed").cloned();
+        let message: Message = response.json().await.expect("message JSON");
+        answers.push((message, replayed));
+    }
+    assert_eq!(
+        answers[0].0, answers[1].0,
+        "the retry answers the original message"
+    );
+    assert_eq!(
+        answers[1].1.as_ref().map(|v| v.as_bytes()),
+        Some(&b"true"[..])
+    );
+    assert_eq!(app.history(channel, "").await.len(), 1, "stored once");
+}

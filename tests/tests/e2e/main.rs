@@ -47,4 +47,5 @@ on_both_brokers!(
     two_channels_do_not_leak_into_each_other,
     twenty_concurrent_posts_get_ids_1_to_20_once_and_stream_in_order,
     a_closed_stream_leaves_its_channel,
+    a_retry_with_the_same_idempotency_key_returns_the_original,
 );
