@@ -14,7 +14,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum BrokerError {
     #[error("invalid embedded broker address {0:?}")]
     Address(String),
-    #[error("cannot reserve a port for the embedded broker on {address}: {source}")]
+    #[error("the embedded broker cannot listen on {address}: {source}")]
     Reserve {
         address: String,
         source: std::io::Error,
@@ -48,21 +48,16 @@ pub fn start(listen: &str) -> Result<SocketAddr, BrokerError> {
     Ok(address)
 }
 
-/// Binds and releases the address to learn a free port when port 0 was asked for.
+/// Binds and releases the address: learns a free port when port 0 was asked for,
+/// and refuses an address something else already holds (rumqttd would fail on its
+/// thread, and the readiness check would then reach the other program).
 fn reserve(requested: SocketAddr) -> Result<SocketAddr, BrokerError> {
-    if requested.port() != 0 {
-        return Ok(requested);
-    }
-    let listener = TcpListener::bind(requested).map_err(|source| BrokerError::Reserve {
+    let reserve_error = |source| BrokerError::Reserve {
         address: requested.to_string(),
         source,
-    })?;
-    listener
-        .local_addr()
-        .map_err(|source| BrokerError::Reserve {
-            address: requested.to_string(),
-            source,
-        })
+    };
+    let listener = TcpListener::bind(requested).map_err(reserve_error)?;
+    listener.local_addr().map_err(reserve_error)
 }
 
 fn broker_config(address: SocketAddr) -> Result<rumqttd::Config, BrokerError> {
