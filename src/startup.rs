@@ -51,13 +51,6 @@ pub struct Application {
     tasks: JoinHandle<()>,
 }
 
-/// Both services' state, registered side by side in one app.
-#[derive(Clone)]
-struct Services {
-    chat: chat_service::AppState,
-    broadcast: broadcast_sse::AppState,
-}
-
 impl Application {
     pub async fn build(config: Config) -> Result<Self, StartError> {
         let (broker, endpoint, broker_is_embedded) = broker_for(&config)?;
@@ -77,7 +70,7 @@ impl Application {
             history,
         );
         let hub = broadcast.hub.clone();
-        let server = serve(listener, Services { chat, broadcast }).map_err(listen_error)?;
+        let server = serve(listener, chat, broadcast).map_err(listen_error)?;
         let tasks = tokio::spawn(async move {
             tokio::select! {
                 _ = publisher => {}
@@ -116,16 +109,18 @@ fn broker_for(config: &Config) -> Result<(BrokerUrl, String, bool), StartError> 
     Ok((BrokerUrl::parse(&url)?, url, true))
 }
 
-fn serve(listener: TcpListener, services: Services) -> std::io::Result<Server> {
-    let chat = web::Data::new(services.chat.clone());
-    let broadcast = web::Data::new(services.broadcast.clone());
-    let services = web::Data::new(services);
+fn serve(
+    listener: TcpListener,
+    chat: chat_service::AppState,
+    broadcast: broadcast_sse::AppState,
+) -> std::io::Result<Server> {
+    let chat = web::Data::new(chat);
+    let broadcast = web::Data::new(broadcast);
     let server = HttpServer::new(move || {
         App::new()
             .wrap(json_error_bodies())
             .app_data(chat.clone())
             .app_data(broadcast.clone())
-            .app_data(services.clone())
             .app_data(query_config())
             .app_data(path_config())
             .configure(chat_service::configure)
@@ -150,10 +145,13 @@ async fn healthz() -> HttpResponse {
 
 /// Ready when the store answers and both the publisher and the subscriber are
 /// connected to the broker.
-async fn readyz(services: web::Data<Services>) -> Result<HttpResponse, ApiError> {
-    let storage = services.chat.history.is_healthy();
-    let publisher = services.chat.publisher.status().is_connected();
-    let subscriber = services.broadcast.broker.is_connected();
+async fn readyz(
+    chat: web::Data<chat_service::AppState>,
+    broadcast: web::Data<broadcast_sse::AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let storage = chat.history.is_healthy();
+    let publisher = chat.publisher.status().is_connected();
+    let subscriber = broadcast.broker.is_connected();
     if storage && publisher && subscriber {
         return Ok(HttpResponse::Ok().json(json!({
             "status": "ready", "storage": "ok", "broker": "connected"

@@ -164,12 +164,12 @@ impl ClientStream {
         if page.len() < PAGE {
             self.catching_up = false;
         }
-        for message in page.iter().filter(|message| message.id > after) {
-            if self.last_sent.is_some_and(|last| message.id <= last) {
+        for message in page {
+            if message.id <= self.last_sent.unwrap_or(0) {
                 continue;
             }
             self.last_sent = Some(message.id);
-            self.push(Frame::from_message(message).bytes);
+            self.push(Frame::from_message(&message).bytes);
         }
         Ok(())
     }
