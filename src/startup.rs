@@ -4,14 +4,13 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
 use actix_web::dev::Server;
-use actix_web::http::StatusCode;
 use actix_web::{App, HttpResponse, HttpServer, web};
 use broadcast_sse::hub::Hub;
 use broadcast_sse::startup::{run_with_hub, tune_for_streams};
-use protocol::ApiError;
+use chat_service::routes::health::connection;
 use protocol::error::{json_error_bodies, not_found, path_config, query_config};
+use protocol::health::{healthz, readiness};
 use protocol::mqtt::BrokerUrl;
-use serde_json::json;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
@@ -49,6 +48,7 @@ pub struct Application {
     server: Server,
     hub: Hub,
     tasks: JoinHandle<()>,
+    history: chat_service::history::History,
 }
 
 impl Application {
@@ -62,7 +62,8 @@ impl Application {
         let http = listener.local_addr().map_err(listen_error)?;
         let (chat, publisher) =
             chat_service::AppState::start(&config.chat, &broker, &config.topic_prefix)?;
-        let history = Arc::new(StoreHistory(chat.history.clone()));
+        let store = chat.history.clone();
+        let history = Arc::new(StoreHistory(store.clone()));
         let (broadcast, subscriber) = broadcast_sse::AppState::start(
             config.broadcast,
             &broker,
@@ -86,6 +87,7 @@ impl Application {
             server,
             hub,
             tasks,
+            history: store,
         })
     }
 
@@ -93,9 +95,14 @@ impl Application {
         &self.endpoints
     }
 
-    /// Runs until SIGINT/SIGTERM or until a broker task fails.
+    /// Runs until SIGINT/SIGTERM or until a broker task fails. On a signal, open
+    /// streams end at once, in-flight requests finish, and the store is flushed.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        run_with_hub(self.server, self.hub, self.tasks).await
+        let result = run_with_hub(self.server, self.hub, self.tasks).await;
+        if let Err(e) = self.history.flush().await {
+            log::error!("final flush failed: {e}");
+        }
+        result
     }
 }
 
@@ -139,40 +146,18 @@ async fn demo_page() -> HttpResponse {
         .body(DEMO_PAGE)
 }
 
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"status": "ok"}))
-}
-
 /// Ready when the store answers and both the publisher and the subscriber are
 /// connected to the broker.
 async fn readyz(
     chat: web::Data<chat_service::AppState>,
     broadcast: web::Data<broadcast_sse::AppState>,
-) -> Result<HttpResponse, ApiError> {
-    let storage = chat.history.is_healthy();
-    let publisher = chat.publisher.status().is_connected();
+) -> HttpResponse {
+    let (mut report, mut problems) = chat_service::routes::health::report(&chat);
     let subscriber = broadcast.broker.is_connected();
-    if storage && publisher && subscriber {
-        return Ok(HttpResponse::Ok().json(json!({
-            "status": "ready", "storage": "ok", "broker": "connected"
-        })));
+    report.insert("subscriber".into(), connection(subscriber).into());
+    report.insert("listeners".into(), broadcast.hub.listener_count().into());
+    if !subscriber {
+        problems.push("the stream subscriber is not connected to the MQTT broker");
     }
-    Err(ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "not_ready",
-        format!(
-            "not ready: storage {}, publisher {}, subscriber {}",
-            if storage { "ok" } else { "failing" },
-            if publisher {
-                "connected"
-            } else {
-                "disconnected"
-            },
-            if subscriber {
-                "connected"
-            } else {
-                "disconnected"
-            },
-        ),
-    ))
+    readiness(report, &problems)
 }

@@ -1,9 +1,12 @@
 //! Command-line flags, each with a `CRIER_*` environment fallback.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser};
 use protocol::mqtt::MqttSettings;
+
+use crate::history::retention::RetentionPolicy;
 
 /// `chat-service`: REST ingest and history for Crier.
 #[derive(Debug, Clone, Parser)]
@@ -30,6 +33,76 @@ pub struct ChatSettings {
 
     #[command(flatten)]
     pub limits: Limits,
+
+    #[command(flatten)]
+    pub retention: Retention,
+}
+
+/// How much history is kept. Old messages are removed in the background; a stream
+/// resuming from a removed id is told which ids are gone (`event: gap`).
+#[derive(Debug, Clone, Copy, Args)]
+pub struct Retention {
+    /// Messages kept per channel (0: no limit).
+    #[arg(long, env = "CRIER_HISTORY_MAX_PER_CHANNEL", default_value_t = 10_000)]
+    pub history_max_per_channel: u64,
+
+    /// Age after which messages are removed, like `90s`, `30m`, `12h` or `7d`
+    /// (unset: no age limit).
+    #[arg(long, env = "CRIER_HISTORY_MAX_AGE", value_parser = parse_age)]
+    pub history_max_age: Option<Duration>,
+
+    /// Seconds between retention passes.
+    #[arg(long, env = "CRIER_RETENTION_INTERVAL_SECS", default_value_t = 5)]
+    pub retention_interval_secs: u64,
+}
+
+impl Retention {
+    pub fn policy(&self) -> RetentionPolicy {
+        RetentionPolicy {
+            max_per_channel: (self.history_max_per_channel > 0)
+                .then_some(self.history_max_per_channel),
+            max_age: self.history_max_age,
+        }
+    }
+
+    pub fn interval(&self) -> Duration {
+        Duration::from_secs(self.retention_interval_secs.max(1))
+    }
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            history_max_per_channel: 10_000,
+            history_max_age: None,
+            retention_interval_secs: 5,
+        }
+    }
+}
+
+/// A whole number with a unit: `s`, `m`, `h` or `d` (a bare number is seconds).
+fn parse_age(raw: &str) -> Result<Duration, String> {
+    let raw = raw.trim();
+    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
+    let (number, unit) = raw.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{raw:?} is not an age like 90s, 30m, 12h or 7d"))?;
+    let unit_secs = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => {
+            return Err(format!(
+                "unknown unit {unit:?} in {raw:?}: use s, m, h or d"
+            ));
+        }
+    };
+    number
+        .checked_mul(unit_secs)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{raw:?} is too long an age"))
 }
 
 /// Input limits; every violation is a `400` (or `413` for the body) with a JSON error.
@@ -55,5 +128,30 @@ impl Default for Limits {
             max_text_chars: 4000,
             max_body_bytes: 64 * 1024,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_take_a_unit_or_are_seconds() {
+        assert_eq!(parse_age("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_age("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_age("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert!(parse_age("7w").is_err());
+        assert!(parse_age("d").is_err());
+        assert!(parse_age("99999999999999999999d").is_err());
+    }
+
+    #[test]
+    fn a_zero_count_means_no_count_limit() {
+        let retention = Retention {
+            history_max_per_channel: 0,
+            ..Retention::default()
+        };
+        assert!(retention.policy().keeps_everything());
+        assert_eq!(Retention::default().policy().max_per_channel, Some(10_000));
     }
 }

@@ -10,8 +10,9 @@
 //! - [`routes`]: one file per resource (`messages`, `health`).
 //! - [`domain`]: `Author`, `Text` and `NewMessage`, with the limits inside.
 //! - [`body`]: reads a POST body in any of the accepted content types.
-//! - [`history`]: the sled store, id assignment and history queries.
+//! - [`history`]: the sled store, id assignment, history queries and retention.
 //! - [`mqtt`]: the publisher task that owns the broker connection.
+//! - [`outbox`]: what is stored, sent and acknowledged, per channel.
 //! - [`error`]: the service's error enum and its mapping to the JSON error body.
 
 pub mod body;
@@ -20,6 +21,7 @@ pub mod domain;
 pub mod error;
 pub mod history;
 pub mod mqtt;
+pub mod outbox;
 pub mod routes;
 pub mod startup;
 

@@ -12,7 +12,7 @@ use protocol::mqtt::BrokerUrl;
 use tokio::task::JoinHandle;
 
 use crate::config::{ChatSettings, Config, Limits};
-use crate::history::History;
+use crate::history::{self, History};
 use crate::mqtt::{self, Publisher};
 use crate::routes::{health, messages};
 
@@ -32,11 +32,19 @@ impl AppState {
         broker: &BrokerUrl,
         topic_prefix: &str,
     ) -> Result<(AppState, JoinHandle<()>), StartError> {
-        let history = History::open(&settings.data_dir).map_err(|source| StartError::Storage {
+        let storage_error = |source| StartError::Storage {
             path: settings.data_dir.display().to_string(),
             source,
-        })?;
-        let (publisher, task) = mqtt::start(broker, topic_prefix, history.clone());
+        };
+        let history = History::open(&settings.data_dir).map_err(storage_error)?;
+        let (publisher, task) =
+            mqtt::start(broker, topic_prefix, history.clone()).map_err(storage_error)?;
+        let retention = settings.retention;
+        tokio::spawn(history::retention::run(
+            history.clone(),
+            retention.policy(),
+            retention.interval(),
+        ));
         let state = AppState {
             history,
             publisher,
@@ -87,6 +95,7 @@ pub struct Application {
     address: SocketAddr,
     server: Server,
     publisher_task: JoinHandle<()>,
+    history: History,
 }
 
 impl Application {
@@ -102,6 +111,7 @@ impl Application {
         })?;
         let (state, publisher_task) =
             AppState::start(&config.chat, &broker, &config.mqtt.topic_prefix)?;
+        let history = state.history.clone();
         let server = serve(listener, state).map_err(|source| StartError::Listen {
             address: config.listen.clone(),
             source,
@@ -110,6 +120,7 @@ impl Application {
             address,
             server,
             publisher_task,
+            history,
         })
     }
 
@@ -118,14 +129,20 @@ impl Application {
         self.address
     }
 
-    /// Runs until the server stops (SIGINT/SIGTERM) or the publisher fails.
+    /// Runs until the server stops or the publisher fails. On SIGINT/SIGTERM actix
+    /// stops accepting and lets in-flight requests finish (each POST flushes before
+    /// it answers); the store is flushed once more before returning.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        tokio::select! {
+        let result = tokio::select! {
             result = self.server => result,
             _ = self.publisher_task => {
                 Err(std::io::Error::other("the MQTT publisher stopped"))
             }
+        };
+        if let Err(e) = self.history.flush().await {
+            log::error!("final flush failed: {e}");
         }
+        result
     }
 }
 

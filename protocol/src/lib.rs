@@ -9,10 +9,12 @@
 //! - [`message`]: [`Message`], the stored and broadcast message, and its SSE frame.
 //! - [`topic`]: MQTT topic names for channels.
 //! - [`error`]: the JSON error body and actix glue that maps every error to it.
+//! - [`health`]: the `/healthz` and `/readyz` answers.
 //! - [`mqtt`]: broker settings shared by every binary and `mqtt://` URL parsing.
 
 pub mod channel;
 pub mod error;
+pub mod health;
 pub mod message;
 pub mod mqtt;
 pub mod topic;

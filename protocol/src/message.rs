@@ -25,7 +25,22 @@ pub struct Message {
 impl Message {
     /// The current time in the wire format of [`Message::ts`].
     pub fn now_timestamp() -> String {
-        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        Self::format_timestamp(chrono::Utc::now())
+    }
+
+    /// The timestamp `age` ago, in the same fixed-width format as `ts`: timestamps
+    /// in this format compare as strings in time order, which is how retention finds
+    /// messages older than a cut-off without parsing them.
+    pub fn timestamp_before(age: std::time::Duration) -> String {
+        let age = chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX);
+        let cutoff = chrono::Utc::now()
+            .checked_sub_signed(age)
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
+        Self::format_timestamp(cutoff)
+    }
+
+    fn format_timestamp(time: chrono::DateTime<chrono::Utc>) -> String {
+        time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
     }
 
     /// The message as one complete SSE event (`id:`, `event: message`, `data:` and the
@@ -85,5 +100,13 @@ mod tests {
         let ts = Message::now_timestamp();
         assert_eq!(ts.len(), "2026-11-21T22:40:00.123Z".len(), "{ts}");
         assert!(ts.ends_with('Z'));
+    }
+
+    #[test]
+    fn an_earlier_timestamp_sorts_first_as_a_string() {
+        let hour_ago = Message::timestamp_before(std::time::Duration::from_secs(3600));
+        let now = Message::now_timestamp();
+        assert_eq!(hour_ago.len(), now.len());
+        assert!(hour_ago < now, "{hour_ago} < {now}");
     }
 }

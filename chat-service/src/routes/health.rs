@@ -1,34 +1,44 @@
-//! `/healthz` (the process answers) and `/readyz` (storage and broker are up).
+//! `/readyz`: storage and broker are up; the report includes the outbox depth
+//! (stored messages the broker has not acknowledged yet).
 
-use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
-use protocol::ApiError;
-use serde_json::json;
+use protocol::health::readiness;
+use serde_json::{Map, Value};
 
 use crate::AppState;
 
-pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"status": "ok"}))
+pub use protocol::health::healthz;
+
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let (report, problems) = report(&state);
+    readiness(report, &problems)
 }
 
-pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+/// The chat-service's part of a readiness report, and what is wrong.
+pub fn report(state: &AppState) -> (Map<String, Value>, Vec<&'static str>) {
     let storage = state.history.is_healthy();
     let broker = state.publisher.status().is_connected();
-    if storage && broker {
-        return Ok(HttpResponse::Ok().json(json!({
-            "status": "ready", "storage": "ok", "broker": "connected"
-        })));
-    }
-    let mut missing = Vec::new();
+    let mut report = Map::new();
+    report.insert(
+        "storage".into(),
+        if storage { "ok" } else { "failing" }.into(),
+    );
+    report.insert("broker".into(), connection(broker).into());
+    report.insert("outbox".into(), state.publisher.outbox_depth().into());
+    let mut problems = Vec::new();
     if !storage {
-        missing.push("storage is failing");
+        problems.push("storage is failing");
     }
     if !broker {
-        missing.push("the MQTT broker is not connected");
+        problems.push("the MQTT broker is not connected");
     }
-    Err(ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "not_ready",
-        format!("not ready: {}", missing.join(" and ")),
-    ))
+    (report, problems)
+}
+
+pub fn connection(connected: bool) -> &'static str {
+    if connected {
+        "connected"
+    } else {
+        "disconnected"
+    }
 }

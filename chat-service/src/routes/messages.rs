@@ -49,8 +49,8 @@ pub async fn post_message(
     let fields = parse_fields(content_type, &body, query.into_inner().author)?;
     let new = NewMessage::parse(fields.author.as_deref(), fields.text.as_deref(), limits)?;
     let key = idempotency_key(&req)?;
-    let appended = state.history.append(channel, &new, key, |_, json| {
-        state.publisher.enqueue(channel, json.clone())
+    let appended = state.history.append(channel, &new, key, |message, json| {
+        state.publisher.enqueue(channel, message.id, json.clone())
     })?;
     state.history.flush().await?;
     let location = format!("/channels/{channel}/messages/{}", appended.message.id);

@@ -1,5 +1,13 @@
-//! The sled store: one tree of messages keyed `channel (16 bytes) ++ id (u64 BE)`,
-//! so a channel's history is one ordered range, and a tree of idempotency keys.
+//! The sled store.
+//!
+//! Trees: `messages` keyed `channel ++ id` (one channel's history is one ordered
+//! range), `idempotency` (`channel ++ key` → id), and two per-channel watermarks:
+//! `published` (every id up to it was acknowledged by the broker; the ids above it
+//! are the outbox) and `trimmed` (every id up to it was removed by retention).
+
+mod commit;
+mod keys;
+pub mod retention;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -7,11 +15,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use protocol::{ChannelId, Message};
-use tokio::sync::oneshot;
+
+pub use commit::FlushError;
+use commit::GroupCommitter;
+use keys::{decode_u64, id_of_key, message_key};
 
 use crate::domain::NewMessage;
-
-const KEY_LEN: usize = 24;
 
 /// Cheap-to-clone handle to the store, shared by every request.
 #[derive(Clone)]
@@ -22,15 +31,15 @@ pub struct History {
 struct Inner {
     messages: sled::Tree,
     idempotency: sled::Tree,
-    /// Last id given out per channel. A std mutex: it is held only for the
-    /// in-memory insert and never across an `.await`, and holding it while the
-    /// message is queued for the broker is what keeps publish order equal to id order.
+    published: sled::Tree,
+    trimmed: sled::Tree,
+    /// Last id given out, for every channel in the store (loaded at open). A std
+    /// mutex: it is held only for the in-memory insert and never across an
+    /// `.await`, and holding it while the message is queued for the broker is what
+    /// keeps publish order equal to id order.
     last_ids: Mutex<HashMap<ChannelId, u64>>,
     committer: GroupCommitter,
 }
-
-/// Told the outcome of the flush that covered its writes.
-type FlushWaiter = oneshot::Sender<Result<(), String>>;
 
 /// The outcome of an append: the stored message, its JSON, and whether it is new
 /// (`false` when an idempotency key matched an earlier message).
@@ -46,13 +55,18 @@ impl History {
         let db = sled::Config::new().path(dir).open()?;
         let messages = db.open_tree("messages")?;
         let idempotency = db.open_tree("idempotency")?;
+        let published = db.open_tree("published")?;
+        let trimmed = db.open_tree("trimmed")?;
+        let last_ids = load_last_ids(&messages, &trimmed)?;
         let committer = GroupCommitter::start(db)?;
         Ok(History {
             inner: Arc::new(Inner {
                 committer,
                 messages,
                 idempotency,
-                last_ids: Mutex::new(HashMap::new()),
+                published,
+                trimmed,
+                last_ids: Mutex::new(last_ids),
             }),
         })
     }
@@ -77,7 +91,7 @@ impl History {
                 created: false,
             });
         }
-        let id = self.last_id(&mut last_ids, channel)? + 1;
+        let id = last_ids.get(&channel).copied().unwrap_or(0) + 1;
         let message = Message {
             id,
             channel,
@@ -93,7 +107,7 @@ impl History {
         if let Some(key) = idempotency_key {
             self.inner
                 .idempotency
-                .insert(idempotency_tree_key(channel, key), &id.to_be_bytes())?;
+                .insert(keys::idempotency_key(channel, key), &id.to_be_bytes())?;
         }
         last_ids.insert(channel, id);
         on_stored(&message, &json);
@@ -107,12 +121,7 @@ impl History {
     /// Waits until everything appended so far is on disk. Concurrent callers share
     /// one flush (group commit).
     pub async fn flush(&self) -> Result<(), FlushError> {
-        let (waiter, outcome) = oneshot::channel();
-        self.inner.committer.request(waiter)?;
-        match outcome.await {
-            Ok(result) => result.map_err(FlushError),
-            Err(_) => Err(FlushError("the flush thread has stopped".into())),
-        }
+        self.inner.committer.flush().await
     }
 
     /// Up to `limit` messages with ids greater than `after`, ascending.
@@ -122,14 +131,28 @@ impl History {
         after: u64,
         limit: usize,
     ) -> Result<Vec<Message>, sled::Error> {
+        Ok(self
+            .after_raw(channel, after, limit)?
+            .iter()
+            .filter_map(|(_, json)| decode(json))
+            .collect())
+    }
+
+    /// Like [`History::after`], but the stored JSON as it is, with its id: what the
+    /// outbox re-publishes.
+    pub fn after_raw(
+        &self,
+        channel: ChannelId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Bytes)>, sled::Error> {
         let start = message_key(channel, after.saturating_add(1));
         let end = message_key(channel, u64::MAX);
         self.inner
             .messages
             .range(start..=end)
             .take(limit)
-            .map(|entry| entry.map(|(_, value)| decode(&value)))
-            .filter_map(Result::transpose)
+            .map(|entry| entry.map(|(key, value)| (id_of_key(&key), Bytes::from(value.to_vec()))))
             .collect()
     }
 
@@ -158,6 +181,35 @@ impl History {
         self.inner.messages.first().is_ok()
     }
 
+    /// The last id given out in every channel the store holds.
+    pub fn last_ids(&self) -> HashMap<ChannelId, u64> {
+        self.lock_last_ids().clone()
+    }
+
+    /// Per channel, the id up to which the broker acknowledged every message.
+    pub fn published_watermarks(&self) -> Result<HashMap<ChannelId, u64>, sled::Error> {
+        watermarks(&self.inner.published)
+    }
+
+    /// Records that the broker acknowledged every message of `channel` up to `id`.
+    /// Not flushed on its own: losing it in a crash only means re-publishing
+    /// messages subscribers already have, and they drop those by id.
+    pub fn set_published_through(&self, channel: ChannelId, id: u64) -> Result<(), sled::Error> {
+        self.inner
+            .published
+            .insert(channel.as_bytes(), &id.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// Every id of `channel` up to this one was removed by retention (0: none).
+    pub fn trimmed_through(&self, channel: ChannelId) -> Result<u64, sled::Error> {
+        Ok(self
+            .inner
+            .trimmed
+            .get(channel.as_bytes())?
+            .map_or(0, |value| decode_u64(&value)))
+    }
+
     fn lock_last_ids(&self) -> MutexGuard<'_, HashMap<ChannelId, u64>> {
         // A panic while holding the lock cannot leave the map inconsistent (it is
         // written after the store succeeds), so a poisoned lock is still usable.
@@ -167,116 +219,56 @@ impl History {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn last_id(
-        &self,
-        cache: &mut HashMap<ChannelId, u64>,
-        channel: ChannelId,
-    ) -> Result<u64, sled::Error> {
-        if let Some(id) = cache.get(&channel) {
-            return Ok(*id);
-        }
-        let last = self
-            .inner
-            .messages
-            .scan_prefix(channel.as_bytes())
-            .next_back();
-        let id = match last.transpose()? {
-            Some((key, _)) => id_of_key(&key),
-            None => 0,
-        };
-        cache.insert(channel, id);
-        Ok(id)
-    }
-
     fn find_idempotent(
         &self,
         channel: ChannelId,
         key: &str,
     ) -> Result<Option<Message>, sled::Error> {
-        let Some(id) = self
-            .inner
-            .idempotency
-            .get(idempotency_tree_key(channel, key))?
-        else {
+        let tree_key = keys::idempotency_key(channel, key);
+        let Some(id) = self.inner.idempotency.get(tree_key)? else {
             return Ok(None);
         };
-        let id = u64::from_be_bytes(id.as_ref().try_into().unwrap_or([0; 8]));
-        self.get(channel, id)
+        self.get(channel, decode_u64(&id))
     }
 }
 
-/// A flush that failed; the cause is sled's, as text (sled's error is not `Clone`,
-/// and one flush answers many waiters).
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("flush to disk failed: {0}")]
-pub struct FlushError(pub String);
-
-/// One thread owns flushing: it takes every waiting request, flushes once, and
-/// answers them all. Only one flush is ever in flight — sled 0.34's `flush_async`
-/// deadlocks its own thread pool when many run at once.
-struct GroupCommitter {
-    requests: Option<std::sync::mpsc::Sender<FlushWaiter>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl GroupCommitter {
-    fn start(db: sled::Db) -> Result<Self, sled::Error> {
-        let (requests, waiting) = std::sync::mpsc::channel::<FlushWaiter>();
-        let thread = std::thread::Builder::new()
-            .name("sled-group-commit".into())
-            .spawn(move || {
-                while let Ok(first) = waiting.recv() {
-                    let mut waiters = vec![first];
-                    waiters.extend(waiting.try_iter());
-                    let outcome = db.flush().map(|_| ()).map_err(|e| e.to_string());
-                    for waiter in waiters {
-                        let _ = waiter.send(outcome.clone());
-                    }
-                }
-            })?;
-        Ok(GroupCommitter {
-            requests: Some(requests),
-            thread: Some(thread),
-        })
-    }
-
-    fn request(&self, waiter: FlushWaiter) -> Result<(), FlushError> {
-        self.requests
-            .as_ref()
-            .and_then(|requests| requests.send(waiter).ok())
-            .ok_or_else(|| FlushError("the flush thread has stopped".into()))
-    }
-}
-
-impl Drop for GroupCommitter {
-    /// Ends the thread and waits for it, so the database (and its file lock) is
-    /// released when the `History` is gone and can be reopened at once.
-    fn drop(&mut self) {
-        drop(self.requests.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+/// The last id of every channel: its newest stored message, or what retention
+/// removed when nothing newer is left, so numbering never restarts.
+fn load_last_ids(
+    messages: &sled::Tree,
+    trimmed: &sled::Tree,
+) -> Result<HashMap<ChannelId, u64>, sled::Error> {
+    let mut last_ids = watermarks(trimmed)?;
+    let mut start = [0u8; keys::CHANNEL_LEN];
+    while let Some((key, _)) = messages.range(start..).next().transpose()? {
+        let Some(channel) = keys::channel_of_key(&key) else {
+            break;
+        };
+        if let Some((newest, _)) = messages
+            .scan_prefix(channel.as_bytes())
+            .next_back()
+            .transpose()?
+        {
+            let last = last_ids.entry(channel).or_insert(0);
+            *last = (*last).max(id_of_key(&newest));
+        }
+        match keys::next_channel_start(channel) {
+            Some(next) => start = next,
+            None => break,
         }
     }
+    Ok(last_ids)
 }
 
-fn message_key(channel: ChannelId, id: u64) -> [u8; KEY_LEN] {
-    let mut key = [0u8; KEY_LEN];
-    key[..16].copy_from_slice(channel.as_bytes());
-    key[16..].copy_from_slice(&id.to_be_bytes());
-    key
-}
-
-fn id_of_key(key: &[u8]) -> u64 {
-    key.get(16..KEY_LEN)
-        .and_then(|bytes| bytes.try_into().ok())
-        .map(u64::from_be_bytes)
-        .unwrap_or(0)
-}
-
-fn idempotency_tree_key(channel: ChannelId, key: &str) -> Vec<u8> {
-    let mut tree_key = channel.as_bytes().to_vec();
-    tree_key.extend_from_slice(key.as_bytes());
-    tree_key
+fn watermarks(tree: &sled::Tree) -> Result<HashMap<ChannelId, u64>, sled::Error> {
+    tree.iter()
+        .map(|entry| entry.map(|(key, value)| (keys::channel_of_key(&key), decode_u64(&value))))
+        .filter_map(|entry| match entry {
+            Ok((Some(channel), id)) => Some(Ok((channel, id))),
+            Ok((None, _)) => None,
+            Err(e) => Some(Err(e)),
+        })
+        .collect()
 }
 
 /// A stored value that does not parse is logged and skipped rather than failing

@@ -1,0 +1,201 @@
+//! The outbox's bookkeeping: per channel, the last id stored, sent on the current
+//! broker connection, and acknowledged by the broker (QoS 1 PUBACK).
+//!
+//! The outbox itself is the store: every message above a channel's acknowledged
+//! watermark is owed to the broker. This keeps the write path to one insert per
+//! message; the watermark is persisted as acknowledgements arrive and, after a
+//! restart or a reconnect, everything above it is published again in id order.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use protocol::ChannelId;
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Progress {
+    stored: u64,
+    sent: u64,
+    acked: u64,
+}
+
+#[derive(Default)]
+pub struct Outbox {
+    channels: HashMap<ChannelId, Progress>,
+    /// Publishes handed to the client, in order, until it reports their packet id.
+    awaiting_packet_id: VecDeque<(ChannelId, u64)>,
+    in_flight: HashMap<u16, (ChannelId, u64)>,
+    /// Channels whose acknowledged watermark moved since it was last persisted.
+    moved: HashSet<ChannelId>,
+    depth: Arc<AtomicU64>,
+}
+
+impl Outbox {
+    /// From the store: the last id of every channel and the acknowledged watermarks.
+    pub fn new(last_ids: HashMap<ChannelId, u64>, acked: &HashMap<ChannelId, u64>) -> Self {
+        let channels = last_ids
+            .into_iter()
+            .map(|(channel, stored)| {
+                let acked = acked.get(&channel).copied().unwrap_or(0).min(stored);
+                let progress = Progress {
+                    stored,
+                    sent: acked,
+                    acked,
+                };
+                (channel, progress)
+            })
+            .collect();
+        let outbox = Outbox {
+            channels,
+            ..Outbox::default()
+        };
+        outbox.update_depth();
+        outbox
+    }
+
+    /// Messages stored but not yet acknowledged, shared with `/readyz`.
+    pub fn depth_gauge(&self) -> Arc<AtomicU64> {
+        self.depth.clone()
+    }
+
+    pub fn stored(&mut self, channel: ChannelId, id: u64) {
+        let progress = self.channels.entry(channel).or_default();
+        progress.stored = progress.stored.max(id);
+        self.update_depth();
+    }
+
+    /// A new connection: whatever was sent but not acknowledged is owed again.
+    pub fn start_connection(&mut self) {
+        for progress in self.channels.values_mut() {
+            progress.sent = progress.acked;
+        }
+        self.awaiting_packet_id.clear();
+        self.in_flight.clear();
+    }
+
+    /// The last id sent on this connection (or acknowledged before it).
+    pub fn sent_through(&self, channel: ChannelId) -> u64 {
+        self.channels
+            .get(&channel)
+            .map_or(0, |progress| progress.sent)
+    }
+
+    /// Channels with stored messages not yet sent, and where sending resumes.
+    pub fn backlog(&self) -> Vec<(ChannelId, u64)> {
+        let mut backlog: Vec<_> = self
+            .channels
+            .iter()
+            .filter(|(_, progress)| progress.stored > progress.sent)
+            .map(|(channel, progress)| (*channel, progress.sent))
+            .collect();
+        backlog.sort_unstable_by_key(|(channel, _)| *channel.as_bytes());
+        backlog
+    }
+
+    pub fn sent(&mut self, channel: ChannelId, id: u64) {
+        let progress = self.channels.entry(channel).or_default();
+        progress.sent = progress.sent.max(id);
+        progress.stored = progress.stored.max(id);
+        self.awaiting_packet_id.push_back((channel, id));
+    }
+
+    /// The client wrote the next publish with this packet id.
+    pub fn packet_id_assigned(&mut self, packet_id: u16) {
+        if let Some(publication) = self.awaiting_packet_id.pop_front() {
+            self.in_flight.insert(packet_id, publication);
+        }
+    }
+
+    /// The broker acknowledged a packet. Per connection the broker acknowledges in
+    /// the order it received (MQTT 3.1.1, 4.6), so the watermark only moves up.
+    pub fn acknowledged(&mut self, packet_id: u16) {
+        let Some((channel, id)) = self.in_flight.remove(&packet_id) else {
+            return;
+        };
+        let progress = self.channels.entry(channel).or_default();
+        if id > progress.acked {
+            progress.acked = id;
+            self.moved.insert(channel);
+            self.update_depth();
+        }
+    }
+
+    /// Acknowledged watermarks that moved since the last call, to persist.
+    pub fn take_moved(&mut self) -> Vec<(ChannelId, u64)> {
+        let channels = &self.channels;
+        self.moved
+            .drain()
+            .filter_map(|channel| channels.get(&channel).map(|p| (channel, p.acked)))
+            .collect()
+    }
+
+    pub fn depth(&self) -> u64 {
+        self.depth.load(Ordering::Relaxed)
+    }
+
+    fn update_depth(&self) {
+        let depth = self
+            .channels
+            .values()
+            .map(|progress| progress.stored.saturating_sub(progress.acked))
+            .sum();
+        self.depth.store(depth, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn channel(n: u8) -> ChannelId {
+        ChannelId::from_bytes([n; 16])
+    }
+
+    #[test]
+    fn depth_counts_stored_messages_the_broker_has_not_acknowledged() {
+        let mut outbox = Outbox::new(HashMap::from([(channel(1), 5)]), &HashMap::new());
+        assert_eq!(outbox.depth(), 5);
+        outbox.stored(channel(2), 1);
+        assert_eq!(outbox.depth(), 6);
+        outbox.sent(channel(2), 1);
+        outbox.packet_id_assigned(7);
+        assert_eq!(outbox.depth(), 6, "sent is not acknowledged");
+        outbox.acknowledged(7);
+        assert_eq!(outbox.depth(), 5);
+        assert_eq!(outbox.take_moved(), [(channel(2), 1)]);
+        assert!(outbox.take_moved().is_empty());
+    }
+
+    #[test]
+    fn a_new_connection_owes_everything_sent_but_not_acknowledged() {
+        let mut outbox = Outbox::new(HashMap::from([(channel(1), 3)]), &HashMap::new());
+        assert_eq!(outbox.backlog(), [(channel(1), 0)]);
+        for id in 1..=3 {
+            outbox.sent(channel(1), id);
+            outbox.packet_id_assigned(id as u16);
+        }
+        outbox.acknowledged(1);
+        assert!(outbox.backlog().is_empty(), "all sent on this connection");
+        outbox.start_connection();
+        assert_eq!(
+            outbox.backlog(),
+            [(channel(1), 1)],
+            "2 and 3 are owed again"
+        );
+        outbox.acknowledged(2);
+        assert_eq!(
+            outbox.depth(),
+            2,
+            "an ack from the old connection is ignored"
+        );
+    }
+
+    #[test]
+    fn watermarks_from_the_store_resume_the_backlog() {
+        let last_ids = HashMap::from([(channel(1), 10), (channel(2), 4)]);
+        let acked = HashMap::from([(channel(1), 7), (channel(2), 4)]);
+        let outbox = Outbox::new(last_ids, &acked);
+        assert_eq!(outbox.backlog(), [(channel(1), 7)]);
+        assert_eq!(outbox.depth(), 3);
+    }
+}
