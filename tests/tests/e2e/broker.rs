@@ -1,5 +1,7 @@
 //! Real MQTT brokers for the tests: rumqttd in this process (one for the whole run;
-//! each test has its own topic prefix), or a Mosquitto process per test on a free port.
+//! each test has its own topic prefix), or a broker process of the test's own —
+//! rumqttd (`e2e-broker`) or Mosquitto — on a free port, which a test can kill and
+//! start again on the same port.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -12,13 +14,24 @@ use tempfile::TempDir;
 /// Set to `1` in CI: tests that need Mosquitto must run, never be skipped.
 pub const REQUIRE_EXTERNAL: &str = "CRIER_REQUIRE_EXTERNAL";
 
+const BROKER_PROCESS: &str = env!("CARGO_BIN_EXE_e2e-broker");
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
 pub struct Broker {
     pub url: String,
-    mosquitto: Option<Child>,
-    _config_dir: Option<TempDir>,
+    process: Option<BrokerProcess>,
+}
+
+/// A broker running as a child process, with what it takes to start it again.
+struct BrokerProcess {
+    command: Vec<String>,
+    address: SocketAddr,
+    child: Option<Child>,
+    _config_dir: TempDir,
 }
 
 impl Broker {
+    /// The shared in-process rumqttd (cannot be stopped).
     pub fn embedded() -> Broker {
         static ADDRESS: OnceLock<SocketAddr> = OnceLock::new();
         let address = ADDRESS.get_or_init(|| {
@@ -26,9 +39,16 @@ impl Broker {
         });
         Broker {
             url: format!("mqtt://{address}"),
-            mosquitto: None,
-            _config_dir: None,
+            process: None,
         }
+    }
+
+    /// rumqttd in a process of its own on a free port.
+    pub fn embedded_process() -> Broker {
+        let address: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let command = vec![BROKER_PROCESS.to_string(), address.to_string()];
+        Broker::spawn(command, address, dir)
     }
 
     /// Mosquitto on a free port, or `None` when it is not installed and not required.
@@ -42,40 +62,81 @@ impl Broker {
             return None;
         };
         let dir = tempfile::tempdir().expect("temp dir");
-        let port = free_port();
+        let address: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let config = dir.path().join("mosquitto.conf");
         std::fs::write(
             &config,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+                "listener {} 127.0.0.1\nallow_anonymous true\npersistence false\n\
                  log_dest file {}\n",
+                address.port(),
                 dir.path().join("mosquitto.log").display()
             ),
         )
         .expect("write mosquitto.conf");
-        let child = Command::new(binary)
-            .arg("-c")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto starts");
-        let address: SocketAddr = ([127, 0, 0, 1], port).into();
-        wait_until_accepting(address, Duration::from_secs(10));
-        Some(Broker {
+        let command = vec![
+            binary.display().to_string(),
+            "-c".into(),
+            config.display().to_string(),
+        ];
+        Some(Broker::spawn(command, address, dir))
+    }
+
+    fn spawn(command: Vec<String>, address: SocketAddr, dir: TempDir) -> Broker {
+        let mut process = BrokerProcess {
+            command,
+            address,
+            child: None,
+            _config_dir: dir,
+        };
+        process.start();
+        Broker {
             url: format!("mqtt://{address}"),
-            mosquitto: Some(child),
-            _config_dir: Some(dir),
-        })
+            process: Some(process),
+        }
+    }
+
+    /// `kill -9` the broker process.
+    pub fn kill(&mut self) {
+        self.own_process().stop();
+    }
+
+    /// Starts the broker again on the same port, with nothing of its old state.
+    pub fn restart(&mut self) {
+        self.own_process().start();
+    }
+
+    fn own_process(&mut self) -> &mut BrokerProcess {
+        self.process
+            .as_mut()
+            .expect("only a broker process of the test's own can be stopped")
     }
 }
 
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.mosquitto {
+impl BrokerProcess {
+    fn start(&mut self) {
+        let (program, args) = self.command.split_first().expect("a command");
+        let child = Command::new(program)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+        self.child = Some(child);
+        wait_until_accepting(self.address, START_TIMEOUT);
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 

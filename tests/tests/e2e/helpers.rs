@@ -25,6 +25,8 @@ pub const CRIER: &str = env!("CARGO_BIN_EXE_e2e-crier");
 /// fresh data dir and topic prefix.
 pub struct TestApp {
     pub chat: Option<Service>,
+    chat_flags: Vec<String>,
+    chat_address: Option<String>,
     pub sse: Service,
     pub broker: Broker,
     pub data_dir: TempDir,
@@ -39,25 +41,35 @@ struct HistoryPage {
 
 impl TestApp {
     pub async fn on(broker: Broker) -> TestApp {
+        TestApp::with_options(broker, &[], &[]).await
+    }
+
+    /// Like [`TestApp::on`], with extra flags for chat-service and broadcast-sse.
+    pub async fn with_options(broker: Broker, chat_flags: &[&str], sse_flags: &[&str]) -> TestApp {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let prefix = format!("crier-test-{}", uuid::Uuid::new_v4().simple());
-        let chat = start_chat_service(&broker, &data_dir, &prefix);
+        let chat_flags: Vec<String> = chat_flags.iter().map(|flag| flag.to_string()).collect();
+        let chat = start_chat_service(&broker, &data_dir, &prefix, "127.0.0.1:0", &chat_flags);
+        let mut args: Vec<String> = vec![
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--mqtt-url".into(),
+            broker.url.clone(),
+            "--topic-prefix".into(),
+            prefix.clone(),
+            "--history-url".into(),
+            chat.url.clone(),
+        ];
+        args.extend(sse_flags.iter().map(|flag| flag.to_string()));
         let sse = Service::start(
             BROADCAST_SSE,
-            &[
-                "--listen".into(),
-                "127.0.0.1:0".into(),
-                "--mqtt-url".into(),
-                broker.url.clone(),
-                "--topic-prefix".into(),
-                prefix.clone(),
-                "--history-url".into(),
-                chat.url.clone(),
-            ],
+            &args,
             &data_dir.path().join("broadcast-sse.log"),
         );
         let app = TestApp {
             chat: Some(chat),
+            chat_flags,
+            chat_address: None,
             sse,
             broker,
             data_dir,
@@ -79,17 +91,33 @@ impl TestApp {
         }
     }
 
-    /// `kill -9` the chat-service and start it again on the same data dir.
+    /// `kill -9` the chat-service and start it again on the same data dir and port.
     pub async fn restart_chat_service(&mut self) {
-        if let Some(chat) = self.chat.take() {
-            chat.kill();
-        }
+        self.kill_chat_service();
+        self.start_chat_service_again();
+        self.wait_until_ready().await;
+    }
+
+    /// `kill -9` the chat-service; returns the address it listened on.
+    pub fn kill_chat_service(&mut self) -> String {
+        let chat = self.chat.take().expect("chat-service is running");
+        let address = chat.address().to_string();
+        chat.kill();
+        self.chat_address = Some(address.clone());
+        address
+    }
+
+    /// Starts the chat-service on the data dir and port it had (broadcast-sse reads
+    /// history there). Does not wait for the broker.
+    pub fn start_chat_service_again(&mut self) {
+        let address = self.chat_address.take().expect("chat-service was killed");
         self.chat = Some(start_chat_service(
             &self.broker,
             &self.data_dir,
             &self.prefix,
+            &address,
+            &self.chat_flags,
         ));
-        self.wait_until_ready().await;
     }
 
     pub async fn post_message(&self, channel: ChannelId, author: &str, text: &str) -> Message {
@@ -105,6 +133,34 @@ impl TestApp {
             .json()
             .await
             .expect("POST answers the stored message")
+    }
+
+    /// The chat-service's `/readyz` status and report (it answers `503` with the
+    /// same report while the broker is down).
+    pub async fn chat_readiness(&self) -> (StatusCode, serde_json::Value) {
+        let response = self
+            .http
+            .get(format!("{}/readyz", self.chat_url()))
+            .send()
+            .await
+            .expect("GET /readyz");
+        let status = response.status();
+        (status, response.json().await.expect("readyz JSON"))
+    }
+
+    /// Every stored message of the channel, paging through history.
+    pub async fn whole_history(&self, channel: ChannelId) -> Vec<Message> {
+        let mut messages: Vec<Message> = Vec::new();
+        loop {
+            let after = messages.last().map_or(0, |m| m.id);
+            let page = self
+                .history(channel, &format!("?after={after}&limit=1000"))
+                .await;
+            if page.is_empty() {
+                return messages;
+            }
+            messages.extend(page);
+        }
     }
 
     /// Open streams on broadcast-sse, as its `/readyz` reports them.
@@ -155,19 +211,27 @@ impl TestApp {
     }
 }
 
-pub fn start_chat_service(broker: &Broker, data_dir: &TempDir, prefix: &str) -> Service {
+pub fn start_chat_service(
+    broker: &Broker,
+    data_dir: &TempDir,
+    prefix: &str,
+    listen: &str,
+    flags: &[String],
+) -> Service {
+    let mut args: Vec<String> = vec![
+        "--listen".into(),
+        listen.into(),
+        "--mqtt-url".into(),
+        broker.url.clone(),
+        "--topic-prefix".into(),
+        prefix.to_string(),
+        "--data-dir".into(),
+        data_dir.path().join("history").display().to_string(),
+    ];
+    args.extend_from_slice(flags);
     Service::start(
         CHAT_SERVICE,
-        &[
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-            "--mqtt-url".into(),
-            broker.url.clone(),
-            "--topic-prefix".into(),
-            prefix.to_string(),
-            "--data-dir".into(),
-            data_dir.path().join("history").display().to_string(),
-        ],
+        &args,
         &data_dir.path().join("chat-service.log"),
     )
 }
@@ -185,6 +249,22 @@ pub async fn wait_for_ready(http: &reqwest::Client, base: &str) {
     tokio::time::timeout(WAIT, ready)
         .await
         .unwrap_or_else(|_| panic!("{base} did not become ready within {WAIT:?}"));
+}
+
+/// Polls `condition` every 50 ms until it holds; panics after [`WAIT`].
+pub async fn eventually<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let polled = async {
+        while !condition().await {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, polled)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: not within {WAIT:?}"));
 }
 
 pub fn new_channel() -> ChannelId {
@@ -253,6 +333,25 @@ impl EventStream {
             .expect("an event arrives in time")
             .expect("the stream is still open")
             .expect("the stream is well formed")
+    }
+
+    /// The stream ends (the server closed it) within [`WAIT`]; messages before the
+    /// end are allowed, any other event is not.
+    pub async fn expect_end(&mut self) {
+        let end = async {
+            loop {
+                match self.events.next().await {
+                    None => return,
+                    Some(Ok(event)) if event.event == "message" => continue,
+                    // The connection closing under the parser is an end too.
+                    Some(Err(_)) => return,
+                    Some(Ok(event)) => panic!("unexpected event before the end: {event:?}"),
+                }
+            }
+        };
+        tokio::time::timeout(WAIT, end)
+            .await
+            .expect("the server ends the stream in time");
     }
 
     /// The ids of the next `n` messages, in arrival order.

@@ -5,6 +5,7 @@ mod all_in_one;
 mod bad_input;
 mod broker;
 mod cases;
+mod faults;
 mod helpers;
 mod process;
 mod restart;
@@ -49,3 +50,77 @@ on_both_brokers!(
     a_closed_stream_leaves_its_channel,
     a_retry_with_the_same_idempotency_key_returns_the_original,
 );
+
+/// Runs each fault case on a broker process of its own that the test can kill and
+/// restart: rumqttd, and Mosquitto.
+macro_rules! on_restartable_brokers {
+    ($($case:ident),* $(,)?) => {
+        mod embedded_broker_process {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    faults::$case(TestApp::on(Broker::embedded_process()).await).await;
+                }
+            )*
+        }
+        mod mosquitto_process {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    if let Some(broker) = Broker::mosquitto() {
+                        faults::$case(TestApp::on(broker).await).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+on_restartable_brokers!(
+    a_stream_is_complete_across_a_broker_restart,
+    the_outbox_survives_a_chat_service_restart_while_the_broker_is_down,
+);
+
+mod fault {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn acknowledged_posts_survive_kill_9_with_ids_1_to_n() {
+        faults::acknowledged_posts_survive_kill_9_with_ids_1_to_n(
+            TestApp::on(Broker::embedded()).await,
+        )
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reconnecting_20_times_while_1000_messages_flow_loses_and_repeats_nothing() {
+        let app = TestApp::on(Broker::embedded()).await;
+        faults::reconnecting_20_times_while_1000_messages_flow_loses_and_repeats_nothing(app).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stalled_client_neither_slows_others_nor_misses_messages() {
+        let app = TestApp::with_options(Broker::embedded(), &[], &["--ring-size", "32"]).await;
+        faults::a_stalled_client_neither_slows_others_nor_misses_messages(app).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn retention_trims_to_the_limit_and_a_too_old_resume_gets_a_gap() {
+        let retention = [
+            "--history-max-per-channel",
+            "10",
+            "--retention-interval-secs",
+            "1",
+        ];
+        let app = TestApp::with_options(Broker::embedded(), &retention, &[]).await;
+        faults::retention_trims_to_the_limit_and_a_too_old_resume_gets_a_gap(app).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sigterm_with_100_open_streams_exits_cleanly_and_loses_nothing() {
+        let app = TestApp::on(Broker::embedded()).await;
+        faults::sigterm_with_100_open_streams_exits_cleanly_and_loses_nothing(app).await;
+    }
+}

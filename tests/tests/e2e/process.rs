@@ -2,9 +2,9 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -63,6 +63,33 @@ impl Service {
     pub fn kill(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Sends `SIGTERM` (a graceful stop).
+    pub fn send_sigterm(&self) {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM succeeds");
+    }
+
+    /// Waits up to `limit` for the process to exit: its exit status (`None`: still
+    /// running at the limit) and how long the wait took.
+    pub async fn wait_for_exit(&mut self, limit: Duration) -> (Option<ExitStatus>, Duration) {
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return (Some(status), started.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        (None, started.elapsed())
+    }
+
+    /// The `127.0.0.1:PORT` the service listens on.
+    pub fn address(&self) -> &str {
+        self.url.trim_start_matches("http://")
     }
 
     pub fn log_text(&self) -> String {
