@@ -31,6 +31,12 @@ pub struct ChatSettings {
     #[arg(long, env = "CRIER_DATA_DIR", default_value = "./crier-data")]
     pub data_dir: PathBuf,
 
+    /// Answer `201` only once the message is flushed to disk. `false` answers as
+    /// soon as it is written to the store's memory: faster, but a crash can lose
+    /// acknowledged messages. Subscribers still only see flushed messages.
+    #[arg(long, env = "CRIER_DURABLE_ACK", default_value_t = true, action = clap::ArgAction::Set)]
+    pub durable_ack: bool,
+
     #[command(flatten)]
     pub limits: Limits,
 

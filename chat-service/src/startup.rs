@@ -22,6 +22,8 @@ pub struct AppState {
     pub history: History,
     pub publisher: Publisher,
     pub limits: Limits,
+    /// Flush before answering a POST (see `--durable-ack`).
+    pub durable_ack: bool,
 }
 
 impl AppState {
@@ -49,6 +51,7 @@ impl AppState {
             history,
             publisher,
             limits: settings.limits,
+            durable_ack: settings.durable_ack,
         };
         Ok((state, task))
     }

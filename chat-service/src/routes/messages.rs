@@ -52,7 +52,9 @@ pub async fn post_message(
     let appended = state.history.append(channel, &new, key, |message, json| {
         state.publisher.enqueue(channel, message.id, json.clone())
     })?;
-    state.history.flush().await?;
+    if state.durable_ack {
+        state.history.flush().await?;
+    }
     let location = format!("/channels/{channel}/messages/{}", appended.message.id);
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, location))
