@@ -166,7 +166,7 @@ impl ClientStream {
             Some(last) if frame.id <= last => {}
             // Ids were skipped: the recent buffer or history has them, and this
             // frame with them.
-            Some(last) if frame.id > last + 1 => {
+            Some(last) if frame.id > last.saturating_add(1) => {
                 self.catch_up_to = self.catch_up_to.max(Some(frame.id));
                 self.start_catching_up();
             }
@@ -210,10 +210,13 @@ impl ClientStream {
 
     async fn catch_up_from_history(&mut self, after: u64) -> Result<(), HistoryError> {
         let page = self.history.after(self.channel, after, PAGE).await?;
-        if let Some(first) = page.first().filter(|first| first.id > after + 1) {
+        if let Some(first) = page
+            .first()
+            .filter(|first| first.id > after.saturating_add(1))
+        {
             // Ids only disappear by retention trimming the oldest: these are gone.
             let to = first.id - 1;
-            self.push(gap_event(after + 1, to));
+            self.push(gap_event(after.saturating_add(1), to));
             self.last_sent = Some(to);
         }
         let short = page.len() < PAGE;

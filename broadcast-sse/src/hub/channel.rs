@@ -110,7 +110,7 @@ impl ChannelEntry {
             return Arrival::Held;
         }
         match self.last_id {
-            Some(last) if frame.id > last + 1 && can_backfill => {
+            Some(last) if frame.id > last.saturating_add(1) && can_backfill => {
                 let mut backfill = Backfill {
                     target: None,
                     held: BTreeMap::new(),
@@ -198,7 +198,7 @@ impl ChannelEntry {
             let Some(entry) = backfill.held.first_entry() else {
                 return;
             };
-            if *entry.key() > last + 1 {
+            if *entry.key() > last.saturating_add(1) {
                 return;
             }
             let frame = entry.remove();
@@ -229,12 +229,15 @@ impl ChannelEntry {
                 _ => Recent::Missing,
             };
         };
-        if first.id != after + 1 {
+        if first.id != after.saturating_add(1) {
             return Recent::Missing;
         }
-        let frames: Vec<Frame> = (first.id..)
-            .zip(self.recent.range(start..).take(limit.max(1)))
-            .take_while(|(expected, frame)| frame.id == *expected)
+        let frames: Vec<Frame> = self
+            .recent
+            .range(start..)
+            .take(limit.max(1))
+            .enumerate()
+            .take_while(|(offset, frame)| frame.id - first.id == *offset as u64)
             .map(|(_, frame)| frame.clone())
             .collect();
         let complete = frames.last().map(|frame| frame.id) == self.last_id;

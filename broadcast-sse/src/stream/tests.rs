@@ -245,3 +245,15 @@ async fn hub_backfill_reaches_a_listener_without_its_own_history_read() {
         "one read for all listeners"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn resume_after_the_largest_id_is_accepted_and_sends_nothing_older() {
+    let history = FakeHistory::new();
+    let channel = channel(1);
+    history.store(channel, 1..=3);
+    let (hub, _changes) = Hub::new(8);
+    let mut stream = open(&hub, &history, channel, Some(u64::MAX)).await;
+    assert!(stream.prefetch().await.is_ok());
+    hub.deliver(channel, frame(channel, 4));
+    assert!(read_all(&mut stream).await.is_empty());
+}
