@@ -70,6 +70,24 @@ pub async fn run(
     hub.abandon_backfill(channel, epoch);
 }
 
+/// Asks history for the newest id of a channel with no delivery yet (see
+/// [`Hub::anchor_undelivered`]).
+pub async fn anchor(
+    history: Arc<dyn HistorySource>,
+    channel: ChannelId,
+    epoch: u64,
+    in_progress: InProgress,
+) {
+    let hub = &in_progress.0;
+    let Some(_permit) = hub.backfill_permit().await else {
+        return;
+    };
+    match history.latest_id(channel).await {
+        Ok(newest) => hub.set_anchor(channel, epoch, newest),
+        Err(e) => log::info!("{channel} starts again with its next live message: {e}"),
+    }
+}
+
 /// One page, retried with doubling delays.
 async fn read_page(
     history: &dyn HistorySource,

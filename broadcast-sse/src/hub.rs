@@ -212,6 +212,47 @@ impl Hub {
         }
     }
 
+    /// When the broker connection drops: channels with listeners but no delivery
+    /// yet ask history for their newest id, so the heal after the reconnect has a
+    /// place to read from.
+    pub fn anchor_undelivered(&self) {
+        let (Some(history), Ok(runtime)) = (
+            self.inner.history.clone(),
+            tokio::runtime::Handle::try_current(),
+        ) else {
+            return;
+        };
+        let undelivered: Vec<(ChannelId, u64)> = self
+            .lock()
+            .iter()
+            .filter(|(_, entry)| entry.last_id().is_none())
+            .map(|(channel, entry)| (*channel, entry.epoch))
+            .collect();
+        for (channel, epoch) in undelivered {
+            let in_progress = backfill::InProgress::new(self.clone());
+            runtime.spawn(backfill::anchor(
+                history.clone(),
+                channel,
+                epoch,
+                in_progress,
+            ));
+        }
+    }
+
+    /// Records history's newest id for a channel with no delivery yet.
+    pub(crate) fn set_anchor(&self, channel: ChannelId, epoch: u64, newest: Option<u64>) {
+        let heal_now = {
+            let mut channels = self.lock();
+            channels
+                .get_mut(&channel)
+                .filter(|entry| entry.epoch == epoch)
+                .is_some_and(|entry| entry.anchor(newest.unwrap_or(0)))
+        };
+        if heal_now {
+            self.spawn_backfill(channel, epoch);
+        }
+    }
+
     fn spawn_backfill(&self, channel: ChannelId, epoch: u64) {
         let (Some(history), Ok(runtime)) = (
             self.inner.history.clone(),

@@ -102,6 +102,7 @@ impl Subscriber {
     fn on_connection_lost(&mut self, reason: &str) {
         if self.status.is_connected() {
             log::warn!("MQTT connection lost: {reason}");
+            self.hub.anchor_undelivered();
         }
         self.status.set(false);
         self.sent.clear();

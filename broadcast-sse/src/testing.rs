@@ -9,7 +9,7 @@ use protocol::{ChannelId, Message};
 use tokio::sync::Semaphore;
 
 use crate::hub::Frame;
-use crate::replay::{HistoryError, HistoryFuture, HistorySource};
+use crate::replay::{HistoryError, HistoryFuture, HistorySource, LatestFuture};
 
 pub fn channel(n: u8) -> ChannelId {
     ChannelId::from_bytes([n; 16])
@@ -93,6 +93,14 @@ impl FakeHistory {
         self.max_in_flight.load(Ordering::SeqCst)
     }
 
+    async fn pass_gate(&self) {
+        if let Some(gate) = self.gate.clone()
+            && let Ok(permit) = gate.acquire_owned().await
+        {
+            permit.forget();
+        }
+    }
+
     fn lock_messages(&self) -> std::sync::MutexGuard<'_, Vec<Message>> {
         self.messages.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -132,13 +140,18 @@ impl HistorySource for Shared {
         Box::pin(async move {
             let now = fake.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
             fake.max_in_flight.fetch_max(now, Ordering::SeqCst);
-            if let Some(gate) = fake.gate.clone()
-                && let Ok(permit) = gate.acquire_owned().await
-            {
-                permit.forget();
-            }
+            fake.pass_gate().await;
             fake.in_flight.fetch_sub(1, Ordering::SeqCst);
             fake.answer(channel, after, limit)
+        })
+    }
+
+    fn latest_id(&self, channel: ChannelId) -> LatestFuture {
+        let fake = self.0.clone();
+        Box::pin(async move {
+            fake.pass_gate().await;
+            let newest = fake.answer(channel, 0, usize::MAX)?;
+            Ok(newest.last().map(|message| message.id))
         })
     }
 }

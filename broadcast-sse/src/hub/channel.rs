@@ -148,6 +148,19 @@ impl ChannelEntry {
         }
     }
 
+    /// On a channel with no delivery yet, takes history's newest id at the time the
+    /// broker connection dropped as the last delivered one: its listeners are owed
+    /// everything after it. Returns `true` when the channel is subscribed again
+    /// already, so the heal its SUBACK skipped must start now.
+    pub fn anchor(&mut self, newest: u64) -> bool {
+        if self.last_id.is_some() {
+            return false;
+        }
+        self.last_id = Some(newest);
+        self.first_id = Some(newest.saturating_add(1));
+        *self.subscribed.borrow() && self.begin_heal()
+    }
+
     pub fn is_backfilling(&self) -> bool {
         self.backfill.is_some()
     }

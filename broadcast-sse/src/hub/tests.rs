@@ -324,3 +324,54 @@ fn recent_buffer_stops_at_a_hole_and_knows_nothing_before_a_delivery() {
     assert!(!complete, "5 is past a hole");
     assert!(matches!(hub.recent_after(channel, 2, 200), Recent::Missing));
 }
+
+#[tokio::test(start_paused = true)]
+async fn channel_without_delivery_is_anchored_when_the_broker_drops_then_healed() {
+    let history = FakeHistory::new();
+    let channel = channel(1);
+    history.store(channel, 1..=3);
+    let hub = hub_with(&history, 64);
+    let mut member = hub.join(channel);
+    hub.anchor_undelivered();
+    backfills_done(&hub).await;
+    history.store(channel, 4..=5);
+    hub.mark_subscribed(&[channel]);
+    hub.heal(&[channel]);
+    backfills_done(&hub).await;
+    assert_eq!(received(&mut member), [4, 5], "posted during the outage");
+    assert_eq!(history.calls(), [(channel, 3)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn anchor_answered_after_the_resubscription_starts_the_heal_itself() {
+    let history = FakeHistory::gated();
+    let channel = channel(1);
+    history.store(channel, 1..=3);
+    let hub = hub_with(&history, 64);
+    let _member = hub.join(channel);
+    hub.anchor_undelivered();
+    hub.mark_subscribed(&[channel]);
+    hub.heal(&[channel]);
+    history.open(2);
+    backfills_done(&hub).await;
+    assert_eq!(history.calls(), [(channel, 3)]);
+    assert_eq!(hub.last_id(channel), Some(3));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_history_that_cannot_tell_its_newest_id_leaves_the_channel_as_it_was() {
+    struct AfterOnly;
+    impl HistorySource for AfterOnly {
+        fn after(&self, _: ChannelId, _: u64, _: usize) -> crate::replay::HistoryFuture {
+            Box::pin(std::future::ready(Ok(Vec::new())))
+        }
+    }
+    let hub = Hub::with_history(64, Arc::new(AfterOnly)).0;
+    let channel = channel(1);
+    let mut member = hub.join(channel);
+    hub.anchor_undelivered();
+    backfills_done(&hub).await;
+    assert_eq!(hub.last_id(channel), None);
+    hub.deliver(channel, frame(channel, 7));
+    assert_eq!(received(&mut member), [7]);
+}
