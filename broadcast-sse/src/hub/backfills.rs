@@ -9,9 +9,9 @@ use crate::backfill;
 
 impl Hub {
     /// After the broker acknowledged a re-subscription: reads what the outage left
-    /// out of each channel from history, a few channels at a time. Channels with no
-    /// delivery yet have no position to read from; their listeners start with the
-    /// next live frame.
+    /// out of each channel from history, a few channels at a time. A channel with no
+    /// delivery yet heals only once [`Hub::anchor_undelivered`] gave it a position;
+    /// until then its listeners start with the next live frame.
     pub fn heal(&self, channels: &[ChannelId]) {
         if self.inner.history.is_none() {
             return;
