@@ -31,8 +31,9 @@ pub struct Config {
 /// Stream tuning shared with the all-in-one binary.
 #[derive(Debug, Clone, Copy, Args)]
 pub struct BroadcastSettings {
-    /// Recent messages kept per channel for listeners that fall behind; a listener
-    /// further behind is caught up from history.
+    /// Recent messages kept per channel for listeners that resume or fall behind
+    /// (the live ring is half of it); a listener further behind is caught up from
+    /// history.
     #[arg(long, env = "CRIER_RING_SIZE", default_value_t = 1024)]
     pub ring_size: usize,
 

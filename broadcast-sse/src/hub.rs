@@ -3,15 +3,35 @@
 //! Each channel with local listeners has a ring ([`broadcast`]) of SSE frames: a
 //! delivery is one write into the ring and a wake-up per listener, whatever their
 //! number, and a listener that falls behind the ring learns it (`Lagged`) instead of
-//! holding the others back. The hub also decides when the node subscribes to a
-//! channel's topic (first listener) and unsubscribes (last listener gone).
+//! holding the others back. Next to the ring the channel keeps its most recent
+//! `ring_size` frames (refcounted, so a pointer each) to serve resumes and lagging
+//! listeners without asking history; the ring itself is half that size, so a
+//! listener that overruns it usually finds what it missed there.
+//!
+//! The hub delivers a channel's ids in order with no hole: a live frame that skips
+//! ids is held back while a backfill ([`crate::backfill`]) reads the missing ones
+//! from history, and after a broker reconnect every channel is backfilled from its
+//! last delivered id. The hub also decides when the node subscribes to a channel's
+//! topic (first listener) and unsubscribes (last listener gone).
+
+mod backfills;
+mod channel;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use protocol::{ChannelId, Message};
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{Semaphore, broadcast, mpsc, watch};
+
+use channel::{Arrival, ChannelEntry};
+pub use channel::{HELD_MAX, Recent, Step};
+
+use crate::replay::HistorySource;
+
+/// Backfills reading history at the same time; the others wait their turn.
+pub const BACKFILL_CONCURRENCY: usize = 4;
 
 /// One message framed for SSE, shared by every listener (cloning is a refcount).
 #[derive(Debug, Clone)]
@@ -36,31 +56,26 @@ pub enum SubscriptionChange {
     Unsubscribe(ChannelId),
 }
 
-/// Cheap-to-clone handle shared by the HTTP workers and the MQTT task.
+/// Cheap-to-clone handle shared by the HTTP workers, the MQTT task and backfills.
 #[derive(Clone)]
 pub struct Hub {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    /// A std mutex: held for map lookups and a non-blocking ring write, never
+    /// A std mutex: held for map lookups and non-blocking ring writes, never
     /// across an `.await`.
     channels: Mutex<HashMap<ChannelId, ChannelEntry>>,
     changes: mpsc::UnboundedSender<SubscriptionChange>,
     ring_size: usize,
+    /// Without history, gaps are left to each stream's own catch-up.
+    history: Option<Arc<dyn HistorySource>>,
+    permits: Semaphore,
+    /// Backfills started and not yet finished (also those waiting for a permit).
+    backfills: watch::Sender<usize>,
+    epochs: AtomicU64,
     heartbeat: watch::Sender<u64>,
     shutdown: watch::Sender<bool>,
-}
-
-struct ChannelEntry {
-    ring: broadcast::Sender<Frame>,
-    listeners: usize,
-    /// Highest id delivered on this node; older or repeated ids are dropped.
-    last_id: Option<u64>,
-    /// First id delivered since the entry was created.
-    first_id: Option<u64>,
-    /// `true` once the broker acknowledged the subscription.
-    subscribed: watch::Sender<bool>,
 }
 
 /// A listener's place in a channel: its ring receiver, the subscription state, and
@@ -86,14 +101,34 @@ impl Drop for ListenerGuard {
 }
 
 impl Hub {
-    /// A hub and the receiving end of its subscription changes (for the MQTT task).
+    /// A hub without history, and the receiving end of its subscription changes
+    /// (for the MQTT task). Gaps are then delivered as they come.
     pub fn new(ring_size: usize) -> (Hub, mpsc::UnboundedReceiver<SubscriptionChange>) {
+        Self::build(ring_size, None)
+    }
+
+    /// A hub that backfills gaps and heals reconnects from `history`.
+    pub fn with_history(
+        ring_size: usize,
+        history: Arc<dyn HistorySource>,
+    ) -> (Hub, mpsc::UnboundedReceiver<SubscriptionChange>) {
+        Self::build(ring_size, Some(history))
+    }
+
+    fn build(
+        ring_size: usize,
+        history: Option<Arc<dyn HistorySource>>,
+    ) -> (Hub, mpsc::UnboundedReceiver<SubscriptionChange>) {
         let (changes, changes_rx) = mpsc::unbounded_channel();
         let hub = Hub {
             inner: Arc::new(Inner {
                 channels: Mutex::new(HashMap::new()),
                 changes,
                 ring_size: ring_size.max(1),
+                history,
+                permits: Semaphore::new(BACKFILL_CONCURRENCY),
+                backfills: watch::Sender::new(0),
+                epochs: AtomicU64::new(0),
                 heartbeat: watch::Sender::new(0),
                 shutdown: watch::Sender::new(false),
             }),
@@ -106,19 +141,15 @@ impl Hub {
         let mut channels = self.lock();
         let entry = channels.entry(channel).or_insert_with(|| {
             self.request(SubscriptionChange::Subscribe(channel));
-            ChannelEntry {
-                ring: broadcast::Sender::new(self.inner.ring_size),
-                listeners: 0,
-                last_id: None,
-                first_id: None,
-                subscribed: watch::Sender::new(false),
-            }
+            let epoch = self.inner.epochs.fetch_add(1, Ordering::Relaxed);
+            let size = self.inner.ring_size;
+            ChannelEntry::new(size / 2, size, epoch)
         });
         entry.listeners += 1;
         Membership {
             ring: entry.ring.subscribe(),
             subscribed: entry.subscribed.subscribe(),
-            last_id_at_join: entry.last_id,
+            last_id_at_join: entry.last_id(),
             guard: ListenerGuard {
                 hub: self.clone(),
                 channel,
@@ -139,25 +170,42 @@ impl Hub {
     }
 
     /// Hands a frame from the broker to the channel's listeners. Frames for channels
-    /// nobody here listens to, and ids already delivered, are dropped.
+    /// nobody here listens to, and ids already delivered, are dropped; a frame that
+    /// skips ids waits for a backfill of the missing ones.
     pub fn deliver(&self, channel: ChannelId, frame: Frame) {
-        let mut channels = self.lock();
-        let Some(entry) = channels.get_mut(&channel) else {
-            return;
+        let can_backfill = self.inner.history.is_some();
+        let gap_epoch = {
+            let mut channels = self.lock();
+            let Some(entry) = channels.get_mut(&channel) else {
+                return;
+            };
+            match entry.receive_live(frame, can_backfill) {
+                Arrival::GapFound => Some(entry.epoch),
+                Arrival::Delivered | Arrival::Duplicate | Arrival::Held => None,
+            }
         };
-        if entry.last_id.is_some_and(|last| frame.id <= last) {
-            return;
+        if let Some(epoch) = gap_epoch {
+            self.spawn_backfill(channel, epoch);
         }
-        entry.last_id = Some(frame.id);
-        entry.first_id.get_or_insert(frame.id);
-        // An error only means no receiver is left right now.
-        let _ = entry.ring.send(frame);
+    }
+
+    /// Delivered frames after `after`, from memory, when the buffer reaches back.
+    pub fn recent_after(&self, channel: ChannelId, after: u64, limit: usize) -> Recent {
+        match self.lock().get(&channel) {
+            Some(entry) => entry.recent_after(after, limit),
+            None => Recent::Missing,
+        }
     }
 
     /// The first id delivered to a channel since its entry was created: where a
     /// listener that joined before any delivery must catch up from.
     pub fn first_id(&self, channel: ChannelId) -> Option<u64> {
-        self.lock().get(&channel).and_then(|entry| entry.first_id)
+        self.lock().get(&channel).and_then(ChannelEntry::first_id)
+    }
+
+    /// The last id delivered to a channel, if any.
+    pub fn last_id(&self, channel: ChannelId) -> Option<u64> {
+        self.lock().get(&channel).and_then(ChannelEntry::last_id)
     }
 
     /// Records that the broker acknowledged the subscription to these channels.
@@ -184,6 +232,16 @@ impl Hub {
 
     pub fn listener_count(&self) -> usize {
         self.lock().values().map(|entry| entry.listeners).sum()
+    }
+
+    /// Backfills started and not finished yet (for `/readyz`).
+    pub fn backfills_in_progress(&self) -> usize {
+        *self.inner.backfills.borrow()
+    }
+
+    /// Follows [`Hub::backfills_in_progress`] as it changes.
+    pub fn backfill_count(&self) -> watch::Receiver<usize> {
+        self.inner.backfills.subscribe()
     }
 
     /// Ticks every stream's heartbeat (one timer for the whole node).
@@ -222,53 +280,4 @@ impl Hub {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn frame(id: u64) -> Frame {
-        Frame {
-            id,
-            bytes: Bytes::from(format!("id: {id}\n\n")),
-        }
-    }
-
-    #[test]
-    fn first_join_subscribes_and_last_leave_unsubscribes() {
-        let (hub, mut changes) = Hub::new(8);
-        let channel = ChannelId::from_bytes([1; 16]);
-        let first = hub.join(channel);
-        let second = hub.join(channel);
-        assert_eq!(
-            changes.try_recv().ok(),
-            Some(SubscriptionChange::Subscribe(channel))
-        );
-        assert!(
-            changes.try_recv().is_err(),
-            "second listener does not subscribe again"
-        );
-        drop(first);
-        assert!(changes.try_recv().is_err(), "a listener remains");
-        drop(second);
-        assert_eq!(
-            changes.try_recv().ok(),
-            Some(SubscriptionChange::Unsubscribe(channel))
-        );
-        assert!(hub.active_channels().is_empty());
-    }
-
-    #[test]
-    fn deliver_drops_repeated_ids_and_shares_bytes() {
-        let (hub, _changes) = Hub::new(8);
-        let channel = ChannelId::from_bytes([1; 16]);
-        let mut member = hub.join(channel);
-        hub.deliver(channel, frame(1));
-        hub.deliver(channel, frame(1));
-        hub.deliver(channel, frame(2));
-        let ids: Vec<u64> = std::iter::from_fn(|| member.ring.try_recv().ok())
-            .map(|f| f.id)
-            .collect();
-        assert_eq!(ids, [1, 2]);
-        assert_eq!(hub.first_id(channel), Some(1));
-        assert_eq!(hub.join(channel).last_id_at_join, Some(2));
-    }
-}
+mod tests;

@@ -2,8 +2,9 @@
 //!
 //! It subscribes to a channel's topic when the hub asks (first local listener) and
 //! unsubscribes when the last one leaves. rumqttc does not restore subscriptions
-//! after a reconnect, so every ConnAck re-subscribes all active channels. Incoming
-//! messages are parsed and framed once, then handed to the hub.
+//! after a reconnect, so every ConnAck re-subscribes all active channels; once the
+//! broker acknowledges, the hub backfills each of them from its last delivered id.
+//! Incoming messages are parsed and framed once, then handed to the hub.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -85,6 +86,8 @@ impl Subscriber {
             Event::Incoming(Incoming::SubAck(ack)) => {
                 if let Some(channels) = self.awaiting_ack.remove(&ack.pkid) {
                     self.hub.mark_subscribed(&channels);
+                    // Live messages flow again; fetch what the outage left out.
+                    self.hub.heal(&channels);
                 }
             }
             Event::Outgoing(Outgoing::Subscribe(pkid)) => {
@@ -99,6 +102,7 @@ impl Subscriber {
     fn on_connection_lost(&mut self, reason: &str) {
         if self.status.is_connected() {
             log::warn!("MQTT connection lost: {reason}");
+            self.hub.anchor_undelivered();
         }
         self.status.set(false);
         self.sent.clear();

@@ -12,6 +12,7 @@ use serde::Deserialize;
 pub const PAGE: usize = 200;
 
 pub type HistoryFuture = Pin<Box<dyn Future<Output = Result<Vec<Message>, HistoryError>> + Send>>;
+pub type LatestFuture = Pin<Box<dyn Future<Output = Result<Option<u64>, HistoryError>> + Send>>;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -20,6 +21,17 @@ pub struct HistoryError(pub String);
 /// A source of a channel's messages with ids greater than `after`, ascending.
 pub trait HistorySource: Send + Sync + 'static {
     fn after(&self, channel: ChannelId, after: u64, limit: usize) -> HistoryFuture;
+
+    /// The newest stored id of a channel (`None`: nothing stored). The hub asks when
+    /// the broker connection drops on a channel it has not delivered anything on
+    /// yet, so the reconnect can backfill what its listeners missed. A source that
+    /// cannot tell leaves such channels to start again with the next live message.
+    fn latest_id(&self, channel: ChannelId) -> LatestFuture {
+        let _ = channel;
+        Box::pin(std::future::ready(Err(HistoryError(
+            "this history cannot tell its newest id".into(),
+        ))))
+    }
 }
 
 /// Reads history from a chat-service: `GET {base}/channels/{c}/messages?after=&limit=`.
@@ -47,26 +59,43 @@ impl HttpHistory {
     }
 }
 
+impl HttpHistory {
+    fn messages(&self, channel: ChannelId) -> reqwest::RequestBuilder {
+        self.client
+            .get(format!("{}/channels/{channel}/messages", self.base))
+    }
+}
+
 impl HistorySource for HttpHistory {
     fn after(&self, channel: ChannelId, after: u64, limit: usize) -> HistoryFuture {
         let request = self
-            .client
-            .get(format!("{}/channels/{channel}/messages", self.base))
+            .messages(channel)
             .query(&[("after", after), ("limit", limit as u64)]);
+        Box::pin(fetch_page(request))
+    }
+
+    /// Without `after`, the history API answers the latest messages.
+    fn latest_id(&self, channel: ChannelId) -> LatestFuture {
+        let request = self.messages(channel).query(&[("limit", 1u64)]);
         Box::pin(async move {
-            let response = request
-                .send()
-                .await
-                .map_err(|e| HistoryError(format!("history request failed: {e}")))?;
-            let status = response.status();
-            if !status.is_success() {
-                return Err(HistoryError(format!("history answered {status}")));
-            }
-            let page: HistoryPage = response
-                .json()
-                .await
-                .map_err(|e| HistoryError(format!("history answer unreadable: {e}")))?;
-            Ok(page.messages)
+            let page = fetch_page(request).await?;
+            Ok(page.iter().map(|message| message.id).max())
         })
     }
+}
+
+async fn fetch_page(request: reqwest::RequestBuilder) -> Result<Vec<Message>, HistoryError> {
+    let response = request
+        .send()
+        .await
+        .map_err(|e| HistoryError(format!("history request failed: {e}")))?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(HistoryError(format!("history answered {status}")));
+    }
+    let page: HistoryPage = response
+        .json()
+        .await
+        .map_err(|e| HistoryError(format!("history answer unreadable: {e}")))?;
+    Ok(page.messages)
 }

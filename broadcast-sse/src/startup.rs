@@ -35,15 +35,15 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Creates the hub and starts the subscriber and heartbeat tasks. The handle ends
-    /// only if the subscriber task fails.
+    /// Creates the hub (which backfills gaps from `history`) and starts the subscriber
+    /// and heartbeat tasks. The handle ends only if the subscriber task fails.
     pub fn start(
         settings: BroadcastSettings,
         broker: &BrokerUrl,
         topic_prefix: &str,
         history: Arc<dyn HistorySource>,
     ) -> (AppState, JoinHandle<()>) {
-        let (hub, changes) = Hub::new(settings.ring_size);
+        let (hub, changes) = Hub::with_history(settings.ring_size, history.clone());
         let (status, subscriber) = mqtt::start(broker, topic_prefix, hub.clone(), changes);
         tokio::spawn(beat_hearts(hub.clone(), settings));
         let state = AppState {

@@ -1,14 +1,30 @@
 //! One client's event stream.
 //!
-//! The listener joins the channel's ring *before* history is read (Mercure's order),
-//! so nothing published during a replay is missed; every frame carries its id and
-//! ids at or below the last one sent are skipped, so nothing is sent twice. A live
-//! id that jumps ahead, or a ring that ran past the listener (`Lagged`), switches the
-//! stream to catching up from history, page by page, before it goes live again.
+//! The listener joins the channel's ring *before* anything is replayed (Mercure's
+//! order), so nothing delivered during a replay is missed; every frame carries its
+//! id and ids at or below the last one sent are skipped, so nothing is sent twice.
+//! A resume (`Last-Event-ID`), a ring that ran past the listener (`Lagged`), or a
+//! live id that jumps ahead switches the stream to catching up: from the hub's
+//! recent frames when they reach back far enough, else from history, page by page,
+//! before it goes live again. Ids that history no longer holds (retention trimmed
+//! them) are announced once with an `event: gap` whose `id:` is the last missing
+//! one, so a reconnecting browser does not ask for them again.
+//!
+//! # Memory per client
+//! A stream holds at most one chunk of pending frames: a catch-up step reads one
+//! page ([`PAGE`] frames, plus a gap event) and only once the previous chunk was
+//! taken by the connection; live frames are gathered up to 64 KiB.
+//! Frames are refcounted `Bytes` shared with the hub, so a frame costs a pointer
+//! until several are joined into one write. A client that falls further behind
+//! costs nothing more: it is caught up from the recent buffer or history at its own
+//! pace. When it cannot be caught up (history unavailable, or history lacking ids
+//! the node delivered), the stream ends with `event: reconnect` and the browser
+//! resumes with its `Last-Event-ID`, losing nothing.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
@@ -17,22 +33,30 @@ use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::watch;
 
 use crate::error::BroadcastError;
-use crate::hub::{Frame, Hub, Membership};
-use crate::replay::{HistorySource, PAGE};
+use crate::hub::{Frame, Hub, Membership, Recent};
+use crate::replay::{HistoryError, HistorySource, PAGE};
 
 /// Frames coalesced into one write when a stream has several ready.
 const MAX_CHUNK_BYTES: usize = 64 * 1024;
 const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
+/// History answers that end before an id this node already delivered, tolerated
+/// (with a growing pause) before the stream asks the client to reconnect.
+const MAX_STALLS: u32 = 3;
+const STALL_PAUSE: Duration = Duration::from_millis(100);
 
 pub struct ClientStream {
     channel: ChannelId,
     membership: Membership,
     hub: Hub,
     history: Arc<dyn HistorySource>,
-    /// Id of the last message written to this client.
+    /// Id of the last message (or gap) written to this client.
     last_sent: Option<u64>,
-    /// Reading history after `last_sent` until a short page says we are current.
+    /// Catching up after `last_sent` until the recent buffer or history says we are
+    /// current.
     catching_up: bool,
+    /// Highest live id seen ahead of `last_sent`: the catch-up must get there.
+    catch_up_to: Option<u64>,
+    stalls: u32,
     pending: VecDeque<Bytes>,
     pending_bytes: usize,
     heartbeat: watch::Receiver<u64>,
@@ -59,6 +83,8 @@ impl ClientStream {
             history,
             last_sent,
             catching_up: resume_after.is_some(),
+            catch_up_to: None,
+            stalls: 0,
             pending: VecDeque::new(),
             pending_bytes: 0,
             heartbeat: hub.heartbeats(),
@@ -69,11 +95,11 @@ impl ClientStream {
         stream
     }
 
-    /// Reads the first page of a replay before the response starts, so an
+    /// Reads the first step of a replay before the response starts, so an
     /// unreachable history is a `503` the client can see, not a silent empty stream.
     pub async fn prefetch(&mut self) -> Result<(), BroadcastError> {
         if self.catching_up {
-            self.catch_up_page()
+            self.catch_up_step()
                 .await
                 .map_err(|e| BroadcastError::HistoryUnavailable(e.0))?;
         }
@@ -97,7 +123,7 @@ impl ClientStream {
                 return None;
             }
             if self.catching_up {
-                if let Err(e) = self.catch_up_page().await {
+                if let Err(e) = self.catch_up_step().await {
                     log::warn!("ending a stream of {}: {e}", self.channel);
                     self.ended = true;
                     self.push(reconnect_event(&e.0));
@@ -138,14 +164,19 @@ impl ClientStream {
     fn accept(&mut self, frame: Frame) {
         match self.last_sent {
             Some(last) if frame.id <= last => {}
-            // The broker skipped ids: history has them (a message is stored before
-            // it is published), and this frame with them.
-            Some(last) if frame.id > last + 1 => self.start_catching_up(),
-            _ => {
-                self.last_sent = Some(frame.id);
-                self.push(frame.bytes);
+            // Ids were skipped: the recent buffer or history has them, and this
+            // frame with them.
+            Some(last) if frame.id > last.saturating_add(1) => {
+                self.catch_up_to = self.catch_up_to.max(Some(frame.id));
+                self.start_catching_up();
             }
+            _ => self.send(frame),
         }
+    }
+
+    fn send(&mut self, frame: Frame) {
+        self.last_sent = Some(frame.id);
+        self.push(frame.bytes);
     }
 
     fn start_catching_up(&mut self) {
@@ -158,20 +189,71 @@ impl ClientStream {
         self.catching_up = true;
     }
 
-    async fn catch_up_page(&mut self) -> Result<(), crate::replay::HistoryError> {
+    /// One step of a catch-up: a page from the recent buffer, else from history.
+    async fn catch_up_step(&mut self) -> Result<(), HistoryError> {
         let after = self.last_sent.unwrap_or(0);
-        let page = self.history.after(self.channel, after, PAGE).await?;
-        if page.len() < PAGE {
-            self.catching_up = false;
-        }
-        for message in page {
-            if message.id <= self.last_sent.unwrap_or(0) {
-                continue;
+        match self.hub.recent_after(self.channel, after, PAGE) {
+            Recent::Frames { frames, complete } => {
+                frames.into_iter().for_each(|frame| self.send(frame));
+                if complete {
+                    self.finish_catching_up();
+                }
+                Ok(())
             }
-            self.last_sent = Some(message.id);
-            self.push(Frame::from_message(&message).bytes);
+            Recent::Current => {
+                self.finish_catching_up();
+                Ok(())
+            }
+            Recent::Missing => self.catch_up_from_history(after).await,
         }
+    }
+
+    async fn catch_up_from_history(&mut self, after: u64) -> Result<(), HistoryError> {
+        let page = self.history.after(self.channel, after, PAGE).await?;
+        if let Some(first) = page
+            .first()
+            .filter(|first| first.id > after.saturating_add(1))
+        {
+            // Ids only disappear by retention trimming the oldest: these are gone.
+            let to = first.id - 1;
+            self.push(gap_event(after.saturating_add(1), to));
+            self.last_sent = Some(to);
+        }
+        let short = page.len() < PAGE;
+        for message in &page {
+            if self.last_sent.is_none_or(|last| message.id > last) {
+                self.send(Frame::from_message(message));
+            }
+        }
+        if !short {
+            return Ok(());
+        }
+        match self.catch_up_to {
+            Some(target) if self.last_sent.unwrap_or(0) < target => self.stall(target).await,
+            _ => {
+                self.finish_catching_up();
+                Ok(())
+            }
+        }
+    }
+
+    /// History ended before an id this node delivered: it may not show it yet. Ask
+    /// again after a pause, a few times, then let the client reconnect.
+    async fn stall(&mut self, target: u64) -> Result<(), HistoryError> {
+        self.stalls += 1;
+        if self.stalls > MAX_STALLS {
+            return Err(HistoryError(format!(
+                "history does not reach id {target} of a live message"
+            )));
+        }
+        tokio::time::sleep(STALL_PAUSE * self.stalls).await;
         Ok(())
+    }
+
+    fn finish_catching_up(&mut self) {
+        self.catching_up = false;
+        self.catch_up_to = None;
+        self.stalls = 0;
     }
 
     fn push(&mut self, bytes: Bytes) {
@@ -194,9 +276,20 @@ impl ClientStream {
     }
 }
 
+/// Tells the client that ids `from..=to` no longer exist. The `id:` moves the
+/// browser's `Last-Event-ID` past them, so a reconnect does not report them again.
+fn gap_event(from: u64, to: u64) -> Bytes {
+    Bytes::from(format!(
+        "event: gap\nid: {to}\ndata: {{\"from\":{from},\"to\":{to}}}\n\n"
+    ))
+}
+
 /// Tells the client to reconnect (its `Last-Event-ID` makes that lossless) when the
 /// stream cannot be kept complete right now.
 fn reconnect_event(reason: &str) -> Bytes {
     let data = serde_json::json!({ "reason": reason });
     Bytes::from(format!("event: reconnect\ndata: {data}\n\n"))
 }
+
+#[cfg(test)]
+mod tests;

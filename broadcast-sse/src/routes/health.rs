@@ -23,5 +23,6 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
         "status": "ready",
         "broker": "connected",
         "listeners": state.hub.listener_count(),
+        "backfills": state.hub.backfills_in_progress(),
     })))
 }

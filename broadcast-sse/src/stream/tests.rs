@@ -1,0 +1,259 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::testing::{FakeHistory, Shared, channel, frame};
+
+/// A stream whose `retry:` line was already taken.
+async fn open(
+    hub: &Hub,
+    history: &Arc<FakeHistory>,
+    channel: ChannelId,
+    resume: Option<u64>,
+) -> ClientStream {
+    let membership = hub.join(channel);
+    let history = Arc::new(Shared(history.clone()));
+    let mut stream = ClientStream::new(channel, membership, hub, history, resume, 1000);
+    assert_eq!(
+        next_text(&mut stream).await.as_deref(),
+        Some("retry: 1000\n\n")
+    );
+    stream
+}
+
+/// The next chunk as text; `None` when the stream ended or has nothing to send
+/// (the paused clock jumps to the timeout once every task waits).
+async fn next_text(stream: &mut ClientStream) -> Option<String> {
+    let chunk = tokio::time::timeout(Duration::from_secs(600), stream.next_chunk()).await;
+    chunk
+        .ok()
+        .flatten()
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// Everything the stream sends until it ends or goes quiet (bounded).
+async fn read_all(stream: &mut ClientStream) -> String {
+    let mut text = String::new();
+    for _ in 0..1000 {
+        match next_text(stream).await {
+            Some(chunk) => text.push_str(&chunk),
+            None => break,
+        }
+    }
+    text
+}
+
+/// Each event as `message <id>`, `gap <id>` or `reconnect`, in order.
+fn events(text: &str) -> Vec<String> {
+    text.split("\n\n")
+        .filter(|event| !event.is_empty() && !event.starts_with("retry:"))
+        .map(|event| {
+            let field = |name: &str| {
+                event
+                    .lines()
+                    .find_map(|line| line.strip_prefix(name))
+                    .unwrap_or("")
+                    .to_string()
+            };
+            format!("{} {}", field("event: "), field("id: "))
+                .trim()
+                .to_string()
+        })
+        .collect()
+}
+
+fn messages(ids: impl IntoIterator<Item = u64>) -> Vec<String> {
+    ids.into_iter().map(|id| format!("message {id}")).collect()
+}
+
+#[test]
+fn gap_event_has_the_exact_wire_form() {
+    assert_eq!(
+        gap_event(3, 5),
+        Bytes::from_static(b"event: gap\nid: 5\ndata: {\"from\":3,\"to\":5}\n\n")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn resume_within_the_recent_buffer_reads_no_history() {
+    let history = FakeHistory::new();
+    let channel = channel(1);
+    history.store(channel, 1..=5);
+    let (hub, _changes) = Hub::new(8);
+    let _keep = hub.join(channel);
+    (1..=5).for_each(|id| hub.deliver(channel, frame(channel, id)));
+    let mut stream = open(&hub, &history, channel, Some(2)).await;
+    assert!(stream.prefetch().await.is_ok());
+    assert_eq!(events(&read_all(&mut stream).await), messages(3..=5));
+    assert!(history.calls().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn resume_beyond_the_recent_buffer_reads_history() {
+    let history = FakeHistory::new();
+    let channel = channel(1);
+    history.store(channel, 1..=10);
+    let (hub, _changes) = Hub::new(4);
+    let _keep = hub.join(channel);
+    (1..=10).for_each(|id| hub.deliver(channel, frame(channel, id)));
+    let mut stream = open(&hub, &history, channel, Some(2)).await;
+    assert!(stream.prefetch().await.is_ok());
+    assert_eq!(events(&read_all(&mut stream).await), messages(3..=10));
+    assert_eq!(history.calls(), [(channel, 2)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn resume_after_trimmed_ids_sends_one_gap_event_then_the_oldest_kept() {
+    let history = FakeHistory::new();
+    let channel = channel(1);
+    history.store(channel, 6..=7);
+    let (hub, _changes) = Hub::new(8);
+    let mut stream = open(&hub, &history, channel, Some(2)).await;
+    assert!(stream.prefetch().await.is_ok());
+    let text = read_all(&mut stream).await;
+    let gap = "event: gap\nid: 5\ndata: {\"from\":3,\"to\":5}\n\n";
+    assert_eq!(text.matches(gap).count(), 1, "{text}");
+    assert_eq!(events(&text), ["gap 5", "message 6", "message 7"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn resume_with_nothing_newer_reads_history_and_goes_live() {
+    let history = FakeHistory::new();
+    let channel = channel(1);
+    let (hub, _changes) = Hub::new(8);
+    let mut stream = open(&hub, &history, channel, Some(2)).await;
+    assert!(stream.prefetch().await.is_ok());
+    hub.deliver(channel, frame(channel, 3));
+    assert_eq!(events(&read_all(&mut stream).await), messages([3]));
+    assert_eq!(
+        history.calls(),
+        [(channel, 2)],
+        "no gap without history's word"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn lagging_listener_is_caught_up_from_the_recent_buffer() {
+    let history = FakeHistory::new();
+    let channel = channel(1);
+    let (hub, _changes) = Hub::new(16);
+    let mut stream = open(&hub, &history, channel, None).await;
+    (1..=16).for_each(|id| hub.deliver(channel, frame(channel, id)));
+    assert_eq!(events(&read_all(&mut stream).await), messages(1..=16));
+    assert!(
+        history.calls().is_empty(),
+        "the ring of 8 overflowed, the buffer did not"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn listener_far_behind_reads_history_one_page_per_chunk() {
+    let history = FakeHistory::new();
+    let channel = channel(1);
+    history.store(channel, 1..=500);
+    let (hub, _changes) = Hub::new(16);
+    let mut stream = open(&hub, &history, channel, None).await;
+    (1..=500).for_each(|id| hub.deliver(channel, frame(channel, id)));
+    let mut all = Vec::new();
+    for _ in 0..100 {
+        let Some(chunk) = next_text(&mut stream).await else {
+            break;
+        };
+        let chunk = events(&chunk);
+        assert!(chunk.len() <= PAGE, "a chunk of {} events", chunk.len());
+        all.extend(chunk);
+    }
+    assert_eq!(all, messages(1..=500));
+    assert_eq!(history.calls().len(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_listener_that_never_reads_holds_back_no_one_and_misses_nothing() {
+    let history = FakeHistory::new();
+    let channel = channel(1);
+    history.store(channel, 1..=100);
+    let (hub, _changes) = Hub::new(8);
+    let mut slow = open(&hub, &history, channel, None).await;
+    let mut fast = open(&hub, &history, channel, None).await;
+    let mut seen = Vec::new();
+    for id in 1..=100 {
+        hub.deliver(channel, frame(channel, id));
+        seen.extend(events(&next_text(&mut fast).await.unwrap_or_default()));
+    }
+    assert_eq!(seen, messages(1..=100));
+    assert_eq!(events(&read_all(&mut slow).await), messages(1..=100));
+}
+
+#[tokio::test(start_paused = true)]
+async fn live_jump_past_trimmed_ids_sends_a_gap_event() {
+    let history = FakeHistory::new();
+    let channel = channel(1);
+    history.store(channel, 5..=5);
+    let (hub, _changes) = Hub::new(8);
+    let mut stream = open(&hub, &history, channel, None).await;
+    hub.deliver(channel, frame(channel, 1));
+    hub.deliver(channel, frame(channel, 5));
+    assert_eq!(
+        events(&read_all(&mut stream).await),
+        ["message 1", "gap 4", "message 5"]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn live_jump_that_history_never_reaches_ends_with_reconnect() {
+    let history = FakeHistory::new();
+    let channel = channel(1);
+    let (hub, _changes) = Hub::new(8);
+    let mut stream = open(&hub, &history, channel, None).await;
+    hub.deliver(channel, frame(channel, 1));
+    hub.deliver(channel, frame(channel, 5));
+    let text = read_all(&mut stream).await;
+    assert_eq!(events(&text), ["message 1", "reconnect"]);
+    assert!(next_text(&mut stream).await.is_none(), "the stream ended");
+    assert_eq!(history.calls().len(), MAX_STALLS as usize + 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn history_down_during_a_catch_up_ends_with_reconnect() {
+    let history = FakeHistory::new();
+    let channel = channel(1);
+    history.fail_next(usize::MAX);
+    let (hub, _changes) = Hub::new(4);
+    let mut stream = open(&hub, &history, channel, None).await;
+    hub.deliver(channel, frame(channel, 1));
+    assert_eq!(
+        events(&next_text(&mut stream).await.unwrap_or_default()),
+        messages([1])
+    );
+    (2..=20).for_each(|id| hub.deliver(channel, frame(channel, id)));
+    assert_eq!(events(&read_all(&mut stream).await), ["reconnect"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn hub_backfill_reaches_a_listener_without_its_own_history_read() {
+    let history = FakeHistory::new();
+    let channel = channel(1);
+    history.store(channel, 1..=4);
+    let hub = Hub::with_history(64, Arc::new(Shared(history.clone()))).0;
+    let mut stream = open(&hub, &history, channel, None).await;
+    hub.deliver(channel, frame(channel, 1));
+    hub.deliver(channel, frame(channel, 4));
+    assert_eq!(events(&read_all(&mut stream).await), messages(1..=4));
+    assert_eq!(
+        history.calls(),
+        [(channel, 1)],
+        "one read for all listeners"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn resume_after_the_largest_id_is_accepted_and_sends_nothing_older() {
+    let history = FakeHistory::new();
+    let channel = channel(1);
+    history.store(channel, 1..=3);
+    let (hub, _changes) = Hub::new(8);
+    let mut stream = open(&hub, &history, channel, Some(u64::MAX)).await;
+    assert!(stream.prefetch().await.is_ok());
+    hub.deliver(channel, frame(channel, 4));
+    assert!(read_all(&mut stream).await.is_empty());
+}
