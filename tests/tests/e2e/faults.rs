@@ -187,7 +187,10 @@ fn random_cut_points(count: usize, total: u64) -> Vec<u64> {
 /// Generous: this machine is shared; a stalled client that held the others back
 /// would hold them until it read again, which it does not during the test.
 const DELIVERY_BOUND: Duration = Duration::from_secs(2);
-const STALL_MESSAGES: u64 = 600;
+/// Enough bytes (1,500 × ~4 KB) to fill the server's socket send buffer, which
+/// Linux lets grow to 4 MiB, and its write buffer, so the stalled client really
+/// falls behind the ring.
+const STALL_MESSAGES: u64 = 1500;
 
 /// One client stops reading while 50 read: the 50 get every message within
 /// [`DELIVERY_BOUND`] of its `201`, and the stalled one, when it reads again (or
@@ -229,7 +232,7 @@ async fn post_large_messages(
     channel: ChannelId,
     answered: &Mutex<HashMap<u64, Instant>>,
 ) {
-    let text = "x".repeat(2000);
+    let text = "x".repeat(3900);
     for _ in 0..STALL_MESSAGES {
         let id = app.post_message(channel, "ann", &text).await.id;
         answered
@@ -304,6 +307,10 @@ impl StalledClient {
     /// (`event: reconnect`), reconnects with `Last-Event-ID` like a browser.
     async fn resume(mut self, app: &TestApp) -> Vec<u64> {
         let last = format!("id: {STALL_MESSAGES}\n").into_bytes();
+        // Read at full speed now: a 4 KiB window would make the rest crawl.
+        socket2::SockRef::from(&self.socket)
+            .set_recv_buffer_size(1 << 20)
+            .expect("larger receive buffer");
         let socket = self.socket.try_clone().expect("socket");
         let received = tokio::task::spawn_blocking(move || {
             self.socket = socket;
