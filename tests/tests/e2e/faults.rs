@@ -72,11 +72,7 @@ pub async fn a_stream_is_complete_across_a_broker_restart(mut app: TestApp) {
     post_numbered(&app, channel, 4..=10).await;
     app.broker.restart();
 
-    assert_eq!(stream.next_ids(7).await, (4..=10).collect::<Vec<_>>());
-    stream
-        .expect_no_message_within(Duration::from_millis(500))
-        .await;
-    eventually("the outbox drains", || outbox_is_empty(&app)).await;
+    expect_4_to_10_once_and_an_empty_outbox(&app, &mut stream).await;
 }
 
 /// As above, and the chat-service is also killed and restarted while the broker is
@@ -99,11 +95,15 @@ pub async fn the_outbox_survives_a_chat_service_restart_while_the_broker_is_down
     assert_eq!(report["outbox"], 7, "the outbox was read back from disk");
 
     app.broker.restart();
+    expect_4_to_10_once_and_an_empty_outbox(&app, &mut stream).await;
+}
+
+async fn expect_4_to_10_once_and_an_empty_outbox(app: &TestApp, stream: &mut EventStream) {
     assert_eq!(stream.next_ids(7).await, (4..=10).collect::<Vec<_>>());
     stream
         .expect_no_message_within(Duration::from_millis(500))
         .await;
-    eventually("the outbox drains", || outbox_is_empty(&app)).await;
+    eventually("the outbox drains", || outbox_is_empty(app)).await;
 }
 
 async fn post_numbered(app: &TestApp, channel: ChannelId, ids: std::ops::RangeInclusive<u64>) {
