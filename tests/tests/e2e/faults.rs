@@ -405,14 +405,21 @@ pub async fn sigterm_with_100_open_streams_exits_cleanly_and_loses_nothing(mut a
     })
     .await;
 
+    let signalled = Instant::now();
     app.chat.as_ref().expect("chat-service").send_sigterm();
     app.sse.send_sigterm();
     for stream in &mut streams {
         stream.expect_end().await;
     }
     let chat = app.chat.as_mut().expect("chat-service");
-    let (chat_status, chat_took) = chat.wait_for_exit(STOP_BOUND).await;
-    let (sse_status, sse_took) = app.sse.wait_for_exit(STOP_BOUND).await;
+    let (chat_status, _) = chat.wait_for_exit(STOP_BOUND).await;
+    let chat_took = signalled.elapsed();
+    let (sse_status, _) = app.sse.wait_for_exit(STOP_BOUND).await;
+    let sse_took = signalled.elapsed();
+    eprintln!(
+        "after SIGTERM: chat-service exited within {chat_took:?}, broadcast-sse within {sse_took:?}"
+    );
+    assert!(chat_took < STOP_BOUND && sse_took < STOP_BOUND);
     assert!(
         chat_status.is_some_and(|s| s.success()),
         "chat-service exit {chat_status:?} after {chat_took:?}"
