@@ -3,6 +3,7 @@
 use broadcast_sse::config::BroadcastSettings;
 use chat_service::config::ChatSettings;
 use clap::Parser;
+use protocol::auth::AuthSettings;
 use protocol::topic::DEFAULT_PREFIX;
 
 /// `crier`: chat fan-out on one port — REST ingest, SSE streams, an embedded MQTT
@@ -37,4 +38,7 @@ pub struct Config {
 
     #[command(flatten)]
     pub broadcast: BroadcastSettings,
+
+    #[command(flatten)]
+    pub auth: AuthSettings,
 }

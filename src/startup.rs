@@ -27,6 +27,8 @@ pub enum StartError {
     BrokerUrl(#[from] protocol::mqtt::MqttUrlError),
     #[error(transparent)]
     Chat(#[from] chat_service::startup::StartError),
+    #[error("JWT key: {0}")]
+    Auth(#[from] protocol::auth::KeyError),
     #[error("cannot listen on {address}: {source}")]
     Listen {
         address: String,
@@ -60,8 +62,13 @@ impl Application {
         };
         let listener = TcpListener::bind(&config.listen).map_err(listen_error)?;
         let http = listener.local_addr().map_err(listen_error)?;
-        let (chat, publisher) =
-            chat_service::AppState::start(&config.chat, &broker, &config.topic_prefix)?;
+        let verifier = protocol::auth::start_verifier(&config.auth)?;
+        let (chat, publisher) = chat_service::AppState::start(
+            &config.chat,
+            &broker,
+            &config.topic_prefix,
+            verifier.clone(),
+        )?;
         let store = chat.history.clone();
         let history = Arc::new(StoreHistory(store.clone()));
         let (broadcast, subscriber) = broadcast_sse::AppState::start(
@@ -69,6 +76,7 @@ impl Application {
             &broker,
             &config.topic_prefix,
             history,
+            verifier,
         );
         let hub = broadcast.hub.clone();
         let server = serve(listener, chat, broadcast).map_err(listen_error)?;

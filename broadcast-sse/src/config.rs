@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use clap::{Args, Parser};
+use protocol::auth::AuthSettings;
 use protocol::mqtt::MqttSettings;
 
 /// `broadcast-sse`: Server-Sent-Events fan-out for Crier.
@@ -23,6 +24,14 @@ pub struct Config {
         default_value = "http://127.0.0.1:8080"
     )]
     pub history_url: String,
+
+    /// Token for reading history from the chat-service when it checks tokens and
+    /// no `--jwt-secret` is set to sign one (needs `subscribe: "*"`).
+    #[arg(long, env = "CRIER_HISTORY_TOKEN", hide_env_values = true)]
+    pub history_token: Option<String>,
+
+    #[command(flatten)]
+    pub auth: AuthSettings,
 
     #[command(flatten)]
     pub broadcast: BroadcastSettings,

@@ -13,6 +13,9 @@ pub enum BroadcastError {
     InvalidLastEventId(String),
     #[error("history is unavailable, try again: {0}")]
     HistoryUnavailable(String),
+    /// Already in its final form (authentication and authorization).
+    #[error(transparent)]
+    Api(#[from] ApiError),
 }
 
 impl BroadcastError {
@@ -21,6 +24,7 @@ impl BroadcastError {
             BroadcastError::InvalidChannel(_) => "invalid_channel",
             BroadcastError::InvalidLastEventId(_) => "invalid_last_event_id",
             BroadcastError::HistoryUnavailable(_) => "history_unavailable",
+            BroadcastError::Api(_) => "api_error",
         }
     }
 }
@@ -29,11 +33,15 @@ impl ResponseError for BroadcastError {
     fn status_code(&self) -> StatusCode {
         match self {
             BroadcastError::HistoryUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            BroadcastError::Api(error) => error.status,
             _ => StatusCode::BAD_REQUEST,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
+        if let BroadcastError::Api(error) = self {
+            return error.error_response();
+        }
         ApiError::new(self.status_code(), self.code(), self.to_string()).error_response()
     }
 }

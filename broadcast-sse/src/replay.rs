@@ -5,6 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use protocol::auth::HistoryCredentials;
 use protocol::{ChannelId, Message};
 use serde::Deserialize;
 
@@ -38,6 +39,7 @@ pub trait HistorySource: Send + Sync + 'static {
 pub struct HttpHistory {
     client: reqwest::Client,
     base: String,
+    credentials: HistoryCredentials,
 }
 
 #[derive(Deserialize)]
@@ -46,7 +48,7 @@ struct HistoryPage {
 }
 
 impl HttpHistory {
-    pub fn new(base: &str) -> Result<Self, HistoryError> {
+    pub fn new(base: &str, credentials: HistoryCredentials) -> Result<Self, HistoryError> {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .pool_max_idle_per_host(64)
@@ -55,14 +57,20 @@ impl HttpHistory {
         Ok(HttpHistory {
             client,
             base: base.trim_end_matches('/').to_string(),
+            credentials,
         })
     }
 }
 
 impl HttpHistory {
     fn messages(&self, channel: ChannelId) -> reqwest::RequestBuilder {
-        self.client
-            .get(format!("{}/channels/{channel}/messages", self.base))
+        let request = self
+            .client
+            .get(format!("{}/channels/{channel}/messages", self.base));
+        match self.credentials.token() {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
     }
 }
 

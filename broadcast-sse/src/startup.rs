@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{App, HttpServer, web};
+use protocol::auth::Verifier;
 use protocol::error::{
     json_error_bodies, method_not_allowed, not_found, path_config, query_config,
 };
@@ -32,6 +33,8 @@ pub struct AppState {
     pub history: Arc<dyn HistorySource>,
     pub broker: BrokerStatus,
     pub settings: BroadcastSettings,
+    /// Checks subscribers' tokens; `None` when authentication is off.
+    pub verifier: Option<Arc<Verifier>>,
 }
 
 impl AppState {
@@ -42,6 +45,7 @@ impl AppState {
         broker: &BrokerUrl,
         topic_prefix: &str,
         history: Arc<dyn HistorySource>,
+        verifier: Option<Arc<Verifier>>,
     ) -> (AppState, JoinHandle<()>) {
         let (hub, changes) = Hub::with_history(settings.ring_size, history.clone());
         let (status, subscriber) = mqtt::start(broker, topic_prefix, hub.clone(), changes);
@@ -51,6 +55,7 @@ impl AppState {
             history,
             broker: status,
             settings,
+            verifier,
         };
         let task = tokio::spawn(async move {
             if let Err(e) = subscriber.await {
@@ -77,6 +82,8 @@ pub enum StartError {
     BrokerUrl(#[from] protocol::mqtt::MqttUrlError),
     #[error("{0}")]
     History(#[from] crate::replay::HistoryError),
+    #[error("JWT key: {0}")]
+    Auth(#[from] protocol::auth::KeyError),
     #[error("cannot listen on {address}: {source}")]
     Listen {
         address: String,
@@ -132,7 +139,12 @@ pub struct Application {
 impl Application {
     pub async fn build(config: Config) -> Result<Self, StartError> {
         let broker = BrokerUrl::parse(&config.mqtt.mqtt_url)?;
-        let history: Arc<dyn HistorySource> = Arc::new(HttpHistory::new(&config.history_url)?);
+        let verifier = protocol::auth::start_verifier(&config.auth)?;
+        let credentials = config
+            .auth
+            .history_credentials(config.history_token.clone())?;
+        let history = HttpHistory::new(&config.history_url, credentials)?;
+        let history: Arc<dyn HistorySource> = Arc::new(history);
         let listen_error = |source| StartError::Listen {
             address: config.listen.clone(),
             source,
@@ -144,6 +156,7 @@ impl Application {
             &broker,
             &config.mqtt.topic_prefix,
             history,
+            verifier,
         );
         let hub = state.hub.clone();
         let server = serve(listener, state).map_err(listen_error)?;

@@ -62,6 +62,8 @@ pub struct ClientStream {
     heartbeat: watch::Receiver<u64>,
     shutdown: watch::Receiver<bool>,
     ended: bool,
+    /// When the client's token expires (authentication on).
+    expires_at: Option<tokio::time::Instant>,
 }
 
 impl ClientStream {
@@ -90,9 +92,35 @@ impl ClientStream {
             heartbeat: hub.heartbeats(),
             shutdown: hub.shutdown_signal(),
             ended: false,
+            expires_at: None,
         };
         stream.push(Bytes::from(format!("retry: {retry_ms}\n\n")));
         stream
+    }
+
+    /// Ends the stream, with `event: reconnect`, when the client's token expires
+    /// (`exp`, seconds since the Unix epoch): it reconnects with a fresh token.
+    pub fn expiring_at(mut self, exp: u64) -> Self {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let left = Duration::from_secs(exp).saturating_sub(now);
+        self.expires_at = Some(tokio::time::Instant::now() + left);
+        self
+    }
+
+    fn end_if_expired(&mut self) {
+        if self
+            .expires_at
+            .is_some_and(|expires_at| expires_at <= tokio::time::Instant::now())
+        {
+            self.expire();
+        }
+    }
+
+    fn expire(&mut self) {
+        self.ended = true;
+        self.push(reconnect_event("the token has expired"));
     }
 
     /// Reads the first step of a replay before the response starts, so an
@@ -122,6 +150,10 @@ impl ClientStream {
             if self.ended || *self.shutdown.borrow() {
                 return None;
             }
+            self.end_if_expired();
+            if self.ended {
+                continue;
+            }
             if self.catching_up {
                 if let Err(e) = self.catch_up_step().await {
                     log::warn!("ending a stream of {}: {e}", self.channel);
@@ -130,9 +162,11 @@ impl ClientStream {
                 }
                 continue;
             }
+            let expiry = self.expires_at;
             tokio::select! {
                 biased;
                 _ = self.shutdown.changed() => self.ended = true,
+                _ = sleep_until_some(expiry) => self.expire(),
                 received = self.membership.ring.recv() => self.receive(received),
                 _ = self.heartbeat.changed() => return Some(Bytes::from_static(KEEP_ALIVE)),
             }
@@ -282,6 +316,14 @@ fn gap_event(from: u64, to: u64) -> Bytes {
     Bytes::from(format!(
         "event: gap\nid: {to}\ndata: {{\"from\":{from},\"to\":{to}}}\n\n"
     ))
+}
+
+/// Waits until `deadline`, or forever without one.
+async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Tells the client to reconnect (its `Last-Event-ID` makes that lossless) when the

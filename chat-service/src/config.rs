@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser};
+use protocol::auth::AuthSettings;
 use protocol::mqtt::MqttSettings;
 
 use crate::history::retention::RetentionPolicy;
@@ -21,6 +22,9 @@ pub struct Config {
 
     #[command(flatten)]
     pub chat: ChatSettings,
+
+    #[command(flatten)]
+    pub auth: AuthSettings,
 }
 
 /// What the chat-service needs besides its address and broker; shared with the

@@ -15,10 +15,13 @@ pub struct Author(String);
 pub struct Text(String);
 
 /// A message as submitted, before it has an id.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct NewMessage {
     pub author: Author,
     pub text: Text,
+    /// Public information about the sender, from its token (or an admin's bulk
+    /// post), broadcast with the message.
+    pub user: Option<serde_json::Value>,
 }
 
 impl Author {
@@ -85,7 +88,13 @@ impl NewMessage {
         Ok(NewMessage {
             author: Author::parse(author, limits)?,
             text: Text::parse(text, limits)?,
+            user: None,
         })
+    }
+
+    pub fn with_user(mut self, user: Option<serde_json::Value>) -> Self {
+        self.user = user;
+        self
     }
 }
 

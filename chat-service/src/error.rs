@@ -23,6 +23,9 @@ pub enum ChatError {
     InvalidMessageId(String),
     #[error("{0}")]
     InvalidIdempotencyKey(String),
+    /// One item of an admin request is not valid.
+    #[error("{0}")]
+    InvalidItem(String),
     #[error("no message {id} in this channel")]
     MessageNotFound { id: u64 },
     #[error("request body is larger than {limit} bytes")]
@@ -37,6 +40,9 @@ pub enum ChatError {
     Storage(#[from] sled::Error),
     #[error(transparent)]
     Flush(#[from] crate::history::FlushError),
+    /// Already in its final form (authentication and authorization).
+    #[error(transparent)]
+    Api(#[from] ApiError),
 }
 
 impl ChatError {
@@ -50,11 +56,13 @@ impl ChatError {
             ChatError::InvalidQuery(_) => "invalid_query",
             ChatError::InvalidMessageId(_) => "invalid_message_id",
             ChatError::InvalidIdempotencyKey(_) => "invalid_idempotency_key",
+            ChatError::InvalidItem(_) => "invalid_item",
             ChatError::MessageNotFound { .. } => "message_not_found",
             ChatError::PayloadTooLarge { .. } => "payload_too_large",
             ChatError::UnsupportedMediaType(_) => "unsupported_media_type",
             ChatError::BodyRead(_) => "bad_request",
             ChatError::Storage(_) | ChatError::Flush(_) => "internal_error",
+            ChatError::Api(_) => "api_error",
         }
     }
 
@@ -67,6 +75,9 @@ impl ChatError {
     }
 
     pub fn to_api_error(&self) -> ApiError {
+        if let ChatError::Api(error) = self {
+            return error.clone();
+        }
         ApiError::new(self.status_code(), self.code(), self.public_message())
     }
 }
@@ -78,6 +89,7 @@ impl ResponseError for ChatError {
             ChatError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ChatError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ChatError::Storage(_) | ChatError::Flush(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ChatError::Api(error) => error.status,
             _ => StatusCode::BAD_REQUEST,
         }
     }

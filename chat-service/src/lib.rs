@@ -7,7 +7,9 @@
 //! # Layout
 //! - [`config`]: flags (`--listen`, `--mqtt-url`, `--data-dir`, limits).
 //! - [`startup`]: binds the listener, builds the app, starts the broker task.
-//! - [`routes`]: one file per resource (`messages`, `health`).
+//! - [`routes`]: one file per resource (`messages`, `admin`, `health`).
+//! - [`access`]: who may post, read and administer (JWT, off without a key).
+//! - [`bans`]: names that may not post to a channel for a while.
 //! - [`domain`]: `Author`, `Text` and `NewMessage`, with the limits inside.
 //! - [`body`]: reads a POST body in any of the accepted content types.
 //! - [`history`]: the sled store, id assignment, history queries and retention.
@@ -15,6 +17,8 @@
 //! - [`outbox`]: what is stored, sent and acknowledged, per channel.
 //! - [`error`]: the service's error enum and its mapping to the JSON error body.
 
+pub mod access;
+pub mod bans;
 pub mod body;
 pub mod config;
 pub mod domain;

@@ -2,25 +2,31 @@
 //! to a listener whose real port is known (tests bind port 0).
 
 use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
 
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
+use protocol::auth::Verifier;
 use protocol::error::{
     json_error_bodies, method_not_allowed, not_found, path_config, query_config,
 };
 use protocol::mqtt::BrokerUrl;
 use tokio::task::JoinHandle;
 
+use crate::access::Access;
+use crate::bans::Bans;
 use crate::config::{ChatSettings, Config, Limits};
 use crate::history::{self, History};
 use crate::mqtt::{self, Publisher};
-use crate::routes::{health, messages};
+use crate::routes::{admin, health, messages};
 
 /// Everything a handler needs, cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
     pub history: History,
     pub publisher: Publisher,
+    pub access: Access,
+    pub bans: Bans,
     pub limits: Limits,
     /// Flush before answering a POST (see `--durable-ack`).
     pub durable_ack: bool,
@@ -33,12 +39,14 @@ impl AppState {
         settings: &ChatSettings,
         broker: &BrokerUrl,
         topic_prefix: &str,
+        verifier: Option<Arc<Verifier>>,
     ) -> Result<(AppState, JoinHandle<()>), StartError> {
         let storage_error = |source| StartError::Storage {
             path: settings.data_dir.display().to_string(),
             source,
         };
         let history = History::open(&settings.data_dir).map_err(storage_error)?;
+        let bans = Bans::new(history.open_tree("bans").map_err(storage_error)?);
         let (publisher, task) =
             mqtt::start(broker, topic_prefix, history.clone()).map_err(storage_error)?;
         let retention = settings.retention;
@@ -50,6 +58,8 @@ impl AppState {
         let state = AppState {
             history,
             publisher,
+            access: Access::new(verifier),
+            bans,
             limits: settings.limits,
             durable_ack: settings.durable_ack,
         };
@@ -63,6 +73,8 @@ pub enum StartError {
     Storage { path: String, source: sled::Error },
     #[error(transparent)]
     BrokerUrl(#[from] protocol::mqtt::MqttUrlError),
+    #[error("JWT key: {0}")]
+    Auth(#[from] protocol::auth::KeyError),
     #[error("cannot listen on {address}: {source}")]
     Listen {
         address: String,
@@ -74,6 +86,22 @@ pub enum StartError {
 /// `web::Data<AppState>`; the all-in-one binary mounts this next to broadcast-sse.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
+        web::resource("/bans")
+            .route(web::post().to(admin::add_bans))
+            .route(web::get().to(admin::list_bans))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/bans/{channel}/{name}")
+            .route(web::delete().to(admin::lift_ban))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/publish")
+            .route(web::post().to(admin::publish))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
         web::resource("/channels/{channel}/messages")
             .route(web::post().to(messages::post_message))
             .route(web::get().to(messages::list_messages))
@@ -112,8 +140,9 @@ impl Application {
             address: config.listen.clone(),
             source,
         })?;
+        let verifier = protocol::auth::start_verifier(&config.auth)?;
         let (state, publisher_task) =
-            AppState::start(&config.chat, &broker, &config.mqtt.topic_prefix)?;
+            AppState::start(&config.chat, &broker, &config.mqtt.topic_prefix, verifier)?;
         let history = state.history.clone();
         let server = serve(listener, state).map_err(|source| StartError::Listen {
             address: config.listen.clone(),

@@ -20,6 +20,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: Cow<'static, str>,
     pub message: Cow<'static, str>,
+    /// Seconds a client should wait before trying again (`Retry-After`).
+    pub retry_after: Option<u64>,
 }
 
 /// The wire shape, also used by clients (tests, the load generator) to read errors.
@@ -44,7 +46,13 @@ impl ApiError {
             status,
             code: code.into(),
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 
     pub fn bad_request(
@@ -93,9 +101,15 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status)
-            .insert_header(header::CacheControl(vec![header::CacheDirective::NoStore]))
-            .json(self.body())
+        let mut response = HttpResponse::build(self.status);
+        response.insert_header(header::CacheControl(vec![header::CacheDirective::NoStore]));
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        if let Some(seconds) = self.retry_after {
+            response.insert_header((header::RETRY_AFTER, seconds.to_string()));
+        }
+        response.json(self.body())
     }
 }
 

@@ -5,6 +5,7 @@
 //! agree on one definition.
 //!
 //! # Layout
+//! - [`auth`]: JSON Web Tokens: keys, claims, where a request carries its token.
 //! - [`channel`]: [`ChannelId`], the UUID that names a channel.
 //! - [`message`]: [`Message`], the stored and broadcast message, and its SSE frame.
 //! - [`topic`]: MQTT topic names for channels.
@@ -12,6 +13,7 @@
 //! - [`health`]: the `/healthz` and `/readyz` answers.
 //! - [`mqtt`]: broker settings shared by every binary and `mqtt://` URL parsing.
 
+pub mod auth;
 pub mod channel;
 pub mod error;
 pub mod health;

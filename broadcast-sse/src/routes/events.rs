@@ -5,6 +5,7 @@ use std::time::Duration;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use protocol::ChannelId;
+use protocol::auth::{TokenSources, claims_of, require_subscribe};
 use serde::Deserialize;
 use tokio::sync::watch;
 
@@ -28,6 +29,11 @@ pub async fn events(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, BroadcastError> {
     let channel = ChannelId::parse(&channel)?;
+    let sources = TokenSources::HeaderQueryOrCookie;
+    let claims = claims_of(state.verifier.as_deref(), &req, sources)?;
+    if let Some(claims) = &claims {
+        require_subscribe(claims, channel)?;
+    }
     let resume_after = resume_point(&req, query.last_event_id.as_deref())?;
     let mut membership = state.hub.join(channel);
     wait_until_subscribed(&mut membership.subscribed).await;
@@ -39,6 +45,9 @@ pub async fn events(
         resume_after,
         state.settings.retry_ms,
     );
+    if let Some(claims) = &claims {
+        stream = stream.expiring_at(claims.expires_at);
+    }
     stream.prefetch().await?;
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")

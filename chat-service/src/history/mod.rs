@@ -29,6 +29,7 @@ pub struct History {
 }
 
 struct Inner {
+    db: sled::Db,
     messages: sled::Tree,
     idempotency: sled::Tree,
     published: sled::Tree,
@@ -58,9 +59,10 @@ impl History {
         let published = db.open_tree("published")?;
         let trimmed = db.open_tree("trimmed")?;
         let last_ids = load_last_ids(&messages, &trimmed)?;
-        let committer = GroupCommitter::start(db)?;
+        let committer = GroupCommitter::start(db.clone())?;
         Ok(History {
             inner: Arc::new(Inner {
+                db,
                 committer,
                 messages,
                 idempotency,
@@ -98,7 +100,7 @@ impl History {
             author: new.author.as_str().to_string(),
             text: new.text.as_str().to_string(),
             ts: Message::now_timestamp(),
-            user: None,
+            user: new.user.clone(),
         };
         let json = Bytes::from(serde_json::to_vec(&message).unwrap_or_default());
         self.inner
@@ -174,6 +176,11 @@ impl History {
     pub fn get(&self, channel: ChannelId, id: u64) -> Result<Option<Message>, sled::Error> {
         let value = self.inner.messages.get(message_key(channel, id))?;
         Ok(value.and_then(|value| decode(&value)))
+    }
+
+    /// Another tree of the same database (bans live next to history).
+    pub fn open_tree(&self, name: &str) -> Result<sled::Tree, sled::Error> {
+        self.inner.db.open_tree(name)
     }
 
     /// Whether the store answers: used by `/readyz`.

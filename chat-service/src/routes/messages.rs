@@ -42,12 +42,16 @@ pub async fn post_message(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ChatError> {
     let channel = ChannelId::parse(&channel)?;
+    let publisher = state.access.publisher(&req, channel)?;
     let limits = &state.limits;
     let body = read_limited(&req, payload, limits.max_body_bytes).await?;
     let content_type = req.headers().get(header::CONTENT_TYPE);
     let content_type = content_type.and_then(|value| value.to_str().ok());
     let fields = parse_fields(content_type, &body, query.into_inner().author)?;
-    let new = NewMessage::parse(fields.author.as_deref(), fields.text.as_deref(), limits)?;
+    let author = publisher.name.or(fields.author);
+    let new = NewMessage::parse(author.as_deref(), fields.text.as_deref(), limits)?
+        .with_user(publisher.user);
+    state.bans.check(channel, new.author.as_str())?;
     let key = idempotency_key(&req)?;
     let appended = state.history.append(channel, &new, key, |message, json| {
         state.publisher.enqueue(channel, message.id, json.clone())
@@ -64,11 +68,13 @@ pub async fn post_message(
 }
 
 pub async fn list_messages(
+    req: HttpRequest,
     channel: web::Path<String>,
     query: web::Query<HistoryQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ChatError> {
     let channel = ChannelId::parse(&channel)?;
+    state.access.reader(&req, channel)?;
     let limit = page_limit(query.limit)?;
     let messages = match query.after {
         Some(after) => state.history.after(channel, after, limit)?,
@@ -78,11 +84,13 @@ pub async fn list_messages(
 }
 
 pub async fn get_message(
+    req: HttpRequest,
     path: web::Path<(String, String)>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ChatError> {
     let (channel, id) = path.into_inner();
     let channel = ChannelId::parse(&channel)?;
+    state.access.reader(&req, channel)?;
     let id = id
         .parse::<u64>()
         .ok()

@@ -1,4 +1,5 @@
 //! One file per resource.
 
+pub mod admin;
 pub mod health;
 pub mod messages;
