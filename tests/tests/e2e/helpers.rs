@@ -148,6 +148,20 @@ impl TestApp {
         (status, response.json().await.expect("readyz JSON"))
     }
 
+    /// The latest messages of a channel, read with a token.
+    pub async fn history_with(&self, channel: ChannelId, token: &str) -> Vec<Message> {
+        let response = self
+            .http
+            .get(format!("{}/channels/{channel}/messages", self.chat_url()))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("GET reaches chat-service");
+        assert_eq!(response.status(), StatusCode::OK, "history answers 200");
+        let page: HistoryPage = response.json().await.expect("history JSON");
+        page.messages
+    }
+
     /// Every stored message of the channel, paging through history.
     pub async fn whole_history(&self, channel: ChannelId) -> Vec<Message> {
         let mut messages: Vec<Message> = Vec::new();
@@ -293,7 +307,7 @@ pub async fn open_stream(
 }
 
 impl EventStream {
-    async fn from_request(request: reqwest::RequestBuilder) -> EventStream {
+    pub async fn from_request(request: reqwest::RequestBuilder) -> EventStream {
         let response = tokio::time::timeout(WAIT, request.send())
             .await
             .expect("stream opens in time")

@@ -2,6 +2,7 @@
 //! port) and the real chat-service, broadcast-sse and crier binaries.
 
 mod all_in_one;
+mod auth;
 mod bad_input;
 mod broker;
 mod cases;
