@@ -4,6 +4,7 @@ use broadcast_sse::config::BroadcastSettings;
 use chat_service::config::ChatSettings;
 use clap::Parser;
 use protocol::auth::AuthSettings;
+use protocol::server::ServerSettings;
 use protocol::topic::DEFAULT_PREFIX;
 
 /// `crier`: chat fan-out on one port — REST ingest, SSE streams, an embedded MQTT
@@ -41,4 +42,7 @@ pub struct Config {
 
     #[command(flatten)]
     pub auth: AuthSettings,
+
+    #[command(flatten)]
+    pub server: ServerSettings,
 }

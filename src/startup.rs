@@ -11,6 +11,7 @@ use chat_service::routes::health::connection;
 use protocol::error::{json_error_bodies, not_found, path_config, query_config};
 use protocol::health::{healthz, readiness};
 use protocol::mqtt::BrokerUrl;
+use protocol::server::ServerSettings;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
@@ -79,7 +80,8 @@ impl Application {
             verifier,
         );
         let hub = broadcast.hub.clone();
-        let server = serve(listener, chat, broadcast).map_err(listen_error)?;
+        let server =
+            serve(listener, chat, broadcast, config.server.clone()).map_err(listen_error)?;
         let tasks = tokio::spawn(async move {
             tokio::select! {
                 _ = publisher => {}
@@ -128,11 +130,14 @@ fn serve(
     listener: TcpListener,
     chat: chat_service::AppState,
     broadcast: broadcast_sse::AppState,
+    settings: ServerSettings,
 ) -> std::io::Result<Server> {
     let chat = web::Data::new(chat);
     let broadcast = web::Data::new(broadcast);
+    let header_timeout = settings.request_header_timeout();
     let server = HttpServer::new(move || {
         App::new()
+            .wrap(settings.cors.middleware())
             .wrap(json_error_bodies())
             .app_data(chat.clone())
             .app_data(broadcast.clone())
@@ -145,7 +150,8 @@ fn serve(
             .route("/readyz", web::get().to(readyz))
             .default_service(web::to(not_found))
     });
-    Ok(tune_for_streams(server).listen(listener)?.run())
+    let server = tune_for_streams(server).client_request_timeout(header_timeout);
+    Ok(server.listen(listener)?.run())
 }
 
 async fn demo_page() -> HttpResponse {

@@ -5,6 +5,7 @@ use std::time::Duration;
 use clap::{Args, Parser};
 use protocol::auth::AuthSettings;
 use protocol::mqtt::MqttSettings;
+use protocol::server::ServerSettings;
 
 /// `broadcast-sse`: Server-Sent-Events fan-out for Crier.
 #[derive(Debug, Clone, Parser)]
@@ -32,6 +33,9 @@ pub struct Config {
 
     #[command(flatten)]
     pub auth: AuthSettings,
+
+    #[command(flatten)]
+    pub server: ServerSettings,
 
     #[command(flatten)]
     pub broadcast: BroadcastSettings,

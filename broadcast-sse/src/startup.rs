@@ -11,6 +11,7 @@ use protocol::error::{
     json_error_bodies, method_not_allowed, not_found, path_config, query_config,
 };
 use protocol::mqtt::BrokerUrl;
+use protocol::server::ServerSettings;
 use tokio::task::JoinHandle;
 
 use crate::config::{BroadcastSettings, Config};
@@ -159,7 +160,7 @@ impl Application {
             verifier,
         );
         let hub = state.hub.clone();
-        let server = serve(listener, state).map_err(listen_error)?;
+        let server = serve(listener, state, config.server.clone()).map_err(listen_error)?;
         Ok(Application {
             address,
             server,
@@ -220,10 +221,16 @@ pub async fn stop_signal() {
     }
 }
 
-fn serve(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
+fn serve(
+    listener: TcpListener,
+    state: AppState,
+    settings: ServerSettings,
+) -> std::io::Result<Server> {
     let state = web::Data::new(state);
+    let header_timeout = settings.request_header_timeout();
     let server = HttpServer::new(move || {
         App::new()
+            .wrap(settings.cors.middleware())
             .wrap(json_error_bodies())
             .app_data(state.clone())
             .app_data(query_config())
@@ -232,5 +239,6 @@ fn serve(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
             .configure(configure_health)
             .default_service(web::to(not_found))
     });
-    Ok(tune_for_streams(server).listen(listener)?.run())
+    let server = tune_for_streams(server).client_request_timeout(header_timeout);
+    Ok(server.listen(listener)?.run())
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::{Args, Parser};
 use protocol::auth::AuthSettings;
 use protocol::mqtt::MqttSettings;
+use protocol::server::ServerSettings;
 
 use crate::history::retention::RetentionPolicy;
 
@@ -25,6 +26,9 @@ pub struct Config {
 
     #[command(flatten)]
     pub auth: AuthSettings,
+
+    #[command(flatten)]
+    pub server: ServerSettings,
 }
 
 /// What the chat-service needs besides its address and broker; shared with the

@@ -11,6 +11,7 @@ use protocol::error::{
     json_error_bodies, method_not_allowed, not_found, path_config, query_config,
 };
 use protocol::mqtt::BrokerUrl;
+use protocol::server::ServerSettings;
 use tokio::task::JoinHandle;
 
 use crate::access::Access;
@@ -144,10 +145,11 @@ impl Application {
         let (state, publisher_task) =
             AppState::start(&config.chat, &broker, &config.mqtt.topic_prefix, verifier)?;
         let history = state.history.clone();
-        let server = serve(listener, state).map_err(|source| StartError::Listen {
-            address: config.listen.clone(),
-            source,
-        })?;
+        let server =
+            serve(listener, state, config.server.clone()).map_err(|source| StartError::Listen {
+                address: config.listen.clone(),
+                source,
+            })?;
         Ok(Application {
             address,
             server,
@@ -178,10 +180,16 @@ impl Application {
     }
 }
 
-fn serve(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
+fn serve(
+    listener: TcpListener,
+    state: AppState,
+    settings: ServerSettings,
+) -> std::io::Result<Server> {
     let state = web::Data::new(state);
+    let header_timeout = settings.request_header_timeout();
     let server = HttpServer::new(move || {
         App::new()
+            .wrap(settings.cors.middleware())
             .wrap(json_error_bodies())
             .app_data(state.clone())
             .app_data(query_config())
@@ -191,6 +199,7 @@ fn serve(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
             .default_service(web::to(not_found))
     })
     .shutdown_timeout(5)
+    .client_request_timeout(header_timeout)
     .listen(listener)?
     .run();
     Ok(server)

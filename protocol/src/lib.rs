@@ -8,17 +8,21 @@
 //! - [`auth`]: JSON Web Tokens: keys, claims, where a request carries its token.
 //! - [`channel`]: [`ChannelId`], the UUID that names a channel.
 //! - [`message`]: [`Message`], the stored and broadcast message, and its SSE frame.
+//! - [`server`]: HTTP server settings shared by every binary.
 //! - [`topic`]: MQTT topic names for channels.
+//! - [`cors`]: the `--cors-origin` middleware.
 //! - [`error`]: the JSON error body and actix glue that maps every error to it.
 //! - [`health`]: the `/healthz` and `/readyz` answers.
 //! - [`mqtt`]: broker settings shared by every binary and `mqtt://` URL parsing.
 
 pub mod auth;
 pub mod channel;
+pub mod cors;
 pub mod error;
 pub mod health;
 pub mod message;
 pub mod mqtt;
+pub mod server;
 pub mod topic;
 
 pub use channel::ChannelId;
