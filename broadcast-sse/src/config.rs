@@ -57,6 +57,15 @@ pub struct BroadcastSettings {
     /// Reconnect delay suggested to browsers (`retry:`), in milliseconds.
     #[arg(long, env = "CRIER_RETRY_MS", default_value_t = 2000)]
     pub retry_ms: u64,
+
+    /// Open streams one client address may hold (0: no limit).
+    #[arg(long, env = "CRIER_MAX_STREAMS_PER_ADDRESS", default_value_t = 1000)]
+    pub max_streams_per_address: usize,
+
+    /// Channels one node follows at once; a stream on one more is refused with
+    /// `503` (0: no limit).
+    #[arg(long, env = "CRIER_MAX_CHANNELS", default_value_t = 100_000)]
+    pub max_channels: usize,
 }
 
 impl BroadcastSettings {
@@ -71,6 +80,8 @@ impl Default for BroadcastSettings {
             ring_size: 1024,
             heartbeat_secs: 15,
             retry_ms: 2000,
+            max_streams_per_address: 1000,
+            max_channels: 100_000,
         }
     }
 }

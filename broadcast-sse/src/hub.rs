@@ -157,6 +157,13 @@ impl Hub {
         }
     }
 
+    /// Whether one more listener on `channel` would make the node follow more than
+    /// `max` channels (0: no limit).
+    pub fn would_exceed(&self, channel: ChannelId, max: usize) -> bool {
+        let channels = self.lock();
+        max > 0 && !channels.contains_key(&channel) && channels.len() >= max
+    }
+
     fn leave(&self, channel: ChannelId) {
         let mut channels = self.lock();
         let Some(entry) = channels.get_mut(&channel) else {

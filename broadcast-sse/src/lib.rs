@@ -16,6 +16,7 @@
 //! - [`hub`]: per-channel rings, recent frames, held frames, listener counts and
 //!   subscribe/unsubscribe decisions.
 //! - [`backfill`]: the tasks that read a channel's missing ids from history.
+//! - [`limits`]: open streams per client address.
 //! - [`stream`]: one client's stream: replay, live frames, catch-up, `gap` events,
 //!   heartbeats.
 //! - [`replay`]: where history comes from (the chat-service over HTTP, or in process).
@@ -26,6 +27,7 @@ pub mod backfill;
 pub mod config;
 pub mod error;
 pub mod hub;
+pub mod limits;
 pub mod mqtt;
 pub mod replay;
 pub mod routes;

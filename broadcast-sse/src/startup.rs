@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::{BroadcastSettings, Config};
 use crate::hub::Hub;
+use crate::limits::StreamSlots;
 use crate::mqtt;
 use crate::replay::{HistorySource, HttpHistory};
 use crate::routes::{events, health};
@@ -36,6 +37,7 @@ pub struct AppState {
     pub settings: BroadcastSettings,
     /// Checks subscribers' tokens; `None` when authentication is off.
     pub verifier: Option<Arc<Verifier>>,
+    pub stream_slots: StreamSlots,
 }
 
 impl AppState {
@@ -57,6 +59,7 @@ impl AppState {
             broker: status,
             settings,
             verifier,
+            stream_slots: StreamSlots::new(settings.max_streams_per_address),
         };
         let task = tokio::spawn(async move {
             if let Err(e) = subscriber.await {

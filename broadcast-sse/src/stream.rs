@@ -34,6 +34,7 @@ use tokio::sync::watch;
 
 use crate::error::BroadcastError;
 use crate::hub::{Frame, Hub, Membership, Recent};
+use crate::limits::StreamSlot;
 use crate::replay::{HistoryError, HistorySource, PAGE};
 
 /// Frames coalesced into one write when a stream has several ready.
@@ -64,6 +65,8 @@ pub struct ClientStream {
     ended: bool,
     /// When the client's token expires (authentication on).
     expires_at: Option<tokio::time::Instant>,
+    /// The client address's stream slot, given back when the stream ends.
+    _slot: Option<StreamSlot>,
 }
 
 impl ClientStream {
@@ -93,6 +96,7 @@ impl ClientStream {
             shutdown: hub.shutdown_signal(),
             ended: false,
             expires_at: None,
+            _slot: None,
         };
         stream.push(Bytes::from(format!("retry: {retry_ms}\n\n")));
         stream
@@ -106,6 +110,11 @@ impl ClientStream {
             .unwrap_or_default();
         let left = Duration::from_secs(exp).saturating_sub(now);
         self.expires_at = Some(tokio::time::Instant::now() + left);
+        self
+    }
+
+    pub fn holding(mut self, slot: Option<StreamSlot>) -> Self {
+        self._slot = slot;
         self
     }
 

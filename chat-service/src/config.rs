@@ -133,6 +133,15 @@ pub struct Limits {
     /// Largest request body, in bytes.
     #[arg(long, env = "CRIER_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,
+
+    /// POSTs per second allowed to one publisher (its token's name, or its address
+    /// without tokens), sustained; 0: no limit.
+    #[arg(long, env = "CRIER_POST_RATE_PER_SEC", default_value_t = 20)]
+    pub post_rate_per_sec: u32,
+
+    /// POSTs one publisher may send at once before the rate applies.
+    #[arg(long, env = "CRIER_POST_BURST", default_value_t = 100)]
+    pub post_burst: u32,
 }
 
 impl Default for Limits {
@@ -141,6 +150,8 @@ impl Default for Limits {
             max_author_chars: 64,
             max_text_chars: 4000,
             max_body_bytes: 64 * 1024,
+            post_rate_per_sec: 20,
+            post_burst: 100,
         }
     }
 }

@@ -106,6 +106,8 @@ mod tests {
         max_author_chars: 5,
         max_text_chars: 10,
         max_body_bytes: 1024,
+        post_rate_per_sec: 0,
+        post_burst: 1,
     };
 
     #[test]

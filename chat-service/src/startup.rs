@@ -19,6 +19,7 @@ use crate::bans::Bans;
 use crate::config::{ChatSettings, Config, Limits};
 use crate::history::{self, History};
 use crate::mqtt::{self, Publisher};
+use crate::rate::RateLimiter;
 use crate::routes::{admin, health, messages};
 
 /// Everything a handler needs, cheap to clone.
@@ -28,6 +29,7 @@ pub struct AppState {
     pub publisher: Publisher,
     pub access: Access,
     pub bans: Bans,
+    pub rate: Arc<RateLimiter>,
     pub limits: Limits,
     /// Flush before answering a POST (see `--durable-ack`).
     pub durable_ack: bool,
@@ -61,6 +63,10 @@ impl AppState {
             publisher,
             access: Access::new(verifier),
             bans,
+            rate: Arc::new(RateLimiter::new(
+                settings.limits.post_rate_per_sec,
+                settings.limits.post_burst,
+            )),
             limits: settings.limits,
             durable_ack: settings.durable_ack,
         };

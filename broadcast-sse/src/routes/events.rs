@@ -2,10 +2,11 @@
 
 use std::time::Duration;
 
+use actix_web::http::StatusCode;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
-use protocol::ChannelId;
 use protocol::auth::{TokenSources, claims_of, require_subscribe};
+use protocol::{ApiError, ChannelId};
 use serde::Deserialize;
 use tokio::sync::watch;
 
@@ -35,6 +36,17 @@ pub async fn events(
         require_subscribe(claims, channel)?;
     }
     let resume_after = resume_point(&req, query.last_event_id.as_deref())?;
+    let slot = state
+        .stream_slots
+        .acquire(req.peer_addr().map(|address| address.ip()))?;
+    if state.hub.would_exceed(channel, state.settings.max_channels) {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_channels",
+            "this node follows as many channels as it may; try another node",
+        )
+        .into());
+    }
     let mut membership = state.hub.join(channel);
     wait_until_subscribed(&mut membership.subscribed).await;
     let mut stream = ClientStream::new(
@@ -48,6 +60,7 @@ pub async fn events(
     if let Some(claims) = &claims {
         stream = stream.expiring_at(claims.expires_at);
     }
+    stream = stream.holding(slot);
     stream.prefetch().await?;
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")

@@ -10,6 +10,7 @@ use crate::AppState;
 use crate::body::{parse_fields, read_limited};
 use crate::domain::NewMessage;
 use crate::error::ChatError;
+use crate::rate::Sender;
 
 /// Default and largest page of a history read.
 pub const DEFAULT_PAGE: usize = 50;
@@ -43,6 +44,7 @@ pub async fn post_message(
 ) -> Result<HttpResponse, ChatError> {
     let channel = ChannelId::parse(&channel)?;
     let publisher = state.access.publisher(&req, channel)?;
+    state.rate.check(sender(&req, publisher.name.as_deref()))?;
     let limits = &state.limits;
     let body = read_limited(&req, payload, limits.max_body_bytes).await?;
     let content_type = req.headers().get(header::CONTENT_TYPE);
@@ -101,6 +103,14 @@ pub async fn get_message(
         .get(channel, id)?
         .ok_or(ChatError::MessageNotFound { id })?;
     Ok(HttpResponse::Ok().json(message))
+}
+
+fn sender(req: &HttpRequest, token_name: Option<&str>) -> Sender {
+    match (token_name, req.peer_addr()) {
+        (Some(name), _) => Sender::Name(name.to_string()),
+        (None, Some(address)) => Sender::Address(address.ip()),
+        (None, None) => Sender::Unknown,
+    }
 }
 
 fn page_limit(requested: Option<usize>) -> Result<usize, ChatError> {

@@ -48,7 +48,12 @@ impl TestApp {
     pub async fn with_options(broker: Broker, chat_flags: &[&str], sse_flags: &[&str]) -> TestApp {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let prefix = format!("crier-test-{}", uuid::Uuid::new_v4().simple());
-        let chat_flags: Vec<String> = chat_flags.iter().map(|flag| flag.to_string()).collect();
+        let mut chat_flags: Vec<String> = chat_flags.iter().map(|flag| flag.to_string()).collect();
+        // The tests post from one address far faster than a person; the limit has
+        // tests of its own.
+        if !chat_flags.iter().any(|flag| flag == "--post-rate-per-sec") {
+            chat_flags.extend(["--post-rate-per-sec".into(), "0".into()]);
+        }
         let chat = start_chat_service(&broker, &data_dir, &prefix, "127.0.0.1:0", &chat_flags);
         let mut args: Vec<String> = vec![
             "--listen".into(),

@@ -8,6 +8,7 @@ mod broker;
 mod cases;
 mod faults;
 mod helpers;
+mod limits;
 mod process;
 mod restart;
 

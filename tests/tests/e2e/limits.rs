@@ -1,0 +1,182 @@
+//! Limits and cross-origin access, each answered with our JSON error.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::broker::Broker;
+use crate::helpers::{EventStream, TestApp, WAIT, error_of, eventually, new_channel};
+
+#[tokio::test]
+async fn posting_faster_than_the_rate_is_429_with_retry_after() {
+    let flags = ["--post-rate-per-sec", "1", "--post-burst", "2"];
+    let app = TestApp::with_options(Broker::embedded(), &flags, &[]).await;
+    let channel = new_channel();
+    let post = || {
+        app.http
+            .post(format!("{}/channels/{channel}/messages", app.chat_url()))
+            .json(&json!({"author": "ann", "text": "hi"}))
+            .send()
+    };
+    for _ in 0..2 {
+        assert_eq!(post().await.expect("POST").status(), StatusCode::CREATED);
+    }
+    let refused = post().await.expect("POST");
+    let retry_after = refused.headers().get("retry-after").cloned();
+    let (status, body) = error_of(refused).await;
+    assert_eq!(
+        (status, body.error.code.as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
+    );
+    assert_eq!(
+        retry_after.as_ref().and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    assert_eq!(
+        app.history(channel, "").await.len(),
+        2,
+        "the refused POST stored nothing"
+    );
+}
+
+#[tokio::test]
+async fn one_address_may_hold_only_so_many_streams() {
+    let flags = ["--max-streams-per-address", "2"];
+    let app = TestApp::with_options(Broker::embedded(), &[], &flags).await;
+    let channel = new_channel();
+    let first = app.open_stream(channel, None).await;
+    let _second = app.open_stream(channel, None).await;
+    let url = format!("{}/channels/{channel}/events", app.sse.url);
+    let refused = app.http.get(&url).send().await.expect("GET");
+    assert!(refused.headers().contains_key("retry-after"));
+    let (status, body) = error_of(refused).await;
+    assert_eq!(
+        (status, body.error.code.as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, "too_many_streams")
+    );
+
+    drop(first);
+    eventually("a closed stream frees its slot", || async {
+        app.http
+            .get(&url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == StatusCode::OK)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_node_follows_at_most_max_channels() {
+    let app = TestApp::with_options(Broker::embedded(), &[], &["--max-channels", "1"]).await;
+    let _watching = app.open_stream(new_channel(), None).await;
+    let url = format!("{}/channels/{}/events", app.sse.url, new_channel());
+    let (status, body) = error_of(app.http.get(url).send().await.expect("GET")).await;
+    assert_eq!(
+        (status, body.error.code.as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, "too_many_channels")
+    );
+}
+
+#[tokio::test]
+async fn a_client_slow_to_send_its_headers_is_cut_off() {
+    let flags = ["--request-header-timeout-ms", "300"];
+    let app = TestApp::with_options(Broker::embedded(), &flags, &[]).await;
+    let address = app.chat_url().trim_start_matches("http://").to_string();
+    let started = Instant::now();
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut socket = TcpStream::connect(address).expect("connect");
+        socket.set_read_timeout(Some(WAIT)).expect("timeout");
+        socket
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            .expect("partial headers");
+        let mut answer = Vec::new();
+        let _ = socket.read_to_end(&mut answer);
+        String::from_utf8_lossy(&answer).to_string()
+    })
+    .await
+    .expect("reader");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "cut off after {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn cors_preflight_and_requests_from_an_allowed_origin_are_answered() {
+    let origin = "https://chat.example.com";
+    let flags = ["--cors-origin", origin];
+    let app = TestApp::with_options(Broker::embedded(), &flags, &flags).await;
+    let channel = new_channel();
+    let url = format!("{}/channels/{channel}/messages", app.chat_url());
+
+    let preflight = app
+        .http
+        .request(reqwest::Method::OPTIONS, &url)
+        .header("origin", origin)
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "content-type, idempotency-key",
+        )
+        .send()
+        .await
+        .expect("preflight");
+    assert_eq!(preflight.status(), StatusCode::OK);
+    let allowed_origin = header(&preflight, "access-control-allow-origin");
+    assert_eq!(allowed_origin.as_deref(), Some(origin));
+    let methods = header(&preflight, "access-control-allow-methods").unwrap_or_default();
+    assert!(methods.contains("POST"), "{methods}");
+
+    let posted = app
+        .http
+        .post(&url)
+        .header("origin", origin)
+        .json(&json!({"author": "ann", "text": "hi"}))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(posted.status(), StatusCode::CREATED);
+    assert_eq!(
+        header(&posted, "access-control-allow-origin").as_deref(),
+        Some(origin)
+    );
+    let exposed = header(&posted, "access-control-expose-headers").unwrap_or_default();
+    assert!(
+        exposed.to_ascii_lowercase().contains("location"),
+        "{exposed}"
+    );
+
+    let stream_url = format!("{}/channels/{channel}/events", app.sse.url);
+    let stream = app.http.get(&stream_url).header("origin", origin);
+    let _stream = EventStream::from_request(stream).await;
+}
+
+#[tokio::test]
+async fn without_cors_origins_no_cors_header_is_sent() {
+    let app = TestApp::on(Broker::embedded()).await;
+    let url = format!("{}/channels/{}/messages", app.chat_url(), new_channel());
+    let response = app
+        .http
+        .post(&url)
+        .header("origin", "https://elsewhere.example")
+        .json(&json!({"author": "ann", "text": "hi"}))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(header(&response, "access-control-allow-origin"), None);
+}
+
+fn header(response: &reqwest::Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get(name)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_string)
+}
