@@ -148,6 +148,7 @@ fn serve(
             .route("/", web::get().to(demo_page))
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
+            .route("/openapi.json", web::get().to(protocol::openapi::openapi))
             .default_service(web::to(not_found))
     });
     let server = tune_for_streams(server).client_request_timeout(header_timeout);

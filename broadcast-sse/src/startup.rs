@@ -105,10 +105,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     );
 }
 
+/// Every `(METHOD, path)` [`configure`] serves; the OpenAPI document must describe
+/// exactly these (a test compares them).
+pub const ROUTES: &[(&str, &str)] = &[("GET", "/channels/{channel}/events")];
+
 /// `/healthz` and `/readyz` of the standalone service.
 pub fn configure_health(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(health::healthz))
-        .route("/readyz", web::get().to(health::readyz));
+        .route("/readyz", web::get().to(health::readyz))
+        .route("/openapi.json", web::get().to(protocol::openapi::openapi));
 }
 
 /// Applies the settings every SSE server needs: closed clients detected promptly,

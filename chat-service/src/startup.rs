@@ -89,6 +89,18 @@ pub enum StartError {
     },
 }
 
+/// Every `(METHOD, path)` [`configure`] serves; the OpenAPI document must describe
+/// exactly these (a test compares them).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("POST", "/bans"),
+    ("GET", "/bans"),
+    ("DELETE", "/bans/{channel}/{name}"),
+    ("POST", "/publish"),
+    ("POST", "/channels/{channel}/messages"),
+    ("GET", "/channels/{channel}/messages"),
+    ("GET", "/channels/{channel}/messages/{id}"),
+];
+
 /// The API routes (the table of contents of the service). The caller registers
 /// `web::Data<AppState>`; the all-in-one binary mounts this next to broadcast-sse.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -125,7 +137,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// binary answers them for both services at once.
 pub fn configure_health(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(health::healthz))
-        .route("/readyz", web::get().to(health::readyz));
+        .route("/readyz", web::get().to(health::readyz))
+        .route("/openapi.json", web::get().to(protocol::openapi::openapi));
 }
 
 /// A running chat-service: its port and the tasks to watch.

@@ -4,6 +4,13 @@
 use actix_web::HttpResponse;
 use serde_json::{Map, Value, json};
 
+/// The routes every binary answers besides its API: health and the API document.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/openapi.json"),
+];
+
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }

@@ -8,6 +8,7 @@
 //! - [`auth`]: JSON Web Tokens: keys, claims, where a request carries its token.
 //! - [`channel`]: [`ChannelId`], the UUID that names a channel.
 //! - [`message`]: [`Message`], the stored and broadcast message, and its SSE frame.
+//! - [`openapi`]: the OpenAPI document served at `/openapi.json`.
 //! - [`server`]: HTTP server settings shared by every binary.
 //! - [`topic`]: MQTT topic names for channels.
 //! - [`cors`]: the `--cors-origin` middleware.
@@ -22,6 +23,7 @@ pub mod error;
 pub mod health;
 pub mod message;
 pub mod mqtt;
+pub mod openapi;
 pub mod server;
 pub mod topic;
 

@@ -9,6 +9,7 @@ mod cases;
 mod faults;
 mod helpers;
 mod limits;
+mod openapi;
 mod process;
 mod restart;
 
