@@ -16,9 +16,10 @@
 # accepted and kept to crier/#, the read-only user can watch but not publish; the
 # WebSocket and TLS listeners answer on loopback only; chat-service and
 # broadcast-sse connect with mqtt://crier:<password>@127.0.0.1:<port> and a POSTed
-# message reaches an SSE client and an MQTT watcher; a changed password is applied by
-# a reload (same broker process) and the run after it is quiet again; the broker is
-# stopped at the end, on failure too.
+# message reaches an SSE client and an MQTT watcher; the plain mosquitto.conf and
+# bridge.conf examples start and the bridge carries crier/# both ways; a changed
+# password is applied by a reload (same broker process) and the run after it is
+# quiet again; every broker it started is stopped at the end, on failure too.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -81,7 +82,8 @@ cleanup() {
   done
   stop_broker
   if [ "$status" != 0 ]; then
-    for log in "$work/chat-service.log" "$work/broadcast-sse.log" "$work/log/mosquitto.log"; do
+    for log in "$work"/chat-service.log "$work"/broadcast-sse.log "$work"/*.conf.log \
+      "$work"/log/mosquitto.log; do
       [ -f "$log" ] || continue
       echo "--- $log (last 40 lines)" >&2
       tail -n 40 "$log" >&2
@@ -96,9 +98,9 @@ trap 'exit 130' INT TERM
 start_time=$SECONDS
 
 # Free loopback ports, reserved all at once so they differ from each other.
-read -r mqtt_port ws_port tls_port chat_port sse_port < <(python3 - <<'EOF'
+read -r mqtt_port ws_port tls_port chat_port sse_port plain_port bridge_port < <(python3 - <<'EOF'
 import socket
-socks = [socket.socket() for _ in range(5)]
+socks = [socket.socket() for _ in range(7)]
 for s in socks:
     s.bind(("127.0.0.1", 0))
 print(*(s.getsockname()[1] for s in socks))
@@ -311,6 +313,64 @@ wait_for_text "$work/sse.out" "$text" 100 || fail "the message did not reach the
 grep -q '^id: 1$' "$work/sse.out" || fail "the SSE event has no id: 1"
 wait_for_text "$work/watcher.out" "$text" 100 || fail "the message did not reach the MQTT watcher"
 echo "   SSE: $(grep '^data:' "$work/sse.out")"
+
+for pid in "${pids[@]}"; do
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+done
+pids=()
+
+say "the plain examples work: mosquitto.conf, and bridge.conf sharing crier/# both ways"
+# Starts example $1 on port $2, its host-specific lines pointed at this test's
+# broker and files.
+example() {
+  mkdir -p "$work/example-$2"
+  chown mosquitto "$work/example-$2"
+  LISTENER="$2 127.0.0.1" PASSWORD_FILE=$work/etc/crier.passwd ACL_FILE=$here/crier.acl \
+    PERSISTENCE_LOCATION=$work/example-$2/ ADDRESS=127.0.0.1:$mqtt_port \
+    REMOTE_PASSWORD=$password python3 - "$here/$1" "$work/$1" <<'EOF'
+import os, sys
+keys = ["listener", "password_file", "acl_file", "persistence_location", "address",
+        "remote_password"]
+seen = set()
+with open(sys.argv[1]) as src, open(sys.argv[2], "w") as dest:
+    for line in src:
+        key = line.split(" ", 1)[0]
+        if key in keys:
+            line = key + " " + os.environ[key.upper()] + "\n"
+            seen.add(key)
+        dest.write(line)
+if not {"listener", "password_file", "acl_file"} <= seen:
+    sys.exit(sys.argv[1] + ": the lines to adapt are missing")
+EOF
+  mosquitto -c "$work/$1" >"$work/$1.log" 2>&1 &
+  pids+=($!)
+  wait_for_text "$work/$1.log" running 50 || fail "$1 did not start"
+}
+example mosquitto.conf "$plain_port"
+out=$(timeout 10 mosquitto_pub -h 127.0.0.1 -p "$plain_port" -V 5 -q 1 -t crier/check -m hi 2>&1) &&
+  fail "mosquitto.conf accepts anonymous clients"
+out=$(timeout 10 mosquitto_pub -h 127.0.0.1 -p "$plain_port" -V 5 -q 1 -u crier -P "$password" \
+  -t crier/check -m hi 2>&1) || fail "mosquitto.conf refuses crier: $out"
+! grep -qi 'not authori' <<<"$out" || fail "mosquitto.conf: crier may not publish: $out"
+
+example bridge.conf "$bridge_port"
+wait_for_text "$work/log/mosquitto.log" "as crier-bridge-site-b" 100 ||
+  fail "bridge.conf did not connect to the main broker"
+# Watches topic $1 on port $2 (as watcher) into file $3, once subscribed.
+watch() {
+  timeout 15 stdbuf -oL mosquitto_sub -h 127.0.0.1 -p "$2" -u watcher -P "$watch_password" \
+    -t "$1" -C 1 -W 10 -d >"$3" 2>&1 &
+  pids+=($!)
+  wait_for_text "$3" SUBACK 100 || fail "could not subscribe to $1 on port $2"
+}
+watch crier/bridge/to-edge "$bridge_port" "$work/edge.out"
+watch crier/bridge/to-main "$mqtt_port" "$work/main.out"
+pub -u crier -P "$password" -t crier/bridge/to-edge -m from-main >/dev/null
+timeout 10 mosquitto_pub -h 127.0.0.1 -p "$bridge_port" -V 5 -q 1 -u crier -P "$password" \
+  -t crier/bridge/to-main -m from-edge >/dev/null
+wait_for_text "$work/edge.out" from-main 100 || fail "main -> bridge broker: nothing arrived"
+wait_for_text "$work/main.out" from-edge 100 || fail "bridge broker -> main: nothing arrived"
 
 for pid in "${pids[@]}"; do
   kill "$pid" 2>/dev/null || true
