@@ -9,7 +9,7 @@ use broadcast_sse::hub::Hub;
 use broadcast_sse::startup::{run_with_hub, tune_for_streams};
 use chat_service::routes::health::connection;
 use protocol::error::{json_error_bodies, not_found, path_config, query_config};
-use protocol::health::{healthz, readiness};
+use protocol::health::readiness;
 use protocol::mqtt::BrokerUrl;
 use protocol::server::ServerSettings;
 use tokio::task::JoinHandle;
@@ -146,9 +146,7 @@ fn serve(
             .configure(chat_service::configure)
             .configure(broadcast_sse::configure)
             .route("/", web::get().to(demo_page))
-            .route("/healthz", web::get().to(healthz))
-            .route("/readyz", web::get().to(readyz))
-            .route("/openapi.json", web::get().to(protocol::openapi::openapi))
+            .configure(|cfg| protocol::health::configure(cfg, web::get().to(readyz)))
             .default_service(web::to(not_found))
     });
     let server = tune_for_streams(server).client_request_timeout(header_timeout);

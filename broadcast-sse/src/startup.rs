@@ -101,7 +101,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/channels/{channel}/events")
             .route(web::get().to(events::events))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(method_not_allowed("GET")),
     );
 }
 
@@ -111,9 +111,7 @@ pub const ROUTES: &[(&str, &str)] = &[("GET", "/channels/{channel}/events")];
 
 /// `/healthz` and `/readyz` of the standalone service.
 pub fn configure_health(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(health::healthz))
-        .route("/readyz", web::get().to(health::readyz))
-        .route("/openapi.json", web::get().to(protocol::openapi::openapi));
+    protocol::health::configure(cfg, web::get().to(health::readyz));
 }
 
 /// Applies the settings every SSE server needs: closed clients detected promptly,

@@ -108,37 +108,35 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::resource("/bans")
             .route(web::post().to(admin::add_bans))
             .route(web::get().to(admin::list_bans))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(method_not_allowed("GET, POST")),
     )
     .service(
         web::resource("/bans/{channel}/{name}")
             .route(web::delete().to(admin::lift_ban))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(method_not_allowed("DELETE")),
     )
     .service(
         web::resource("/publish")
             .route(web::post().to(admin::publish))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(method_not_allowed("POST")),
     )
     .service(
         web::resource("/channels/{channel}/messages")
             .route(web::post().to(messages::post_message))
             .route(web::get().to(messages::list_messages))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(method_not_allowed("GET, POST")),
     )
     .service(
         web::resource("/channels/{channel}/messages/{id}")
             .route(web::get().to(messages::get_message))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(method_not_allowed("GET")),
     );
 }
 
 /// `/healthz` and `/readyz`, separate from [`configure`] because the all-in-one
 /// binary answers them for both services at once.
 pub fn configure_health(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(health::healthz))
-        .route("/readyz", web::get().to(health::readyz))
-        .route("/openapi.json", web::get().to(protocol::openapi::openapi));
+    protocol::health::configure(cfg, web::get().to(health::readyz));
 }
 
 /// A running chat-service: its port and the tasks to watch.

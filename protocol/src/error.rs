@@ -118,9 +118,16 @@ pub async fn not_found() -> HttpResponse {
     ApiError::from_status(StatusCode::NOT_FOUND).error_response()
 }
 
-/// Per-resource default service: a known path with the wrong method is a JSON `405`.
-pub async fn method_not_allowed() -> HttpResponse {
-    ApiError::from_status(StatusCode::METHOD_NOT_ALLOWED).error_response()
+/// Per-resource default service: a known path with the wrong method is a JSON `405`
+/// whose `Allow` header lists the methods it does take (RFC 9110).
+pub fn method_not_allowed(allowed: &'static str) -> actix_web::Route {
+    web::to(move || async move {
+        let mut response = ApiError::from_status(StatusCode::METHOD_NOT_ALLOWED).error_response();
+        response
+            .headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static(allowed));
+        response
+    })
 }
 
 /// Query-string errors (`?after=abc`) become `400 invalid_query` with serde's reason.

@@ -1,7 +1,9 @@
 //! The health endpoints every Crier service answers: `/healthz` (the process
 //! answers) and `/readyz` (what it depends on is up), in one shape.
 
-use actix_web::HttpResponse;
+use actix_web::{HttpResponse, web};
+
+use crate::error::method_not_allowed;
 use serde_json::{Map, Value, json};
 
 /// The routes every binary answers besides its API: health and the API document.
@@ -10,6 +12,21 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/readyz"),
     ("GET", "/openapi.json"),
 ];
+
+/// Registers [`ROUTES`]: `/healthz`, the binary's own `readyz` and `/openapi.json`.
+pub fn configure(cfg: &mut web::ServiceConfig, readyz: actix_web::Route) {
+    let get_only = |path: &str, route: actix_web::Route| {
+        web::resource(path)
+            .route(route)
+            .default_service(method_not_allowed("GET"))
+    };
+    cfg.service(get_only("/healthz", web::get().to(healthz)))
+        .service(get_only("/readyz", readyz))
+        .service(get_only(
+            "/openapi.json",
+            web::get().to(crate::openapi::openapi),
+        ));
+}
 
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))

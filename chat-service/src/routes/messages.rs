@@ -133,7 +133,8 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<&str>, ChatError> {
         ))
     };
     let key = value.to_str().map_err(|_| invalid())?;
-    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY {
+    let visible = key.bytes().all(|byte| byte.is_ascii_graphic());
+    if !visible || key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY {
         return Err(invalid());
     }
     Ok(Some(key))
