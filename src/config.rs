@@ -16,9 +16,15 @@ pub struct Config {
     #[arg(long, env = "CRIER_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: String,
 
-    /// Use this broker (`mqtt://[user:pass@]host:port`) instead of the embedded one.
+    /// Use this broker (`mqtt://[user:pass@]host:port`, or `mqtts://…` for TLS)
+    /// instead of the embedded one.
     #[arg(long, env = "CRIER_MQTT_URL")]
     pub mqtt_url: Option<String>,
+
+    /// PEM file of the CA that signed an `mqtts://` broker's certificate (default:
+    /// the system's trusted roots).
+    #[arg(long, env = "CRIER_MQTT_CA_FILE", requires = "mqtt_url")]
+    pub mqtt_ca_file: Option<std::path::PathBuf>,
 
     /// Where the embedded broker listens; port 0 picks a free port. Set
     /// `127.0.0.1:1883` to let MQTT clients such as `mosquitto_sub` watch.

@@ -9,8 +9,10 @@ const LOG_DEFAULT: &str = "info,rumqttd=off,tracing=off";
 #[actix_web::main]
 async fn main() -> std::process::ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(LOG_DEFAULT)).init();
+    protocol::tls::install_crypto_provider();
     let config = Config::parse();
     let data_dir = config.chat.data_dir.display().to_string();
+    let scheme = config.server.scheme();
     let app = match Application::build(config).await {
         Ok(app) => app,
         Err(e) => {
@@ -24,14 +26,14 @@ async fn main() -> std::process::ExitCode {
     } else {
         "external"
     };
-    println!("crier listening on http://{}", endpoints.http);
-    println!("  demo page:   http://{}/", endpoints.http);
+    println!("crier listening on {scheme}://{}", endpoints.http);
+    println!("  demo page:   {scheme}://{}/", endpoints.http);
     println!(
-        "  post:        POST http://{}/channels/{{uuid}}/messages",
+        "  post:        POST {scheme}://{}/channels/{{uuid}}/messages",
         endpoints.http
     );
     println!(
-        "  stream:      GET  http://{}/channels/{{uuid}}/events",
+        "  stream:      GET  {scheme}://{}/channels/{{uuid}}/events",
         endpoints.http
     );
     println!("  MQTT broker: {} ({kind})", endpoints.broker);

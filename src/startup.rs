@@ -11,7 +11,7 @@ use chat_service::routes::health::connection;
 use protocol::error::{json_error_bodies, not_found, path_config, query_config};
 use protocol::health::readiness;
 use protocol::mqtt::BrokerUrl;
-use protocol::server::ServerSettings;
+use protocol::server::{ServerSettings, listen};
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
@@ -30,6 +30,8 @@ pub enum StartError {
     Chat(#[from] chat_service::startup::StartError),
     #[error("JWT key: {0}")]
     Auth(#[from] protocol::auth::KeyError),
+    #[error("TLS: {0}")]
+    Tls(#[from] protocol::tls::TlsError),
     #[error("cannot listen on {address}: {source}")]
     Listen {
         address: String,
@@ -80,8 +82,9 @@ impl Application {
             verifier,
         );
         let hub = broadcast.hub.clone();
+        let tls = config.server.tls()?;
         let server =
-            serve(listener, chat, broadcast, config.server.clone()).map_err(listen_error)?;
+            serve(listener, chat, broadcast, config.server.clone(), tls).map_err(listen_error)?;
         let tasks = tokio::spawn(async move {
             tokio::select! {
                 _ = publisher => {}
@@ -119,11 +122,12 @@ impl Application {
 /// The external broker when `--mqtt-url` is set, else a new embedded one.
 fn broker_for(config: &Config) -> Result<(BrokerUrl, String, bool), StartError> {
     if let Some(url) = &config.mqtt_url {
-        return Ok((BrokerUrl::parse(url)?, protocol::mqtt::redact(url), false));
+        let broker = BrokerUrl::parse(url, config.mqtt_ca_file.as_deref())?;
+        return Ok((broker, protocol::mqtt::redact(url), false));
     }
     let address = embedded_broker::start(&config.embedded_broker_listen)?;
     let url = format!("mqtt://{address}");
-    Ok((BrokerUrl::parse(&url)?, url, true))
+    Ok((BrokerUrl::parse(&url, None)?, url, true))
 }
 
 fn serve(
@@ -131,6 +135,7 @@ fn serve(
     chat: chat_service::AppState,
     broadcast: broadcast_sse::AppState,
     settings: ServerSettings,
+    tls: Option<rustls::ServerConfig>,
 ) -> std::io::Result<Server> {
     let chat = web::Data::new(chat);
     let broadcast = web::Data::new(broadcast);
@@ -150,7 +155,7 @@ fn serve(
             .default_service(web::to(not_found))
     });
     let server = tune_for_streams(server).client_request_timeout(header_timeout);
-    Ok(server.listen(listener)?.run())
+    Ok(listen(server, listener, tls)?.run())
 }
 
 async fn demo_page() -> HttpResponse {

@@ -5,9 +5,11 @@ use clap::Parser;
 #[actix_web::main]
 async fn main() -> std::process::ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    protocol::tls::install_crypto_provider();
     let config = Config::parse();
     let mqtt_url = protocol::mqtt::redact(&config.mqtt.mqtt_url);
     let history_url = config.history_url.clone();
+    let scheme = config.server.scheme();
     let app = match Application::build(config).await {
         Ok(app) => app,
         Err(e) => {
@@ -16,7 +18,7 @@ async fn main() -> std::process::ExitCode {
         }
     };
     println!(
-        "broadcast-sse listening on http://{} (broker {mqtt_url}, history {history_url})",
+        "broadcast-sse listening on {scheme}://{} (broker {mqtt_url}, history {history_url})",
         app.address()
     );
     match app.run_until_stopped().await {

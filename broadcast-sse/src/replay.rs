@@ -49,6 +49,7 @@ struct HistoryPage {
 
 impl HttpHistory {
     pub fn new(base: &str, credentials: HistoryCredentials) -> Result<Self, HistoryError> {
+        protocol::tls::install_crypto_provider();
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .pool_max_idle_per_host(64)

@@ -11,7 +11,7 @@ use protocol::error::{
     json_error_bodies, method_not_allowed, not_found, path_config, query_config,
 };
 use protocol::mqtt::BrokerUrl;
-use protocol::server::ServerSettings;
+use protocol::server::{ServerSettings, listen};
 use tokio::task::JoinHandle;
 
 use crate::config::{BroadcastSettings, Config};
@@ -88,6 +88,8 @@ pub enum StartError {
     History(#[from] crate::replay::HistoryError),
     #[error("JWT key: {0}")]
     Auth(#[from] protocol::auth::KeyError),
+    #[error("TLS: {0}")]
+    Tls(#[from] protocol::tls::TlsError),
     #[error("cannot listen on {address}: {source}")]
     Listen {
         address: String,
@@ -145,7 +147,7 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> Result<Self, StartError> {
-        let broker = BrokerUrl::parse(&config.mqtt.mqtt_url)?;
+        let broker = config.mqtt.broker()?;
         let verifier = protocol::auth::start_verifier(&config.auth)?;
         let credentials = config
             .auth
@@ -166,7 +168,8 @@ impl Application {
             verifier,
         );
         let hub = state.hub.clone();
-        let server = serve(listener, state, config.server.clone()).map_err(listen_error)?;
+        let tls = config.server.tls()?;
+        let server = serve(listener, state, config.server.clone(), tls).map_err(listen_error)?;
         Ok(Application {
             address,
             server,
@@ -231,6 +234,7 @@ fn serve(
     listener: TcpListener,
     state: AppState,
     settings: ServerSettings,
+    tls: Option<rustls::ServerConfig>,
 ) -> std::io::Result<Server> {
     let state = web::Data::new(state);
     let header_timeout = settings.request_header_timeout();
@@ -246,5 +250,5 @@ fn serve(
             .default_service(web::to(not_found))
     });
     let server = tune_for_streams(server).client_request_timeout(header_timeout);
-    Ok(server.listen(listener)?.run())
+    Ok(listen(server, listener, tls)?.run())
 }

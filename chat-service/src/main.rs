@@ -5,8 +5,10 @@ use clap::Parser;
 #[actix_web::main]
 async fn main() -> std::process::ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    protocol::tls::install_crypto_provider();
     let config = Config::parse();
     let mqtt_url = protocol::mqtt::redact(&config.mqtt.mqtt_url);
+    let scheme = config.server.scheme();
     let app = match Application::build(config).await {
         Ok(app) => app,
         Err(e) => {
@@ -15,7 +17,7 @@ async fn main() -> std::process::ExitCode {
         }
     };
     println!(
-        "chat-service listening on http://{} (broker {mqtt_url})",
+        "chat-service listening on {scheme}://{} (broker {mqtt_url})",
         app.address()
     );
     match app.run_until_stopped().await {

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use protocol::mqtt::{BrokerStatus, BrokerUrl};
 use protocol::{ChannelId, topic};
 use rumqttc::{AsyncClient, Event, EventLoop, Incoming, MqttOptions, Outgoing, QoS};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::history::History;
@@ -88,6 +88,7 @@ pub fn start(
         outbox,
         status,
         notices: notices_rx,
+        reported_unreachable: false,
     };
     Ok((publisher, tokio::spawn(task.run())))
 }
@@ -99,6 +100,8 @@ struct PublisherTask {
     outbox: Outbox,
     status: BrokerStatus,
     notices: mpsc::UnboundedReceiver<Stored>,
+    /// The current outage was logged already.
+    reported_unreachable: bool,
 }
 
 /// Why a connection ended.
@@ -113,23 +116,29 @@ impl PublisherTask {
         loop {
             let (client, eventloop) = AsyncClient::new(self.options.clone(), REQUEST_CAPACITY);
             let (events_tx, events) = mpsc::unbounded_channel();
-            let poller = tokio::spawn(poll(eventloop, events_tx));
+            let (failure_tx, mut failure) = oneshot::channel();
+            let poller = tokio::spawn(poll(eventloop, events_tx, failure_tx));
             let ended = self.serve(&client, events).await;
             poller.abort();
-            if self.status.is_connected()
-                && let Ended::Lost(reason) = &ended
-            {
-                log::warn!(
-                    "MQTT connection lost: {reason}; {} messages in the outbox",
-                    self.outbox.depth()
-                );
-            }
-            self.status.set(false);
-            if let Ended::NoMoreNotices = ended {
-                return;
-            }
+            let reason = match ended {
+                Ended::NoMoreNotices => return,
+                Ended::Lost(reason) => failure.try_recv().unwrap_or(reason),
+            };
+            self.report_disconnection(&reason);
             self.wait_before_reconnecting().await;
         }
+    }
+
+    /// Says once per outage that the broker is gone or cannot be reached.
+    fn report_disconnection(&mut self, reason: &str) {
+        let depth = self.outbox.depth();
+        if self.status.is_connected() {
+            log::warn!("MQTT connection lost: {reason}; {depth} messages in the outbox");
+        } else if !self.reported_unreachable {
+            log::warn!("cannot connect to the MQTT broker: {reason}; retrying");
+        }
+        self.reported_unreachable = true;
+        self.status.set(false);
     }
 
     async fn serve(
@@ -145,6 +154,7 @@ impl PublisherTask {
             self.outbox.depth()
         );
         self.status.set(true);
+        self.reported_unreachable = false;
         self.outbox.start_connection();
         if let Err(ended) = self.publish_backlog(client).await {
             return ended;
@@ -341,7 +351,11 @@ impl PublisherTask {
 /// Drives one connection's event loop, forwarding its events, until it fails.
 /// It never polls again after an error: that would reconnect with this client's
 /// leftover state, and the next connection starts from the store instead.
-async fn poll(mut eventloop: EventLoop, events: mpsc::UnboundedSender<Event>) {
+async fn poll(
+    mut eventloop: EventLoop,
+    events: mpsc::UnboundedSender<Event>,
+    failure: oneshot::Sender<String>,
+) {
     loop {
         match eventloop.poll().await {
             Ok(event) => {
@@ -350,7 +364,7 @@ async fn poll(mut eventloop: EventLoop, events: mpsc::UnboundedSender<Event>) {
                 }
             }
             Err(e) => {
-                log::debug!("MQTT connection ended: {e}");
+                let _ = failure.send(e.to_string());
                 return;
             }
         }

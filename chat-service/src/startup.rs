@@ -11,7 +11,7 @@ use protocol::error::{
     json_error_bodies, method_not_allowed, not_found, path_config, query_config,
 };
 use protocol::mqtt::BrokerUrl;
-use protocol::server::ServerSettings;
+use protocol::server::{ServerSettings, listen};
 use tokio::task::JoinHandle;
 
 use crate::access::Access;
@@ -82,6 +82,8 @@ pub enum StartError {
     BrokerUrl(#[from] protocol::mqtt::MqttUrlError),
     #[error("JWT key: {0}")]
     Auth(#[from] protocol::auth::KeyError),
+    #[error("TLS: {0}")]
+    Tls(#[from] protocol::tls::TlsError),
     #[error("cannot listen on {address}: {source}")]
     Listen {
         address: String,
@@ -149,7 +151,7 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> Result<Self, StartError> {
-        let broker = BrokerUrl::parse(&config.mqtt.mqtt_url)?;
+        let broker = config.mqtt.broker()?;
         let listener = TcpListener::bind(&config.listen).map_err(|source| StartError::Listen {
             address: config.listen.clone(),
             source,
@@ -162,11 +164,13 @@ impl Application {
         let (state, publisher_task) =
             AppState::start(&config.chat, &broker, &config.mqtt.topic_prefix, verifier)?;
         let history = state.history.clone();
-        let server =
-            serve(listener, state, config.server.clone()).map_err(|source| StartError::Listen {
+        let tls = config.server.tls()?;
+        let server = serve(listener, state, config.server.clone(), tls).map_err(|source| {
+            StartError::Listen {
                 address: config.listen.clone(),
                 source,
-            })?;
+            }
+        })?;
         Ok(Application {
             address,
             server,
@@ -201,6 +205,7 @@ fn serve(
     listener: TcpListener,
     state: AppState,
     settings: ServerSettings,
+    tls: Option<rustls::ServerConfig>,
 ) -> std::io::Result<Server> {
     let state = web::Data::new(state);
     let header_timeout = settings.request_header_timeout();
@@ -216,8 +221,6 @@ fn serve(
             .default_service(web::to(not_found))
     })
     .shutdown_timeout(5)
-    .client_request_timeout(header_timeout)
-    .listen(listener)?
-    .run();
-    Ok(server)
+    .client_request_timeout(header_timeout);
+    Ok(listen(server, listener, tls)?.run())
 }

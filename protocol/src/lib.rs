@@ -10,6 +10,7 @@
 //! - [`message`]: [`Message`], the stored and broadcast message, and its SSE frame.
 //! - [`openapi`]: the OpenAPI document served at `/openapi.json`.
 //! - [`server`]: HTTP server settings shared by every binary.
+//! - [`tls`]: rustls configurations from PEM files.
 //! - [`topic`]: MQTT topic names for channels.
 //! - [`cors`]: the `--cors-origin` middleware.
 //! - [`error`]: the JSON error body and actix glue that maps every error to it.
@@ -25,6 +26,7 @@ pub mod message;
 pub mod mqtt;
 pub mod openapi;
 pub mod server;
+pub mod tls;
 pub mod topic;
 
 pub use channel::ChannelId;

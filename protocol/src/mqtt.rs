@@ -1,5 +1,6 @@
 //! Broker settings every binary shares, and `mqtt://` / `mqtts://` URL parsing.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -18,9 +19,15 @@ pub const MAX_PACKET_BYTES: usize = 1024 * 1024;
 /// `--mqtt-url` and `--topic-prefix`, flattened into each binary's flags.
 #[derive(Debug, Clone, Args)]
 pub struct MqttSettings {
-    /// Broker to use: `mqtt://[user:pass@]host:port` (port defaults to 1883).
+    /// Broker to use: `mqtt://[user:pass@]host:port` (port defaults to 1883), or
+    /// `mqtts://…` for TLS (port defaults to 8883).
     #[arg(long, env = "CRIER_MQTT_URL", default_value = "mqtt://127.0.0.1:1883")]
     pub mqtt_url: String,
+
+    /// PEM file of the CA that signed an `mqtts://` broker's certificate (default:
+    /// the system's trusted roots).
+    #[arg(long, env = "CRIER_MQTT_CA_FILE")]
+    pub mqtt_ca_file: Option<PathBuf>,
 
     /// Topic prefix: messages go to `{prefix}/channels/{uuid}/messages`.
     #[arg(long, env = "CRIER_TOPIC_PREFIX", default_value = DEFAULT_PREFIX)]
@@ -32,8 +39,17 @@ pub struct MqttSettings {
 pub enum MqttUrlError {
     #[error("invalid broker URL {url:?}: {reason}")]
     Invalid { url: String, reason: String },
-    #[error("broker URL scheme must be mqtt:// (mqtts:// needs TLS support), got {0:?}")]
+    #[error("broker URL scheme must be mqtt:// or mqtts://, got {0:?}")]
     Scheme(String),
+    #[error("broker TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+}
+
+impl MqttSettings {
+    /// The broker to connect to, with TLS set up for `mqtts://`.
+    pub fn broker(&self) -> Result<BrokerUrl, MqttUrlError> {
+        BrokerUrl::parse(&self.mqtt_url, self.mqtt_ca_file.as_deref())
+    }
 }
 
 /// A parsed broker address with optional credentials.
@@ -43,18 +59,41 @@ pub struct BrokerUrl {
     pub port: u16,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// `Some` for `mqtts://`.
+    pub tls: Option<TlsClient>,
 }
 
+/// The TLS client configuration of an `mqtts://` broker.
+#[derive(Clone)]
+pub struct TlsClient(pub Arc<rustls::ClientConfig>);
+
+impl std::fmt::Debug for TlsClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TlsClient")
+    }
+}
+
+impl PartialEq for TlsClient {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for TlsClient {}
+
 impl BrokerUrl {
-    pub fn parse(raw: &str) -> Result<Self, MqttUrlError> {
+    /// `ca_file`: for `mqtts://`, the CAs to trust instead of the system's roots.
+    pub fn parse(raw: &str, ca_file: Option<&Path>) -> Result<Self, MqttUrlError> {
         let invalid = |reason: &str| MqttUrlError::Invalid {
             url: redact(raw),
             reason: reason.to_string(),
         };
         let url = Url::parse(raw).map_err(|e| invalid(&e.to_string()))?;
-        if url.scheme() != "mqtt" && url.scheme() != "tcp" {
-            return Err(MqttUrlError::Scheme(url.scheme().to_string()));
-        }
+        let (default_port, tls) = match url.scheme() {
+            "mqtt" | "tcp" => (1883, None),
+            "mqtts" | "ssl" => (8883, Some(TlsClient(crate::tls::client_config(ca_file)?))),
+            other => return Err(MqttUrlError::Scheme(other.to_string())),
+        };
         let host = url.host_str().ok_or_else(|| invalid("no host"))?;
         let host = host
             .trim_start_matches('[')
@@ -64,9 +103,10 @@ impl BrokerUrl {
         let password = url.password().map(decode);
         Ok(BrokerUrl {
             host,
-            port: url.port().unwrap_or(1883),
+            port: url.port().unwrap_or(default_port),
             username,
             password,
+            tls,
         })
     }
 
@@ -78,6 +118,10 @@ impl BrokerUrl {
         options.set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES);
         if let Some(username) = &self.username {
             options.set_credentials(username.clone(), self.password.clone().unwrap_or_default());
+        }
+        if let Some(tls) = &self.tls {
+            let config = rumqttc::TlsConfiguration::Rustls(tls.0.clone());
+            options.set_transport(rumqttc::Transport::Tls(config));
         }
         options
     }
@@ -132,7 +176,7 @@ mod tests {
 
     #[test]
     fn parses_host_port_and_credentials() {
-        let url = BrokerUrl::parse("mqtt://crier:p%40ss@127.0.0.1:1884").expect("valid");
+        let url = BrokerUrl::parse("mqtt://crier:p%40ss@127.0.0.1:1884", None).expect("valid");
         assert_eq!(url.host, "127.0.0.1");
         assert_eq!(url.port, 1884);
         assert_eq!(url.username.as_deref(), Some("crier"));
@@ -141,7 +185,7 @@ mod tests {
 
     #[test]
     fn port_defaults_to_1883() {
-        let url = BrokerUrl::parse("mqtt://localhost").expect("valid");
+        let url = BrokerUrl::parse("mqtt://localhost", None).expect("valid");
         assert_eq!(url.port, 1883);
         assert_eq!(url.username, None);
     }
@@ -149,10 +193,10 @@ mod tests {
     #[test]
     fn rejects_other_schemes_and_garbage() {
         assert!(matches!(
-            BrokerUrl::parse("http://localhost:1883"),
+            BrokerUrl::parse("http://localhost:1883", None),
             Err(MqttUrlError::Scheme(_))
         ));
-        assert!(BrokerUrl::parse("not a url").is_err());
+        assert!(BrokerUrl::parse("not a url", None).is_err());
     }
 
     #[test]

@@ -1,10 +1,14 @@
 //! HTTP server settings every binary shares: cross-origin access and time limits.
 
+use std::net::TcpListener;
+use std::path::PathBuf;
 use std::time::Duration;
 
+use actix_web::HttpServer;
 use clap::Args;
 
 use crate::cors::CorsSettings;
+use crate::tls::TlsError;
 
 #[derive(Debug, Clone, Args)]
 pub struct ServerSettings {
@@ -15,11 +19,58 @@ pub struct ServerSettings {
     /// holding connections open are cut off with `408`).
     #[arg(long, env = "CRIER_REQUEST_HEADER_TIMEOUT_MS", default_value_t = 5000)]
     pub request_header_timeout_ms: u64,
+
+    /// PEM certificate chain: serve HTTPS instead of HTTP (with `--tls-key`).
+    #[arg(long, env = "CRIER_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, env = "CRIER_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl ServerSettings {
     pub fn request_header_timeout(&self) -> Duration {
         Duration::from_millis(self.request_header_timeout_ms.max(1))
+    }
+
+    /// The TLS configuration when a certificate is set.
+    pub fn tls(&self) -> Result<Option<rustls::ServerConfig>, TlsError> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => crate::tls::server_config(cert, key).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// `https` with a certificate, else `http`: for the address a binary prints.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+}
+
+/// Binds `server` to `listener`, with TLS when `tls` is set.
+pub fn listen<F, I, S, B>(
+    server: HttpServer<F, I, S, B>,
+    listener: TcpListener,
+    tls: Option<rustls::ServerConfig>,
+) -> std::io::Result<HttpServer<F, I, S, B>>
+where
+    F: Fn() -> I + Send + Clone + 'static,
+    I: actix_service::IntoServiceFactory<S, actix_http::Request>,
+    S: actix_web::dev::ServiceFactory<actix_http::Request, Config = actix_web::dev::AppConfig>
+        + 'static,
+    S::Error: Into<actix_web::Error> + 'static,
+    S::InitError: std::fmt::Debug,
+    S::Response: Into<actix_http::Response<B>> + 'static,
+    B: actix_web::body::MessageBody + 'static,
+{
+    match tls {
+        Some(config) => server.listen_rustls_0_23(listener, config),
+        None => server.listen(listener),
     }
 }
 
@@ -28,6 +79,8 @@ impl Default for ServerSettings {
         ServerSettings {
             cors: CorsSettings::default(),
             request_header_timeout_ms: 5000,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }

@@ -27,6 +27,7 @@ impl Crier {
     pub fn start() -> Crier {
         let dir = tempfile::tempdir().expect("temp dir");
         let service = start_on("127.0.0.1:0", &dir);
+        protocol::tls::install_crypto_provider();
         let http = Client::builder()
             .timeout(WAIT)
             .build()

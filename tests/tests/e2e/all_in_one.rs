@@ -19,7 +19,7 @@ async fn crier_serves_the_demo_page_posts_and_streams_on_one_port() {
         ],
         &dir.path().join("crier.log"),
     );
-    let http = reqwest::Client::new();
+    let http = crate::helpers::http_client();
     wait_for_ready(&http, &crier.url).await;
 
     let page = http

@@ -4,7 +4,7 @@
 //! start again on the same port.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -53,6 +53,21 @@ impl Broker {
 
     /// Mosquitto on a free port, or `None` when it is not installed and not required.
     pub fn mosquitto() -> Option<Broker> {
+        Broker::mosquitto_with("mqtt", "")
+    }
+
+    /// Mosquitto with a TLS listener (`mqtts://`) using these PEM files.
+    pub fn mosquitto_tls(ca: &Path, cert: &Path, key: &Path) -> Option<Broker> {
+        let tls = format!(
+            "cafile {}\ncertfile {}\nkeyfile {}\n",
+            ca.display(),
+            cert.display(),
+            key.display()
+        );
+        Broker::mosquitto_with("mqtts", &tls)
+    }
+
+    fn mosquitto_with(scheme: &str, listener_options: &str) -> Option<Broker> {
         let Some(binary) = find_mosquitto() else {
             assert!(
                 std::env::var(REQUIRE_EXTERNAL).as_deref() != Ok("1"),
@@ -67,8 +82,8 @@ impl Broker {
         std::fs::write(
             &config,
             format!(
-                "listener {} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-                 log_dest file {}\n",
+                "user root\nlistener {} 127.0.0.1\n{listener_options}allow_anonymous true\n\
+                 persistence false\nlog_dest file {}\n",
                 address.port(),
                 dir.path().join("mosquitto.log").display()
             ),
@@ -79,7 +94,9 @@ impl Broker {
             "-c".into(),
             config.display().to_string(),
         ];
-        Some(Broker::spawn(command, address, dir))
+        let mut broker = Broker::spawn(command, address, dir);
+        broker.url = format!("{scheme}://{address}");
+        Some(broker)
     }
 
     fn spawn(command: Vec<String>, address: SocketAddr, dir: TempDir) -> Broker {

@@ -25,7 +25,7 @@ pub async fn a_posted_message_reaches_an_open_stream(app: TestApp) {
 
 pub async fn the_broker_sees_every_message_as_json(app: TestApp) {
     let channel = new_channel();
-    let broker = protocol::mqtt::BrokerUrl::parse(&app.broker.url).expect("broker url");
+    let broker = protocol::mqtt::BrokerUrl::parse(&app.broker.url, None).expect("broker url");
     let (client, mut eventloop) = AsyncClient::new(broker.options("crier-test-watcher"), 64);
     client
         .subscribe(topic::all_channels_filter(&app.prefix), QoS::AtLeastOnce)

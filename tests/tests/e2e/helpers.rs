@@ -79,7 +79,7 @@ impl TestApp {
             broker,
             data_dir,
             prefix,
-            http: reqwest::Client::new(),
+            http: http_client(),
         };
         app.wait_until_ready().await;
         app
@@ -284,6 +284,12 @@ where
     tokio::time::timeout(WAIT, polled)
         .await
         .unwrap_or_else(|_| panic!("{what}: not within {WAIT:?}"));
+}
+
+/// An HTTP client (TLS-capable, so the process needs its crypto provider first).
+pub fn http_client() -> reqwest::Client {
+    protocol::tls::install_crypto_provider();
+    reqwest::Client::new()
 }
 
 pub fn new_channel() -> ChannelId {

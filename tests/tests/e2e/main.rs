@@ -12,6 +12,7 @@ mod limits;
 mod openapi;
 mod process;
 mod restart;
+mod tls;
 
 use broker::Broker;
 use helpers::TestApp;

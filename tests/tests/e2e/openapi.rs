@@ -28,7 +28,7 @@ async fn every_described_route_answers_and_other_methods_are_405() {
     let data = dir.path().join("data").display().to_string();
     let args = ["--listen", "127.0.0.1:0", "--data-dir", data.as_str()].map(String::from);
     let crier = Service::start(CRIER, &args, &dir.path().join("crier.log"));
-    let http = reqwest::Client::new();
+    let http = crate::helpers::http_client();
     wait_for_ready(&http, &crier.url).await;
 
     let served: serde_json::Value = http

@@ -105,7 +105,7 @@ impl Drop for Service {
 }
 
 fn listening_url(line: &str) -> Option<String> {
-    let start = line.find("listening on http://")? + "listening on ".len();
+    let start = line.find("listening on http")? + "listening on ".len();
     let url = line[start..].split_whitespace().next()?;
     Some(url.to_string())
 }
