@@ -25,8 +25,14 @@ pub struct Crier {
 
 impl Crier {
     pub fn start() -> Crier {
+        Crier::start_with(&[])
+    }
+
+    /// With extra flags (CORS origins, keys…).
+    pub fn start_with(flags: &[&str]) -> Crier {
         let dir = tempfile::tempdir().expect("temp dir");
-        let service = start_on("127.0.0.1:0", &dir);
+        let flags: Vec<String> = flags.iter().map(|flag| flag.to_string()).collect();
+        let service = start_on("127.0.0.1:0", &dir, &flags);
         protocol::tls::install_crypto_provider();
         let http = Client::builder()
             .timeout(WAIT)
@@ -54,7 +60,7 @@ impl Crier {
     /// embedded broker) and waits until it is ready.
     pub fn start_again(&mut self) {
         assert!(self.service.is_none(), "crier was killed first");
-        self.service = Some(start_on(&self.address, &self.dir));
+        self.service = Some(start_on(&self.address, &self.dir, &[]));
         self.wait_until_ready();
     }
 
@@ -95,12 +101,13 @@ impl Crier {
     }
 }
 
-fn start_on(listen: &str, dir: &TempDir) -> Service {
-    let args = [
+fn start_on(listen: &str, dir: &TempDir, flags: &[String]) -> Service {
+    let mut args = vec![
         "--listen".to_string(),
         listen.to_string(),
         "--data-dir".into(),
         dir.path().join("data").display().to_string(),
     ];
+    args.extend_from_slice(flags);
     Service::start(CRIER, &args, &dir.path().join("crier.log"))
 }

@@ -225,3 +225,39 @@ fn a_screenshot_of_a_short_conversation_is_written_under_target() {
     std::fs::write(&path, &png).expect("write the screenshot");
     eprintln!("screenshot: {}", path.display());
 }
+
+/// The page served by one `crier` talks to another on a different origin (another
+/// port), which allows it with `--cors-origin` and checks tokens: the token from
+/// `?token=` authorizes history, stream and posts, and names the author.
+#[test]
+fn a_page_on_another_origin_chats_through_cors_with_its_token() {
+    let Some(driver) = Driver::start() else {
+        return;
+    };
+    let page_host = Crier::start();
+    let secret = "a secret shared with the application";
+    let api = Crier::start_with(&["--cors-origin", &page_host.url, "--jwt-secret", secret]);
+    let channel = new_channel();
+    let claims = serde_json::json!({
+        "name": "ann",
+        "channels": [channel.to_string()],
+        "subscribe": [channel.to_string()],
+        "exp": jsonwebtoken::get_current_timestamp() + 600,
+    });
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
+    let token = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key)
+        .expect("sign a token");
+    let url = format!(
+        "{}/?c={channel}&api={}&token={token}",
+        page_host.url, api.url
+    );
+    let page = ChatPage::open(&driver, &url);
+    page.wait_for_status("live");
+    page.send("someone else", "across origins");
+    page.wait_for_text("across origins");
+    assert_eq!(
+        page.messages(),
+        vec![shown(1, "ann", "across origins")],
+        "stored on the other origin, authored by the token's name"
+    );
+}
