@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Ingest throughput: POST/s of the all-in-one crier with durable acknowledgements
-# (flush before 201, the default) and without, alternating runs side by side.
+# Ingest throughput, side by side: POST/s of the all-in-one crier with durable
+# acknowledgements (flush before 201, the default), of crier answering from
+# memory (--durable-ack false), and of Nchan (memory only), alternating runs.
 #
 #   bench/ingest.sh [runs] [seconds] [connections]
 #
-# Needs `wrk` (Debian package `wrk`). Prints one line per run and the medians.
+# Needs `wrk` and, for Nchan, `nginx` with `libnginx-mod-nchan`. Prints one line
+# per run and the medians.
 set -euo pipefail
 
 runs=${1:-3}
@@ -16,33 +18,54 @@ cd "$root"
 command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 1; }
 cargo build --release --quiet --bin crier
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+cleanup() {
+  bench/peers/nchan/stop.sh "$work/nchan" 2>/dev/null || true
+  kill $(jobs -p) 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
 
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
-# One run: a fresh crier on a fresh data dir; prints requests/s.
-run_once() {
-  local durable=$1 port dir pid rps
+# wrk against a base URL with a script; prints requests/s, fails on any error.
+load() {
+  local base=$1 script=$2 rps
+  rps=$(wrk -t2 -c"$connections" -d"${seconds}s" -s "$script" "$base" |
+    tee "$work/wrk.out" | awk '/Requests\/sec/ {print $2}')
+  if grep -q "Non-2xx\|Socket errors" "$work/wrk.out"; then
+    echo "errors during the run:" >&2
+    cat "$work/wrk.out" >&2
+    exit 1
+  fi
+  echo "$rps"
+}
+
+crier_run() {
+  local durable=$1 port pid rps
   port=$(free_port)
-  dir="$work/data-$durable-$RANDOM"
-  RUST_LOG=warn ./target/release/crier --listen "127.0.0.1:$port" --data-dir "$dir" \
-    --durable-ack "$durable" >"$work/crier.log" 2>&1 &
+  RUST_LOG=warn ./target/release/crier --listen "127.0.0.1:$port" \
+    --data-dir "$work/data-$durable-$RANDOM" --durable-ack "$durable" \
+    --post-rate-per-sec 0 >"$work/crier.out" 2>"$work/crier.log" &
   pid=$!
   for _ in $(seq 1 100); do
     curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break
     sleep 0.1
   done
-  rps=$(wrk -t2 -c"$connections" -d"${seconds}s" -s bench/post.lua "http://127.0.0.1:$port" |
-    tee "$work/wrk.out" | awk '/Requests\/sec/ {print $2}')
-  if grep -q "Non-2xx" "$work/wrk.out"; then
-    echo "errors during the run:" >&2
-    cat "$work/wrk.out" >&2
-    exit 1
-  fi
+  rps=$(load "http://127.0.0.1:$port" bench/post.lua)
   kill "$pid"
   wait "$pid" 2>/dev/null || true
+  echo "$rps"
+}
+
+nchan_run() {
+  local port rps
+  port=$(free_port)
+  bench/peers/nchan/start.sh "$port" "$work/nchan" >/dev/null
+  rps=$(load "http://127.0.0.1:$port" bench/nchan-post.lua)
+  bench/peers/nchan/stop.sh "$work/nchan"
+  rm -rf "$work/nchan"
   echo "$rps"
 }
 
@@ -50,15 +73,17 @@ median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 durable=()
 memory=()
+nchan=()
 for run in $(seq 1 "$runs"); do
-  d=$(run_once true)
-  m=$(run_once false)
-  echo "run $run: durable ${d} POST/s, in-memory ${m} POST/s"
+  d=$(crier_run true)
+  n=$(nchan_run)
+  m=$(crier_run false)
+  echo "run $run: crier durable ${d} POST/s, nchan ${n} POST/s, crier in-memory ${m} POST/s"
   durable+=("$d")
+  nchan+=("$n")
   memory+=("$m")
 done
-d_median=$(printf '%s\n' "${durable[@]}" | median)
-m_median=$(printf '%s\n' "${memory[@]}" | median)
 echo "median of $runs runs, $connections connections, ${seconds}s each:"
-echo "  durable (flush before 201): $d_median POST/s"
-echo "  in-memory acknowledgement:  $m_median POST/s"
+echo "  crier, durable (flush before 201): $(printf '%s\n' "${durable[@]}" | median) POST/s"
+echo "  crier, in-memory acknowledgement:  $(printf '%s\n' "${memory[@]}" | median) POST/s"
+echo "  nchan (memory only):               $(printf '%s\n' "${nchan[@]}" | median) POST/s"

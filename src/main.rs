@@ -3,12 +3,13 @@ use crier::Application;
 use crier::config::Config;
 
 /// rumqttd reports every packet through `tracing` spans (some at error level), which
-/// would drown the service's own log; `RUST_LOG` brings them back when needed.
-const LOG_DEFAULT: &str = "info,rumqttd=off,tracing=off";
+/// would drown the service's own log and cost more than the work itself. They stay
+/// off unless `RUST_LOG` names `rumqttd`.
+const QUIET_BROKER: &str = "rumqttd=off,tracing=off";
 
 #[actix_web::main]
 async fn main() -> std::process::ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(LOG_DEFAULT)).init();
+    init_logging();
     protocol::tls::install_crypto_provider();
     let config = Config::parse();
     let data_dir = config.chat.data_dir.display().to_string();
@@ -45,4 +46,13 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+fn init_logging() {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(filter) if filter.contains("rumqttd") => filter,
+        Ok(filter) if !filter.trim().is_empty() => format!("{filter},{QUIET_BROKER}"),
+        _ => format!("info,{QUIET_BROKER}"),
+    };
+    env_logger::Builder::new().parse_filters(&filter).init();
 }
