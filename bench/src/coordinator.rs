@@ -304,6 +304,7 @@ fn fill_results(report: &mut Report, results: &[WorkerResult], publish_started_n
         report.lost += r.lost;
         report.duplicated += r.duplicated;
         report.out_of_order += r.out_of_order;
+        report.reordered_concurrent += r.reordered_concurrent;
         report.stale += r.stale;
         report.reconnects += r.reconnects;
         report.complete_subscribers += r.complete_subscribers;

@@ -1,11 +1,15 @@
 //! Publishers: `connections` keep-alive HTTP/1.1 connections, each with one
 //! request in flight, taking message numbers from a shared counter. Message
 //! `i` goes to channel `i % channels` with sequence number `i / channels + 1`,
-//! paced to `rate` per second or as fast as the server answers.
+//! paced to `rate` per second or as fast as the server answers. Each text
+//! also says up to which number the channel's messages were all answered when
+//! it was sent, so subscribers can tell real reordering from a race between
+//! two requests in flight.
 
 use crate::http::{self, BodyDecoder};
 use crate::target::{UrlTemplate, channel_id, render_body, stamp_text};
 use crate::wire::now_nanos;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,6 +52,49 @@ struct Shared {
     started: Instant,
     storm: Arc<Notify>,
     first_error: Mutex<Option<String>>,
+    /// Per channel; a std lock: held for a few instructions, never across `.await`.
+    answered: Mutex<Vec<Answered>>,
+}
+
+/// Which sequence numbers of a channel have been answered (ok or not).
+#[derive(Debug, Default)]
+struct Answered {
+    /// 1..=prefix are all answered.
+    prefix: u64,
+    beyond: BTreeSet<u64>,
+}
+
+impl Answered {
+    fn mark(&mut self, seq: u64) {
+        if seq != self.prefix + 1 {
+            if seq > self.prefix {
+                self.beyond.insert(seq);
+            }
+            return;
+        }
+        self.prefix = seq;
+        while self.beyond.remove(&(self.prefix + 1)) {
+            self.prefix += 1;
+        }
+    }
+}
+
+impl Shared {
+    fn answered_prefix(&self, channel: usize) -> u64 {
+        self.answered
+            .lock()
+            .ok()
+            .and_then(|a| a.get(channel).map(|c| c.prefix))
+            .unwrap_or(0)
+    }
+
+    fn mark_answered(&self, channel: usize, seq: u64) {
+        if let Ok(mut answered) = self.answered.lock()
+            && let Some(c) = answered.get_mut(channel)
+        {
+            c.mark(seq);
+        }
+    }
 }
 
 /// Publishes the whole plan; `storm` is notified at `plan.storm_at`.
@@ -60,6 +107,11 @@ pub async fn publish(plan: PublishPlan, storm: Arc<Notify>) -> Published {
         started: Instant::now(),
         storm,
         first_error: Mutex::new(None),
+        answered: Mutex::new(
+            (0..plan.channels.max(1))
+                .map(|_| Answered::default())
+                .collect(),
+        ),
         plan,
     });
     let started_nanos = now_nanos();
@@ -111,9 +163,16 @@ async fn connection(shared: Arc<Shared>) {
         if plan.storm_at == Some(i) {
             shared.storm.notify_one();
         }
+        let index = (i % channels) as usize;
         let channel = channel_id(plan.channel_salt, i % channels);
         let seq = i / channels + 1;
-        let body = render_body(&plan.body, &channel, seq, &stamp_text(seq, now_nanos()));
+        let acked = shared.answered_prefix(index);
+        let body = render_body(
+            &plan.body,
+            &channel,
+            seq,
+            &stamp_text(seq, now_nanos(), acked),
+        );
         let request = format!(
             "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n\r\n{body}",
             plan.url.path_for(&channel),
@@ -124,6 +183,7 @@ async fn connection(shared: Arc<Shared>) {
         let outcome = tokio::time::timeout(REQUEST_TIMEOUT, roundtrip(&mut conn, plan, &request))
             .await
             .unwrap_or_else(|_| Err("publish: timed out".to_owned()));
+        shared.mark_answered(index, seq);
         match outcome {
             Ok(status) if (200..300).contains(&status) => {
                 shared.ok.fetch_add(1, Ordering::Relaxed);
@@ -218,4 +278,22 @@ async fn fill(conn: &mut Conn) -> Result<(), String> {
     }
     conn.buf.extend_from_slice(&chunk[..n]);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answered_prefix_waits_for_the_gaps() {
+        let mut a = Answered::default();
+        for seq in [2, 3, 1] {
+            a.mark(seq);
+        }
+        assert_eq!(a.prefix, 3);
+        a.mark(5);
+        assert_eq!(a.prefix, 3);
+        a.mark(4);
+        assert_eq!((a.prefix, a.beyond.len()), (5, 0));
+    }
 }

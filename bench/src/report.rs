@@ -40,7 +40,11 @@ pub struct Report {
 
     pub lost: u64,
     pub duplicated: u64,
+    /// A message arrived after one that was sent only once it was acknowledged.
     pub out_of_order: u64,
+    /// Concurrently published messages delivered in another order than sent (not an error).
+    pub reordered_concurrent: u64,
+    /// Stamped messages from before this run (history of a reused channel).
     pub stale: u64,
     pub reconnects: u64,
     pub complete_subscribers: u64,
@@ -162,8 +166,13 @@ impl Report {
             );
         }
         s += &format!(
-            "lost {} duplicated {} out-of-order {} stale {} unasked reconnects {}\n",
-            self.lost, self.duplicated, self.out_of_order, self.stale, self.reconnects
+            "lost {} duplicated {} out-of-order {} (concurrent reordered {}) stale {} unasked reconnects {}\n",
+            self.lost,
+            self.duplicated,
+            self.out_of_order,
+            self.reordered_concurrent,
+            self.stale,
+            self.reconnects
         );
         if let Some(storm) = &self.storm {
             s += &format!(

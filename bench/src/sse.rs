@@ -1,6 +1,6 @@
 //! Incremental Server-Sent Events parser that keeps only what the benchmark
-//! needs: the `id:` of each event and the `bench <seq> <nanos>` stamp found
-//! anywhere in its `data:` lines (Crier wraps the text in JSON, Nchan sends it
+//! needs: the `id:` of each event and the `bench <seq> <nanos> [<acked>]`
+//! stamp found anywhere in its `data:` lines (Crier wraps the text in JSON, Nchan sends it
 //! raw). A partial line is the only thing buffered between reads.
 
 /// Longest SSE line we accept before calling the stream broken.
@@ -13,6 +13,9 @@ pub struct Stamp {
     pub seq: u64,
     /// Send time, nanoseconds since the Unix epoch.
     pub nanos: u64,
+    /// Every message of the channel up to this one was acknowledged before
+    /// this one was sent (0 when the text has no such field).
+    pub acked: u64,
 }
 
 /// What a complete line means to the caller.
@@ -82,7 +85,7 @@ impl SseParser {
     }
 }
 
-/// Finds the first `bench <seq> <nanos>` in `hay`.
+/// Finds the first `bench <seq> <nanos>` (optionally ` <acked>`) in `hay`.
 pub fn find_stamp(hay: &[u8]) -> Option<Stamp> {
     const MARK: &[u8] = b"bench ";
     let mut from = 0;
@@ -90,9 +93,13 @@ pub fn find_stamp(hay: &[u8]) -> Option<Stamp> {
         let rest = &hay[from + at + MARK.len()..];
         if let Some((seq, rest)) = number(rest)
             && let Some(rest) = rest.strip_prefix(b" ")
-            && let Some((nanos, _)) = number(rest)
+            && let Some((nanos, rest)) = number(rest)
         {
-            return Some(Stamp { seq, nanos });
+            let acked = rest
+                .strip_prefix(b" ")
+                .and_then(number)
+                .map_or(0, |(acked, _)| acked);
+            return Some(Stamp { seq, nanos, acked });
         }
         from += at + 1;
     }
@@ -129,7 +136,7 @@ mod tests {
     #[test]
     fn crier_and_nchan_events_parse_whatever_the_read_sizes() {
         let wire = b"retry: 3000\n\n: keep-alive\n\n\
-            id: 7\nevent: message\ndata: {\"id\":7,\"author\":\"bench\",\"text\":\"bench 7 1700000000123456789\"}\n\n\
+            id: 7\nevent: message\ndata: {\"id\":7,\"author\":\"bench\",\"text\":\"bench 7 1700000000123456789 5\"}\n\n\
             id: 1700000000:0\r\ndata: bench 8 1700000000999\r\n\r\n\
             data: not ours\n\n";
         for piece in 1..wire.len() {
@@ -140,11 +147,13 @@ mod tests {
                 [
                     Stamp {
                         seq: 7,
-                        nanos: 1_700_000_000_123_456_789
+                        nanos: 1_700_000_000_123_456_789,
+                        acked: 5
                     },
                     Stamp {
                         seq: 8,
-                        nanos: 1_700_000_000_999
+                        nanos: 1_700_000_000_999,
+                        acked: 0
                     },
                 ],
                 "read size {piece}"
@@ -156,7 +165,11 @@ mod tests {
     fn stamp_is_found_after_false_starts() {
         assert_eq!(
             find_stamp(b"\"author\":\"bench \",\"text\":\"bench x\" bench 3 44"),
-            Some(Stamp { seq: 3, nanos: 44 })
+            Some(Stamp {
+                seq: 3,
+                nanos: 44,
+                acked: 0
+            })
         );
         assert_eq!(find_stamp(b"bench 3"), None);
         assert_eq!(find_stamp(b"bench 99999999999999999999 1"), None);

@@ -73,8 +73,10 @@ pub fn channel_id(salt: u32, index: u64) -> String {
 }
 
 /// The text a publisher sends; subscribers find it with `sse::find_stamp`.
-pub fn stamp_text(seq: u64, nanos: u64) -> String {
-    format!("bench {seq} {nanos}")
+/// `acked`: every message of the channel up to this number was acknowledged
+/// before this one was sent, so the server must deliver those first.
+pub fn stamp_text(seq: u64, nanos: u64, acked: u64) -> String {
+    format!("bench {seq} {nanos} {acked}")
 }
 
 /// Fills a body template.
@@ -116,10 +118,10 @@ mod tests {
 
     #[test]
     fn body_template_gets_the_stamp() {
-        let text = stamp_text(3, 99);
+        let text = stamp_text(3, 99, 1);
         assert_eq!(
             render_body(r#"{"author":"bench","text":"{text}"}"#, "c", 3, &text),
-            r#"{"author":"bench","text":"bench 3 99"}"#
+            r#"{"author":"bench","text":"bench 3 99 1"}"#
         );
     }
 

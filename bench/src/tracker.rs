@@ -1,7 +1,11 @@
 //! Per-subscriber accounting of sequence numbers in a few dozen bytes: the
 //! next expected number plus the ranges skipped so far. A number below the
-//! next one is either a skipped one arriving late (out of order) or a
-//! duplicate; whatever is never seen is lost.
+//! next one is either a skipped one arriving late or a duplicate; whatever is
+//! never seen is lost.
+//!
+//! A late arrival is only out of order if it was acknowledged before a message
+//! delivered ahead of it was sent: messages published concurrently may be
+//! ordered either way by the server (counted as `reordered_concurrent`).
 
 /// Skipped ranges kept per subscriber; past this the oldest are forgotten
 /// (they stay lost, and a very late arrival of one counts as a duplicate).
@@ -17,11 +21,17 @@ pub struct SeqTracker {
     pub distinct: u64,
     pub duplicated: u64,
     pub out_of_order: u64,
+    pub reordered_concurrent: u64,
+    /// Highest `acked` of the messages seen: all up to it must come first.
+    ordered_upto: u64,
 }
 
 impl SeqTracker {
-    /// Records one delivery of `seq` (numbers start at 1).
-    pub fn record(&mut self, seq: u64) {
+    /// Records one delivery of `seq` (numbers start at 1), sent once every
+    /// message up to `acked` had been acknowledged.
+    pub fn record(&mut self, seq: u64, acked: u64) {
+        let ordered_upto = self.ordered_upto;
+        self.ordered_upto = self.ordered_upto.max(acked.min(seq.saturating_sub(1)));
         let next = self.next.max(1);
         if seq >= next {
             if seq > next {
@@ -53,7 +63,11 @@ impl SeqTracker {
                     }
                 }
                 self.distinct += 1;
-                self.out_of_order += 1;
+                if seq <= ordered_upto {
+                    self.out_of_order += 1;
+                } else {
+                    self.reordered_concurrent += 1;
+                }
             }
             None => self.duplicated += 1,
         }
@@ -80,10 +94,11 @@ impl SeqTracker {
 mod tests {
     use super::*;
 
+    /// Tracks messages each sent after all before it were acknowledged.
     fn track(seqs: &[u64]) -> SeqTracker {
         let mut t = SeqTracker::default();
         for &s in seqs {
-            t.record(s);
+            t.record(s, s - 1);
         }
         t
     }
@@ -100,6 +115,27 @@ mod tests {
         let t = track(&[1, 4, 2, 6, 3]);
         assert_eq!((t.lost(6), t.out_of_order, t.duplicated), (1, 2, 0));
         assert_eq!(t.distinct, 5);
+    }
+
+    #[test]
+    fn concurrent_publishes_may_arrive_either_way() {
+        let mut t = SeqTracker::default();
+        // 2 and 3 were in flight together; 4 was sent after both were acknowledged.
+        for (seq, acked) in [(1, 0), (3, 1), (2, 1), (4, 3)] {
+            t.record(seq, acked);
+        }
+        assert_eq!(
+            (t.lost(4), t.out_of_order, t.reordered_concurrent),
+            (0, 0, 1)
+        );
+        let mut t = SeqTracker::default();
+        for (seq, acked) in [(1, 0), (4, 3), (2, 1), (3, 1)] {
+            t.record(seq, acked);
+        }
+        assert_eq!(
+            (t.lost(4), t.out_of_order, t.reordered_concurrent),
+            (0, 2, 0)
+        );
     }
 
     #[test]

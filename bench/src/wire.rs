@@ -72,6 +72,8 @@ pub struct WorkerResult {
     pub lost: u64,
     pub duplicated: u64,
     pub out_of_order: u64,
+    /// Late arrivals that were published concurrently with what came first.
+    pub reordered_concurrent: u64,
     /// Stamped events from before this run (replayed history of a reused channel).
     pub stale: u64,
     /// Streams that ended without being asked to and were reopened.

@@ -137,7 +137,7 @@ impl Ctx {
             }
             Item::Event(stamp) => {
                 latency.saturating_record(now.saturating_sub(stamp.nanos) / 1000);
-                sub.tracker.record(stamp.seq);
+                sub.tracker.record(stamp.seq, stamp.acked);
                 self.deliveries.set(self.deliveries.get() + 1);
                 self.last_delivery_nanos.set(now);
             }
@@ -323,6 +323,7 @@ async fn drain(ctx: Rc<Ctx>, expected: Vec<u64>, drain_ms: u64) {
         result.lost += lost;
         result.duplicated += sub.tracker.duplicated;
         result.out_of_order += sub.tracker.out_of_order;
+        result.reordered_concurrent += sub.tracker.reordered_concurrent;
         if lost == 0 {
             result.complete_subscribers += 1;
         } else {
