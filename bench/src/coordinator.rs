@@ -3,9 +3,10 @@
 //! tells the workers when to count, and merges what they report.
 
 use crate::config::RunArgs;
+use crate::cpu::cpu_secs;
 use crate::memory;
 use crate::publisher::{self, PublishPlan, Published};
-use crate::report::{Memory, Percentiles, Report, StormSummary};
+use crate::report::{Cpu, Memory, Percentiles, Report, StormSummary};
 use crate::target::UrlTemplate;
 use crate::wire::{self, Command, Connected, Event, StormReport, WorkerResult, WorkerSpec};
 use std::process::Stdio;
@@ -174,6 +175,8 @@ async fn run_inner(args: &RunArgs) -> Result<Report, String> {
 
     tokio::time::sleep(Duration::from_millis(args.settle_ms)).await;
     let mem_connected = memory::sample(&args.server_pid);
+    let me = [std::process::id()];
+    let cpu_start = (Instant::now(), cpu_secs(&args.server_pid), cpu_secs(&me));
     if args.idle_secs > 0.0 {
         tokio::time::sleep(Duration::from_secs_f64(args.idle_secs)).await;
     }
@@ -223,6 +226,11 @@ async fn run_inner(args: &RunArgs) -> Result<Report, String> {
         }
     }
     let mem_end = memory::sample(&args.server_pid);
+    report.cpu = Cpu {
+        wall_secs: cpu_start.0.elapsed().as_secs_f64(),
+        server_secs: cpu_secs(&args.server_pid) - cpu_start.1,
+        generator_secs: cpu_secs(&me) - cpu_start.2,
+    };
     workers.stop().await;
 
     fill_publish(&mut report, &published);

@@ -9,11 +9,12 @@
 //! - [`worker`] + [`subscriber`]: one process's share of the SSE subscribers.
 //! - [`publisher`]: paced POSTs over keep-alive connections.
 //! - [`http`], [`sse`]: incremental parsers; [`tracker`]: loss accounting.
-//! - [`target`]: URL/body templates and channel ids; [`memory`]: `/proc`.
+//! - [`target`]: URL/body templates and channel ids; [`memory`], [`cpu`]: `/proc`.
 //! - [`wire`]: the JSON lines between coordinator and workers; [`report`]: output.
 
 mod config;
 mod coordinator;
+mod cpu;
 mod http;
 mod memory;
 mod publisher;

@@ -46,7 +46,7 @@ fn rollup(text: &str) -> (u64, u64) {
     (field("Rss:"), field("Pss:"))
 }
 
-fn with_descendants(roots: &[u32]) -> BTreeSet<u32> {
+pub fn with_descendants(roots: &[u32]) -> BTreeSet<u32> {
     let mut all: BTreeSet<u32> = roots.iter().copied().collect();
     if all.is_empty() {
         return all;

@@ -52,6 +52,7 @@ pub struct Report {
 
     pub storm: Option<StormSummary>,
     pub memory: Option<Memory>,
+    pub cpu: Cpu,
     pub errors: Vec<String>,
     /// No loss, duplicate, reordering, failed publish, failed connect or storm failure.
     pub lossless: bool,
@@ -92,6 +93,16 @@ pub struct StormSummary {
     pub failed: u64,
     /// From the storm until every subscriber had its `200` again.
     pub live_secs: f64,
+}
+
+/// CPU seconds from "all connected" to the end of the drain.
+#[derive(Debug, Default, Serialize)]
+pub struct Cpu {
+    pub wall_secs: f64,
+    /// The `--server-pid` processes and their descendants.
+    pub server_secs: f64,
+    /// This process and its workers.
+    pub generator_secs: f64,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -195,6 +206,10 @@ impl Report {
                 m.pss_per_conn_bytes,
             );
         }
+        s += &format!(
+            "cpu over {:.2} s after connecting: server {:.2} s, generator {:.2} s\n",
+            self.cpu.wall_secs, self.cpu.server_secs, self.cpu.generator_secs
+        );
         for e in &self.errors {
             s += &format!("first error: {e}\n");
         }
