@@ -318,13 +318,13 @@ fn fill_results(report: &mut Report, results: &[WorkerResult], publish_started_n
         report.complete_subscribers += r.complete_subscribers;
         report.incomplete_subscribers += r.incomplete_subscribers;
         last_delivery = last_delivery.max(r.last_delivery_nanos);
-        if report.errors.len() < 4 {
-            report
-                .errors
-                .extend(r.first_error.clone().map(|e| format!("subscriber: {e}")));
+        if let Some(e) = &r.first_error {
+            let e = format!("subscriber: {e}");
+            if report.errors.len() < 4 && !report.errors.contains(&e) {
+                report.errors.push(e);
+            }
         }
     }
-    report.errors.dedup();
     report.latency_us = Percentiles::of(&latency);
     report.delivery_secs = last_delivery.saturating_sub(publish_started_nanos) as f64 / 1e9;
     report.deliveries_per_sec = rate(report.deliveries, report.delivery_secs);
