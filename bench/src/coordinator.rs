@@ -228,8 +228,8 @@ async fn run_inner(args: &RunArgs) -> Result<Report, String> {
     let mem_end = memory::sample(&args.server_pid);
     report.cpu = Cpu {
         wall_secs: cpu_start.0.elapsed().as_secs_f64(),
-        server_secs: cpu_secs(&args.server_pid) - cpu_start.1,
-        generator_secs: cpu_secs(&me) - cpu_start.2,
+        server_secs: centis(cpu_secs(&args.server_pid) - cpu_start.1),
+        generator_secs: centis(cpu_secs(&me) - cpu_start.2),
     };
     workers.stop().await;
 
@@ -337,6 +337,11 @@ fn storm_summary(storms: &[StormReport]) -> StormSummary {
         failed: storms.iter().map(|s| s.failed).sum(),
         live_secs: storms.iter().map(|s| s.live_ms).max().unwrap_or(0) as f64 / 1000.0,
     }
+}
+
+/// CPU times come in hundredths of a second; drop the float noise.
+fn centis(secs: f64) -> f64 {
+    (secs * 100.0).round() / 100.0
 }
 
 fn rate(count: u64, secs: f64) -> f64 {
