@@ -40,7 +40,7 @@ pub struct RunArgs {
         default_value = "http://127.0.0.1:8080/channels/{channel}/messages"
     )]
     pub pub_url: String,
-    /// Publish body; `{text}` becomes `bench <seq> <send-nanos>`, also `{channel}`, `{seq}`.
+    /// Publish body; `{text}` becomes `bench <seq> <send-nanos> <acked>`, also `{channel}`, `{seq}`.
     #[arg(long, default_value = r#"{"author":"bench","text":"{text}"}"#)]
     pub pub_body: String,
     #[arg(long, default_value = "application/json")]
