@@ -1,0 +1,299 @@
+//! Publishers: `connections` keep-alive HTTP/1.1 connections, each with one
+//! request in flight, taking message numbers from a shared counter. Message
+//! `i` goes to channel `i % channels` with sequence number `i / channels + 1`,
+//! paced to `rate` per second or as fast as the server answers. Each text
+//! also says up to which number the channel's messages were all answered when
+//! it was sent, so subscribers can tell real reordering from a race between
+//! two requests in flight.
+
+use crate::http::{self, BodyDecoder};
+use crate::target::{UrlTemplate, channel_id, render_body, stamp_text};
+use crate::wire::now_nanos;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct PublishPlan {
+    pub url: UrlTemplate,
+    pub body: String,
+    pub content_type: String,
+    pub channels: u64,
+    pub channel_salt: u32,
+    pub total: u64,
+    pub rate: Option<f64>,
+    pub connections: usize,
+    /// Notified just before message number `storm_at` is sent.
+    pub storm_at: Option<u64>,
+}
+
+#[derive(Debug, Default)]
+pub struct Published {
+    pub ok: u64,
+    pub failed: u64,
+    /// Messages attempted per channel (the highest sequence number sent).
+    pub per_channel: Vec<u64>,
+    pub started_nanos: u64,
+    pub secs: f64,
+    pub first_error: Option<String>,
+}
+
+struct Shared {
+    plan: PublishPlan,
+    next: AtomicU64,
+    ok: AtomicU64,
+    failed: AtomicU64,
+    started: Instant,
+    storm: Arc<Notify>,
+    first_error: Mutex<Option<String>>,
+    /// Per channel; a std lock: held for a few instructions, never across `.await`.
+    answered: Mutex<Vec<Answered>>,
+}
+
+/// Which sequence numbers of a channel have been answered (ok or not).
+#[derive(Debug, Default)]
+struct Answered {
+    /// 1..=prefix are all answered.
+    prefix: u64,
+    beyond: BTreeSet<u64>,
+}
+
+impl Answered {
+    fn mark(&mut self, seq: u64) {
+        if seq != self.prefix + 1 {
+            if seq > self.prefix {
+                self.beyond.insert(seq);
+            }
+            return;
+        }
+        self.prefix = seq;
+        while self.beyond.remove(&(self.prefix + 1)) {
+            self.prefix += 1;
+        }
+    }
+}
+
+impl Shared {
+    fn answered_prefix(&self, channel: usize) -> u64 {
+        self.answered
+            .lock()
+            .ok()
+            .and_then(|a| a.get(channel).map(|c| c.prefix))
+            .unwrap_or(0)
+    }
+
+    fn mark_answered(&self, channel: usize, seq: u64) {
+        if let Ok(mut answered) = self.answered.lock()
+            && let Some(c) = answered.get_mut(channel)
+        {
+            c.mark(seq);
+        }
+    }
+}
+
+/// Publishes the whole plan; `storm` is notified at `plan.storm_at`.
+pub async fn publish(plan: PublishPlan, storm: Arc<Notify>) -> Published {
+    let connections = plan.connections.max(1);
+    let shared = Arc::new(Shared {
+        next: AtomicU64::new(0),
+        ok: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+        started: Instant::now(),
+        storm,
+        first_error: Mutex::new(None),
+        answered: Mutex::new(
+            (0..plan.channels.max(1))
+                .map(|_| Answered::default())
+                .collect(),
+        ),
+        plan,
+    });
+    let started_nanos = now_nanos();
+    let tasks: Vec<_> = (0..connections)
+        .map(|_| tokio::spawn(connection(shared.clone())))
+        .collect();
+    for task in tasks {
+        if let Err(e) = task.await {
+            note(&shared, format!("publisher task: {e}"));
+        }
+    }
+    let plan = &shared.plan;
+    let channels = plan.channels.max(1);
+    let per_channel = (0..channels)
+        .map(|c| plan.total / channels + u64::from(c < plan.total % channels))
+        .collect();
+    let first_error = shared.first_error.lock().ok().and_then(|e| e.clone());
+    Published {
+        ok: shared.ok.load(Ordering::Relaxed),
+        failed: shared.failed.load(Ordering::Relaxed),
+        per_channel,
+        started_nanos,
+        secs: shared.started.elapsed().as_secs_f64(),
+        first_error,
+    }
+}
+
+fn note(shared: &Shared, error: String) {
+    if let Ok(mut first) = shared.first_error.lock()
+        && first.is_none()
+    {
+        *first = Some(error);
+    }
+}
+
+async fn connection(shared: Arc<Shared>) {
+    let plan = &shared.plan;
+    let channels = plan.channels.max(1);
+    let mut conn: Option<Conn> = None;
+    loop {
+        let i = shared.next.fetch_add(1, Ordering::Relaxed);
+        if i >= plan.total {
+            return;
+        }
+        if let Some(rate) = plan.rate {
+            let at = shared.started + Duration::from_secs_f64(i as f64 / rate);
+            tokio::time::sleep_until(at.into()).await;
+        }
+        if plan.storm_at == Some(i) {
+            shared.storm.notify_one();
+        }
+        let index = (i % channels) as usize;
+        let channel = channel_id(plan.channel_salt, i % channels);
+        let seq = i / channels + 1;
+        let acked = shared.answered_prefix(index);
+        let body = render_body(
+            &plan.body,
+            &channel,
+            seq,
+            &stamp_text(seq, now_nanos(), acked),
+        );
+        let request = format!(
+            "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n\r\n{body}",
+            plan.url.path_for(&channel),
+            plan.url.host,
+            plan.content_type,
+            body.len()
+        );
+        let outcome = tokio::time::timeout(REQUEST_TIMEOUT, roundtrip(&mut conn, plan, &request))
+            .await
+            .unwrap_or_else(|_| Err("publish: timed out".to_owned()));
+        shared.mark_answered(index, seq);
+        match outcome {
+            Ok(status) if (200..300).contains(&status) => {
+                shared.ok.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(status) => {
+                shared.failed.fetch_add(1, Ordering::Relaxed);
+                note(&shared, format!("publish: status {status}"));
+            }
+            Err(e) => {
+                conn = None;
+                shared.failed.fetch_add(1, Ordering::Relaxed);
+                note(&shared, e);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+struct Conn {
+    socket: TcpStream,
+    buf: Vec<u8>,
+}
+
+/// Sends one request and reads its whole response; returns the status.
+async fn roundtrip(
+    slot: &mut Option<Conn>,
+    plan: &PublishPlan,
+    request: &str,
+) -> Result<u16, String> {
+    if slot.is_none() {
+        let socket = TcpStream::connect(plan.url.addr)
+            .await
+            .map_err(|e| format!("publish connect: {e}"))?;
+        socket
+            .set_nodelay(true)
+            .map_err(|e| format!("nodelay: {e}"))?;
+        *slot = Some(Conn {
+            socket,
+            buf: Vec::with_capacity(4096),
+        });
+    }
+    let Some(conn) = slot.as_mut() else {
+        return Err("publish: no connection".to_owned());
+    };
+    conn.socket
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| format!("publish write: {e}"))?;
+    let end = loop {
+        if let Some(end) = http::head_end(&conn.buf) {
+            break end;
+        }
+        if conn.buf.len() > http::MAX_HEAD {
+            return Err(http::HttpError::HeadTooLong.to_string());
+        }
+        fill(conn).await?;
+    };
+    let head = http::parse_head(&conn.buf[..end]).map_err(|e| e.to_string())?;
+    conn.buf.drain(..end);
+    let mut body = BodyDecoder::new(head.framing);
+    let until_close = head.framing == http::Framing::UntilClose;
+    loop {
+        let used = body
+            .feed(&conn.buf, &mut |_| {})
+            .map_err(|e| e.to_string())?;
+        conn.buf.drain(..used);
+        if body.is_done() {
+            break;
+        }
+        match fill(conn).await {
+            Ok(()) => {}
+            Err(_) if until_close => break,
+            Err(e) => return Err(e),
+        }
+    }
+    if head.close || until_close {
+        *slot = None;
+    }
+    Ok(head.status)
+}
+
+/// Reads more of the response; end of stream is an error.
+async fn fill(conn: &mut Conn) -> Result<(), String> {
+    let mut chunk = [0u8; 4096];
+    let n = conn
+        .socket
+        .read(&mut chunk)
+        .await
+        .map_err(|e| format!("publish read: {e}"))?;
+    if n == 0 {
+        return Err("publish: server closed the connection".to_owned());
+    }
+    conn.buf.extend_from_slice(&chunk[..n]);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answered_prefix_waits_for_the_gaps() {
+        let mut a = Answered::default();
+        for seq in [2, 3, 1] {
+            a.mark(seq);
+        }
+        assert_eq!(a.prefix, 3);
+        a.mark(5);
+        assert_eq!(a.prefix, 3);
+        a.mark(4);
+        assert_eq!((a.prefix, a.beyond.len()), (5, 0));
+    }
+}
