@@ -33,6 +33,19 @@ use crate::replay::HistorySource;
 /// Backfills reading history at the same time; the others wait their turn.
 pub const BACKFILL_CONCURRENCY: usize = 4;
 
+/// Slots of a channel's live ring. tokio allocates them all up front (about 64
+/// bytes each), so a large ring costs tens of KB per followed channel even when
+/// idle; a listener that overruns this one is caught up from the recent buffer,
+/// which grows only as messages arrive.
+const MAX_LIVE_RING: usize = 64;
+
+/// The live ring for a recent buffer of `ring_size`: half of it (so a listener
+/// that overruns the ring usually finds what it missed in the buffer), at most
+/// [`MAX_LIVE_RING`].
+fn live_ring_for(ring_size: usize) -> usize {
+    (ring_size / 2).clamp(1, MAX_LIVE_RING)
+}
+
 /// One message framed for SSE, shared by every listener (cloning is a refcount).
 #[derive(Debug, Clone)]
 pub struct Frame {
@@ -68,6 +81,8 @@ struct Inner {
     channels: Mutex<HashMap<ChannelId, ChannelEntry>>,
     changes: mpsc::UnboundedSender<SubscriptionChange>,
     ring_size: usize,
+    /// Slots of each channel's live ring.
+    live_ring: usize,
     /// Without history, gaps are left to each stream's own catch-up.
     history: Option<Arc<dyn HistorySource>>,
     permits: Semaphore,
@@ -104,7 +119,7 @@ impl Hub {
     /// A hub without history, and the receiving end of its subscription changes
     /// (for the MQTT task). Gaps are then delivered as they come.
     pub fn new(ring_size: usize) -> (Hub, mpsc::UnboundedReceiver<SubscriptionChange>) {
-        Self::build(ring_size, None)
+        Self::build(ring_size, live_ring_for(ring_size), None)
     }
 
     /// A hub that backfills gaps and heals reconnects from `history`.
@@ -112,11 +127,22 @@ impl Hub {
         ring_size: usize,
         history: Arc<dyn HistorySource>,
     ) -> (Hub, mpsc::UnboundedReceiver<SubscriptionChange>) {
-        Self::build(ring_size, Some(history))
+        Self::build(ring_size, live_ring_for(ring_size), Some(history))
+    }
+
+    /// Like [`Hub::with_history`] with a live ring of half of `ring_size`, however
+    /// large, for tests that read many frames straight from the ring.
+    #[cfg(test)]
+    pub fn with_history_and_large_ring(
+        ring_size: usize,
+        history: Arc<dyn HistorySource>,
+    ) -> (Hub, mpsc::UnboundedReceiver<SubscriptionChange>) {
+        Self::build(ring_size, (ring_size / 2).max(1), Some(history))
     }
 
     fn build(
         ring_size: usize,
+        live_ring: usize,
         history: Option<Arc<dyn HistorySource>>,
     ) -> (Hub, mpsc::UnboundedReceiver<SubscriptionChange>) {
         let (changes, changes_rx) = mpsc::unbounded_channel();
@@ -125,6 +151,7 @@ impl Hub {
                 channels: Mutex::new(HashMap::new()),
                 changes,
                 ring_size: ring_size.max(1),
+                live_ring,
                 history,
                 permits: Semaphore::new(BACKFILL_CONCURRENCY),
                 backfills: watch::Sender::new(0),
@@ -142,8 +169,7 @@ impl Hub {
         let entry = channels.entry(channel).or_insert_with(|| {
             self.request(SubscriptionChange::Subscribe(channel));
             let epoch = self.inner.epochs.fetch_add(1, Ordering::Relaxed);
-            let size = self.inner.ring_size;
-            ChannelEntry::new(size / 2, size, epoch)
+            ChannelEntry::new(self.inner.live_ring, self.inner.ring_size, epoch)
         });
         entry.listeners += 1;
         Membership {

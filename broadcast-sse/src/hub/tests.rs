@@ -13,7 +13,7 @@ fn received(member: &mut Membership) -> Vec<u64> {
 }
 
 fn hub_with(history: &Arc<FakeHistory>, ring_size: usize) -> Hub {
-    Hub::with_history(ring_size, Arc::new(Shared(history.clone()))).0
+    Hub::with_history_and_large_ring(ring_size, Arc::new(Shared(history.clone()))).0
 }
 
 /// Waits (on the paused clock, so retries' pauses pass at once) for every backfill

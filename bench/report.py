@@ -1,0 +1,261 @@
+#!/usr/bin/env python3
+"""Turns the results of bench/run.sh into BENCHMARKS.md and docs/bench-sweep.svg.
+
+    bench/report.py RESULTS_DIR OUTPUT_MD
+"""
+import glob
+import json
+import os
+import re
+import statistics
+import sys
+
+SYSTEMS = ("crier", "nchan")
+
+
+def load(results):
+    runs = {}
+    for path in sorted(glob.glob(os.path.join(results, "*.json"))):
+        name = os.path.basename(path)[:-5]
+        scenario, system, _round = name.rsplit("-", 2)
+        try:
+            with open(path) as f:
+                data = json.load(f)
+        except ValueError:
+            data = None
+        runs.setdefault((scenario, system), []).append(data)
+    return runs
+
+
+def values(runs, scenario, system, pick):
+    out = []
+    for r in runs.get((scenario, system), []):
+        if r is None:
+            continue
+        try:
+            v = pick(r)
+        except (KeyError, TypeError):
+            continue
+        if v is not None:
+            out.append(v)
+    return out
+
+
+def summary(vals, fmt):
+    if not vals:
+        return "failed"
+    med = statistics.median(vals)
+    if len(vals) == 1:
+        return fmt(med)
+    return f"{fmt(med)} ({fmt(min(vals))}–{fmt(max(vals))})"
+
+
+def ratio(runs, scenario, pick):
+    c = values(runs, scenario, "crier", pick)
+    n = values(runs, scenario, "nchan", pick)
+    if not c or not n or statistics.median(n) == 0:
+        return "–"
+    return f"{statistics.median(c) / statistics.median(n):.2f}"
+
+
+def num(v):
+    return f"{v:,.0f}"
+
+
+def ms(v):
+    return f"{v / 1000:,.1f} ms"
+
+
+def kb(v):
+    return f"{v / 1000:,.1f} KB"
+
+
+def secs(v):
+    return f"{v:,.2f} s"
+
+
+def table(runs, scenario, rows):
+    lines = ["| metric | Crier | Nchan | Crier / Nchan |", "| --- | --- | --- | --- |"]
+    for label, pick, fmt in rows:
+        cells = [summary(values(runs, scenario, s, pick), fmt) for s in SYSTEMS]
+        lines.append(f"| {label} | {cells[0]} | {cells[1]} | {ratio(runs, scenario, pick)} |")
+    return "\n".join(lines)
+
+
+def correctness(runs):
+    total = {s: [0, 0, 0, 0, 0] for s in SYSTEMS}
+    for (scenario, system), rs in runs.items():
+        for r in rs:
+            if r is None:
+                total[system][4] += 1
+                continue
+            total[system][0] += 1
+            total[system][1] += r.get("lost", 0)
+            total[system][2] += r.get("duplicated", 0)
+            total[system][3] += r.get("out_of_order", 0)
+    lines = ["| system | runs | lost | duplicated | out of order | failed runs |", "| --- | --- | --- | --- | --- | --- |"]
+    for s in SYSTEMS:
+        t = total[s]
+        lines.append(f"| {s} | {t[0]} | {t[1]} | {t[2]} | {t[3]} | {t[4]} |")
+    return "\n".join(lines)
+
+
+def cpu_split(r):
+    cpu = r.get("cpu") or {}
+    return cpu.get("server_secs"), cpu.get("generator_secs")
+
+
+LATENCY = [
+    ("deliveries/s", lambda r: r["deliveries_per_sec"], num),
+    ("latency p50", lambda r: r["latency_us"]["p50"], ms),
+    ("latency p90", lambda r: r["latency_us"]["p90"], ms),
+    ("latency p99", lambda r: r["latency_us"]["p99"], ms),
+    ("latency p99.9", lambda r: r["latency_us"]["p999"], ms),
+    ("latency max", lambda r: r["latency_us"]["max"], ms),
+    ("server CPU s", lambda r: cpu_split(r)[0], lambda v: f"{v:.2f}"),
+    ("load generator CPU s", lambda r: cpu_split(r)[1], lambda v: f"{v:.2f}"),
+]
+
+
+def sweep_points(runs, system, pick):
+    points = []
+    for (scenario, s), rs in runs.items():
+        m = re.fullmatch(r"sweep-(\d+)", scenario)
+        if not m or s != system:
+            continue
+        vals = [pick(r) for r in rs if r is not None]
+        if vals:
+            points.append((int(m.group(1)), statistics.median(vals)))
+    return sorted(points)
+
+
+def svg(runs, path):
+    width, height, pad = 760, 300, 60
+    panels = [
+        ("deliveries/s", lambda r: r["deliveries_per_sec"], 1.0),
+        ("delivery latency p99 (ms)", lambda r: r["latency_us"]["p99"], 1000.0),
+    ]
+    colors = {"crier": "#1f6feb", "nchan": "#d1242f"}
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height * 2}" font-family="sans-serif" font-size="12">',
+             '<rect width="100%" height="100%" fill="white"/>']
+    for index, (title, pick, scale) in enumerate(panels):
+        top = index * height
+        series = {s: [(x, y / scale) for x, y in sweep_points(runs, s, pick)] for s in SYSTEMS}
+        xs = [x for pts in series.values() for x, _ in pts] or [1]
+        ys = [y for pts in series.values() for _, y in pts] or [1]
+        xmax, ymax = max(xs), max(ys) * 1.1 or 1
+        def px(x):
+            return pad + (width - 2 * pad) * x / xmax
+        def py(y):
+            return top + height - pad + -(height - 2 * pad) * y / ymax
+        parts.append(f'<text x="{width / 2}" y="{top + 20}" text-anchor="middle" font-size="14">{title} against subscribers (one channel)</text>')
+        parts.append(f'<line x1="{pad}" y1="{py(0)}" x2="{width - pad}" y2="{py(0)}" stroke="black"/>')
+        parts.append(f'<line x1="{pad}" y1="{py(0)}" x2="{pad}" y2="{top + pad}" stroke="black"/>')
+        for tick in range(0, 5):
+            yv = ymax * tick / 4
+            parts.append(f'<text x="{pad - 6}" y="{py(yv) + 4}" text-anchor="end">{yv:,.0f}</text>')
+        for x in sorted(set(xs)):
+            parts.append(f'<text x="{px(x)}" y="{py(0) + 16}" text-anchor="middle">{x:,}</text>')
+        for legend, (system, pts) in enumerate(series.items()):
+            if not pts:
+                continue
+            path_d = " ".join(f"{'M' if i == 0 else 'L'}{px(x):.1f},{py(y):.1f}" for i, (x, y) in enumerate(pts))
+            parts.append(f'<path d="{path_d}" fill="none" stroke="{colors[system]}" stroke-width="2"/>')
+            for x, y in pts:
+                parts.append(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="3" fill="{colors[system]}"/>')
+            parts.append(f'<text x="{width - pad - 80}" y="{top + 40 + 16 * legend}" fill="{colors[system]}">{system}</text>')
+    parts.append("</svg>")
+    with open(path, "w") as f:
+        f.write("\n".join(parts) + "\n")
+
+
+def ingest_section(results):
+    path = os.path.join(results, "ingest.txt")
+    if not os.path.exists(path):
+        return "Not run."
+    with open(path) as f:
+        return "```\n" + f.read().strip() + "\n```"
+
+
+def main():
+    results, output = sys.argv[1], sys.argv[2]
+    runs = load(results)
+    os.makedirs("docs", exist_ok=True)
+    svg(runs, "docs/bench-sweep.svg")
+    notes = ""
+    if os.path.exists("bench/notes.md"):
+        with open("bench/notes.md") as f:
+            notes = f.read().strip()
+    rounds = max((len(v) for k, v in runs.items() if not k[0].startswith("sweep")), default=0)
+    md = f"""# Benchmarks
+
+Generated by `bench/run.sh` (then `bench/report.py`): Crier (the all-in-one `crier`,
+release build, embedded broker, durable acknowledgements on) and Nchan (nginx
+1.22 with `libnginx-mod-nchan`, `bench/peers/nchan/`) on the same 2-core machine,
+with the load generator `crier-bench` beside them, all on loopback. The two
+systems alternate within each round; every cell is the median of {rounds} runs with
+the range in brackets, unless it says otherwise. The machine is shared, so single
+runs vary; ratios come from runs made side by side.
+
+## Correctness over every run
+
+{correctness(runs)}
+
+## Idle: 10,000 SSE streams over 1,000 channels
+
+Server memory per open stream, from `/proc/<pid>/smaps_rollup` (server and its
+child processes) before and after the streams connected.
+
+{table(runs, "idle", [
+    ("RSS per stream", lambda r: r["memory"]["rss_per_conn_bytes"], kb),
+    ("PSS per stream", lambda r: r["memory"]["pss_per_conn_bytes"], kb),
+    ("connect time, all streams", lambda r: r["connect_secs"], secs),
+])}
+
+## Fan-out: 1 channel, 10,000 subscribers, 200 messages as fast as accepted
+
+{table(runs, "fanout", LATENCY)}
+
+## Many channels: 1,000 channels × 10 subscribers, 20,000 messages
+
+### 2,000 messages/s
+
+{table(runs, "channels-2000", LATENCY)}
+
+### 5,000 messages/s
+
+{table(runs, "channels-5000", LATENCY)}
+
+### As fast as accepted (32 publishing connections)
+
+{table(runs, "channels-max", [("messages/s accepted", lambda r: r["messages_per_sec"], num)] + LATENCY)}
+
+## Reconnect storm: 10,000 subscribers drop and reconnect with Last-Event-ID
+
+20,000 messages at 2,000/s over 1,000 channels; halfway through every subscriber
+drops its stream and reconnects at once.
+
+{table(runs, "storm", [
+    ("time until all are live again", lambda r: r["storm"]["live_secs"], secs),
+    ("lost", lambda r: r["lost"], num),
+    ("duplicated", lambda r: r["duplicated"], num),
+])}
+
+## Subscribers against throughput and latency (one run per point)
+
+One channel, 100 messages as fast as accepted, 1,000 to 18,000 subscribers.
+
+![deliveries/s and p99 latency against subscribers](docs/bench-sweep.svg)
+
+## Ingest: POST/s, 64 connections (wrk)
+
+{ingest_section(results)}
+
+{notes}
+"""
+    with open(output, "w") as f:
+        f.write(md)
+
+
+if __name__ == "__main__":
+    main()

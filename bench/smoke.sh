@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# A small run of the benchmark harness against the all-in-one crier: 200
+# subscribers over 10 channels, 2,000 messages. It checks correctness only
+# (every subscriber gets every message once, in order); no timing is asserted.
+#
+#   bench/smoke.sh        (debug builds; the release ones are for bench/run.sh)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo build --quiet -p crier -p crier-bench
+work=$(mktemp -d)
+cleanup() {
+  [ -n "${pid:-}" ] && kill "$pid" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+RUST_LOG=warn target/debug/crier --listen "127.0.0.1:$port" --data-dir "$work/data" \
+  --post-rate-per-sec 0 --max-streams-per-address 0 >"$work/crier.out" 2>"$work/crier.log" &
+pid=$!
+for _ in $(seq 1 100); do
+  curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break
+  sleep 0.1
+done
+
+target/debug/crier-bench \
+  --sub-url "http://127.0.0.1:$port/channels/{channel}/events" \
+  --pub-url "http://127.0.0.1:$port/channels/{channel}/messages" \
+  --subscribers 200 --channels 10 --messages 2000 --timeout-secs 120 \
+  --assert-lossless >"$work/result.json"
+python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print("smoke:", r["deliveries"], "deliveries,", r["lost"], "lost,", r["duplicated"], "duplicated,", r["out_of_order"], "out of order")' "$work/result.json"
