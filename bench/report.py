@@ -169,6 +169,55 @@ def svg(runs, path):
         f.write("\n".join(parts) + "\n")
 
 
+def median_of(runs, scenario, system, pick):
+    vals = values(runs, scenario, system, pick)
+    return statistics.median(vals) if vals else None
+
+
+def ingest_medians(results):
+    path = os.path.join(results, "ingest.txt")
+    found = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                m = re.search(r"(crier, durable|nchan)[^:]*:\s+([0-9.]+) POST/s", line)
+                if m:
+                    found["crier" if m.group(1).startswith("crier") else "nchan"] = float(m.group(2))
+    return found
+
+
+def targets(runs, results):
+    def r(scenario, pick):
+        c = median_of(runs, scenario, "crier", pick)
+        n = median_of(runs, scenario, "nchan", pick)
+        return (c / n) if c is not None and n else None
+    def verdict(ok):
+        return "met" if ok else "**not met**"
+    pss = r("idle", lambda x: x["memory"]["pss_per_conn_bytes"])
+    fan = r("fanout", lambda x: x["deliveries_per_sec"])
+    fan_p99 = r("fanout", lambda x: x["latency_us"]["p99"])
+    many = r("channels-max", lambda x: x["deliveries_per_sec"])
+    many_p99 = r("channels-2000", lambda x: x["latency_us"]["p99"])
+    ingest = ingest_medians(results)
+    ingest_ratio = ingest["crier"] / ingest["nchan"] if {"crier", "nchan"} <= ingest.keys() else None
+    storm = values(runs, "storm", "crier", lambda x: (x["storm"]["live_secs"], x["lost"], x["duplicated"]))
+    storm_ok = bool(storm) and all(t <= 10 and lost == 0 and dup == 0 for t, lost, dup in storm)
+    def f(v):
+        return "–" if v is None else f"{v:.2f}"
+    rows = [
+        ("idle memory per stream (PSS) ≤ 0.5 × Nchan", f(pss), verdict(pss is not None and pss <= 0.5)),
+        ("fan-out deliveries/s ≥ 2 × Nchan", f(fan), verdict(fan is not None and fan >= 2)),
+        ("fan-out p99 ≤ Nchan's", f(fan_p99), verdict(fan_p99 is not None and fan_p99 <= 1)),
+        ("many channels, max rate: deliveries/s ≥ 1.5 × Nchan", f(many), verdict(many is not None and many >= 1.5)),
+        ("many channels, 2,000 msg/s: p99 ≤ Nchan's", f(many_p99), verdict(many_p99 is not None and many_p99 <= 1)),
+        ("ingest POST/s (durable) ≥ 1 × Nchan", f(ingest_ratio), verdict(ingest_ratio is not None and ingest_ratio >= 1)),
+        ("reconnect storm: all live within 10 s, 0 lost, 0 duplicated", "–", verdict(storm_ok)),
+    ]
+    lines = ["| target | Crier / Nchan | |", "| --- | --- | --- |"]
+    lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    return "\n".join(lines)
+
+
 def ingest_section(results):
     path = os.path.join(results, "ingest.txt")
     if not os.path.exists(path):
@@ -194,8 +243,14 @@ release build, embedded broker, durable acknowledgements on) and Nchan (nginx
 1.22 with `libnginx-mod-nchan`, `bench/peers/nchan/`) on the same 2-core machine,
 with the load generator `crier-bench` beside them, all on loopback. The two
 systems alternate within each round; every cell is the median of {rounds} runs with
-the range in brackets, unless it says otherwise. The machine is shared, so single
-runs vary; ratios come from runs made side by side.
+the range in brackets, unless it says otherwise. The machine (2 cores, 24 GiB) is
+shared, so single runs vary; ratios come from runs made side by side. The exact
+server and `crier-bench` command lines of every scenario are in `bench/run.sh`;
+each run's full JSON result is written to `target/bench/`.
+
+## Targets
+
+{targets(runs, results)}
 
 ## Correctness over every run
 
