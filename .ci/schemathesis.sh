@@ -7,6 +7,8 @@
 #   .ci/schemathesis.sh [crier binary]     (default: target/debug/crier)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
 crier=${1:-target/debug/crier}
 work=$(mktemp -d)
@@ -19,14 +21,11 @@ trap cleanup EXIT
 python3 -m venv "$work/venv"
 "$work/venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==4.32.5"
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+port=$(free_port)
 RUST_LOG=warn "$crier" --listen "127.0.0.1:$port" --data-dir "$work/data" \
   --post-rate-per-sec 0 >"$work/crier.out" 2>"$work/crier.log" &
 pid=$!
-for _ in $(seq 1 100); do
-  curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break
-  sleep 0.1
-done
+wait_ready "http://127.0.0.1:$port"
 
 "$work/venv/bin/schemathesis" --config-file .ci/schemathesis.toml run \
   "http://127.0.0.1:$port/openapi.json" \

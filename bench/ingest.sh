@@ -14,6 +14,8 @@ seconds=${2:-10}
 connections=${3:-64}
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
 command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 1; }
 cargo build --release --quiet --bin crier
@@ -25,14 +27,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
 
-# wrk against a base URL with a script; prints requests/s, fails on any error.
+# wrk against a base URL (target crier or nchan); prints requests/s, fails on any error.
 load() {
-  local base=$1 script=$2 rps
-  rps=$(wrk -t2 -c"$connections" -d"${seconds}s" -s "$script" "$base" |
+  local base=$1 target=$2 rps
+  rps=$(BENCH_TARGET=$target wrk -t2 -c"$connections" -d"${seconds}s" -s bench/post.lua "$base" |
     tee "$work/wrk.out" | awk '/Requests\/sec/ {print $2}')
   if grep -q "Non-2xx\|Socket errors" "$work/wrk.out"; then
     echo "errors during the run:" >&2
@@ -49,11 +48,8 @@ crier_run() {
     --data-dir "$work/data-$durable-$RANDOM" --durable-ack "$durable" \
     --post-rate-per-sec 0 >"$work/crier.out" 2>"$work/crier.log" &
   pid=$!
-  for _ in $(seq 1 100); do
-    curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break
-    sleep 0.1
-  done
-  rps=$(load "http://127.0.0.1:$port" bench/post.lua)
+  wait_ready "http://127.0.0.1:$port"
+  rps=$(load "http://127.0.0.1:$port" crier)
   kill "$pid"
   wait "$pid" 2>/dev/null || true
   echo "$rps"
@@ -63,7 +59,7 @@ nchan_run() {
   local port rps
   port=$(free_port)
   bench/peers/nchan/start.sh "$port" "$work/nchan" >/dev/null
-  rps=$(load "http://127.0.0.1:$port" bench/nchan-post.lua)
+  rps=$(load "http://127.0.0.1:$port" nchan)
   bench/peers/nchan/stop.sh "$work/nchan"
   rm -rf "$work/nchan"
   echo "$rps"

@@ -12,6 +12,8 @@ set -euo pipefail
 rounds=${1:-3}
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 results=target/bench
 rm -rf "$results" && mkdir -p "$results"
 cargo build --release --quiet -p crier -p crier-bench
@@ -24,19 +26,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
 
 start_crier() {
   port=$(free_port)
   RUST_LOG=warn ./target/release/crier --listen "127.0.0.1:$port" --data-dir "$work/data-$RANDOM" \
     --post-rate-per-sec 0 --max-streams-per-address 0 >"$work/crier.out" 2>"$work/crier.log" &
   server_pid=$!
-  for _ in $(seq 1 100); do
-    curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break
-    sleep 0.1
-  done
+  wait_ready "http://127.0.0.1:$port"
   target_args=(--sub-url "http://127.0.0.1:$port/channels/{channel}/events"
     --pub-url "http://127.0.0.1:$port/channels/{channel}/messages"
     --server-pid "$server_pid")

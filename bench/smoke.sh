@@ -6,6 +6,8 @@
 #   bench/smoke.sh        (debug builds; the release ones are for bench/run.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
 cargo build --quiet -p crier -p crier-bench
 work=$(mktemp -d)
@@ -15,14 +17,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+port=$(free_port)
 RUST_LOG=warn target/debug/crier --listen "127.0.0.1:$port" --data-dir "$work/data" \
   --post-rate-per-sec 0 --max-streams-per-address 0 >"$work/crier.out" 2>"$work/crier.log" &
 pid=$!
-for _ in $(seq 1 100); do
-  curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break
-  sleep 0.1
-done
+wait_ready "http://127.0.0.1:$port"
 
 target/debug/crier-bench \
   --sub-url "http://127.0.0.1:$port/channels/{channel}/events" \

@@ -155,16 +155,8 @@ impl TestApp {
 
     /// The latest messages of a channel, read with a token.
     pub async fn history_with(&self, channel: ChannelId, token: &str) -> Vec<Message> {
-        let response = self
-            .http
-            .get(format!("{}/channels/{channel}/messages", self.chat_url()))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("GET reaches chat-service");
-        assert_eq!(response.status(), StatusCode::OK, "history answers 200");
-        let page: HistoryPage = response.json().await.expect("history JSON");
-        page.messages
+        let url = format!("{}/channels/{channel}/messages", self.chat_url());
+        read_history(self.http.get(url).bearer_auth(token)).await
     }
 
     /// Every stored message of the channel, paging through history.
@@ -197,18 +189,8 @@ impl TestApp {
     }
 
     pub async fn history(&self, channel: ChannelId, query: &str) -> Vec<Message> {
-        let response = self
-            .http
-            .get(format!(
-                "{}/channels/{channel}/messages{query}",
-                self.chat_url()
-            ))
-            .send()
-            .await
-            .expect("GET reaches chat-service");
-        assert_eq!(response.status(), StatusCode::OK, "history answers 200");
-        let page: HistoryPage = response.json().await.expect("history JSON");
-        page.messages
+        let url = format!("{}/channels/{channel}/messages{query}", self.chat_url());
+        read_history(self.http.get(url)).await
     }
 
     pub async fn open_stream(&self, channel: ChannelId, last_event_id: Option<u64>) -> EventStream {
@@ -228,6 +210,14 @@ impl TestApp {
         );
         EventStream::from_request(self.http.get(url)).await
     }
+}
+
+/// Sends a history request; it must answer `200` with a page.
+async fn read_history(request: reqwest::RequestBuilder) -> Vec<Message> {
+    let response = request.send().await.expect("GET reaches chat-service");
+    assert_eq!(response.status(), StatusCode::OK, "history answers 200");
+    let page: HistoryPage = response.json().await.expect("history JSON");
+    page.messages
 }
 
 pub fn start_chat_service(
