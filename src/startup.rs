@@ -74,8 +74,11 @@ impl Application {
         )?;
         let store = chat.history.clone();
         let history = Arc::new(StoreHistory(store.clone()));
+        let mut settings = config.broadcast;
+        // The only subscriber of its own broker sees every channel anyway.
+        settings.subscribe_all |= broker_is_embedded;
         let (broadcast, subscriber) = broadcast_sse::AppState::start(
-            config.broadcast,
+            settings,
             &broker,
             &config.topic_prefix,
             history,

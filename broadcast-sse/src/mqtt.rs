@@ -5,6 +5,11 @@
 //! after a reconnect, so every ConnAck re-subscribes all active channels; once the
 //! broker acknowledges, the hub backfills each of them from its last delivered id.
 //! Incoming messages are parsed and framed once, then handed to the hub.
+//!
+//! With `follow_all` it instead holds one wildcard subscription to every channel:
+//! for a node that sees all traffic anyway (the all-in-one binary and its embedded
+//! broker, whose router matches each message against every filter one by one, so
+//! a thousand per-channel filters cost more than the messages themselves).
 
 use std::collections::{HashMap, VecDeque};
 
@@ -27,6 +32,7 @@ const FILTERS_PER_PACKET: usize = 100;
 pub fn start(
     broker: &BrokerUrl,
     prefix: &str,
+    follow_all: bool,
     hub: Hub,
     changes: mpsc::UnboundedReceiver<SubscriptionChange>,
 ) -> (BrokerStatus, JoinHandle<()>) {
@@ -38,6 +44,8 @@ pub fn start(
         hub,
         prefix: prefix.to_string(),
         status: status.clone(),
+        follow_all,
+        following_all: false,
         sent: VecDeque::new(),
         awaiting_ack: HashMap::new(),
     };
@@ -49,10 +57,21 @@ struct Subscriber {
     hub: Hub,
     prefix: String,
     status: BrokerStatus,
-    /// Channels of SUBSCRIBE requests not yet written, in request order.
-    sent: VecDeque<Vec<ChannelId>>,
-    /// Channels of written SUBSCRIBE packets, by packet id, until their SUBACK.
-    awaiting_ack: HashMap<u16, Vec<ChannelId>>,
+    /// Subscribe once to every channel instead of channel by channel.
+    follow_all: bool,
+    /// The broker acknowledged the wildcard subscription on this connection.
+    following_all: bool,
+    /// SUBSCRIBE requests not yet written, in request order.
+    sent: VecDeque<Subscription>,
+    /// Written SUBSCRIBE packets, by packet id, until their SUBACK.
+    awaiting_ack: HashMap<u16, Subscription>,
+}
+
+/// What one SUBSCRIBE packet asks for.
+#[derive(Debug)]
+enum Subscription {
+    Channels(Vec<ChannelId>),
+    All,
 }
 
 impl Subscriber {
@@ -80,23 +99,38 @@ impl Subscriber {
             Event::Incoming(Incoming::ConnAck(_)) => {
                 log::info!("connected to the MQTT broker");
                 self.status.set(true);
-                self.subscribe(self.hub.active_channels());
+                if self.follow_all {
+                    self.subscribe_all();
+                } else {
+                    self.subscribe(self.hub.active_channels());
+                }
             }
             Event::Incoming(Incoming::Publish(publish)) => self.on_publish(&publish),
             Event::Incoming(Incoming::SubAck(ack)) => {
-                if let Some(channels) = self.awaiting_ack.remove(&ack.pkid) {
-                    self.hub.mark_subscribed(&channels);
-                    // Live messages flow again; fetch what the outage left out.
-                    self.hub.heal(&channels);
+                if let Some(subscription) = self.awaiting_ack.remove(&ack.pkid) {
+                    self.on_subscribed(subscription);
                 }
             }
             Event::Outgoing(Outgoing::Subscribe(pkid)) => {
-                if let Some(channels) = self.sent.pop_front() {
-                    self.awaiting_ack.insert(pkid, channels);
+                if let Some(subscription) = self.sent.pop_front() {
+                    self.awaiting_ack.insert(pkid, subscription);
                 }
             }
             _ => {}
         }
+    }
+
+    fn on_subscribed(&mut self, subscription: Subscription) {
+        let channels = match subscription {
+            Subscription::Channels(channels) => channels,
+            Subscription::All => {
+                self.following_all = true;
+                self.hub.active_channels()
+            }
+        };
+        self.hub.mark_subscribed(&channels);
+        // Live messages flow again; fetch what the outage left out.
+        self.hub.heal(&channels);
     }
 
     fn on_connection_lost(&mut self, reason: &str) {
@@ -105,6 +139,7 @@ impl Subscriber {
             self.hub.anchor_undelivered();
         }
         self.status.set(false);
+        self.following_all = false;
         self.sent.clear();
         self.awaiting_ack.clear();
         self.hub.mark_all_unsubscribed();
@@ -114,6 +149,14 @@ impl Subscriber {
     /// channel anyway.
     fn on_change(&mut self, change: SubscriptionChange) {
         if !self.status.is_connected() {
+            return;
+        }
+        if self.follow_all {
+            // Already subscribed to every channel once the wildcard is acknowledged;
+            // until then its SUBACK marks every active channel.
+            if let (SubscriptionChange::Subscribe(channel), true) = (change, self.following_all) {
+                self.hub.mark_subscribed(&[channel]);
+            }
             return;
         }
         match change {
@@ -136,9 +179,17 @@ impl Subscriber {
                 )
             });
             match self.client.try_subscribe_many(filters) {
-                Ok(()) => self.sent.push_back(batch.to_vec()),
+                Ok(()) => self.sent.push_back(Subscription::Channels(batch.to_vec())),
                 Err(e) => log::warn!("could not subscribe to {} channels: {e}", batch.len()),
             }
+        }
+    }
+
+    fn subscribe_all(&mut self) {
+        let filter = topic::all_channels_filter(&self.prefix);
+        match self.client.try_subscribe(filter, QoS::AtLeastOnce) {
+            Ok(()) => self.sent.push_back(Subscription::All),
+            Err(e) => log::warn!("could not subscribe to every channel: {e}"),
         }
     }
 

@@ -51,7 +51,13 @@ impl AppState {
         verifier: Option<Arc<Verifier>>,
     ) -> (AppState, JoinHandle<()>) {
         let (hub, changes) = Hub::with_history(settings.ring_size, history.clone());
-        let (status, subscriber) = mqtt::start(broker, topic_prefix, hub.clone(), changes);
+        let (status, subscriber) = mqtt::start(
+            broker,
+            topic_prefix,
+            settings.subscribe_all,
+            hub.clone(),
+            changes,
+        );
         tokio::spawn(beat_hearts(hub.clone(), settings));
         let state = AppState {
             hub,

@@ -128,3 +128,27 @@ mod fault {
         faults::sigterm_with_100_open_streams_exits_cleanly_and_loses_nothing(app).await;
     }
 }
+
+/// broadcast-sse with one wildcard subscription instead of one per channel.
+mod subscribe_all {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_posted_message_reaches_an_open_stream() {
+        let app = TestApp::with_options(Broker::embedded(), &[], &["--subscribe-all"]).await;
+        cases::a_posted_message_reaches_an_open_stream(app).await;
+    }
+
+    #[tokio::test]
+    async fn two_channels_do_not_leak_into_each_other() {
+        let app = TestApp::with_options(Broker::embedded(), &[], &["--subscribe-all"]).await;
+        cases::two_channels_do_not_leak_into_each_other(app).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stream_is_complete_across_a_broker_restart() {
+        let broker = Broker::embedded_process();
+        let app = TestApp::with_options(broker, &[], &["--subscribe-all"]).await;
+        faults::a_stream_is_complete_across_a_broker_restart(app).await;
+    }
+}
