@@ -49,7 +49,12 @@ impl Outbox {
             channels,
             ..Outbox::default()
         };
-        outbox.update_depth();
+        let depth = outbox
+            .channels
+            .values()
+            .map(|progress| progress.stored - progress.acked)
+            .sum();
+        outbox.depth.store(depth, Ordering::Relaxed);
         outbox
     }
 
@@ -58,10 +63,13 @@ impl Outbox {
         self.depth.clone()
     }
 
+    /// Kept up to date message by message (`stored - acked` summed over channels),
+    /// never recounted: this runs for every message.
     pub fn stored(&mut self, channel: ChannelId, id: u64) {
         let progress = self.channels.entry(channel).or_default();
-        progress.stored = progress.stored.max(id);
-        self.update_depth();
+        let added = id.saturating_sub(progress.stored);
+        progress.stored += added;
+        self.depth.fetch_add(added, Ordering::Relaxed);
     }
 
     /// A new connection: whatever was sent but not acknowledged is owed again.
@@ -93,9 +101,9 @@ impl Outbox {
     }
 
     pub fn sent(&mut self, channel: ChannelId, id: u64) {
+        self.stored(channel, id);
         let progress = self.channels.entry(channel).or_default();
         progress.sent = progress.sent.max(id);
-        progress.stored = progress.stored.max(id);
         self.awaiting_packet_id.push_back((channel, id));
     }
 
@@ -114,9 +122,11 @@ impl Outbox {
         };
         let progress = self.channels.entry(channel).or_default();
         if id > progress.acked {
-            progress.acked = id;
+            // Only sent ids are acknowledged, and sending records them as stored.
+            let acked = id.min(progress.stored) - progress.acked;
+            progress.acked += acked;
+            self.depth.fetch_sub(acked, Ordering::Relaxed);
             self.moved.insert(channel);
-            self.update_depth();
         }
     }
 
@@ -131,15 +141,6 @@ impl Outbox {
 
     pub fn depth(&self) -> u64 {
         self.depth.load(Ordering::Relaxed)
-    }
-
-    fn update_depth(&self) {
-        let depth = self
-            .channels
-            .values()
-            .map(|progress| progress.stored.saturating_sub(progress.acked))
-            .sum();
-        self.depth.store(depth, Ordering::Relaxed);
     }
 }
 
