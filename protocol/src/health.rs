@@ -28,6 +28,15 @@ pub fn configure(cfg: &mut web::ServiceConfig, readyz: actix_web::Route) {
         ));
 }
 
+/// How a readiness report names a broker connection.
+pub fn connection(connected: bool) -> &'static str {
+    if connected {
+        "connected"
+    } else {
+        "disconnected"
+    }
+}
+
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }

@@ -1,28 +1,22 @@
-//! `/healthz` (the process answers) and `/readyz` (the broker is connected).
+//! `/readyz`: the broker is connected; the report includes the open streams and
+//! the channels being backfilled from history.
 
-use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
-use protocol::ApiError;
-use serde_json::json;
+use protocol::health::{connection, readiness};
+use serde_json::Map;
 
 use crate::AppState;
 
-pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"status": "ok"}))
-}
-
-pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    if !state.broker.is_connected() {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
-            "not ready: the MQTT broker is not connected",
-        ));
-    }
-    Ok(HttpResponse::Ok().json(json!({
-        "status": "ready",
-        "broker": "connected",
-        "listeners": state.hub.listener_count(),
-        "backfills": state.hub.backfills_in_progress(),
-    })))
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let connected = state.broker.is_connected();
+    let mut report = Map::new();
+    report.insert("broker".into(), connection(connected).into());
+    report.insert("listeners".into(), state.hub.listener_count().into());
+    report.insert("backfills".into(), state.hub.backfills_in_progress().into());
+    let problems: &[&str] = if connected {
+        &[]
+    } else {
+        &["the MQTT broker is not connected"]
+    };
+    readiness(report, problems)
 }

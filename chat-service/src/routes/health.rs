@@ -2,12 +2,10 @@
 //! (stored messages the broker has not acknowledged yet).
 
 use actix_web::{HttpResponse, web};
-use protocol::health::readiness;
+use protocol::health::{connection, readiness};
 use serde_json::{Map, Value};
 
 use crate::AppState;
-
-pub use protocol::health::healthz;
 
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let (report, problems) = report(&state);
@@ -33,12 +31,4 @@ pub fn report(state: &AppState) -> (Map<String, Value>, Vec<&'static str>) {
         problems.push("the MQTT broker is not connected");
     }
     (report, problems)
-}
-
-pub fn connection(connected: bool) -> &'static str {
-    if connected {
-        "connected"
-    } else {
-        "disconnected"
-    }
 }
