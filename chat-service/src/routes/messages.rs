@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 use crate::body::{parse_fields, read_limited};
-use crate::domain::NewMessage;
+use crate::domain::{Author, NewMessage};
 use crate::error::ChatError;
 use crate::rate::Sender;
 
@@ -49,7 +49,13 @@ pub async fn post_message(
     let body = read_limited(&req, payload, limits.max_body_bytes).await?;
     let content_type = req.headers().get(header::CONTENT_TYPE);
     let content_type = content_type.and_then(|value| value.to_str().ok());
-    let fields = parse_fields(content_type, &body, query.into_inner().author)?;
+    let query_author = query.into_inner().author;
+    // `?author=` names the author of a text/plain body; given with another body it
+    // is still checked, so a bad one is refused whatever the content type.
+    if let Some(author) = &query_author {
+        Author::parse(Some(author), limits)?;
+    }
+    let fields = parse_fields(content_type, &body, query_author)?;
     let author = publisher.name.or(fields.author);
     let new = NewMessage::parse(author.as_deref(), fields.text.as_deref(), limits)?
         .with_user(publisher.user);

@@ -329,3 +329,23 @@ async fn bad_requests_to_both_services_get_a_json_error() {
         "nothing was stored"
     );
 }
+
+/// `?author=` belongs to text/plain bodies, but a bad one is refused with any body.
+#[tokio::test]
+async fn a_bad_author_in_the_query_is_refused_even_with_a_json_body() {
+    let app = TestApp::on(Broker::embedded()).await;
+    let channel = new_channel();
+    let url = format!(
+        "{}/channels/{channel}/messages?author={}",
+        app.chat_url(),
+        "a".repeat(65)
+    );
+    let body = serde_json::json!({"author": "ann", "text": "hi"});
+    let response = app.http.post(url).json(&body).send().await.expect("POST");
+    let (status, error) = error_of(response).await;
+    assert_eq!((status, error.error.code.as_str()), (BAD, "invalid_author"));
+    assert!(
+        app.history(channel, "").await.is_empty(),
+        "nothing was stored"
+    );
+}
