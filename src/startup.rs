@@ -4,13 +4,13 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
 use actix_web::dev::Server;
-use actix_web::{App, HttpResponse, HttpServer, web};
+use actix_web::{App, HttpResponse, web};
 use broadcast_sse::hub::Hub;
-use broadcast_sse::startup::{run_with_hub, tune_for_streams};
+use broadcast_sse::startup::run_with_hub;
 use protocol::error::{json_error_bodies, not_found, path_config, query_config};
 use protocol::health::{connection, readiness};
 use protocol::mqtt::BrokerUrl;
-use protocol::server::{ServerSettings, listen};
+use protocol::server::ServerSettings;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
@@ -141,8 +141,9 @@ fn serve(
 ) -> std::io::Result<Server> {
     let chat = web::Data::new(chat);
     let broadcast = web::Data::new(broadcast);
+    let streams = broadcast.clone();
     let header_timeout = settings.request_header_timeout();
-    let server = HttpServer::new(move || {
+    let app = move || {
         App::new()
             .wrap(settings.cors.middleware())
             .wrap(json_error_bodies())
@@ -155,9 +156,8 @@ fn serve(
             .route("/", web::get().to(demo_page))
             .configure(|cfg| protocol::health::configure(cfg, web::get().to(readyz)))
             .default_service(web::to(not_found))
-    });
-    let server = tune_for_streams(server).client_request_timeout(header_timeout);
-    Ok(listen(server, listener, tls)?.run())
+    };
+    broadcast_sse::server::start(app, listener, tls, header_timeout, streams)
 }
 
 async fn demo_page() -> HttpResponse {

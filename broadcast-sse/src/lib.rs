@@ -12,6 +12,7 @@
 //! # Layout
 //! - [`config`]: flags (`--listen`, `--mqtt-url`, `--history-url`, …).
 //! - [`startup`]: binds the listener, starts the broker and heartbeat tasks.
+//! - [`server`]: the HTTP server; [`direct`]: streams served on the socket itself.
 //! - [`routes`]: `events` (the SSE endpoint) and `health`.
 //! - [`hub`]: per-channel rings, recent frames, held frames, listener counts and
 //!   subscribe/unsubscribe decisions.
@@ -25,12 +26,14 @@
 
 pub mod backfill;
 pub mod config;
+pub mod direct;
 pub mod error;
 pub mod hub;
 pub mod limits;
 pub mod mqtt;
 pub mod replay;
 pub mod routes;
+pub mod server;
 pub mod startup;
 pub mod stream;
 #[cfg(test)]

@@ -5,13 +5,13 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
 use actix_web::dev::{Server, ServerHandle};
-use actix_web::{App, HttpServer, web};
+use actix_web::{App, web};
 use protocol::auth::Verifier;
 use protocol::error::{
     json_error_bodies, method_not_allowed, not_found, path_config, query_config,
 };
 use protocol::mqtt::BrokerUrl;
-use protocol::server::{ServerSettings, listen};
+use protocol::server::ServerSettings;
 use tokio::task::JoinHandle;
 
 use crate::config::{BroadcastSettings, Config};
@@ -21,12 +21,6 @@ use crate::mqtt;
 use crate::replay::{HistorySource, HttpHistory};
 use crate::routes::{events, health};
 use protocol::mqtt::BrokerStatus;
-
-/// Open streams one process may hold: past actix's per-worker default of 25k, up to
-/// what the open-files limit allows.
-const MAX_CONNECTIONS_PER_WORKER: usize = 100_000;
-/// Seconds a graceful stop waits for open connections after streams were ended.
-const SHUTDOWN_TIMEOUT_SECS: u64 = 5;
 
 /// Everything a handler needs, cheap to clone.
 #[derive(Clone)]
@@ -120,27 +114,6 @@ pub const ROUTES: &[(&str, &str)] = &[("GET", "/channels/{channel}/events")];
 /// `/healthz` and `/readyz` of the standalone service.
 pub fn configure_health(cfg: &mut web::ServiceConfig) {
     protocol::health::configure(cfg, web::get().to(health::readyz));
-}
-
-/// Applies the settings every SSE server needs: closed clients detected promptly,
-/// room for many idle streams, and our own signal handling (see [`run_with_hub`]).
-pub fn tune_for_streams<F, I, S, B>(server: HttpServer<F, I, S, B>) -> HttpServer<F, I, S, B>
-where
-    F: Fn() -> I + Send + Clone + 'static,
-    I: actix_service::IntoServiceFactory<S, actix_http::Request>,
-    S: actix_web::dev::ServiceFactory<actix_http::Request, Config = actix_web::dev::AppConfig>
-        + 'static,
-    S::Error: Into<actix_web::Error> + 'static,
-    S::InitError: std::fmt::Debug,
-    S::Response: Into<actix_http::Response<B>> + 'static,
-    B: actix_web::body::MessageBody + 'static,
-{
-    server
-        .h1_allow_half_closed(false)
-        .max_connections(MAX_CONNECTIONS_PER_WORKER)
-        .backlog(4096)
-        .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
-        .disable_signals()
 }
 
 /// A running broadcast-sse: its address and the tasks to watch.
@@ -243,8 +216,9 @@ fn serve(
     tls: Option<rustls::ServerConfig>,
 ) -> std::io::Result<Server> {
     let state = web::Data::new(state);
+    let streams = state.clone();
     let header_timeout = settings.request_header_timeout();
-    let server = HttpServer::new(move || {
+    let app = move || {
         App::new()
             .wrap(settings.cors.middleware())
             .wrap(json_error_bodies())
@@ -254,7 +228,6 @@ fn serve(
             .configure(configure)
             .configure(configure_health)
             .default_service(web::to(not_found))
-    });
-    let server = tune_for_streams(server).client_request_timeout(header_timeout);
-    Ok(listen(server, listener, tls)?.run())
+    };
+    crate::server::start(app, listener, tls, header_timeout, streams)
 }

@@ -164,7 +164,8 @@ impl ClientStream {
                 continue;
             }
             if self.catching_up {
-                if let Err(e) = self.catch_up_step().await {
+                // Boxed: a step's state is not kept in every idle stream.
+                if let Err(e) = Box::pin(self.catch_up_step()).await {
                     log::warn!("ending a stream of {}: {e}", self.channel);
                     self.ended = true;
                     self.push(reconnect_event(&e.0));

@@ -325,12 +325,55 @@ pub enum TokenSources {
     HeaderQueryOrCookie,
 }
 
+/// The parts of a request that may carry a token, whichever server parsed it.
+#[derive(Debug, Clone, Default)]
+pub struct TokenCarriers<'a> {
+    /// The raw `Authorization` header.
+    pub authorization: Option<&'a [u8]>,
+    /// The query string, without the `?`.
+    pub query: &'a str,
+    /// The value of the [`TOKEN_COOKIE`] cookie.
+    pub cookie: Option<String>,
+}
+
+impl<'a> TokenCarriers<'a> {
+    pub fn of(req: &'a HttpRequest) -> Self {
+        TokenCarriers {
+            authorization: req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .map(|value| value.as_bytes()),
+            query: req.query_string(),
+            cookie: req
+                .cookie(TOKEN_COOKIE)
+                .map(|cookie| cookie.value().to_string()),
+        }
+    }
+}
+
+/// The [`TOKEN_COOKIE`] value in a raw `Cookie` header.
+pub fn token_cookie(cookie_header: &str) -> Option<String> {
+    cookie_header
+        .split(';')
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+        .filter_map(|part| actix_web::cookie::Cookie::parse_encoded(part).ok())
+        .find(|cookie| cookie.name() == TOKEN_COOKIE)
+        .map(|cookie| cookie.value().to_string())
+}
+
 /// The request's token, or `401 missing_token`.
 pub fn token_of(req: &HttpRequest, sources: TokenSources) -> Result<String, ApiError> {
-    if let Some(value) = req.headers().get(header::AUTHORIZATION) {
-        let value = value
-            .to_str()
-            .map_err(|_| invalid_token("the Authorization header is not ASCII".into()))?;
+    token_in(TokenCarriers::of(req), sources)
+}
+
+/// The token `carriers` hold, or `401 missing_token`.
+pub fn token_in(carriers: TokenCarriers, sources: TokenSources) -> Result<String, ApiError> {
+    if let Some(value) = carriers.authorization {
+        let value = std::str::from_utf8(value)
+            .ok()
+            .filter(|value| value.is_ascii())
+            .ok_or_else(|| invalid_token("the Authorization header is not ASCII".into()))?;
         return match value.split_once(' ') {
             Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
                 Ok(token.trim().to_string())
@@ -341,11 +384,11 @@ pub fn token_of(req: &HttpRequest, sources: TokenSources) -> Result<String, ApiE
         };
     }
     if sources == TokenSources::HeaderQueryOrCookie {
-        if let Some(token) = query_token(req) {
+        if let Some(token) = query_token(carriers.query) {
             return Ok(token);
         }
-        if let Some(cookie) = req.cookie(TOKEN_COOKIE) {
-            return Ok(cookie.value().to_string());
+        if let Some(cookie) = carriers.cookie {
+            return Ok(cookie);
         }
     }
     Err(ApiError::new(
@@ -360,8 +403,8 @@ pub fn token_of(req: &HttpRequest, sources: TokenSources) -> Result<String, ApiE
     ))
 }
 
-fn query_token(req: &HttpRequest) -> Option<String> {
-    url::form_urlencoded::parse(req.query_string().as_bytes())
+fn query_token(query: &str) -> Option<String> {
+    url::form_urlencoded::parse(query.as_bytes())
         .find(|(key, _)| key == "access_token")
         .map(|(_, value)| value.into_owned())
 }
@@ -381,10 +424,19 @@ pub fn claims_of(
     req: &HttpRequest,
     sources: TokenSources,
 ) -> Result<Option<Claims>, ApiError> {
+    claims_in(verifier, TokenCarriers::of(req), sources)
+}
+
+/// [`claims_of`] for a request read by other means than actix.
+pub fn claims_in(
+    verifier: Option<&Verifier>,
+    carriers: TokenCarriers,
+    sources: TokenSources,
+) -> Result<Option<Claims>, ApiError> {
     let Some(verifier) = verifier else {
         return Ok(None);
     };
-    let token = token_of(req, sources)?;
+    let token = token_in(carriers, sources)?;
     verifier.verify(&token).map(Some)
 }
 

@@ -1,44 +1,84 @@
 //! `GET /channels/{channel}/events`: the SSE stream.
+//!
+//! Opening a stream is split from the server that read the request: [`admit`]
+//! checks a [`StreamRequest`] (no waiting), [`open`] joins the channel and reads
+//! what a resume needs. The actix handler below and the direct path
+//! ([`crate::direct`]) both go through them, so both answer alike.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
-use protocol::auth::{TokenSources, claims_of, require_subscribe};
+use protocol::auth::{TokenCarriers, TokenSources, claims_in, require_subscribe};
 use protocol::{ApiError, ChannelId};
-use serde::Deserialize;
 use tokio::sync::watch;
 
 use crate::AppState;
 use crate::error::BroadcastError;
+use crate::limits::StreamSlot;
 use crate::stream::ClientStream;
 
 /// Longest wait for the broker to confirm a new channel subscription before the
 /// stream starts anyway (it then relies on gap detection and history).
 const SUBSCRIBE_WAIT: Duration = Duration::from_secs(5);
 
-#[derive(Deserialize)]
-pub struct EventsQuery {
-    last_event_id: Option<String>,
+/// What opening a stream needs from a request, whichever server read it.
+pub struct StreamRequest<'a> {
+    /// The `{channel}` path segment, percent-decoded.
+    pub channel: &'a str,
+    /// The raw `Last-Event-ID` header.
+    pub last_event_id: Option<&'a [u8]>,
+    /// The query string, without the `?`.
+    pub query: &'a str,
+    pub tokens: TokenCarriers<'a>,
+    pub peer: Option<IpAddr>,
+}
+
+/// A request that may open its stream.
+pub struct Admission {
+    channel: ChannelId,
+    resume_after: Option<u64>,
+    expires_at: Option<u64>,
+    slot: Option<StreamSlot>,
 }
 
 pub async fn events(
     req: HttpRequest,
     channel: web::Path<String>,
-    query: web::Query<EventsQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, BroadcastError> {
-    let channel = ChannelId::parse(&channel)?;
+    let request = StreamRequest {
+        channel: &channel,
+        last_event_id: req
+            .headers()
+            .get("Last-Event-ID")
+            .map(|value| value.as_bytes()),
+        query: req.query_string(),
+        tokens: TokenCarriers::of(&req),
+        peer: req.peer_addr().map(|address| address.ip()),
+    };
+    let admission = admit(&state, request)?;
+    let stream = open(&state, admission).await?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(header::CacheControl(vec![header::CacheDirective::NoCache]))
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(stream.into_body()))
+}
+
+/// Checks the channel, the token, the resume point and the limits; takes the
+/// client address's stream slot.
+pub fn admit(state: &AppState, request: StreamRequest) -> Result<Admission, BroadcastError> {
+    let channel = ChannelId::parse(request.channel)?;
     let sources = TokenSources::HeaderQueryOrCookie;
-    let claims = claims_of(state.verifier.as_deref(), &req, sources)?;
+    let claims = claims_in(state.verifier.as_deref(), request.tokens, sources)?;
     if let Some(claims) = &claims {
         require_subscribe(claims, channel)?;
     }
-    let resume_after = resume_point(&req, query.last_event_id.as_deref())?;
-    let slot = state
-        .stream_slots
-        .acquire(req.peer_addr().map(|address| address.ip()))?;
+    let resume_after = resume_point(request.last_event_id, request.query)?;
+    let slot = state.stream_slots.acquire(request.peer)?;
     if state.hub.would_exceed(channel, state.settings.max_channels) {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -47,39 +87,50 @@ pub async fn events(
         )
         .into());
     }
-    let mut membership = state.hub.join(channel);
+    Ok(Admission {
+        channel,
+        resume_after,
+        expires_at: claims.map(|claims| claims.expires_at),
+        slot,
+    })
+}
+
+/// Joins the channel, waits for the broker subscription and reads the first
+/// step of a resume: when this returns, a message posted later is on the stream.
+pub async fn open(state: &AppState, admission: Admission) -> Result<ClientStream, BroadcastError> {
+    let mut membership = state.hub.join(admission.channel);
     wait_until_subscribed(&mut membership.subscribed).await;
     let mut stream = ClientStream::new(
-        channel,
+        admission.channel,
         membership,
         &state.hub,
         state.history.clone(),
-        resume_after,
+        admission.resume_after,
         state.settings.retry_ms,
     );
-    if let Some(claims) = &claims {
-        stream = stream.expiring_at(claims.expires_at);
+    if let Some(expires_at) = admission.expires_at {
+        stream = stream.expiring_at(expires_at);
     }
-    stream = stream.holding(slot);
+    stream = stream.holding(admission.slot);
     stream.prefetch().await?;
-    Ok(HttpResponse::Ok()
-        .content_type("text/event-stream")
-        .insert_header(header::CacheControl(vec![header::CacheDirective::NoCache]))
-        .insert_header(("X-Accel-Buffering", "no"))
-        .streaming(stream.into_body()))
+    Ok(stream)
 }
 
 /// The `Last-Event-ID` header wins over `?last_event_id=`: a browser that
 /// reconnects sends the header with its newest id while the URL keeps the old one.
-fn resume_point(req: &HttpRequest, query: Option<&str>) -> Result<Option<u64>, BroadcastError> {
-    let header = req.headers().get("Last-Event-ID");
+fn resume_point(header: Option<&[u8]>, query: &str) -> Result<Option<u64>, BroadcastError> {
+    let from_query;
     let raw = match header {
         Some(value) => Some(
-            value
-                .to_str()
-                .map_err(|_| BroadcastError::InvalidLastEventId("<not ASCII>".into()))?,
+            visible_ascii(value)
+                .ok_or_else(|| BroadcastError::InvalidLastEventId("<not ASCII>".into()))?,
         ),
-        None => query,
+        None => {
+            from_query = url::form_urlencoded::parse(query.as_bytes())
+                .find(|(key, _)| key == "last_event_id")
+                .map(|(_, value)| value);
+            from_query.as_deref()
+        }
     };
     match raw.map(str::trim) {
         None | Some("") => Ok(None),
@@ -90,11 +141,44 @@ fn resume_point(req: &HttpRequest, query: Option<&str>) -> Result<Option<u64>, B
     }
 }
 
+/// A header value as text when it is visible ASCII (what `HeaderValue::to_str` accepts).
+fn visible_ascii(value: &[u8]) -> Option<&str> {
+    let visible = value
+        .iter()
+        .all(|&byte| byte == b'\t' || (b' '..=b'~').contains(&byte));
+    visible.then(|| std::str::from_utf8(value).ok()).flatten()
+}
+
 /// When the stream's first bytes reach the client, the node is subscribed: a message
 /// posted after that is on the stream.
 async fn wait_until_subscribed(subscribed: &mut watch::Receiver<bool>) {
     let wait = subscribed.wait_for(|is_subscribed| *is_subscribed);
     if tokio::time::timeout(SUBSCRIBE_WAIT, wait).await.is_err() {
         log::warn!("broker did not confirm a subscription in time; starting the stream anyway");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_header_wins_over_the_query() {
+        let resumed = resume_point(Some(b"7"), "last_event_id=3").expect("valid");
+        assert_eq!(resumed, Some(7));
+    }
+
+    #[test]
+    fn the_query_is_read_without_a_header() {
+        let resumed = resume_point(None, "x=1&last_event_id=%2042").expect("valid");
+        assert_eq!(resumed, Some(42));
+        assert_eq!(resume_point(None, "").expect("valid"), None);
+    }
+
+    #[test]
+    fn a_bad_resume_point_is_refused() {
+        assert!(resume_point(Some(b"abc"), "").is_err());
+        assert!(resume_point(Some(b"\xff"), "").is_err());
+        assert!(resume_point(None, "last_event_id=-1").is_err());
     }
 }

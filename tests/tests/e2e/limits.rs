@@ -108,6 +108,32 @@ async fn a_client_slow_to_send_its_headers_is_cut_off() {
 }
 
 #[tokio::test]
+async fn a_client_that_sends_nothing_is_answered_408_in_json() {
+    let flags = ["--request-header-timeout-ms", "300"];
+    let app = TestApp::with_options(Broker::embedded(), &[], &flags).await;
+    let address = app.sse.url.trim_start_matches("http://").to_string();
+    let started = Instant::now();
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut socket = TcpStream::connect(address).expect("connect");
+        socket.set_read_timeout(Some(WAIT)).expect("timeout");
+        let mut answer = Vec::new();
+        let _ = socket.read_to_end(&mut answer);
+        String::from_utf8_lossy(&answer).to_string()
+    })
+    .await
+    .expect("reader");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    let body = answer.split_once("\r\n\r\n").map(|(_, body)| body);
+    let body: serde_json::Value = serde_json::from_str(body.unwrap_or("")).expect("JSON body");
+    assert_eq!(body["error"]["code"], "request_timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "cut off after {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
 async fn cors_preflight_and_requests_from_an_allowed_origin_are_answered() {
     let origin = "https://chat.example.com";
     let flags = ["--cors-origin", origin];

@@ -1,0 +1,429 @@
+//! Event streams served straight on the socket.
+//!
+//! actix-http gives every connection an 8 KiB read buffer, an 8 KiB write buffer
+//! and a dispatcher with its timers, all kept as long as the connection lives:
+//! most of what an idle stream would cost. A stream needs none of it: it reads
+//! nothing after its request and writes frames that are already bytes. So the
+//! server peeks at each new plain-HTTP connection's first request. A simple
+//! `GET /channels/{channel}/events` is read and answered here, writing the
+//! stream's frames to the socket (the body ends when the connection closes);
+//! everything else (other routes, cross-origin requests, bodies, upgrades,
+//! percent-encoded channels) goes to actix untouched, since only peeked bytes
+//! were looked at. Both paths open streams through [`crate::routes::events`], so
+//! they check and answer alike.
+
+use std::convert::Infallible;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use futures_util::Stream;
+use protocol::ApiError;
+use protocol::auth::{TokenCarriers, token_cookie};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::AppState;
+use crate::routes::events::{StreamRequest, admit, open};
+use crate::stream::ClientStream;
+
+/// A stream request's head must fit in this; longer heads go to actix.
+const MAX_HEAD_BYTES: usize = 4096;
+const MAX_HEADERS: usize = 32;
+/// How a stream request starts; a connection whose first bytes differ goes to
+/// actix at once.
+const STREAM_REQUEST_START: &[u8] = b"GET /channels/";
+/// A stream request's head that arrived in part is peeked at again this often,
+/// this many times, before the connection goes to actix.
+const PARTIAL_HEAD_PAUSE: Duration = Duration::from_millis(5);
+const PARTIAL_HEAD_PEEKS: u32 = 20;
+/// Bytes read at a time from an open stream's socket, to notice the close, and
+/// reads per wake-up.
+const PROBE_BYTES: usize = 32;
+const MAX_PROBES: usize = 16;
+
+/// What a new connection's first request is.
+pub enum FirstRequest {
+    /// A stream request, read off the socket.
+    Stream(StreamHead),
+    /// Anything else, left unread for actix.
+    Other,
+    /// Nothing arrived within the request-header timeout.
+    Silent,
+    /// The client closed the connection or it failed.
+    Gone,
+}
+
+/// The parts of a stream request's head that opening the stream needs.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct StreamHead {
+    channel: String,
+    query: String,
+    last_event_id: Option<Vec<u8>>,
+    authorization: Option<Vec<u8>>,
+    cookie: Option<String>,
+}
+
+/// Peeks at the first request (waiting at most `header_timeout` for its first
+/// bytes) and, when it is a stream request, reads its head off the socket.
+pub async fn first_request(io: &mut TcpStream, header_timeout: Duration) -> FirstRequest {
+    let mut buffer = vec![0; MAX_HEAD_BYTES];
+    let first = tokio::time::timeout(header_timeout, io.peek(&mut buffer)).await;
+    let mut peeked = match first {
+        Err(_) => return FirstRequest::Silent,
+        Ok(Ok(0) | Err(_)) => return FirstRequest::Gone,
+        Ok(Ok(n)) => n,
+    };
+    for _ in 0..PARTIAL_HEAD_PEEKS {
+        match parse_head(&buffer[..peeked]) {
+            Parsed::Stream(length, head) => {
+                return match io.read_exact(&mut buffer[..length]).await {
+                    Ok(_) => FirstRequest::Stream(head),
+                    Err(_) => FirstRequest::Gone,
+                };
+            }
+            Parsed::Other => return FirstRequest::Other,
+            Parsed::Partial if peeked == buffer.len() => return FirstRequest::Other,
+            Parsed::Partial => {}
+        }
+        tokio::time::sleep(PARTIAL_HEAD_PAUSE).await;
+        peeked = match io.peek(&mut buffer).await {
+            Ok(0) | Err(_) => return FirstRequest::Gone,
+            Ok(n) => n,
+        };
+    }
+    FirstRequest::Other
+}
+
+enum Parsed {
+    /// A complete stream request: its head's length and parts.
+    Stream(usize, StreamHead),
+    Partial,
+    Other,
+}
+
+fn parse_head(bytes: &[u8]) -> Parsed {
+    let start = bytes.len().min(STREAM_REQUEST_START.len());
+    if bytes[..start] != STREAM_REQUEST_START[..start] {
+        return Parsed::Other;
+    }
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    match request.parse(bytes) {
+        Ok(httparse::Status::Complete(length)) => match stream_head(&request) {
+            Some(head) => Parsed::Stream(length, head),
+            None => Parsed::Other,
+        },
+        Ok(httparse::Status::Partial) => Parsed::Partial,
+        Err(_) => Parsed::Other,
+    }
+}
+
+/// The head's parts when this path can serve it, else `None` (actix will).
+fn stream_head(request: &httparse::Request) -> Option<StreamHead> {
+    if request.method != Some("GET") || request.version != Some(1) {
+        return None;
+    }
+    let (path, query) = request.path?.split_once('?').unwrap_or((request.path?, ""));
+    let channel = path.strip_prefix("/channels/")?.strip_suffix("/events")?;
+    if channel.is_empty() || channel.contains(['/', '%']) {
+        return None;
+    }
+    let mut head = StreamHead {
+        channel: channel.to_string(),
+        query: query.to_string(),
+        ..StreamHead::default()
+    };
+    for header in request.headers.iter() {
+        let name = header.name.to_ascii_lowercase();
+        let seen = match name.as_str() {
+            "last-event-id" => head.last_event_id.replace(header.value.to_vec()).is_some(),
+            "authorization" => head.authorization.replace(header.value.to_vec()).is_some(),
+            "cookie" => {
+                let value = std::str::from_utf8(header.value).ok()?;
+                head.cookie.replace(value.to_string()).is_some()
+            }
+            "content-length" => header.value != b"0",
+            "origin" | "upgrade" | "transfer-encoding" | "expect" => true,
+            _ => false,
+        };
+        if seen {
+            return None;
+        }
+    }
+    Some(head)
+}
+
+/// What a connection whose first request is a stream request becomes.
+pub enum Opened {
+    /// The stream, ready to be pumped.
+    Stream(Pump),
+    /// The request was refused (and answered) or the client left.
+    Done,
+}
+
+/// Opens the stream `head` asks for, or answers the error as JSON, as actix
+/// would.
+pub async fn open_stream(mut io: TcpStream, head: StreamHead, state: &AppState) -> Opened {
+    let peer = io.peer_addr().ok().map(|address| address.ip());
+    match stream_for(state, &head, peer).await {
+        Ok(stream) => {
+            let _ = io.set_nodelay(true);
+            Opened::Stream(Pump::new(io, stream))
+        }
+        Err(response) => {
+            if write_response(&mut io, response).await.is_ok() {
+                let _ = io.shutdown().await;
+            }
+            Opened::Done
+        }
+    }
+}
+
+async fn stream_for(
+    state: &AppState,
+    head: &StreamHead,
+    peer: Option<IpAddr>,
+) -> Result<ClientStream, HttpResponse> {
+    let request = StreamRequest {
+        channel: &head.channel,
+        last_event_id: head.last_event_id.as_deref(),
+        query: &head.query,
+        tokens: TokenCarriers {
+            authorization: head.authorization.as_deref(),
+            query: &head.query,
+            cookie: head.cookie.as_deref().and_then(token_cookie),
+        },
+        peer,
+    };
+    let admission = admit(state, request).map_err(|e| e.error_response())?;
+    open(state, admission).await.map_err(|e| e.error_response())
+}
+
+type Body = Pin<Box<dyn Stream<Item = Result<Bytes, Infallible>>>>;
+
+/// Writes a stream's response head and chunks to its socket, until the stream
+/// ends or the client closes its side. Written by hand rather than as an
+/// `async fn` so that an open stream costs only these fields and its body.
+pub struct Pump {
+    io: TcpStream,
+    body: Body,
+    /// What is left to write of the current chunk.
+    unwritten: Bytes,
+}
+
+impl Pump {
+    fn new(io: TcpStream, stream: ClientStream) -> Self {
+        Pump {
+            io,
+            body: Box::pin(stream.into_body()),
+            unwritten: stream_response_head(),
+        }
+    }
+
+    /// Drains what the client sent (a stream's client has nothing more to
+    /// say); `true` once it closed its side or the socket failed.
+    fn client_closed(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut probe = [0; PROBE_BYTES];
+        for _ in 0..MAX_PROBES {
+            match self.io.poll_read_ready(cx) {
+                Poll::Pending => return false,
+                Poll::Ready(Err(_)) => return true,
+                Poll::Ready(Ok(())) => match self.io.try_read(&mut probe) {
+                    Ok(0) => return true,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => return true,
+                },
+            }
+        }
+        false
+    }
+
+    /// Writes `unwritten`; `Ready(Ok)` once it is all written.
+    fn poll_write_unwritten(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        while !self.unwritten.is_empty() {
+            match Pin::new(&mut self.io).poll_write(cx, &self.unwritten) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+                }
+                Poll::Ready(Ok(written)) => self.unwritten.advance(written),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Future for Pump {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let pump = self.get_mut();
+        loop {
+            if pump.client_closed(cx) {
+                return Poll::Ready(());
+            }
+            match pump.poll_write_unwritten(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(_)) => return Poll::Ready(()),
+                Poll::Pending => return Poll::Pending,
+            }
+            match pump.body.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Ok(chunk))) => pump.unwritten = chunk,
+                // The body ends with the connection, closed when the pump is dropped.
+                Poll::Ready(None) => return Poll::Ready(()),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+fn stream_response_head() -> Bytes {
+    let mut head = BytesMut::with_capacity(256);
+    head.put_slice(b"HTTP/1.1 200 OK\r\n");
+    head.put_slice(b"content-type: text/event-stream\r\n");
+    head.put_slice(b"cache-control: no-cache\r\n");
+    head.put_slice(b"x-accel-buffering: no\r\n");
+    head.put_slice(b"connection: close\r\n");
+    put_date(&mut head);
+    head.put_slice(b"\r\n");
+    head.freeze()
+}
+
+/// Answers a connection that sent nothing within the request-header timeout.
+pub async fn refuse_silent(mut io: TcpStream) {
+    let error = ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "request_timeout",
+        "no request arrived in time",
+    );
+    if write_response(&mut io, error.error_response())
+        .await
+        .is_ok()
+    {
+        let _ = io.shutdown().await;
+    }
+}
+
+/// Writes a complete response, then the connection is closed.
+async fn write_response(io: &mut TcpStream, response: HttpResponse) -> std::io::Result<()> {
+    io.write_all(&response_bytes(response)).await
+}
+
+fn response_bytes(response: HttpResponse<BoxBody>) -> Bytes {
+    let (response, body) = response.into_parts();
+    let body = body.try_into_bytes().unwrap_or_default();
+    let status = response.status();
+    let mut bytes = BytesMut::with_capacity(256 + body.len());
+    bytes.put_slice(b"HTTP/1.1 ");
+    bytes.put_slice(status.as_str().as_bytes());
+    bytes.put_u8(b' ');
+    bytes.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    bytes.put_slice(b"\r\n");
+    for (name, value) in response.headers() {
+        bytes.put_slice(name.as_str().as_bytes());
+        bytes.put_slice(b": ");
+        bytes.put_slice(value.as_bytes());
+        bytes.put_slice(b"\r\n");
+    }
+    bytes.put_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
+    bytes.put_slice(b"connection: close\r\n");
+    put_date(&mut bytes);
+    bytes.put_slice(b"\r\n");
+    bytes.put_slice(&body);
+    bytes.freeze()
+}
+
+fn put_date(bytes: &mut BytesMut) {
+    bytes.put_slice(b"date: ");
+    bytes.put_slice(httpdate::fmt_http_date(SystemTime::now()).as_bytes());
+    bytes.put_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CHANNEL: &str = "0f8fad5b-d9cb-469f-a165-70867728950e";
+
+    fn parse(head: &str) -> Parsed {
+        parse_head(head.as_bytes())
+    }
+
+    #[test]
+    fn a_stream_request_is_read_with_what_opening_needs() {
+        let raw = format!(
+            "GET /channels/{CHANNEL}/events?access_token=t HTTP/1.1\r\nHost: x\r\n\
+             Last-Event-ID: 5\r\nAuthorization: Bearer a\r\nCookie: crier_token=c\r\n\r\n"
+        );
+        let Parsed::Stream(length, head) = parse(&raw) else {
+            panic!("not read as a stream request");
+        };
+        assert_eq!(length, raw.len());
+        assert_eq!(head.channel, CHANNEL);
+        assert_eq!(head.query, "access_token=t");
+        assert_eq!(head.last_event_id.as_deref(), Some(&b"5"[..]));
+        assert_eq!(head.authorization.as_deref(), Some(&b"Bearer a"[..]));
+        assert_eq!(head.cookie.as_deref(), Some("crier_token=c"));
+    }
+
+    #[test]
+    fn a_head_still_arriving_is_partial() {
+        let raw = format!("GET /channels/{CHANNEL}/events HTTP/1.1\r\nHost: x\r\n");
+        assert!(matches!(parse(&raw), Parsed::Partial));
+        assert!(matches!(parse("GET /chan"), Parsed::Partial));
+    }
+
+    #[test]
+    fn everything_else_is_left_to_actix() {
+        let others = [
+            "POST /channels/c/messages HTTP/1.1\r\n\r\n".to_string(),
+            "GET /healthz HTTP/1.1\r\n\r\n".to_string(),
+            format!("GET /channels/{CHANNEL}/events HTTP/1.0\r\n\r\n"),
+            format!("GET /channels/{CHANNEL}/events HTTP/1.1\r\nOrigin: https://a.example\r\n\r\n"),
+            format!("GET /channels/{CHANNEL}/events HTTP/1.1\r\nUpgrade: h2c\r\n\r\n"),
+            format!("GET /channels/{CHANNEL}/events HTTP/1.1\r\nContent-Length: 3\r\n\r\n"),
+            format!(
+                "GET /channels/{CHANNEL}/events HTTP/1.1\r\nCookie: a=1\r\nCookie: b=2\r\n\r\n"
+            ),
+            "GET /channels/a%2Fb/events HTTP/1.1\r\n\r\n".to_string(),
+            "GET /channels//events HTTP/1.1\r\n\r\n".to_string(),
+            format!("GET /channels/{CHANNEL}/events/more HTTP/1.1\r\n\r\n"),
+            "GET /channels/\0 nonsense\r\n\r\n".to_string(),
+        ];
+        for raw in others {
+            assert!(matches!(parse(&raw), Parsed::Other), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn an_error_response_is_complete_http() {
+        let error = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_streams",
+            "slow down",
+        )
+        .with_retry_after(5);
+        let bytes = response_bytes(error.error_response());
+        let text = String::from_utf8(bytes.to_vec()).expect("text");
+        let (head, body) = text.split_once("\r\n\r\n").expect("head and body");
+        assert!(
+            head.starts_with("HTTP/1.1 429 Too Many Requests\r\n"),
+            "{head}"
+        );
+        assert!(head.contains("retry-after: 5"), "{head}");
+        assert!(
+            head.contains(&format!("content-length: {}", body.len())),
+            "{head}"
+        );
+        let body: serde_json::Value = serde_json::from_str(body).expect("JSON body");
+        assert_eq!(body["error"]["code"], "too_many_streams");
+    }
+}
