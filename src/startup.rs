@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use actix_web::dev::Server;
 use actix_web::{App, HttpResponse, web};
-use broadcast_sse::hub::Hub;
+use broadcast_sse::hub::{Frame, Hub};
 use broadcast_sse::startup::run_with_hub;
 use protocol::error::{json_error_bodies, not_found, path_config, query_config};
-use protocol::health::{connection, readiness};
+use protocol::health::readiness;
 use protocol::mqtt::BrokerUrl;
 use protocol::server::ServerSettings;
 use tokio::task::JoinHandle;
@@ -65,7 +65,7 @@ impl Application {
         let listener = TcpListener::bind(&config.listen).map_err(listen_error)?;
         let http = listener.local_addr().map_err(listen_error)?;
         let verifier = protocol::auth::start_verifier(&config.auth)?;
-        let (chat, publisher) = chat_service::AppState::start(
+        let (mut chat, publisher) = chat_service::AppState::start(
             &config.chat,
             &broker,
             &config.topic_prefix,
@@ -73,24 +73,17 @@ impl Application {
         )?;
         let store = chat.history.clone();
         let history = Arc::new(StoreHistory(store.clone()));
-        let mut settings = config.broadcast;
-        // The only subscriber of its own broker sees every channel anyway.
-        settings.subscribe_all |= broker_is_embedded;
-        let (broadcast, subscriber) = broadcast_sse::AppState::start(
-            settings,
-            &broker,
-            &config.topic_prefix,
-            history,
-            verifier,
-        );
+        let broadcast =
+            broadcast_sse::AppState::start_in_process(config.broadcast, history, verifier);
         let hub = broadcast.hub.clone();
+        let feed = chat.feed(feed_into(hub.clone()));
         let tls = config.server.tls()?;
         let server =
             serve(listener, chat, broadcast, config.server.clone(), tls).map_err(listen_error)?;
         let tasks = tokio::spawn(async move {
             tokio::select! {
                 _ = publisher => {}
-                _ = subscriber => {}
+                _ = feed => {}
             }
         });
         Ok(Application {
@@ -119,6 +112,13 @@ impl Application {
         }
         result
     }
+}
+
+/// The streams of this process get each stored message straight from the store's
+/// feed: only this process's store numbers its channels, so the broker's copy
+/// (for other broadcast-sse nodes) would bring nothing new.
+fn feed_into(hub: Hub) -> chat_service::feed::Sink {
+    Box::new(move |channel, id, json| hub.deliver(channel, Frame::from_json(id, &json)))
 }
 
 /// The external broker when `--mqtt-url` is set, else a new embedded one.
@@ -166,18 +166,13 @@ async fn demo_page() -> HttpResponse {
         .body(DEMO_PAGE)
 }
 
-/// Ready when the store answers and both the publisher and the subscriber are
-/// connected to the broker.
+/// Ready when the store answers and the publisher is connected to the broker (the
+/// streams are fed in process).
 async fn readyz(
     chat: web::Data<chat_service::AppState>,
     broadcast: web::Data<broadcast_sse::AppState>,
 ) -> HttpResponse {
-    let (mut report, mut problems) = chat_service::routes::health::report(&chat);
-    let subscriber = broadcast.broker.is_connected();
-    report.insert("subscriber".into(), connection(subscriber).into());
+    let (mut report, problems) = chat_service::routes::health::report(&chat);
     report.insert("listeners".into(), broadcast.hub.listener_count().into());
-    if !subscriber {
-        problems.push("the stream subscriber is not connected to the MQTT broker");
-    }
     readiness(report, &problems)
 }

@@ -31,6 +31,12 @@ pub struct Config {
     #[arg(long, env = "CRIER_HISTORY_TOKEN", hide_env_values = true)]
     pub history_token: Option<String>,
 
+    /// Subscribe to every channel's topic with one wildcard instead of one
+    /// subscription per watched channel: for a node that sees most traffic anyway
+    /// (a broker matches each message against every filter).
+    #[arg(long, env = "CRIER_SUBSCRIBE_ALL")]
+    pub subscribe_all: bool,
+
     #[command(flatten)]
     pub auth: AuthSettings,
 
@@ -58,12 +64,6 @@ pub struct BroadcastSettings {
     #[arg(long, env = "CRIER_RETRY_MS", default_value_t = 2000)]
     pub retry_ms: u64,
 
-    /// Subscribe to every channel's topic with one wildcard instead of one
-    /// subscription per watched channel: for a node that sees all traffic anyway
-    /// (the all-in-one binary with its embedded broker does this by itself).
-    #[arg(long, env = "CRIER_SUBSCRIBE_ALL")]
-    pub subscribe_all: bool,
-
     /// Open streams one client address may hold (0: no limit).
     #[arg(long, env = "CRIER_MAX_STREAMS_PER_ADDRESS", default_value_t = 1000)]
     pub max_streams_per_address: usize,
@@ -86,7 +86,6 @@ impl Default for BroadcastSettings {
             ring_size: 1024,
             heartbeat_secs: 15,
             retry_ms: 2000,
-            subscribe_all: false,
             max_streams_per_address: 1000,
             max_channels: 100_000,
         }

@@ -60,6 +60,14 @@ impl Frame {
             bytes: Bytes::from(message.sse_frame()),
         }
     }
+
+    /// The frame of message `id` already serialized as `json`.
+    pub fn from_json(id: u64, json: &[u8]) -> Self {
+        Frame {
+            id,
+            bytes: Bytes::from(protocol::message::sse_frame_of(id, json)),
+        }
+    }
 }
 
 /// What the hub asks of the broker connection.

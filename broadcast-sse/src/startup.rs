@@ -12,10 +12,11 @@ use protocol::error::{
 };
 use protocol::mqtt::BrokerUrl;
 use protocol::server::ServerSettings;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::config::{BroadcastSettings, Config};
-use crate::hub::Hub;
+use crate::hub::{Hub, SubscriptionChange};
 use crate::limits::StreamSlots;
 use crate::mqtt;
 use crate::replay::{HistorySource, HttpHistory};
@@ -41,17 +42,13 @@ impl AppState {
         settings: BroadcastSettings,
         broker: &BrokerUrl,
         topic_prefix: &str,
+        subscribe_all: bool,
         history: Arc<dyn HistorySource>,
         verifier: Option<Arc<Verifier>>,
     ) -> (AppState, JoinHandle<()>) {
         let (hub, changes) = Hub::with_history(settings.ring_size, history.clone());
-        let (status, subscriber) = mqtt::start(
-            broker,
-            topic_prefix,
-            settings.subscribe_all,
-            hub.clone(),
-            changes,
-        );
+        let (status, subscriber) =
+            mqtt::start(broker, topic_prefix, subscribe_all, hub.clone(), changes);
         tokio::spawn(beat_hearts(hub.clone(), settings));
         let state = AppState {
             hub,
@@ -67,6 +64,38 @@ impl AppState {
             }
         });
         (state, task)
+    }
+
+    /// For a process that stores the messages itself (the all-in-one binary): no
+    /// broker connection. The caller hands each stored message to
+    /// [`Hub::deliver`], in id order per channel and once it is on disk; a channel
+    /// counts as followed as soon as it has a listener.
+    pub fn start_in_process(
+        settings: BroadcastSettings,
+        history: Arc<dyn HistorySource>,
+        verifier: Option<Arc<Verifier>>,
+    ) -> AppState {
+        let (hub, changes) = Hub::with_history(settings.ring_size, history.clone());
+        tokio::spawn(follow_in_process(hub.clone(), changes));
+        tokio::spawn(beat_hearts(hub.clone(), settings));
+        AppState {
+            hub,
+            history,
+            broker: BrokerStatus::default(),
+            settings,
+            verifier,
+            stream_slots: StreamSlots::new(settings.max_streams_per_address),
+        }
+    }
+}
+
+/// Marks each newly watched channel followed at once: every message this process
+/// stores reaches the hub without a subscription.
+async fn follow_in_process(hub: Hub, mut changes: mpsc::UnboundedReceiver<SubscriptionChange>) {
+    while let Some(change) = changes.recv().await {
+        if let SubscriptionChange::Subscribe(channel) = change {
+            hub.mark_subscribed(&[channel]);
+        }
     }
 }
 
@@ -143,6 +172,7 @@ impl Application {
             config.broadcast,
             &broker,
             &config.mqtt.topic_prefix,
+            config.subscribe_all,
             history,
             verifier,
         );

@@ -15,6 +15,7 @@
 //! - [`body`]: reads a POST body in any of the accepted content types.
 //! - [`history`]: the sled store, id assignment, history queries and retention.
 //! - [`mqtt`]: the publisher task that owns the broker connection.
+//! - [`feed`]: stored messages handed to streams in the same process.
 //! - [`outbox`]: what is stored, sent and acknowledged, per channel.
 //! - [`error`]: the service's error enum and its mapping to the JSON error body.
 
@@ -24,6 +25,7 @@ pub mod body;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod feed;
 pub mod history;
 pub mod mqtt;
 pub mod outbox;

@@ -19,6 +19,7 @@ use rumqttc::{AsyncClient, Event, EventLoop, Incoming, MqttOptions, Outgoing, Qo
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use crate::feed::Feed;
 use crate::history::History;
 use crate::outbox::Outbox;
 
@@ -42,6 +43,8 @@ struct Stored {
 #[derive(Clone)]
 pub struct Publisher {
     notices: mpsc::UnboundedSender<Stored>,
+    /// Streams in this process, fed without the broker.
+    feed: Option<Feed>,
     status: BrokerStatus,
     outbox_depth: Arc<AtomicU64>,
 }
@@ -49,9 +52,17 @@ pub struct Publisher {
 impl Publisher {
     /// Announces a stored message; never waits. Call in id order per channel.
     pub fn enqueue(&self, channel: ChannelId, id: u64, json: Bytes) {
+        if let Some(feed) = &self.feed {
+            feed.announce(channel, id, json.clone());
+        }
         if self.notices.send(Stored { channel, id, json }).is_err() {
             log::error!("publisher task has stopped; {channel} #{id} stays in the outbox");
         }
+    }
+
+    /// Also announces every stored message to `feed`.
+    pub fn feeding(&mut self, feed: Feed) {
+        self.feed = Some(feed);
     }
 
     pub fn status(&self) -> &BrokerStatus {
@@ -78,6 +89,7 @@ pub fn start(
     let status = BrokerStatus::default();
     let publisher = Publisher {
         notices,
+        feed: None,
         status: status.clone(),
         outbox_depth: outbox.depth_gauge(),
     };

@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 use crate::access::Access;
 use crate::bans::Bans;
 use crate::config::{ChatSettings, Config, Limits};
+use crate::feed;
 use crate::history::{self, History};
 use crate::mqtt::{self, Publisher};
 use crate::rate::RateLimiter;
@@ -71,6 +72,14 @@ impl AppState {
             durable_ack: settings.durable_ack,
         };
         Ok((state, task))
+    }
+
+    /// Hands every stored message, once on disk and in id order per channel, to
+    /// `sink` in this process (see [`feed`]). Returns the feed's task.
+    pub fn feed(&mut self, sink: feed::Sink) -> JoinHandle<()> {
+        let (feed, task) = feed::start(self.history.clone(), sink);
+        self.publisher.feeding(feed);
+        task
     }
 }
 

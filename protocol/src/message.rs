@@ -47,10 +47,16 @@ impl Message {
     /// blank line). Built once per message and shared by every subscriber.
     pub fn sse_frame(&self) -> Vec<u8> {
         let json = serde_json::to_vec(self).unwrap_or_default();
-        let mut frame = Vec::with_capacity(json.len() + 48);
-        frame_into(&mut frame, self.id, &json);
-        frame
+        sse_frame_of(self.id, &json)
     }
+}
+
+/// The SSE event of a message already serialized as `json` (what
+/// [`Message::sse_frame`] gives for it).
+pub fn sse_frame_of(id: u64, json: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(json.len() + 48);
+    frame_into(&mut frame, id, json);
+    frame
 }
 
 /// serde_json escapes every control character, so the JSON is one line and a single

@@ -3,7 +3,7 @@
 
 use reqwest::StatusCode;
 
-use crate::helpers::{CRIER, new_channel, open_stream, wait_for_ready};
+use crate::helpers::{CRIER, eventually, new_channel, open_stream, wait_for_ready};
 use crate::process::Service;
 
 #[tokio::test]
@@ -63,4 +63,49 @@ async fn crier_serves_the_demo_page_posts_and_streams_on_one_port() {
     let message = stream.next_message().await;
     assert_eq!((message.id, message.author.as_str()), (1, "ann"));
     assert_eq!(message.text, "hi from text/plain");
+}
+
+#[tokio::test]
+async fn crier_streams_what_it_stores_while_its_broker_is_down() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let unused = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+    let broker = format!("mqtt://{}", unused.local_addr().expect("address"));
+    drop(unused);
+    let crier = Service::start(
+        CRIER,
+        &[
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--data-dir".into(),
+            dir.path().join("data").display().to_string(),
+            "--mqtt-url".into(),
+            broker,
+        ],
+        &dir.path().join("crier.log"),
+    );
+    let http = crate::helpers::http_client();
+    eventually("crier answers /healthz", || async {
+        let response = http.get(format!("{}/healthz", crier.url)).send().await;
+        response.is_ok_and(|r| r.status() == StatusCode::OK)
+    })
+    .await;
+    let readiness = http.get(format!("{}/readyz", crier.url)).send().await;
+    let readiness = readiness.expect("GET /readyz");
+    assert_eq!(readiness.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+    let channel = new_channel();
+    let mut stream = open_stream(&http, &crier.url, channel, None).await;
+    for text in ["one", "two"] {
+        let response = http
+            .post(format!("{}/channels/{channel}/messages", crier.url))
+            .json(&serde_json::json!({"author": "ann", "text": text}))
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(response.status(), StatusCode::CREATED);
+    }
+    for (id, text) in [(1, "one"), (2, "two")] {
+        let message = stream.next_message().await;
+        assert_eq!((message.id, message.text.as_str()), (id, text));
+    }
 }

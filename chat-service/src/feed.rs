@@ -1,0 +1,58 @@
+//! The in-process feed: every stored message handed to a consumer in the same
+//! process (the all-in-one binary's streams), in id order per channel and only
+//! once it is on disk, whatever the broker's state.
+//!
+//! It follows the publisher's rule (nothing leaves before the flush that makes
+//! its id final) without the broker's round trip: the streams of the process
+//! that stores a message need not hear of it through MQTT.
+
+use bytes::Bytes;
+use protocol::ChannelId;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::history::History;
+
+/// Most messages handed over per disk flush.
+const BATCH: usize = 256;
+
+/// Receives each stored message: its channel, id and JSON.
+pub type Sink = Box<dyn Fn(ChannelId, u64, Bytes) + Send + 'static>;
+
+/// Where stored messages are announced, in id order per channel.
+#[derive(Clone)]
+pub struct Feed {
+    stored: mpsc::UnboundedSender<(ChannelId, u64, Bytes)>,
+}
+
+impl Feed {
+    pub fn announce(&self, channel: ChannelId, id: u64, json: Bytes) {
+        if self.stored.send((channel, id, json)).is_err() {
+            log::error!(
+                "the in-process feed has stopped; {channel} #{id} reaches streams from history"
+            );
+        }
+    }
+}
+
+/// Starts the task that hands announced messages to `sink` once they are on disk.
+pub fn start(history: History, sink: Sink) -> (Feed, JoinHandle<()>) {
+    let (stored, announced) = mpsc::unbounded_channel();
+    (Feed { stored }, tokio::spawn(run(history, announced, sink)))
+}
+
+async fn run(
+    history: History,
+    mut announced: mpsc::UnboundedReceiver<(ChannelId, u64, Bytes)>,
+    sink: Sink,
+) {
+    let mut batch = Vec::with_capacity(BATCH);
+    while announced.recv_many(&mut batch, BATCH).await > 0 {
+        if let Err(e) = history.flush().await {
+            log::error!("flush before feeding streams failed: {e}");
+        }
+        for (channel, id, json) in batch.drain(..) {
+            sink(channel, id, json);
+        }
+    }
+}
