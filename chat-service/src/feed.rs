@@ -56,3 +56,39 @@ async fn run(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::Limits;
+    use crate::domain::NewMessage;
+
+    #[tokio::test]
+    async fn stored_messages_reach_the_sink_in_id_order_with_their_json() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let history = History::open(dir.path()).expect("open");
+        let (delivered, mut received) = mpsc::unbounded_channel();
+        let sink: Sink = Box::new(move |channel, id, json| {
+            let _ = delivered.send((channel, id, json));
+        });
+        let (feed, _task) = start(history.clone(), sink);
+        let channel = ChannelId::from_bytes([7; 16]);
+        let new = NewMessage::parse(Some("ann"), Some("hi"), &Limits::default()).expect("valid");
+        for _ in 0..5 {
+            history
+                .append(channel, &new, None, |message, json| {
+                    feed.announce(channel, message.id, json.clone())
+                })
+                .expect("append");
+        }
+        for expected in 1..=5 {
+            let next = tokio::time::timeout(Duration::from_secs(10), received.recv()).await;
+            let (got_channel, id, json) = next.expect("in time").expect("delivered");
+            assert_eq!((got_channel, id), (channel, expected));
+            let message: protocol::Message = serde_json::from_slice(&json).expect("JSON");
+            assert_eq!((message.id, message.text.as_str()), (expected, "hi"));
+        }
+    }
+}
