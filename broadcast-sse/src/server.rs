@@ -90,32 +90,45 @@ where
                     .map_err(|err| err.into().error_response()),
                 move |_| app_config(address),
             ));
-        let streams = streams.clone();
-        fn_factory(move || {
-            let http = http.new_service(());
-            let streams = streams.clone();
-            async move {
-                let http = Rc::new(http.await.map_err(|e| {
-                    log::error!("cannot start an HTTP worker: {e:?}");
-                })?);
-                Ok::<_, ()>(fn_service(move |io: TcpStream| {
-                    let http = http.clone();
-                    let streams = streams.clone();
-                    // Boxed: actix-server keeps the future it is given twice over.
-                    let connection =
-                        serve_connection(io, streams, header_timeout, move |io, peer| {
-                            Box::pin(http.call((io, peer)))
-                        });
-                    let connection: Pin<Box<dyn Future<Output = ()>>> = Box::pin(connection);
-                    async move {
-                        connection.await;
-                        Ok::<_, ()>(())
-                    }
-                }))
-            }
-        })
+        connections(http, streams.clone(), header_timeout)
     })?;
     Ok(builder.run())
+}
+
+/// What a worker runs for each accepted connection: [`serve_connection`], with
+/// `http` (actix-http's HTTP/1 service) for whatever is not a stream.
+fn connections<H>(
+    http: H,
+    streams: web::Data<AppState>,
+    header_timeout: Duration,
+) -> impl ServiceFactory<TcpStream, Config = (), Response = (), Error = (), InitError = ()>
+where
+    H: ServiceFactory<(TcpStream, Option<SocketAddr>), Config = (), Response = ()> + 'static,
+    H::Error: std::fmt::Debug,
+    H::InitError: std::fmt::Debug,
+{
+    fn_factory(move || {
+        let http = http.new_service(());
+        let streams = streams.clone();
+        async move {
+            let http = Rc::new(http.await.map_err(|e| {
+                log::error!("cannot start an HTTP worker: {e:?}");
+            })?);
+            Ok::<_, ()>(fn_service(move |io: TcpStream| {
+                let http = http.clone();
+                let streams = streams.clone();
+                // Boxed: actix-server keeps the future it is given twice over.
+                let connection = serve_connection(io, streams, header_timeout, move |io, peer| {
+                    Box::pin(http.call((io, peer)))
+                });
+                let connection: Pin<Box<dyn Future<Output = ()>>> = Box::pin(connection);
+                async move {
+                    connection.await;
+                    Ok::<_, ()>(())
+                }
+            }))
+        }
+    })
 }
 
 /// Serves one connection: its stream directly, or through `http`. Every step
