@@ -11,23 +11,41 @@ use protocol::ChannelId;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::history::History;
+use crate::history::{FlushTicket, History};
 
-/// Most messages handed over per disk flush.
+/// Most announcements taken per wake-up.
 const BATCH: usize = 256;
 
 /// Receives each stored message: its channel, id and JSON.
 pub type Sink = Box<dyn Fn(ChannelId, u64, Bytes) + Send + 'static>;
 
+/// A stored message and the flush that makes it final.
+struct Announced {
+    channel: ChannelId,
+    id: u64,
+    json: Bytes,
+    flushed: FlushTicket,
+}
+
 /// Where stored messages are announced, in id order per channel.
 #[derive(Clone)]
 pub struct Feed {
-    stored: mpsc::UnboundedSender<(ChannelId, u64, Bytes)>,
+    history: History,
+    stored: mpsc::UnboundedSender<Announced>,
 }
 
 impl Feed {
+    /// Asks for the flush at once (it joins the one the POST is about to wait
+    /// for), so the message is handed over as soon as that flush is done.
     pub fn announce(&self, channel: ChannelId, id: u64, json: Bytes) {
-        if self.stored.send((channel, id, json)).is_err() {
+        let flushed = self.history.request_flush();
+        let announced = Announced {
+            channel,
+            id,
+            json,
+            flushed,
+        };
+        if self.stored.send(announced).is_err() {
             log::error!(
                 "the in-process feed has stopped; {channel} #{id} reaches streams from history"
             );
@@ -38,21 +56,17 @@ impl Feed {
 /// Starts the task that hands announced messages to `sink` once they are on disk.
 pub fn start(history: History, sink: Sink) -> (Feed, JoinHandle<()>) {
     let (stored, announced) = mpsc::unbounded_channel();
-    (Feed { stored }, tokio::spawn(run(history, announced, sink)))
+    (Feed { history, stored }, tokio::spawn(run(announced, sink)))
 }
 
-async fn run(
-    history: History,
-    mut announced: mpsc::UnboundedReceiver<(ChannelId, u64, Bytes)>,
-    sink: Sink,
-) {
+async fn run(mut announced: mpsc::UnboundedReceiver<Announced>, sink: Sink) {
     let mut batch = Vec::with_capacity(BATCH);
     while announced.recv_many(&mut batch, BATCH).await > 0 {
-        if let Err(e) = history.flush().await {
-            log::error!("flush before feeding streams failed: {e}");
-        }
-        for (channel, id, json) in batch.drain(..) {
-            sink(channel, id, json);
+        for message in batch.drain(..) {
+            if let Err(e) = message.flushed.wait().await {
+                log::error!("flush before feeding streams failed: {e}");
+            }
+            sink(message.channel, message.id, message.json);
         }
     }
 }

@@ -42,12 +42,29 @@ impl GroupCommitter {
 
     /// Waits until everything written before the call is on disk.
     pub async fn flush(&self) -> Result<(), FlushError> {
-        let stopped = || FlushError("the flush thread has stopped".into());
+        self.request().wait().await
+    }
+
+    /// Asks for a flush now and returns what to wait on: everything written
+    /// before the call is on disk once it resolves. Asking at once, before any
+    /// waiting, lets the request join the flush of writes made just before.
+    pub fn request(&self) -> FlushTicket {
         let (waiter, outcome) = oneshot::channel();
-        self.requests
+        let sent = self
+            .requests
             .as_ref()
-            .and_then(|requests| requests.send(waiter).ok())
-            .ok_or_else(stopped)?;
+            .is_some_and(|requests| requests.send(waiter).is_ok());
+        FlushTicket(sent.then_some(outcome))
+    }
+}
+
+/// A requested flush (see [`GroupCommitter::request`]).
+pub struct FlushTicket(Option<oneshot::Receiver<Result<(), String>>>);
+
+impl FlushTicket {
+    pub async fn wait(self) -> Result<(), FlushError> {
+        let stopped = || FlushError("the flush thread has stopped".into());
+        let outcome = self.0.ok_or_else(stopped)?;
         outcome.await.map_err(|_| stopped())?.map_err(FlushError)
     }
 }

@@ -17,6 +17,7 @@ use bytes::Bytes;
 use protocol::{ChannelId, Message};
 
 pub use commit::FlushError;
+pub use commit::FlushTicket;
 use commit::GroupCommitter;
 use keys::{decode_u64, id_of_key, message_key};
 
@@ -124,6 +125,11 @@ impl History {
     /// one flush (group commit).
     pub async fn flush(&self) -> Result<(), FlushError> {
         self.inner.committer.flush().await
+    }
+
+    /// Asks for a flush of everything appended so far without waiting yet.
+    pub fn request_flush(&self) -> FlushTicket {
+        self.inner.committer.request()
     }
 
     /// Up to `limit` messages with ids greater than `after`, ascending.
