@@ -24,7 +24,7 @@ use actix_web::{HttpResponse, ResponseError};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::Stream;
 use protocol::ApiError;
-use protocol::auth::{TokenCarriers, token_cookie};
+use protocol::auth::{Cookies, TokenCarriers};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -197,7 +197,7 @@ async fn stream_for(
         tokens: TokenCarriers {
             authorization: head.authorization.as_deref(),
             query: &head.query,
-            cookie: head.cookie.as_deref().and_then(token_cookie),
+            cookies: Cookies::Header(head.cookie.as_deref()),
         },
         peer,
     };

@@ -326,14 +326,38 @@ pub enum TokenSources {
 }
 
 /// The parts of a request that may carry a token, whichever server parsed it.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct TokenCarriers<'a> {
     /// The raw `Authorization` header.
     pub authorization: Option<&'a [u8]>,
     /// The query string, without the `?`.
     pub query: &'a str,
-    /// The value of the [`TOKEN_COOKIE`] cookie.
-    pub cookie: Option<String>,
+    pub cookies: Cookies<'a>,
+}
+
+/// Where a request's cookies are, read only when no other carrier has a token.
+#[derive(Debug, Clone, Copy)]
+pub enum Cookies<'a> {
+    /// Every `Cookie` header of an actix request.
+    Request(&'a HttpRequest),
+    /// The one raw `Cookie` header, if any.
+    Header(Option<&'a str>),
+}
+
+impl Cookies<'_> {
+    /// The [`TOKEN_COOKIE`] value.
+    fn token(self) -> Option<String> {
+        match self {
+            Cookies::Request(req) => req.cookie(TOKEN_COOKIE).map(|c| c.value().to_string()),
+            Cookies::Header(header) => header?
+                .split(';')
+                .map(str::trim)
+                .filter(|part| !part.is_empty())
+                .filter_map(|part| actix_web::cookie::Cookie::parse_encoded(part).ok())
+                .find(|cookie| cookie.name() == TOKEN_COOKIE)
+                .map(|cookie| cookie.value().to_string()),
+        }
+    }
 }
 
 impl<'a> TokenCarriers<'a> {
@@ -344,22 +368,9 @@ impl<'a> TokenCarriers<'a> {
                 .get(header::AUTHORIZATION)
                 .map(|value| value.as_bytes()),
             query: req.query_string(),
-            cookie: req
-                .cookie(TOKEN_COOKIE)
-                .map(|cookie| cookie.value().to_string()),
+            cookies: Cookies::Request(req),
         }
     }
-}
-
-/// The [`TOKEN_COOKIE`] value in a raw `Cookie` header.
-pub fn token_cookie(cookie_header: &str) -> Option<String> {
-    cookie_header
-        .split(';')
-        .map(str::trim)
-        .filter(|part| !part.is_empty())
-        .filter_map(|part| actix_web::cookie::Cookie::parse_encoded(part).ok())
-        .find(|cookie| cookie.name() == TOKEN_COOKIE)
-        .map(|cookie| cookie.value().to_string())
 }
 
 /// The request's token, or `401 missing_token`.
@@ -387,7 +398,7 @@ pub fn token_in(carriers: TokenCarriers, sources: TokenSources) -> Result<String
         if let Some(token) = query_token(carriers.query) {
             return Ok(token);
         }
-        if let Some(cookie) = carriers.cookie {
+        if let Some(cookie) = carriers.cookies.token() {
             return Ok(cookie);
         }
     }
@@ -458,6 +469,14 @@ mod tests {
     use serde_json::json;
 
     const SECRET: &str = "test secret";
+
+    #[test]
+    fn the_token_cookie_is_found_among_others_in_a_raw_header() {
+        let header = Cookies::Header(Some("theme=dark; crier_token=abc%20d;x=1"));
+        assert_eq!(header.token().as_deref(), Some("abc d"));
+        assert_eq!(Cookies::Header(Some("theme=dark")).token(), None);
+        assert_eq!(Cookies::Header(None).token(), None);
+    }
 
     fn verifier() -> Verifier {
         let settings = AuthSettings {
