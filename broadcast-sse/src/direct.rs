@@ -29,7 +29,7 @@ use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::AppState;
-use crate::routes::events::{StreamRequest, admit, open};
+use crate::routes::events::{STREAM_HEADERS, StreamRequest, admit, open};
 use crate::stream::ClientStream;
 
 /// A stream request's head must fit in this; longer heads go to actix.
@@ -288,10 +288,10 @@ impl Future for Pump {
 fn stream_response_head() -> Bytes {
     let mut head = BytesMut::with_capacity(256);
     head.put_slice(b"HTTP/1.1 200 OK\r\n");
-    head.put_slice(b"content-type: text/event-stream\r\n");
-    head.put_slice(b"cache-control: no-cache\r\n");
-    head.put_slice(b"x-accel-buffering: no\r\n");
-    head.put_slice(b"connection: close\r\n");
+    for (name, value) in STREAM_HEADERS {
+        put_header(&mut head, name, value.as_bytes());
+    }
+    put_header(&mut head, "connection", b"close");
     put_date(&mut head);
     head.put_slice(b"\r\n");
     head.freeze()
@@ -328,13 +328,14 @@ fn response_bytes(response: HttpResponse<BoxBody>) -> Bytes {
     bytes.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
     bytes.put_slice(b"\r\n");
     for (name, value) in response.headers() {
-        bytes.put_slice(name.as_str().as_bytes());
-        bytes.put_slice(b": ");
-        bytes.put_slice(value.as_bytes());
-        bytes.put_slice(b"\r\n");
+        put_header(&mut bytes, name.as_str(), value.as_bytes());
     }
-    bytes.put_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
-    bytes.put_slice(b"connection: close\r\n");
+    put_header(
+        &mut bytes,
+        "content-length",
+        body.len().to_string().as_bytes(),
+    );
+    put_header(&mut bytes, "connection", b"close");
     put_date(&mut bytes);
     bytes.put_slice(b"\r\n");
     bytes.put_slice(&body);
@@ -342,8 +343,14 @@ fn response_bytes(response: HttpResponse<BoxBody>) -> Bytes {
 }
 
 fn put_date(bytes: &mut BytesMut) {
-    bytes.put_slice(b"date: ");
-    bytes.put_slice(httpdate::fmt_http_date(SystemTime::now()).as_bytes());
+    let now = httpdate::fmt_http_date(SystemTime::now());
+    put_header(bytes, "date", now.as_bytes());
+}
+
+fn put_header(bytes: &mut BytesMut, name: &str, value: &[u8]) {
+    bytes.put_slice(name.as_bytes());
+    bytes.put_slice(b": ");
+    bytes.put_slice(value);
     bytes.put_slice(b"\r\n");
 }
 

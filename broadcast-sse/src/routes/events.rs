@@ -9,7 +9,6 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
-use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use protocol::auth::{TokenCarriers, TokenSources, claims_in, require_subscribe};
 use protocol::{ApiError, ChannelId};
@@ -23,6 +22,14 @@ use crate::stream::ClientStream;
 /// Longest wait for the broker to confirm a new channel subscription before the
 /// stream starts anyway (it then relies on gap detection and history).
 const SUBSCRIBE_WAIT: Duration = Duration::from_secs(5);
+
+/// The headers of a stream's response, whichever server writes it (proxies must
+/// not buffer it).
+pub const STREAM_HEADERS: [(&str, &str); 3] = [
+    ("content-type", "text/event-stream"),
+    ("cache-control", "no-cache"),
+    ("x-accel-buffering", "no"),
+];
 
 /// What opening a stream needs from a request, whichever server read it.
 pub struct StreamRequest<'a> {
@@ -61,11 +68,11 @@ pub async fn events(
     };
     let admission = admit(&state, request)?;
     let stream = open(&state, admission).await?;
-    Ok(HttpResponse::Ok()
-        .content_type("text/event-stream")
-        .insert_header(header::CacheControl(vec![header::CacheDirective::NoCache]))
-        .insert_header(("X-Accel-Buffering", "no"))
-        .streaming(stream.into_body()))
+    let mut response = HttpResponse::Ok();
+    for header in STREAM_HEADERS {
+        response.insert_header(header);
+    }
+    Ok(response.streaming(stream.into_body()))
 }
 
 /// Checks the channel, the token, the resume point and the limits; takes the
