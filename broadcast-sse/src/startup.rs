@@ -49,15 +49,7 @@ impl AppState {
         let (hub, changes) = Hub::with_history(settings.ring_size, history.clone());
         let (status, subscriber) =
             mqtt::start(broker, topic_prefix, subscribe_all, hub.clone(), changes);
-        tokio::spawn(beat_hearts(hub.clone(), settings));
-        let state = AppState {
-            hub,
-            history,
-            broker: status,
-            settings,
-            verifier,
-            stream_slots: StreamSlots::new(settings.max_streams_per_address),
-        };
+        let state = AppState::new(hub, status, settings, history, verifier);
         let task = tokio::spawn(async move {
             if let Err(e) = subscriber.await {
                 log::error!("MQTT subscriber task failed: {e}");
@@ -67,7 +59,7 @@ impl AppState {
     }
 
     /// For a process that stores the messages itself (the all-in-one binary): no
-    /// broker connection. The caller hands each stored message to
+    /// broker connection (`broker` stays disconnected). The caller hands each stored message to
     /// [`Hub::deliver`], in id order per channel and once it is on disk; a channel
     /// counts as followed as soon as it has a listener.
     pub fn start_in_process(
@@ -77,11 +69,22 @@ impl AppState {
     ) -> AppState {
         let (hub, changes) = Hub::with_history(settings.ring_size, history.clone());
         tokio::spawn(follow_in_process(hub.clone(), changes));
+        AppState::new(hub, BrokerStatus::default(), settings, history, verifier)
+    }
+
+    /// The state around `hub`, whose heartbeat task it starts.
+    fn new(
+        hub: Hub,
+        broker: BrokerStatus,
+        settings: BroadcastSettings,
+        history: Arc<dyn HistorySource>,
+        verifier: Option<Arc<Verifier>>,
+    ) -> AppState {
         tokio::spawn(beat_hearts(hub.clone(), settings));
         AppState {
             hub,
             history,
-            broker: BrokerStatus::default(),
+            broker,
             settings,
             verifier,
             stream_slots: StreamSlots::new(settings.max_streams_per_address),
