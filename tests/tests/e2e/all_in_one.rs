@@ -9,16 +9,7 @@ use crate::process::Service;
 #[tokio::test]
 async fn crier_serves_the_demo_page_posts_and_streams_on_one_port() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let crier = Service::start(
-        CRIER,
-        &[
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-            "--data-dir".into(),
-            dir.path().join("data").display().to_string(),
-        ],
-        &dir.path().join("crier.log"),
-    );
+    let crier = start_crier(&dir, &[]);
     let http = crate::helpers::http_client();
     wait_for_ready(&http, &crier.url).await;
 
@@ -71,18 +62,7 @@ async fn crier_streams_what_it_stores_while_its_broker_is_down() {
     let unused = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
     let broker = format!("mqtt://{}", unused.local_addr().expect("address"));
     drop(unused);
-    let crier = Service::start(
-        CRIER,
-        &[
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-            "--data-dir".into(),
-            dir.path().join("data").display().to_string(),
-            "--mqtt-url".into(),
-            broker,
-        ],
-        &dir.path().join("crier.log"),
-    );
+    let crier = start_crier(&dir, &["--mqtt-url".into(), broker]);
     let http = crate::helpers::http_client();
     eventually("crier answers /healthz", || async {
         let response = http.get(format!("{}/healthz", crier.url)).send().await;
@@ -108,4 +88,16 @@ async fn crier_streams_what_it_stores_while_its_broker_is_down() {
         let message = stream.next_message().await;
         assert_eq!((message.id, message.text.as_str()), (id, text));
     }
+}
+
+/// The crier binary on a free port, its data and log in `dir`.
+fn start_crier(dir: &tempfile::TempDir, flags: &[String]) -> Service {
+    let mut args = vec![
+        "--listen".to_string(),
+        "127.0.0.1:0".into(),
+        "--data-dir".into(),
+        dir.path().join("data").display().to_string(),
+    ];
+    args.extend_from_slice(flags);
+    Service::start(CRIER, &args, &dir.path().join("crier.log"))
 }

@@ -85,52 +85,43 @@ async fn a_node_follows_at_most_max_channels() {
 async fn a_client_slow_to_send_its_headers_is_cut_off() {
     let flags = ["--request-header-timeout-ms", "300"];
     let app = TestApp::with_options(Broker::embedded(), &flags, &[]).await;
-    let address = app.chat_url().trim_start_matches("http://").to_string();
-    let started = Instant::now();
-    let answer = tokio::task::spawn_blocking(move || {
-        let mut socket = TcpStream::connect(address).expect("connect");
-        socket.set_read_timeout(Some(WAIT)).expect("timeout");
-        socket
-            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
-            .expect("partial headers");
-        let mut answer = Vec::new();
-        let _ = socket.read_to_end(&mut answer);
-        String::from_utf8_lossy(&answer).to_string()
-    })
-    .await
-    .expect("reader");
+    let partial = b"GET /healthz HTTP/1.1\r\nHost: x\r\n";
+    let answer = answer_to_raw(app.chat_url(), partial).await;
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "cut off after {:?}",
-        started.elapsed()
-    );
 }
 
 #[tokio::test]
 async fn a_client_that_sends_nothing_is_answered_408_in_json() {
     let flags = ["--request-header-timeout-ms", "300"];
     let app = TestApp::with_options(Broker::embedded(), &[], &flags).await;
-    let address = app.sse.url.trim_start_matches("http://").to_string();
+    let answer = answer_to_raw(&app.sse.url, b"").await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    let body = answer.split_once("\r\n\r\n").map(|(_, body)| body);
+    let body: serde_json::Value = serde_json::from_str(body.unwrap_or("")).expect("JSON body");
+    assert_eq!(body["error"]["code"], "request_timeout");
+}
+
+/// Sends `bytes` (a request cut short, or nothing) on a new connection to `url`
+/// and reads until the server closes it, which it must do within 5 s.
+async fn answer_to_raw(url: &str, bytes: &'static [u8]) -> String {
+    let address = url.trim_start_matches("http://").to_string();
     let started = Instant::now();
     let answer = tokio::task::spawn_blocking(move || {
         let mut socket = TcpStream::connect(address).expect("connect");
         socket.set_read_timeout(Some(WAIT)).expect("timeout");
+        socket.write_all(bytes).expect("partial request");
         let mut answer = Vec::new();
         let _ = socket.read_to_end(&mut answer);
         String::from_utf8_lossy(&answer).to_string()
     })
     .await
     .expect("reader");
-    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
-    let body = answer.split_once("\r\n\r\n").map(|(_, body)| body);
-    let body: serde_json::Value = serde_json::from_str(body.unwrap_or("")).expect("JSON body");
-    assert_eq!(body["error"]["code"], "request_timeout");
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "cut off after {:?}",
         started.elapsed()
     );
+    answer
 }
 
 #[tokio::test]
