@@ -76,16 +76,10 @@ impl Application {
         let broadcast =
             broadcast_sse::AppState::start_in_process(config.broadcast, history, verifier);
         let hub = broadcast.hub.clone();
-        let feed = chat.feed(feed_into(hub.clone()));
+        chat.feed(feed_into(hub.clone()));
         let tls = config.server.tls()?;
         let server =
             serve(listener, chat, broadcast, config.server.clone(), tls).map_err(listen_error)?;
-        let tasks = tokio::spawn(async move {
-            tokio::select! {
-                _ = publisher => {}
-                _ = feed => {}
-            }
-        });
         Ok(Application {
             endpoints: Endpoints {
                 http,
@@ -94,7 +88,7 @@ impl Application {
             },
             server,
             hub,
-            tasks,
+            tasks: publisher,
             history: store,
         })
     }
@@ -117,8 +111,14 @@ impl Application {
 /// The streams of this process get each stored message straight from the store's
 /// feed: only this process's store numbers its channels, so the broker's copy
 /// (for other broadcast-sse nodes) would bring nothing new.
+/// The sink runs on the store's flush thread; it enters this runtime so that a
+/// gap the hub finds can still start its backfill here.
 fn feed_into(hub: Hub) -> chat_service::feed::Sink {
-    Box::new(move |channel, id, json| hub.deliver(channel, Frame::from_json(id, &json)))
+    let runtime = tokio::runtime::Handle::current();
+    Box::new(move |channel, id, json| {
+        let _entered = runtime.enter();
+        hub.deliver(channel, Frame::from_json(id, &json));
+    })
 }
 
 /// The external broker when `--mqtt-url` is set, else a new embedded one.

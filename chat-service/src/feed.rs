@@ -4,69 +4,51 @@
 //!
 //! It follows the publisher's rule (nothing leaves before the flush that makes
 //! its id final) without the broker's round trip: the streams of the process
-//! that stores a message need not hear of it through MQTT.
+//! that stores a message need not hear of it through MQTT. The flush thread
+//! itself hands each message over right after that flush, so delivery costs no
+//! further hand-off between threads.
+
+use std::sync::Arc;
 
 use bytes::Bytes;
 use protocol::ChannelId;
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
-use crate::history::{FlushTicket, History};
+use crate::history::History;
 
-/// Most announcements taken per wake-up.
-const BATCH: usize = 256;
-
-/// Receives each stored message: its channel, id and JSON.
-pub type Sink = Box<dyn Fn(ChannelId, u64, Bytes) + Send + 'static>;
-
-/// A stored message and the flush that makes it final.
-struct Announced {
-    channel: ChannelId,
-    id: u64,
-    json: Bytes,
-    flushed: FlushTicket,
-}
+/// Receives each stored message: its channel, id and JSON. Runs on the flush
+/// thread, so it must be quick and must not block.
+pub type Sink = Box<dyn Fn(ChannelId, u64, Bytes) + Send + Sync + 'static>;
 
 /// Where stored messages are announced, in id order per channel.
 #[derive(Clone)]
 pub struct Feed {
     history: History,
-    stored: mpsc::UnboundedSender<Announced>,
+    sink: Arc<Sink>,
 }
 
 impl Feed {
-    /// Asks for the flush at once (it joins the one the POST is about to wait
-    /// for), so the message is handed over as soon as that flush is done.
-    pub fn announce(&self, channel: ChannelId, id: u64, json: Bytes) {
-        let flushed = self.history.request_flush();
-        let announced = Announced {
-            channel,
-            id,
-            json,
-            flushed,
-        };
-        if self.stored.send(announced).is_err() {
-            log::error!(
-                "the in-process feed has stopped; {channel} #{id} reaches streams from history"
-            );
+    pub fn new(history: History, sink: Sink) -> Self {
+        Feed {
+            history,
+            sink: Arc::new(sink),
         }
     }
-}
 
-/// Starts the task that hands announced messages to `sink` once they are on disk.
-pub fn start(history: History, sink: Sink) -> (Feed, JoinHandle<()>) {
-    let (stored, announced) = mpsc::unbounded_channel();
-    (Feed { history, stored }, tokio::spawn(run(announced, sink)))
-}
-
-async fn run(mut announced: mpsc::UnboundedReceiver<Announced>, sink: Sink) {
-    let mut batch = Vec::with_capacity(BATCH);
-    while announced.recv_many(&mut batch, BATCH).await > 0 {
-        for message in batch.drain(..) {
-            if let Err(e) = message.flushed.wait().await {
+    /// Queues the message behind the flush that covers it (call right after it
+    /// is stored, in id order per channel); it reaches the sink once that flush
+    /// is done.
+    pub fn announce(&self, channel: ChannelId, id: u64, json: Bytes) {
+        let sink = Arc::clone(&self.sink);
+        let queued = self.history.after_flush(Box::new(move |flushed| {
+            if let Err(e) = flushed {
                 log::error!("flush before feeding streams failed: {e}");
             }
-            sink(message.channel, message.id, message.json);
+            sink(channel, id, json);
+        }));
+        if queued.is_err() {
+            log::error!(
+                "the store's flush thread has stopped; {channel} #{id} reaches streams from history"
+            );
         }
     }
 }
@@ -74,6 +56,8 @@ async fn run(mut announced: mpsc::UnboundedReceiver<Announced>, sink: Sink) {
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
+
+    use tokio::sync::mpsc;
 
     use super::*;
     use crate::config::Limits;
@@ -87,7 +71,7 @@ mod tests {
         let sink: Sink = Box::new(move |channel, id, json| {
             let _ = delivered.send((channel, id, json));
         });
-        let (feed, _task) = start(history.clone(), sink);
+        let feed = Feed::new(history.clone(), sink);
         let channel = ChannelId::from_bytes([7; 16]);
         let new = NewMessage::parse(Some("ann"), Some("hi"), &Limits::default()).expect("valid");
         for _ in 0..5 {

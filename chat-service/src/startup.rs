@@ -75,11 +75,10 @@ impl AppState {
     }
 
     /// Hands every stored message, once on disk and in id order per channel, to
-    /// `sink` in this process (see [`feed`]). Returns the feed's task.
-    pub fn feed(&mut self, sink: feed::Sink) -> JoinHandle<()> {
-        let (feed, task) = feed::start(self.history.clone(), sink);
+    /// `sink` in this process (see [`feed`]).
+    pub fn feed(&mut self, sink: feed::Sink) {
+        let feed = feed::Feed::new(self.history.clone(), sink);
         self.publisher.feeding(feed);
-        task
     }
 }
 

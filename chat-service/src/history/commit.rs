@@ -3,6 +3,8 @@
 //! flush is ever in flight — sled 0.34's `flush_async` deadlocks its own thread pool
 //! when many run at once.
 
+use std::sync::mpsc;
+
 use tokio::sync::oneshot;
 
 /// A flush that failed; the cause is sled's, as text (sled's error is not `Clone`,
@@ -14,26 +16,31 @@ pub struct FlushError(pub String);
 /// Told the outcome of the flush that covered its writes.
 type FlushWaiter = oneshot::Sender<Result<(), String>>;
 
+/// Work run on the flush thread once the flush that covers the writes made
+/// before it was queued is over; given that flush's outcome. It must be quick:
+/// the next flush waits for it.
+pub type AfterFlush = Box<dyn FnOnce(Result<(), FlushError>) + Send>;
+
+enum Request {
+    Flush(FlushWaiter),
+    AfterFlush(AfterFlush),
+}
+
+/// The committer's thread has stopped, so nothing queued would run.
+#[derive(Debug)]
+pub struct Stopped;
+
 pub struct GroupCommitter {
-    requests: Option<std::sync::mpsc::Sender<FlushWaiter>>,
+    requests: Option<mpsc::Sender<Request>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl GroupCommitter {
     pub fn start(db: sled::Db) -> Result<Self, sled::Error> {
-        let (requests, waiting) = std::sync::mpsc::channel::<FlushWaiter>();
+        let (requests, waiting) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("sled-group-commit".into())
-            .spawn(move || {
-                while let Ok(first) = waiting.recv() {
-                    let mut waiters = vec![first];
-                    waiters.extend(waiting.try_iter());
-                    let outcome = db.flush().map(|_| ()).map_err(|e| e.to_string());
-                    for waiter in waiters {
-                        let _ = waiter.send(outcome.clone());
-                    }
-                }
-            })?;
+            .spawn(move || commit_until_closed(&db, &waiting))?;
         Ok(GroupCommitter {
             requests: Some(requests),
             thread: Some(thread),
@@ -46,23 +53,52 @@ impl GroupCommitter {
     }
 
     /// Asks for a flush now and returns what to wait on: everything written
-    /// before the call is on disk once it resolves. Asking at once, before any
-    /// waiting, lets the request join the flush of writes made just before.
-    pub fn request(&self) -> FlushTicket {
+    /// before the call is on disk once it resolves.
+    fn request(&self) -> FlushTicket {
         let (waiter, outcome) = oneshot::channel();
-        let sent = self
-            .requests
-            .as_ref()
-            .is_some_and(|requests| requests.send(waiter).is_ok());
+        let sent = self.send(Request::Flush(waiter)).is_ok();
         FlushTicket(sent.then_some(outcome))
+    }
+
+    /// Runs `work` on the flush thread once everything written before the call
+    /// is on disk (or the flush failed), in the order of the calls.
+    pub fn after_flush(&self, work: AfterFlush) -> Result<(), Stopped> {
+        self.send(Request::AfterFlush(work))
+    }
+
+    fn send(&self, request: Request) -> Result<(), Stopped> {
+        let requests = self.requests.as_ref().ok_or(Stopped)?;
+        requests.send(request).map_err(|_| Stopped)
+    }
+}
+
+/// The flush thread: waits for requests, takes all that are queued, flushes once,
+/// answers the waiters and then runs the queued work, in order.
+fn commit_until_closed(db: &sled::Db, requests: &mpsc::Receiver<Request>) {
+    while let Ok(first) = requests.recv() {
+        let mut waiters = Vec::new();
+        let mut work = Vec::new();
+        for request in std::iter::once(first).chain(requests.try_iter()) {
+            match request {
+                Request::Flush(waiter) => waiters.push(waiter),
+                Request::AfterFlush(job) => work.push(job),
+            }
+        }
+        let outcome = db.flush().map(|_| ()).map_err(|e| e.to_string());
+        for waiter in waiters {
+            let _ = waiter.send(outcome.clone());
+        }
+        for job in work {
+            job(outcome.clone().map_err(FlushError));
+        }
     }
 }
 
 /// A requested flush (see [`GroupCommitter::request`]).
-pub struct FlushTicket(Option<oneshot::Receiver<Result<(), String>>>);
+struct FlushTicket(Option<oneshot::Receiver<Result<(), String>>>);
 
 impl FlushTicket {
-    pub async fn wait(self) -> Result<(), FlushError> {
+    async fn wait(self) -> Result<(), FlushError> {
         let stopped = || FlushError("the flush thread has stopped".into());
         let outcome = self.0.ok_or_else(stopped)?;
         outcome.await.map_err(|_| stopped())?.map_err(FlushError)

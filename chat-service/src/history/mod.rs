@@ -16,9 +16,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 use protocol::{ChannelId, Message};
 
-pub use commit::FlushError;
-pub use commit::FlushTicket;
 use commit::GroupCommitter;
+pub use commit::{AfterFlush, FlushError, Stopped};
 use keys::{decode_u64, id_of_key, message_key};
 
 use crate::domain::NewMessage;
@@ -127,9 +126,10 @@ impl History {
         self.inner.committer.flush().await
     }
 
-    /// Asks for a flush of everything appended so far without waiting yet.
-    pub fn request_flush(&self) -> FlushTicket {
-        self.inner.committer.request()
+    /// Runs `work` on the flush thread once everything appended so far is on
+    /// disk; calls run in the order they were made.
+    pub fn after_flush(&self, work: AfterFlush) -> Result<(), Stopped> {
+        self.inner.committer.after_flush(work)
     }
 
     /// Up to `limit` messages with ids greater than `after`, ascending.
