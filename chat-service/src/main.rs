@@ -2,6 +2,13 @@ use chat_service::Application;
 use chat_service::config::Config;
 use clap::Parser;
 
+/// jemalloc instead of the system allocator: the services allocate and free small
+/// buffers for every request and message from several threads, where glibc's
+/// malloc cost a sixth of the CPU time. It also holds idle streams in less memory
+/// (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[actix_web::main]
 async fn main() -> std::process::ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
