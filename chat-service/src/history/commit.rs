@@ -89,8 +89,17 @@ fn commit_until_closed(db: &sled::Db, requests: &mpsc::Receiver<Request>) {
             let _ = waiter.send(outcome.clone());
         }
         for job in work {
-            job(outcome.clone().map_err(FlushError));
+            run_guarded(job, outcome.clone().map_err(FlushError));
         }
+    }
+}
+
+/// Runs queued work so that a panic in it is logged instead of ending the
+/// thread every later flush needs.
+fn run_guarded(job: AfterFlush, outcome: Result<(), FlushError>) {
+    let run = std::panic::AssertUnwindSafe(move || job(outcome));
+    if std::panic::catch_unwind(run).is_err() {
+        log::error!("work queued behind a flush panicked; flushing goes on");
     }
 }
 
@@ -113,5 +122,45 @@ impl Drop for GroupCommitter {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn queued_work_runs_in_order_after_a_successful_flush_even_past_a_panic() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = sled::Config::new().path(dir.path()).open().expect("open");
+        let committer = GroupCommitter::start(db.clone()).expect("start");
+        let ran = Arc::new(Mutex::new(Vec::new()));
+        let (done, finished) = std::sync::mpsc::channel();
+        for n in 0..50u32 {
+            db.insert(n.to_be_bytes(), &[1]).expect("insert");
+            if n == 25 {
+                let panics: AfterFlush = Box::new(|_| panic!("a faulty consumer"));
+                committer.after_flush(panics).expect("queued");
+            }
+            let ran = Arc::clone(&ran);
+            let job: AfterFlush = Box::new(move |outcome| {
+                let mut ran = ran.lock().expect("lock");
+                ran.push((n, outcome.is_ok()));
+            });
+            committer.after_flush(job).expect("queued");
+        }
+        let last: AfterFlush = Box::new(move |_| {
+            let _ = done.send(());
+        });
+        committer.after_flush(last).expect("queued");
+        finished
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the queued work ran");
+        let ran = ran.lock().expect("lock").clone();
+        let expected: Vec<(u32, bool)> = (0..50).map(|n| (n, true)).collect();
+        assert_eq!(ran, expected);
     }
 }
