@@ -111,6 +111,7 @@ impl Application {
 /// The streams of this process get each stored message straight from the store's
 /// feed: only this process's store numbers its channels, so the broker's copy
 /// (for other broadcast-sse nodes) would bring nothing new.
+///
 /// The sink runs on the store's flush thread; it enters this runtime so that a
 /// gap the hub finds can still start its backfill here.
 fn feed_into(hub: Hub) -> chat_service::feed::Sink {

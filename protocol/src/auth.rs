@@ -381,9 +381,7 @@ pub fn token_of(req: &HttpRequest, sources: TokenSources) -> Result<String, ApiE
 /// The token `carriers` hold, or `401 missing_token`.
 pub fn token_in(carriers: TokenCarriers, sources: TokenSources) -> Result<String, ApiError> {
     if let Some(value) = carriers.authorization {
-        let value = std::str::from_utf8(value)
-            .ok()
-            .filter(|value| value.is_ascii())
+        let value = crate::server::header_text(value)
             .ok_or_else(|| invalid_token("the Authorization header is not ASCII".into()))?;
         return match value.split_once(' ') {
             Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {

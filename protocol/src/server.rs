@@ -52,6 +52,15 @@ impl ServerSettings {
     }
 }
 
+/// A header value as text when it is visible ASCII or tabs: what actix's
+/// `HeaderValue::to_str` accepts, for headers read as raw bytes.
+pub fn header_text(value: &[u8]) -> Option<&str> {
+    let visible = value
+        .iter()
+        .all(|&byte| byte == b'\t' || (b' '..=b'~').contains(&byte));
+    visible.then(|| std::str::from_utf8(value).ok()).flatten()
+}
+
 /// Binds `server` to `listener`, with TLS when `tls` is set.
 pub fn listen<F, I, S, B>(
     server: HttpServer<F, I, S, B>,
@@ -82,5 +91,17 @@ impl Default for ServerSettings {
             tls_cert: None,
             tls_key: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_text_accepts_what_actix_calls_text() {
+        assert_eq!(header_text(b"Bearer a.b\tc"), Some("Bearer a.b\tc"));
+        assert_eq!(header_text(b"bell\x07"), None);
+        assert_eq!(header_text(b"caf\xc3\xa9"), None);
     }
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use protocol::auth::{TokenCarriers, TokenSources, claims_in, require_subscribe};
+use protocol::server::header_text;
 use protocol::{ApiError, ChannelId};
 use tokio::sync::watch;
 
@@ -129,7 +130,7 @@ fn resume_point(header: Option<&[u8]>, query: &str) -> Result<Option<u64>, Broad
     let from_query;
     let raw = match header {
         Some(value) => Some(
-            visible_ascii(value)
+            header_text(value)
                 .ok_or_else(|| BroadcastError::InvalidLastEventId("<not ASCII>".into()))?,
         ),
         None => {
@@ -146,14 +147,6 @@ fn resume_point(header: Option<&[u8]>, query: &str) -> Result<Option<u64>, Broad
             .map(Some)
             .map_err(|_| BroadcastError::InvalidLastEventId(raw.chars().take(40).collect())),
     }
-}
-
-/// A header value as text when it is visible ASCII (what `HeaderValue::to_str` accepts).
-fn visible_ascii(value: &[u8]) -> Option<&str> {
-    let visible = value
-        .iter()
-        .all(|&byte| byte == b'\t' || (b' '..=b'~').contains(&byte));
-    visible.then(|| std::str::from_utf8(value).ok()).flatten()
 }
 
 /// When the stream's first bytes reach the client, the node is subscribed: a message
