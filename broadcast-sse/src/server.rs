@@ -63,7 +63,7 @@ where
             .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
             .disable_signals()
             .client_request_timeout(header_timeout);
-        return Ok(server.listen_rustls_0_23(listener, tls)?.run());
+        return Ok(protocol::server::listen(server, listener, Some(tls))?.run());
     }
     let address = listener.local_addr()?;
     let builder = ServerBuilder::new()
