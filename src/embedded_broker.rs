@@ -1,11 +1,14 @@
 //! An MQTT broker inside the process (rumqttd), so one command runs everything.
 //!
 //! rumqttd neither reports the port it bound nor can be stopped, so a free port is
-//! reserved first and the broker lives as long as the process.
+//! reserved first and the broker lives as long as the process. This process's
+//! publisher reaches it through a link into its router rather than over TCP;
+//! other MQTT clients connect to the address.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
+use chat_service::broker_link::InProcessBroker;
 use protocol::mqtt::MAX_PACKET_BYTES;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -21,6 +24,8 @@ pub enum BrokerError {
     },
     #[error("embedded broker configuration rejected: {0}")]
     Config(String),
+    #[error("cannot link to the embedded broker's router: {0}")]
+    Link(String),
     #[error("cannot start the embedded broker thread: {0}")]
     Thread(std::io::Error),
     #[error("embedded broker did not accept connections on {0} in time")]
@@ -28,24 +33,29 @@ pub enum BrokerError {
 }
 
 /// Starts rumqttd on `listen` (port 0: a free port) and returns the address it
-/// accepts MQTT connections on, once it does.
-pub fn start(listen: &str) -> Result<SocketAddr, BrokerError> {
+/// accepts MQTT connections on, once it does, with a link into its router for
+/// this process's publisher.
+pub fn start(listen: &str) -> Result<(SocketAddr, InProcessBroker), BrokerError> {
     let requested: SocketAddr = listen
         .parse()
         .map_err(|_| BrokerError::Address(listen.to_string()))?;
     let address = reserve(requested)?;
     let config = broker_config(address)?;
+    // The router runs from here on; its listeners start on the thread below.
+    let mut broker = rumqttd::Broker::new(config);
+    let (tx, rx) = broker
+        .link(&protocol::mqtt::client_id("chat"))
+        .map_err(|e| BrokerError::Link(e.to_string()))?;
     std::thread::Builder::new()
         .name("embedded-mqtt".into())
         .spawn(move || {
-            let mut broker = rumqttd::Broker::new(config);
             if let Err(e) = broker.start() {
                 log::error!("embedded MQTT broker stopped: {e}");
             }
         })
         .map_err(BrokerError::Thread)?;
     wait_until_accepting(address)?;
-    Ok(address)
+    Ok((address, InProcessBroker::new(tx, rx)))
 }
 
 /// Binds and releases the address: learns a free port when port 0 was asked for,

@@ -9,6 +9,7 @@ use broadcast_sse::hub::{Frame, Hub};
 use broadcast_sse::startup::run_with_hub;
 use protocol::error::{json_error_bodies, not_found, path_config, query_config};
 use protocol::health::readiness;
+use chat_service::broker_link::BrokerTarget;
 use protocol::mqtt::BrokerUrl;
 use protocol::server::ServerSettings;
 use tokio::task::JoinHandle;
@@ -67,7 +68,7 @@ impl Application {
         let verifier = protocol::auth::start_verifier(&config.auth)?;
         let (mut chat, publisher) = chat_service::AppState::start(
             &config.chat,
-            &broker,
+            broker,
             &config.topic_prefix,
             verifier.clone(),
         )?;
@@ -122,15 +123,20 @@ fn feed_into(hub: Hub) -> chat_service::feed::Sink {
     })
 }
 
-/// The external broker when `--mqtt-url` is set, else a new embedded one.
-fn broker_for(config: &Config) -> Result<(BrokerUrl, String, bool), StartError> {
+/// The external broker when `--mqtt-url` is set, else a new embedded one
+/// (reached in process); with its address and whether it is embedded.
+fn broker_for(config: &Config) -> Result<(BrokerTarget, String, bool), StartError> {
     if let Some(url) = &config.mqtt_url {
         let broker = BrokerUrl::parse(url, config.mqtt_ca_file.as_deref())?;
-        return Ok((broker, protocol::mqtt::redact(url), false));
+        return Ok((
+            BrokerTarget::Network(broker),
+            protocol::mqtt::redact(url),
+            false,
+        ));
     }
-    let address = embedded_broker::start(&config.embedded_broker_listen)?;
+    let (address, link) = embedded_broker::start(&config.embedded_broker_listen)?;
     let url = format!("mqtt://{address}");
-    Ok((BrokerUrl::parse(&url, None)?, url, true))
+    Ok((BrokerTarget::InProcess(link), url, true))
 }
 
 fn serve(

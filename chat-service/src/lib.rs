@@ -15,6 +15,7 @@
 //! - [`body`]: reads a POST body in any of the accepted content types.
 //! - [`history`]: the sled store, id assignment, history queries and retention.
 //! - [`mqtt`]: the publisher task that owns the broker connection.
+//! - [`broker_link`]: that connection, over the network or to a broker in process.
 //! - [`feed`]: stored messages handed to streams in the same process.
 //! - [`outbox`]: what is stored, sent and acknowledged, per channel.
 //! - [`error`]: the service's error enum and its mapping to the JSON error body.
@@ -22,6 +23,7 @@
 pub mod access;
 pub mod bans;
 pub mod body;
+pub mod broker_link;
 pub mod config;
 pub mod domain;
 pub mod error;

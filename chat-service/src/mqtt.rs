@@ -6,19 +6,20 @@
 //! again. Each broker connection is a fresh rumqttc client: when it drops, nothing
 //! is left in a client queue to be lost or sent twice — the next connection first
 //! re-publishes, from the store and in id order, every message the broker did not
-//! acknowledge (the outbox), then goes on with live messages.
+//! acknowledge (the outbox), then goes on with live messages. The all-in-one
+//! binary talks to its own broker in process instead (see [`crate::broker_link`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use protocol::mqtt::{BrokerStatus, BrokerUrl};
+use protocol::mqtt::BrokerStatus;
 use protocol::{ChannelId, topic};
-use rumqttc::{AsyncClient, Event, EventLoop, Incoming, MqttOptions, Outgoing, QoS};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::broker_link::{BrokerTarget, Connection, Connector, LinkEvent};
 use crate::feed::Feed;
 use crate::history::History;
 use crate::outbox::Outbox;
@@ -27,8 +28,6 @@ use crate::outbox::Outbox;
 const BATCH: usize = 256;
 /// Pause between reconnect attempts while the broker is unreachable.
 const RECONNECT_DELAY: Duration = Duration::from_millis(500);
-/// rumqttc's request queue between the client handle and the event loop.
-const REQUEST_CAPACITY: usize = 1024;
 /// QoS 1 publishes awaiting their PUBACK at once.
 const IN_FLIGHT: u16 = 512;
 
@@ -78,12 +77,10 @@ impl Publisher {
 /// Starts the publisher task, which connects (and reconnects) in the background.
 /// The handle ends only if the task panics.
 pub fn start(
-    broker: &BrokerUrl,
+    broker: BrokerTarget,
     prefix: &str,
     history: History,
 ) -> Result<(Publisher, JoinHandle<()>), sled::Error> {
-    let mut options = broker.options(&protocol::mqtt::client_id("chat"));
-    options.set_inflight(IN_FLIGHT);
     let outbox = Outbox::new(history.last_ids(), &history.published_watermarks()?);
     let (notices, notices_rx) = mpsc::unbounded_channel();
     let status = BrokerStatus::default();
@@ -94,7 +91,7 @@ pub fn start(
         outbox_depth: outbox.depth_gauge(),
     };
     let task = PublisherTask {
-        options,
+        connector: Connector::new(broker, IN_FLIGHT),
         prefix: prefix.to_string(),
         history,
         outbox,
@@ -106,7 +103,7 @@ pub fn start(
 }
 
 struct PublisherTask {
-    options: MqttOptions,
+    connector: Connector,
     prefix: String,
     history: History,
     outbox: Outbox,
@@ -126,15 +123,14 @@ enum Ended {
 impl PublisherTask {
     async fn run(mut self) {
         loop {
-            let (client, eventloop) = AsyncClient::new(self.options.clone(), REQUEST_CAPACITY);
-            let (events_tx, events) = mpsc::unbounded_channel();
-            let (failure_tx, mut failure) = oneshot::channel();
-            let poller = tokio::spawn(poll(eventloop, events_tx, failure_tx));
-            let ended = self.serve(&client, events).await;
-            poller.abort();
+            let Some(mut connection) = self.connector.connect() else {
+                log::error!("the broker link is gone for good; messages stay in the outbox");
+                return self.note_stored_until_stopped().await;
+            };
+            let ended = self.serve(&mut connection).await;
             let reason = match ended {
                 Ended::NoMoreNotices => return,
-                Ended::Lost(reason) => failure.try_recv().unwrap_or(reason),
+                Ended::Lost(reason) => connection.close(reason),
             };
             self.report_disconnection(&reason);
             self.wait_before_reconnecting().await;
@@ -153,12 +149,8 @@ impl PublisherTask {
         self.status.set(false);
     }
 
-    async fn serve(
-        &mut self,
-        client: &AsyncClient,
-        mut events: mpsc::UnboundedReceiver<Event>,
-    ) -> Ended {
-        if let Err(ended) = self.wait_for_connack(&mut events).await {
+    async fn serve(&mut self, connection: &mut Connection) -> Ended {
+        if let Err(ended) = self.wait_for_connack(&mut connection.events).await {
             return ended;
         }
         log::info!(
@@ -168,21 +160,21 @@ impl PublisherTask {
         self.status.set(true);
         self.reported_unreachable = false;
         self.outbox.start_connection();
-        if let Err(ended) = self.publish_backlog(client).await {
+        if let Err(ended) = self.publish_backlog(connection).await {
             return ended;
         }
-        self.forward_live(client, &mut events).await
+        self.forward_live(connection).await
     }
 
     async fn wait_for_connack(
         &mut self,
-        events: &mut mpsc::UnboundedReceiver<Event>,
+        events: &mut mpsc::UnboundedReceiver<LinkEvent>,
     ) -> Result<(), Ended> {
         let mut batch = Vec::with_capacity(BATCH);
         loop {
             tokio::select! {
                 event = events.recv() => match event {
-                    Some(Event::Incoming(Incoming::ConnAck(_))) => return Ok(()),
+                    Some(LinkEvent::Connected) => return Ok(()),
                     Some(_) => {}
                     None => return Err(Ended::Lost("connection failed".into())),
                 },
@@ -197,32 +189,29 @@ impl PublisherTask {
     }
 
     /// Everything stored but not acknowledged, channel by channel, in id order.
-    async fn publish_backlog(&mut self, client: &AsyncClient) -> Result<(), Ended> {
+    async fn publish_backlog(&mut self, connection: &mut Connection) -> Result<(), Ended> {
         let backlog = self.outbox.backlog();
         if backlog.is_empty() {
             return Ok(());
         }
         self.flush().await;
         for (channel, _) in backlog {
-            self.publish_from_store(client, channel, u64::MAX).await?;
+            self.publish_from_store(connection, channel, u64::MAX)
+                .await?;
         }
         Ok(())
     }
 
-    async fn forward_live(
-        &mut self,
-        client: &AsyncClient,
-        events: &mut mpsc::UnboundedReceiver<Event>,
-    ) -> Ended {
+    async fn forward_live(&mut self, connection: &mut Connection) -> Ended {
         let mut notices = Vec::with_capacity(BATCH);
         let mut received_events = Vec::with_capacity(BATCH);
         loop {
             tokio::select! {
-                received = events.recv_many(&mut received_events, BATCH) => {
+                received = connection.events.recv_many(&mut received_events, BATCH) => {
                     if received == 0 {
                         return Ended::Lost("event loop ended".into());
                     }
-                    if let Err(ended) = self.on_events(&mut received_events) {
+                    if let Err(ended) = self.on_events(received_events.drain(..)) {
                         return ended;
                     }
                 }
@@ -230,7 +219,7 @@ impl PublisherTask {
                     if received == 0 {
                         return Ended::NoMoreNotices;
                     }
-                    if let Err(ended) = self.publish_stored(client, &mut notices).await {
+                    if let Err(ended) = self.publish_stored(connection, &mut notices).await {
                         return ended;
                     }
                 }
@@ -238,20 +227,29 @@ impl PublisherTask {
         }
     }
 
-    fn on_events(&mut self, events: &mut Vec<Event>) -> Result<(), Ended> {
-        for event in events.drain(..) {
+    fn on_events(&mut self, events: impl Iterator<Item = LinkEvent>) -> Result<(), Ended> {
+        for event in events {
             match event {
-                Event::Outgoing(Outgoing::Publish(packet_id)) => {
-                    self.outbox.packet_id_assigned(packet_id)
-                }
-                Event::Incoming(Incoming::PubAck(ack)) => self.outbox.acknowledged(ack.pkid),
-                Event::Incoming(Incoming::Disconnect) => {
+                LinkEvent::PacketId(packet_id) => self.outbox.packet_id_assigned(packet_id),
+                LinkEvent::Acknowledged(packet_id) => self.outbox.acknowledged(packet_id),
+                LinkEvent::Disconnected => {
                     return Err(Ended::Lost("the broker disconnected".into()));
                 }
-                _ => {}
+                LinkEvent::Connected => {}
             }
         }
         self.persist_watermarks();
+        Ok(())
+    }
+
+    /// Waits for acknowledgements while as many publishes as the broker takes
+    /// at once await theirs.
+    async fn wait_for_room(&mut self, connection: &mut Connection) -> Result<(), Ended> {
+        while self.outbox.in_flight() >= usize::from(IN_FLIGHT) {
+            let event = connection.events.recv().await;
+            let event = event.ok_or_else(|| Ended::Lost("event loop ended".into()))?;
+            self.on_events(std::iter::once(event))?;
+        }
         Ok(())
     }
 
@@ -260,7 +258,7 @@ impl PublisherTask {
     /// backlog is still being sent) pulls the missing ids from the store first.
     async fn publish_stored(
         &mut self,
-        client: &AsyncClient,
+        connection: &mut Connection,
         batch: &mut Vec<Stored>,
     ) -> Result<(), Ended> {
         self.flush().await;
@@ -268,10 +266,10 @@ impl PublisherTask {
             self.outbox.stored(stored.channel, stored.id);
             let sent = self.outbox.sent_through(stored.channel);
             if stored.id == sent + 1 {
-                self.publish(client, stored.channel, stored.id, stored.json)
+                self.publish(connection, stored.channel, stored.id, stored.json)
                     .await?;
             } else if stored.id > sent {
-                self.publish_from_store(client, stored.channel, stored.id)
+                self.publish_from_store(connection, stored.channel, stored.id)
                     .await?;
             }
         }
@@ -281,7 +279,7 @@ impl PublisherTask {
     /// Publishes the channel's stored messages after the last one sent, up to `target`.
     async fn publish_from_store(
         &mut self,
-        client: &AsyncClient,
+        connection: &mut Connection,
         channel: ChannelId,
         target: u64,
     ) -> Result<(), Ended> {
@@ -296,7 +294,7 @@ impl PublisherTask {
                 .map_err(|e| Ended::Lost(format!("cannot read the outbox: {e}")))?;
             let short = page.len() < BATCH;
             for (id, json) in page.into_iter().take_while(|(id, _)| *id <= target) {
-                self.publish(client, channel, id, json).await?;
+                self.publish(connection, channel, id, json).await?;
             }
             if short {
                 return Ok(());
@@ -306,17 +304,18 @@ impl PublisherTask {
 
     async fn publish(
         &mut self,
-        client: &AsyncClient,
+        connection: &mut Connection,
         channel: ChannelId,
         id: u64,
         json: Bytes,
     ) -> Result<(), Ended> {
+        self.wait_for_room(connection).await?;
         let topic = topic::channel_topic(&self.prefix, channel);
-        client
-            .publish_bytes(topic, QoS::AtLeastOnce, false, json)
-            .await
-            .map_err(|e| Ended::Lost(format!("cannot publish: {e}")))?;
+        let packet_id = connection.publish(topic, json).await.map_err(Ended::Lost)?;
         self.outbox.sent(channel, id);
+        if let Some(packet_id) = packet_id {
+            self.outbox.packet_id_assigned(packet_id);
+        }
         Ok(())
     }
 
@@ -358,27 +357,14 @@ impl PublisherTask {
             }
         }
     }
-}
 
-/// Drives one connection's event loop, forwarding its events, until it fails.
-/// It never polls again after an error: that would reconnect with this client's
-/// leftover state, and the next connection starts from the store instead.
-async fn poll(
-    mut eventloop: EventLoop,
-    events: mpsc::UnboundedSender<Event>,
-    failure: oneshot::Sender<String>,
-) {
-    loop {
-        match eventloop.poll().await {
-            Ok(event) => {
-                if events.send(event).is_err() {
-                    return;
-                }
-            }
-            Err(e) => {
-                let _ = failure.send(e.to_string());
-                return;
-            }
+    /// With no broker left to reach: keeps counting what is stored (the outbox
+    /// depth `/readyz` reports) until the service stops.
+    async fn note_stored_until_stopped(&mut self) {
+        self.status.set(false);
+        let mut batch = Vec::with_capacity(BATCH);
+        while self.notices.recv_many(&mut batch, BATCH).await > 0 {
+            self.note_stored(&mut batch);
         }
     }
 }

@@ -114,6 +114,11 @@ impl Outbox {
         }
     }
 
+    /// Publishes with a packet id that await their acknowledgement.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
     /// The broker acknowledged a packet. Per connection the broker acknowledges in
     /// the order it received (MQTT 3.1.1, 4.6), so the watermark only moves up.
     pub fn acknowledged(&mut self, packet_id: u16) {

@@ -10,12 +10,12 @@ use protocol::auth::Verifier;
 use protocol::error::{
     json_error_bodies, method_not_allowed, not_found, path_config, query_config,
 };
-use protocol::mqtt::BrokerUrl;
 use protocol::server::{ServerSettings, listen};
 use tokio::task::JoinHandle;
 
 use crate::access::Access;
 use crate::bans::Bans;
+use crate::broker_link::BrokerTarget;
 use crate::config::{ChatSettings, Config, Limits};
 use crate::feed;
 use crate::history::{self, History};
@@ -41,7 +41,7 @@ impl AppState {
     /// background if the broker is not there yet).
     pub fn start(
         settings: &ChatSettings,
-        broker: &BrokerUrl,
+        broker: BrokerTarget,
         topic_prefix: &str,
         verifier: Option<Arc<Verifier>>,
     ) -> Result<(AppState, JoinHandle<()>), StartError> {
@@ -159,7 +159,7 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> Result<Self, StartError> {
-        let broker = config.mqtt.broker()?;
+        let broker = BrokerTarget::Network(config.mqtt.broker()?);
         let listener = TcpListener::bind(&config.listen).map_err(|source| StartError::Listen {
             address: config.listen.clone(),
             source,
@@ -170,7 +170,7 @@ impl Application {
         })?;
         let verifier = protocol::auth::start_verifier(&config.auth)?;
         let (state, publisher_task) =
-            AppState::start(&config.chat, &broker, &config.mqtt.topic_prefix, verifier)?;
+            AppState::start(&config.chat, broker, &config.mqtt.topic_prefix, verifier)?;
         let history = state.history.clone();
         let tls = config.server.tls()?;
         let server = serve(listener, state, config.server.clone(), tls).map_err(|source| {

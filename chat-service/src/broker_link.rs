@@ -1,0 +1,230 @@
+//! The publisher's connection to the broker: over the network (rumqttc), or
+//! straight into the router of a broker running in this same process (rumqttd's
+//! local link). The all-in-one binary uses the second: a message then reaches the
+//! broker without two loopback TCP trips, the broker's network thread and
+//! rumqttc's encoding, while subscribers still get it from the broker at QoS 1.
+//!
+//! Both kinds report the same events, in order, so the publisher's bookkeeping
+//! (the outbox) does not care which one it talks to.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use protocol::mqtt::BrokerUrl;
+use rumqttc::{AsyncClient, Event, EventLoop, Incoming, MqttOptions, Outgoing, QoS};
+use rumqttd::local::{LinkRx, LinkTx};
+use rumqttd::protocol::{Packet, Publish};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+/// rumqttc's request queue between the client handle and the event loop.
+const REQUEST_CAPACITY: usize = 1024;
+/// The first byte of a QoS 1 PUBLISH (MQTT 3.1.1, 3.3.1).
+const PUBLISH_QOS1: u8 = 0b0011_0010;
+
+/// Where the publisher sends stored messages.
+pub enum BrokerTarget {
+    /// A broker reached over the network (`--mqtt-url`).
+    Network(BrokerUrl),
+    /// The broker running in this process.
+    InProcess(InProcessBroker),
+}
+
+/// A link into the router of the broker running in this process.
+pub struct InProcessBroker {
+    tx: LinkTx,
+    rx: LinkRx,
+}
+
+impl InProcessBroker {
+    /// The two halves `rumqttd::Broker::link` returns.
+    pub fn new(tx: LinkTx, rx: LinkRx) -> Self {
+        InProcessBroker { tx, rx }
+    }
+}
+
+/// What a connection reports, in the order it happens.
+pub enum LinkEvent {
+    /// The broker accepted the connection.
+    Connected,
+    /// The next publish handed over went out with this packet id.
+    PacketId(u16),
+    /// The broker acknowledged (PUBACK) this packet id.
+    Acknowledged(u16),
+    /// The broker closed the connection.
+    Disconnected,
+}
+
+/// Opens connections to one broker, again and again after failures.
+pub enum Connector {
+    Network(MqttOptions),
+    /// An in-process link is opened once; `None` once it was handed out.
+    InProcess(Option<InProcessBroker>),
+}
+
+impl Connector {
+    /// `in_flight`: QoS 1 publishes awaiting their PUBACK at once, over the network.
+    pub fn new(target: BrokerTarget, in_flight: u16) -> Self {
+        match target {
+            BrokerTarget::Network(broker) => {
+                let mut options = broker.options(&protocol::mqtt::client_id("chat"));
+                options.set_inflight(in_flight);
+                Connector::Network(options)
+            }
+            BrokerTarget::InProcess(link) => Connector::InProcess(Some(link)),
+        }
+    }
+
+    /// A new connection, or `None` when there is none to make: the in-process
+    /// link was lost and the broker in this process cannot be reached again.
+    pub fn connect(&mut self) -> Option<Connection> {
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let (failure_tx, failure) = oneshot::channel();
+        let (sender, poller) = match self {
+            Connector::Network(options) => {
+                let (client, eventloop) = AsyncClient::new(options.clone(), REQUEST_CAPACITY);
+                let poller = tokio::spawn(poll_network(eventloop, events_tx, failure_tx));
+                (Sender::Network(client), poller)
+            }
+            Connector::InProcess(link) => {
+                let InProcessBroker { tx, rx } = link.take()?;
+                let _ = events_tx.send(LinkEvent::Connected);
+                let poller = tokio::spawn(poll_in_process(rx, events_tx, failure_tx));
+                let sender = Sender::InProcess {
+                    tx,
+                    last_packet_id: 0,
+                };
+                (sender, poller)
+            }
+        };
+        Some(Connection {
+            sender,
+            events,
+            failure,
+            poller,
+        })
+    }
+}
+
+/// One broker connection: publishes go out through it and its events come back.
+pub struct Connection {
+    sender: Sender,
+    pub events: mpsc::UnboundedReceiver<LinkEvent>,
+    failure: oneshot::Receiver<String>,
+    poller: JoinHandle<()>,
+}
+
+enum Sender {
+    Network(AsyncClient),
+    InProcess { tx: LinkTx, last_packet_id: u16 },
+}
+
+impl Connection {
+    /// Hands a QoS 1 publish over. Its packet id follows as a
+    /// [`LinkEvent::PacketId`] over the network; in process it is returned at once.
+    pub async fn publish(&mut self, topic: String, json: Bytes) -> Result<Option<u16>, String> {
+        match &mut self.sender {
+            Sender::Network(client) => client
+                .publish_bytes(topic, QoS::AtLeastOnce, false, json)
+                .await
+                .map(|()| None)
+                .map_err(|e| format!("cannot publish: {e}")),
+            Sender::InProcess { tx, last_packet_id } => {
+                // Packet ids run 1..=65535 (0 is not one); the publisher keeps
+                // far fewer than that in flight.
+                let packet_id = last_packet_id.checked_add(1).unwrap_or(1);
+                *last_packet_id = packet_id;
+                let publish = qos1_publish(&topic, &json, packet_id)?;
+                // Hands the packet to the router's queue; this only waits when
+                // the router is a thousand events behind.
+                tx.send(Packet::Publish(publish, None))
+                    .await
+                    .map_err(|e| format!("the broker in this process is gone: {e}"))?;
+                Ok(Some(packet_id))
+            }
+        }
+    }
+
+    /// Why the connection failed, when its poller saw it first, else `reason`.
+    pub fn close(mut self, reason: String) -> String {
+        self.poller.abort();
+        self.failure.try_recv().unwrap_or(reason)
+    }
+}
+
+/// A QoS 1 PUBLISH for the router. rumqttd only builds QoS 0 ones for local
+/// links, but reads any from its own plain encoding: first byte, packet id,
+/// topic length, topic, payload.
+fn qos1_publish(topic: &str, payload: &[u8], packet_id: u16) -> Result<Publish, String> {
+    let topic_length =
+        u16::try_from(topic.len()).map_err(|_| format!("topic too long: {} bytes", topic.len()))?;
+    let mut raw = BytesMut::with_capacity(5 + topic.len() + payload.len());
+    raw.put_u8(PUBLISH_QOS1);
+    raw.put_u16(packet_id);
+    raw.put_u16(topic_length);
+    raw.put_slice(topic.as_bytes());
+    raw.put_slice(payload);
+    Ok(Publish::deserialize(raw.freeze()))
+}
+
+/// Drives one network connection's event loop, forwarding its events, until it
+/// fails. It never polls again after an error: that would reconnect with this
+/// client's leftover state, and the next connection starts from the store instead.
+async fn poll_network(
+    mut eventloop: EventLoop,
+    events: mpsc::UnboundedSender<LinkEvent>,
+    failure: oneshot::Sender<String>,
+) {
+    loop {
+        let event = match eventloop.poll().await {
+            Ok(event) => event,
+            Err(e) => {
+                let _ = failure.send(e.to_string());
+                return;
+            }
+        };
+        let reported = match event {
+            Event::Incoming(Incoming::ConnAck(_)) => LinkEvent::Connected,
+            Event::Outgoing(Outgoing::Publish(packet_id)) => LinkEvent::PacketId(packet_id),
+            Event::Incoming(Incoming::PubAck(ack)) => LinkEvent::Acknowledged(ack.pkid),
+            Event::Incoming(Incoming::Disconnect) => LinkEvent::Disconnected,
+            _ => continue,
+        };
+        if events.send(reported).is_err() {
+            return;
+        }
+    }
+}
+
+/// Forwards the router's acknowledgements on the in-process link.
+async fn poll_in_process(
+    mut rx: LinkRx,
+    events: mpsc::UnboundedSender<LinkEvent>,
+    failure: oneshot::Sender<String>,
+) {
+    loop {
+        let notification = match rx.next().await {
+            Ok(Some(notification)) => notification,
+            Ok(None) => continue,
+            Err(e) => {
+                let _ = failure.send(format!("the broker in this process is gone: {e}"));
+                return;
+            }
+        };
+        let packet: Option<Packet> = notification.into();
+        let reported = match packet {
+            Some(Packet::PubAck(ack, _)) => LinkEvent::Acknowledged(ack.pkid),
+            Some(Packet::Disconnect(..)) => LinkEvent::Disconnected,
+            Some(_) => continue,
+            // The router paused this link; it resumes once told the link is ready.
+            None => match rx.wake().await {
+                Ok(()) => continue,
+                Err(e) => {
+                    let _ = failure.send(format!("the broker in this process is gone: {e}"));
+                    return;
+                }
+            },
+        };
+        if events.send(reported).is_err() {
+            return;
+        }
+    }
+}
