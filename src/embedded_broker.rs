@@ -33,19 +33,31 @@ pub enum BrokerError {
 }
 
 /// Starts rumqttd on `listen` (port 0: a free port) and returns the address it
-/// accepts MQTT connections on, once it does, with a link into its router for
-/// this process's publisher.
-pub fn start(listen: &str) -> Result<(SocketAddr, InProcessBroker), BrokerError> {
+/// accepts MQTT connections on, once it does.
+pub fn start(listen: &str) -> Result<SocketAddr, BrokerError> {
+    launch(listen, false).map(|(address, _)| address)
+}
+
+/// Like [`start`], with a link into the broker's router for this process's
+/// publisher.
+pub fn start_linked(listen: &str) -> Result<(SocketAddr, InProcessBroker), BrokerError> {
+    let (address, link) = launch(listen, true)?;
+    let link = link.ok_or_else(|| BrokerError::Link("no link was made".into()))?;
+    Ok((address, link))
+}
+
+fn launch(
+    listen: &str,
+    linked: bool,
+) -> Result<(SocketAddr, Option<InProcessBroker>), BrokerError> {
     let requested: SocketAddr = listen
         .parse()
         .map_err(|_| BrokerError::Address(listen.to_string()))?;
     let address = reserve(requested)?;
     let config = broker_config(address)?;
-    // The router runs from here on; its listeners start on the thread below.
+    // The router runs from here on; the listeners start on the thread below.
     let mut broker = rumqttd::Broker::new(config);
-    let (tx, rx) = broker
-        .link(&protocol::mqtt::client_id("chat"))
-        .map_err(|e| BrokerError::Link(e.to_string()))?;
+    let link = linked.then(|| link_to(&broker)).transpose()?;
     std::thread::Builder::new()
         .name("embedded-mqtt".into())
         .spawn(move || {
@@ -55,7 +67,14 @@ pub fn start(listen: &str) -> Result<(SocketAddr, InProcessBroker), BrokerError>
         })
         .map_err(BrokerError::Thread)?;
     wait_until_accepting(address)?;
-    Ok((address, InProcessBroker::new(tx, rx)))
+    Ok((address, link))
+}
+
+fn link_to(broker: &rumqttd::Broker) -> Result<InProcessBroker, BrokerError> {
+    let (tx, rx) = broker
+        .link(&protocol::mqtt::client_id("chat"))
+        .map_err(|e| BrokerError::Link(e.to_string()))?;
+    Ok(InProcessBroker::new(tx, rx))
 }
 
 /// Binds and releases the address: learns a free port when port 0 was asked for,

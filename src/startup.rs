@@ -7,9 +7,9 @@ use actix_web::dev::Server;
 use actix_web::{App, HttpResponse, web};
 use broadcast_sse::hub::{Frame, Hub};
 use broadcast_sse::startup::run_with_hub;
+use chat_service::broker_link::BrokerTarget;
 use protocol::error::{json_error_bodies, not_found, path_config, query_config};
 use protocol::health::readiness;
-use chat_service::broker_link::BrokerTarget;
 use protocol::mqtt::BrokerUrl;
 use protocol::server::ServerSettings;
 use tokio::task::JoinHandle;
@@ -134,7 +134,7 @@ fn broker_for(config: &Config) -> Result<(BrokerTarget, String, bool), StartErro
             false,
         ));
     }
-    let (address, link) = embedded_broker::start(&config.embedded_broker_listen)?;
+    let (address, link) = embedded_broker::start_linked(&config.embedded_broker_listen)?;
     let url = format!("mqtt://{address}");
     Ok((BrokerTarget::InProcess(link), url, true))
 }

@@ -55,7 +55,7 @@ pub enum LinkEvent {
 
 /// Opens connections to one broker, again and again after failures.
 pub enum Connector {
-    Network(MqttOptions),
+    Network(Box<MqttOptions>),
     /// An in-process link is opened once; `None` once it was handed out.
     InProcess(Option<InProcessBroker>),
 }
@@ -67,7 +67,7 @@ impl Connector {
             BrokerTarget::Network(broker) => {
                 let mut options = broker.options(&protocol::mqtt::client_id("chat"));
                 options.set_inflight(in_flight);
-                Connector::Network(options)
+                Connector::Network(Box::new(options))
             }
             BrokerTarget::InProcess(link) => Connector::InProcess(Some(link)),
         }
@@ -80,7 +80,8 @@ impl Connector {
         let (failure_tx, failure) = oneshot::channel();
         let (sender, poller) = match self {
             Connector::Network(options) => {
-                let (client, eventloop) = AsyncClient::new(options.clone(), REQUEST_CAPACITY);
+                let (client, eventloop) =
+                    AsyncClient::new(MqttOptions::clone(options), REQUEST_CAPACITY);
                 let poller = tokio::spawn(poll_network(eventloop, events_tx, failure_tx));
                 (Sender::Network(client), poller)
             }

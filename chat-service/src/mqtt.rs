@@ -1,9 +1,9 @@
 //! The publisher: owns the chat-service's broker connection and drains the outbox.
 //!
 //! Stored messages are announced here in id order (see
-//! [`crate::history::History::append`]). A batch is flushed to disk before it
-//! reaches the broker, so a subscriber never sees an id that a crash could hand out
-//! again. Each broker connection is a fresh rumqttc client: when it drops, nothing
+//! [`crate::history::History::append`]) and reach the publisher task from the
+//! store's flush thread once the flush that covers them is done, so a subscriber
+//! never sees an id that a crash could hand out again. Each broker connection is a fresh rumqttc client: when it drops, nothing
 //! is left in a client queue to be lost or sent twice — the next connection first
 //! re-publishes, from the store and in id order, every message the broker did not
 //! acknowledge (the outbox), then goes on with live messages. The all-in-one
@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::broker_link::{BrokerTarget, Connection, Connector, LinkEvent};
-use crate::feed::Feed;
+use crate::feed::Sink;
 use crate::history::History;
 use crate::outbox::Outbox;
 
@@ -42,26 +42,41 @@ struct Stored {
 #[derive(Clone)]
 pub struct Publisher {
     notices: mpsc::UnboundedSender<Stored>,
+    history: History,
     /// Streams in this process, fed without the broker.
-    feed: Option<Feed>,
+    feed: Option<Arc<Sink>>,
     status: BrokerStatus,
     outbox_depth: Arc<AtomicU64>,
 }
 
 impl Publisher {
-    /// Announces a stored message; never waits. Call in id order per channel.
+    /// Announces a stored message; never waits. Call right after it is stored,
+    /// in id order per channel. Once the flush that covers it is done, the flush
+    /// thread hands it to the feed, if any, and to the publisher task.
     pub fn enqueue(&self, channel: ChannelId, id: u64, json: Bytes) {
-        if let Some(feed) = &self.feed {
-            feed.announce(channel, id, json.clone());
-        }
-        if self.notices.send(Stored { channel, id, json }).is_err() {
-            log::error!("publisher task has stopped; {channel} #{id} stays in the outbox");
+        let notices = self.notices.clone();
+        let feed = self.feed.clone();
+        let queued = self.history.after_flush(Box::new(move |flushed| {
+            if let Err(e) = flushed {
+                log::error!("flush before announcing {channel} #{id} failed: {e}");
+            }
+            if let Some(feed) = feed {
+                feed(channel, id, json.clone());
+            }
+            if notices.send(Stored { channel, id, json }).is_err() {
+                log::error!("publisher task has stopped; {channel} #{id} stays in the outbox");
+            }
+        }));
+        if queued.is_err() {
+            log::error!(
+                "the store's flush thread has stopped; {channel} #{id} stays in the outbox"
+            );
         }
     }
 
-    /// Also announces every stored message to `feed`.
-    pub fn feeding(&mut self, feed: Feed) {
-        self.feed = Some(feed);
+    /// Also hands every stored message to `sink` (see [`crate::feed`]).
+    pub fn feeding(&mut self, sink: Sink) {
+        self.feed = Some(Arc::new(sink));
     }
 
     pub fn status(&self) -> &BrokerStatus {
@@ -86,6 +101,7 @@ pub fn start(
     let status = BrokerStatus::default();
     let publisher = Publisher {
         notices,
+        history: history.clone(),
         feed: None,
         status: status.clone(),
         outbox_depth: outbox.depth_gauge(),
@@ -253,15 +269,14 @@ impl PublisherTask {
         Ok(())
     }
 
-    /// Publishes a batch of just-stored messages once they are on disk. A message
-    /// right after the last one sent goes out as announced; one further ahead (the
+    /// Publishes a batch of stored messages (already on disk). A message right
+    /// after the last one sent goes out as announced; one further ahead (the
     /// backlog is still being sent) pulls the missing ids from the store first.
     async fn publish_stored(
         &mut self,
         connection: &mut Connection,
         batch: &mut Vec<Stored>,
     ) -> Result<(), Ended> {
-        self.flush().await;
         for stored in batch.drain(..) {
             self.outbox.stored(stored.channel, stored.id);
             let sent = self.outbox.sent_through(stored.channel);

@@ -77,8 +77,7 @@ impl AppState {
     /// Hands every stored message, once on disk and in id order per channel, to
     /// `sink` in this process (see [`feed`]).
     pub fn feed(&mut self, sink: feed::Sink) {
-        let feed = feed::Feed::new(self.history.clone(), sink);
-        self.publisher.feeding(feed);
+        self.publisher.feeding(sink);
     }
 }
 

@@ -1,9 +1,11 @@
 //! The all-in-one `crier` binary: embedded broker, both services and the demo page
 //! on one port.
 
+use protocol::{Message, topic};
 use reqwest::StatusCode;
+use rumqttc::{AsyncClient, Event, Incoming, QoS};
 
-use crate::helpers::{CRIER, eventually, new_channel, open_stream, wait_for_ready};
+use crate::helpers::{CRIER, WAIT, eventually, new_channel, open_stream, wait_for_ready};
 use crate::process::Service;
 
 #[tokio::test]
@@ -88,6 +90,82 @@ async fn crier_streams_what_it_stores_while_its_broker_is_down() {
         let message = stream.next_message().await;
         assert_eq!((message.id, message.text.as_str()), (id, text));
     }
+}
+
+/// The all-in-one's publisher reaches its embedded broker in process, not over
+/// TCP; MQTT clients of that broker must still get every message, at QoS 1, and
+/// the broker's acknowledgements must empty the outbox.
+#[tokio::test]
+async fn crier_publishes_what_it_stores_to_its_embedded_broker_at_qos_1() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+    let broker_address = free.local_addr().expect("address");
+    drop(free);
+    let flags = [
+        "--embedded-broker-listen".into(),
+        broker_address.to_string(),
+    ];
+    let crier = start_crier(&dir, &flags);
+    let http = crate::helpers::http_client();
+    wait_for_ready(&http, &crier.url).await;
+
+    let channel = new_channel();
+    let broker = protocol::mqtt::BrokerUrl::parse(&format!("mqtt://{broker_address}"), None);
+    let options = broker.expect("broker url").options("crier-test-watcher");
+    let (client, mut eventloop) = AsyncClient::new(options, 64);
+    client
+        .subscribe(topic::all_channels_filter("crier"), QoS::AtLeastOnce)
+        .await
+        .expect("subscribe queued");
+    let texts = ["one", "two", "three"];
+    let watch = async {
+        let mut seen = Vec::new();
+        while seen.len() < texts.len() {
+            match eventloop.poll().await.expect("watcher stays connected") {
+                Event::Incoming(Incoming::SubAck(_)) => {
+                    for text in texts {
+                        post(&http, &crier.url, channel, text).await;
+                    }
+                }
+                Event::Incoming(Incoming::Publish(publish)) => {
+                    assert_eq!(publish.qos, QoS::AtLeastOnce, "delivered at QoS 1");
+                    assert_eq!(publish.topic, topic::channel_topic("crier", channel));
+                    let message: Message =
+                        serde_json::from_slice(&publish.payload).expect("payload is message JSON");
+                    seen.push(message);
+                }
+                _ => {}
+            }
+        }
+        seen
+    };
+    let seen = tokio::time::timeout(WAIT, watch)
+        .await
+        .expect("the embedded broker relays in time");
+    let seen: Vec<(u64, String)> = seen.into_iter().map(|m| (m.id, m.text)).collect();
+    assert_eq!(
+        seen,
+        [(1, "one".into()), (2, "two".into()), (3, "three".into())]
+    );
+    eventually("the broker acknowledged everything", || async {
+        let response = http.get(format!("{}/readyz", crier.url)).send().await;
+        let report = match response {
+            Ok(response) => response.json::<serde_json::Value>().await.ok(),
+            Err(_) => None,
+        };
+        report.is_some_and(|report| report["outbox"] == 0)
+    })
+    .await;
+}
+
+async fn post(http: &reqwest::Client, base: &str, channel: protocol::ChannelId, text: &str) {
+    let response = http
+        .post(format!("{base}/channels/{channel}/messages"))
+        .json(&serde_json::json!({"author": "ann", "text": text}))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(response.status(), StatusCode::CREATED);
 }
 
 /// The crier binary on a free port, its data and log in `dir`.
