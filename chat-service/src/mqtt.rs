@@ -30,6 +30,11 @@ const BATCH: usize = 256;
 const RECONNECT_DELAY: Duration = Duration::from_millis(500);
 /// QoS 1 publishes awaiting their PUBACK at once.
 const IN_FLIGHT: u16 = 512;
+/// Acknowledged watermarks are written to the store at most this often (and
+/// when a connection ends), not once per acknowledgement: after a crash the
+/// messages acknowledged in the last interval are published again, which QoS 1
+/// allows and subscribers drop by id.
+const PERSIST_EVERY: Duration = Duration::from_millis(100);
 
 /// A message that was just stored.
 struct Stored {
@@ -114,6 +119,7 @@ pub fn start(
         status,
         notices: notices_rx,
         reported_unreachable: false,
+        persist_at: None,
     };
     Ok((publisher, tokio::spawn(task.run())))
 }
@@ -127,6 +133,8 @@ struct PublisherTask {
     notices: mpsc::UnboundedReceiver<Stored>,
     /// The current outage was logged already.
     reported_unreachable: bool,
+    /// When the watermarks that moved are written, if any moved.
+    persist_at: Option<tokio::time::Instant>,
 }
 
 /// Why a connection ended.
@@ -144,6 +152,7 @@ impl PublisherTask {
                 return self.note_stored_until_stopped().await;
             };
             let ended = self.serve(&mut connection).await;
+            self.persist_watermarks();
             let reason = match ended {
                 Ended::NoMoreNotices => return,
                 Ended::Lost(reason) => connection.close(reason),
@@ -239,6 +248,7 @@ impl PublisherTask {
                         return ended;
                     }
                 }
+                _ = sleep_until_some(self.persist_at) => self.persist_watermarks(),
             }
         }
     }
@@ -254,7 +264,9 @@ impl PublisherTask {
                 LinkEvent::Connected => {}
             }
         }
-        self.persist_watermarks();
+        if self.outbox.watermarks_moved() && self.persist_at.is_none() {
+            self.persist_at = Some(tokio::time::Instant::now() + PERSIST_EVERY);
+        }
         Ok(())
     }
 
@@ -341,6 +353,7 @@ impl PublisherTask {
     }
 
     fn persist_watermarks(&mut self) {
+        self.persist_at = None;
         for (channel, acked) in self.outbox.take_moved() {
             if let Err(e) = self.history.set_published_through(channel, acked) {
                 log::error!("cannot record what the broker acknowledged on {channel}: {e}");
@@ -381,5 +394,13 @@ impl PublisherTask {
         while self.notices.recv_many(&mut batch, BATCH).await > 0 {
             self.note_stored(&mut batch);
         }
+    }
+}
+
+/// Waits until `deadline`, or forever without one.
+async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
