@@ -30,11 +30,6 @@ const BATCH: usize = 256;
 const RECONNECT_DELAY: Duration = Duration::from_millis(500);
 /// QoS 1 publishes awaiting their PUBACK at once.
 const IN_FLIGHT: u16 = 512;
-/// Acknowledged watermarks are written to the store at most this often (and
-/// when a connection ends), not once per acknowledgement: after a crash the
-/// messages acknowledged in the last interval are published again, which QoS 1
-/// allows and subscribers drop by id.
-const PERSIST_EVERY: Duration = Duration::from_millis(100);
 
 /// A message that was just stored.
 struct Stored {
@@ -119,7 +114,6 @@ pub fn start(
         status,
         notices: notices_rx,
         reported_unreachable: false,
-        persist_at: None,
     };
     Ok((publisher, tokio::spawn(task.run())))
 }
@@ -133,8 +127,6 @@ struct PublisherTask {
     notices: mpsc::UnboundedReceiver<Stored>,
     /// The current outage was logged already.
     reported_unreachable: bool,
-    /// When the watermarks that moved are written, if any moved.
-    persist_at: Option<tokio::time::Instant>,
 }
 
 /// Why a connection ended.
@@ -152,7 +144,6 @@ impl PublisherTask {
                 return self.note_stored_until_stopped().await;
             };
             let ended = self.serve(&mut connection).await;
-            self.persist_watermarks();
             let reason = match ended {
                 Ended::NoMoreNotices => return,
                 Ended::Lost(reason) => connection.close(reason),
@@ -248,7 +239,6 @@ impl PublisherTask {
                         return ended;
                     }
                 }
-                _ = sleep_until_some(self.persist_at) => self.persist_watermarks(),
             }
         }
     }
@@ -264,9 +254,7 @@ impl PublisherTask {
                 LinkEvent::Connected => {}
             }
         }
-        if self.outbox.watermarks_moved() && self.persist_at.is_none() {
-            self.persist_at = Some(tokio::time::Instant::now() + PERSIST_EVERY);
-        }
+        self.persist_watermarks();
         Ok(())
     }
 
@@ -353,7 +341,6 @@ impl PublisherTask {
     }
 
     fn persist_watermarks(&mut self) {
-        self.persist_at = None;
         for (channel, acked) in self.outbox.take_moved() {
             if let Err(e) = self.history.set_published_through(channel, acked) {
                 log::error!("cannot record what the broker acknowledged on {channel}: {e}");
@@ -394,13 +381,5 @@ impl PublisherTask {
         while self.notices.recv_many(&mut batch, BATCH).await > 0 {
             self.note_stored(&mut batch);
         }
-    }
-}
-
-/// Waits until `deadline`, or forever without one.
-async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
     }
 }

@@ -3,9 +3,8 @@
 //!
 //! The outbox itself is the store: every message above a channel's acknowledged
 //! watermark is owed to the broker. This keeps the write path to one insert per
-//! message; the watermark is persisted shortly after acknowledgements arrive
-//! and, after a restart or a reconnect, everything above it is published again
-//! in id order.
+//! message; the watermark is persisted as acknowledgements arrive and, after a
+//! restart or a reconnect, everything above it is published again in id order.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -134,11 +133,6 @@ impl Outbox {
             self.depth.fetch_sub(acked, Ordering::Relaxed);
             self.moved.insert(channel);
         }
-    }
-
-    /// Whether an acknowledged watermark moved since the last [`Outbox::take_moved`].
-    pub fn watermarks_moved(&self) -> bool {
-        !self.moved.is_empty()
     }
 
     /// Acknowledged watermarks that moved since the last call, to persist.

@@ -84,8 +84,6 @@ pub async fn the_outbox_survives_a_chat_service_restart_while_the_broker_is_down
     post_numbered(&app, channel, 1..=3).await;
     assert_eq!(stream.next_ids(3).await, [1, 2, 3]);
     eventually("the broker acknowledged 1..=3", || outbox_is_empty(&app)).await;
-    // Acknowledged watermarks reach the store within 100 ms.
-    tokio::time::sleep(Duration::from_millis(300)).await;
 
     app.broker.kill();
     post_numbered(&app, channel, 4..=10).await;
