@@ -97,8 +97,15 @@ struct Inner {
     /// Backfills started and not yet finished (also those waiting for a permit).
     backfills: watch::Sender<usize>,
     epochs: AtomicU64,
-    heartbeat: watch::Sender<u64>,
-    shutdown: watch::Sender<bool>,
+    signals: watch::Sender<Signals>,
+}
+
+/// What every open stream listens for besides its channel: heartbeat ticks and
+/// the node's stop. One watch for both, so a waiting stream registers once.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Signals {
+    pub beats: u64,
+    pub shutting_down: bool,
 }
 
 /// A listener's place in a channel: its ring receiver, the subscription state, and
@@ -164,8 +171,7 @@ impl Hub {
                 permits: Semaphore::new(BACKFILL_CONCURRENCY),
                 backfills: watch::Sender::new(0),
                 epochs: AtomicU64::new(0),
-                heartbeat: watch::Sender::new(0),
-                shutdown: watch::Sender::new(false),
+                signals: watch::Sender::new(Signals::default()),
             }),
         };
         (hub, changes_rx)
@@ -288,21 +294,20 @@ impl Hub {
     /// Ticks every stream's heartbeat (one timer for the whole node).
     pub fn beat(&self) {
         self.inner
-            .heartbeat
-            .send_modify(|tick| *tick = tick.wrapping_add(1));
-    }
-
-    pub fn heartbeats(&self) -> watch::Receiver<u64> {
-        self.inner.heartbeat.subscribe()
+            .signals
+            .send_modify(|signals| signals.beats = signals.beats.wrapping_add(1));
     }
 
     /// Ends every open stream (graceful stop): clients reconnect elsewhere.
     pub fn shut_down(&self) {
-        self.inner.shutdown.send_replace(true);
+        self.inner
+            .signals
+            .send_modify(|signals| signals.shutting_down = true);
     }
 
-    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
-        self.inner.shutdown.subscribe()
+    /// Follows the heartbeat ticks and the stop.
+    pub fn signals(&self) -> watch::Receiver<Signals> {
+        self.inner.signals.subscribe()
     }
 
     fn request(&self, change: SubscriptionChange) {

@@ -33,7 +33,7 @@ use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::watch;
 
 use crate::error::BroadcastError;
-use crate::hub::{Frame, Hub, Membership, Recent};
+use crate::hub::{Frame, Hub, Membership, Recent, Signals};
 use crate::limits::StreamSlot;
 use crate::replay::{HistoryError, HistorySource, PAGE};
 
@@ -60,8 +60,7 @@ pub struct ClientStream {
     stalls: u32,
     pending: VecDeque<Bytes>,
     pending_bytes: usize,
-    heartbeat: watch::Receiver<u64>,
-    shutdown: watch::Receiver<bool>,
+    signals: watch::Receiver<Signals>,
     ended: bool,
     /// When the client's token expires (authentication on).
     expires_at: Option<tokio::time::Instant>,
@@ -92,8 +91,7 @@ impl ClientStream {
             stalls: 0,
             pending: VecDeque::new(),
             pending_bytes: 0,
-            heartbeat: hub.heartbeats(),
-            shutdown: hub.shutdown_signal(),
+            signals: hub.signals(),
             ended: false,
             expires_at: None,
             _slot: None,
@@ -156,7 +154,7 @@ impl ClientStream {
             if !self.pending.is_empty() {
                 return Some(self.take_pending());
             }
-            if self.ended || *self.shutdown.borrow() {
+            if self.ended || self.signals.borrow().shutting_down {
                 return None;
             }
             self.end_if_expired();
@@ -175,10 +173,14 @@ impl ClientStream {
             let expiry = self.expires_at;
             tokio::select! {
                 biased;
-                _ = self.shutdown.changed() => self.ended = true,
+                _ = self.signals.changed() => {
+                    if !self.signals.borrow().shutting_down {
+                        return Some(Bytes::from_static(KEEP_ALIVE));
+                    }
+                    self.ended = true;
+                }
                 _ = sleep_until_some(expiry) => self.expire(),
                 received = self.membership.ring.recv() => self.receive(received),
-                _ = self.heartbeat.changed() => return Some(Bytes::from_static(KEEP_ALIVE)),
             }
         }
     }
