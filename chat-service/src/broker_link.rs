@@ -229,3 +229,25 @@ async fn poll_in_process(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_in_process_publish_is_qos_1_with_its_packet_id_topic_and_payload() {
+        let publish = qos1_publish("crier/channels/c/messages", b"{\"id\":1}", 513).expect("fits");
+        assert_eq!(publish.topic.as_ref(), b"crier/channels/c/messages");
+        assert_eq!(publish.payload.as_ref(), b"{\"id\":1}");
+        // rumqttd's own encoding: first byte (QoS in bits 1-2), then the packet id.
+        let encoded = publish.serialize();
+        assert_eq!(encoded[0], PUBLISH_QOS1);
+        assert_eq!(u16::from_be_bytes([encoded[1], encoded[2]]), 513);
+    }
+
+    #[test]
+    fn a_topic_longer_than_mqtt_allows_is_refused() {
+        let topic = "t".repeat(usize::from(u16::MAX) + 1);
+        assert!(qos1_publish(&topic, b"{}", 1).is_err());
+    }
+}
