@@ -82,13 +82,15 @@ impl Connector {
             Connector::Network(options) => {
                 let (client, eventloop) =
                     AsyncClient::new(MqttOptions::clone(options), REQUEST_CAPACITY);
-                let poller = tokio::spawn(poll_network(eventloop, events_tx, failure_tx));
+                let forwarding = forward_network(eventloop, events_tx);
+                let poller = tokio::spawn(forward_until_failure(forwarding, failure_tx));
                 (Sender::Network(client), poller)
             }
             Connector::InProcess(link) => {
                 let InProcessBroker { tx, rx } = link.take()?;
                 let _ = events_tx.send(LinkEvent::Connected);
-                let poller = tokio::spawn(poll_in_process(rx, events_tx, failure_tx));
+                let forwarding = forward_in_process(rx, events_tx);
+                let poller = tokio::spawn(forward_until_failure(forwarding, failure_tx));
                 let sender = Sender::InProcess {
                     tx,
                     last_packet_id: 0,
@@ -166,22 +168,25 @@ fn qos1_publish(topic: &str, payload: &[u8], packet_id: u16) -> Result<Publish, 
     Ok(Publish::deserialize(raw.freeze()))
 }
 
+/// Runs a connection's event forwarding and reports why it failed, if it did.
+async fn forward_until_failure(
+    forwarding: impl std::future::Future<Output = Result<(), String>>,
+    failure: oneshot::Sender<String>,
+) {
+    if let Err(reason) = forwarding.await {
+        let _ = failure.send(reason);
+    }
+}
+
 /// Drives one network connection's event loop, forwarding its events, until it
 /// fails. It never polls again after an error: that would reconnect with this
 /// client's leftover state, and the next connection starts from the store instead.
-async fn poll_network(
+async fn forward_network(
     mut eventloop: EventLoop,
     events: mpsc::UnboundedSender<LinkEvent>,
-    failure: oneshot::Sender<String>,
-) {
+) -> Result<(), String> {
     loop {
-        let event = match eventloop.poll().await {
-            Ok(event) => event,
-            Err(e) => {
-                let _ = failure.send(e.to_string());
-                return;
-            }
-        };
+        let event = eventloop.poll().await.map_err(|e| e.to_string())?;
         let reported = match event {
             Event::Incoming(Incoming::ConnAck(_)) => LinkEvent::Connected,
             Event::Outgoing(Outgoing::Publish(packet_id)) => LinkEvent::PacketId(packet_id),
@@ -190,25 +195,20 @@ async fn poll_network(
             _ => continue,
         };
         if events.send(reported).is_err() {
-            return;
+            return Ok(());
         }
     }
 }
 
 /// Forwards the router's acknowledgements on the in-process link.
-async fn poll_in_process(
+async fn forward_in_process(
     mut rx: LinkRx,
     events: mpsc::UnboundedSender<LinkEvent>,
-    failure: oneshot::Sender<String>,
-) {
+) -> Result<(), String> {
+    let gone = |e| format!("the broker in this process is gone: {e}");
     loop {
-        let notification = match rx.next().await {
-            Ok(Some(notification)) => notification,
-            Ok(None) => continue,
-            Err(e) => {
-                let _ = failure.send(format!("the broker in this process is gone: {e}"));
-                return;
-            }
+        let Some(notification) = rx.next().await.map_err(gone)? else {
+            continue;
         };
         let packet: Option<Packet> = notification.into();
         let reported = match packet {
@@ -216,16 +216,13 @@ async fn poll_in_process(
             Some(Packet::Disconnect(..)) => LinkEvent::Disconnected,
             Some(_) => continue,
             // The router paused this link; it resumes once told the link is ready.
-            None => match rx.wake().await {
-                Ok(()) => continue,
-                Err(e) => {
-                    let _ = failure.send(format!("the broker in this process is gone: {e}"));
-                    return;
-                }
-            },
+            None => {
+                rx.wake().await.map_err(gone)?;
+                continue;
+            }
         };
         if events.send(reported).is_err() {
-            return;
+            return Ok(());
         }
     }
 }
