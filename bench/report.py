@@ -129,6 +129,33 @@ def sweep_points(runs, system, pick):
     return sorted(points)
 
 
+def sweep_table(runs):
+    """One row per subscriber count: both systems' deliveries/s, p99 and memory."""
+    def at(system, pick):
+        return dict(sweep_points(runs, system, pick))
+
+    columns = [
+        ("connected", lambda r: r["connected"], lambda v: f"{v:,.0f}"),
+        ("deliveries/s", lambda r: r["deliveries_per_sec"], lambda v: f"{v:,.0f}"),
+        ("p99", lambda r: r["latency_us"]["p99"], lambda v: f"{v / 1000:,.1f} ms"),
+        ("PSS per stream", lambda r: (r.get("memory") or {}).get("pss_per_conn_bytes", 0),
+         lambda v: f"{v / 1000:.1f} KB"),
+    ]
+    header = "| subscribers | " + " | ".join(
+        f"{system} {name}" for name, _, _ in columns for system in ("Crier", "Nchan")) + " |"
+    lines = [header, "|" + " --- |" * (1 + 2 * len(columns))]
+    counts = sorted({n for system in SYSTEMS for n, _ in sweep_points(runs, system, lambda r: 0)})
+    values = {(name, system): at(system, pick) for name, pick, _ in columns for system in SYSTEMS}
+    for n in counts:
+        cells = []
+        for name, _, fmt in columns:
+            for system in SYSTEMS:
+                v = values[(name, system)].get(n)
+                cells.append(fmt(v) if v is not None else "–")
+        lines.append(f"| {n:,} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def svg(runs, path):
     width, height, pad = 760, 300, 60
     panels = [
@@ -301,6 +328,12 @@ drops its stream and reconnects at once.
 One channel, 100 messages as fast as accepted, 1,000 to 18,000 subscribers.
 
 ![deliveries/s and p99 latency against subscribers](docs/bench-sweep.svg)
+
+{sweep_table(runs)}
+
+18,000 is about the most one process holds here: the open-files limit is
+20,000 per process (a hard limit on this machine) and it binds both servers long
+before memory does.
 
 ## Ingest: POST/s, 64 connections (wrk)
 
