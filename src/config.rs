@@ -37,7 +37,12 @@ pub struct Config {
     pub embedded_broker_listen: String,
 
     /// Topic prefix: messages go to `{prefix}/channels/{uuid}/messages`.
-    #[arg(long, env = "CRIER_TOPIC_PREFIX", default_value = DEFAULT_PREFIX)]
+    #[arg(
+        long,
+        env = "CRIER_TOPIC_PREFIX",
+        default_value = DEFAULT_PREFIX,
+        value_parser = protocol::topic::parse_prefix
+    )]
     pub topic_prefix: String,
 
     #[command(flatten)]

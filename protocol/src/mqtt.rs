@@ -30,7 +30,12 @@ pub struct MqttSettings {
     pub mqtt_ca_file: Option<PathBuf>,
 
     /// Topic prefix: messages go to `{prefix}/channels/{uuid}/messages`.
-    #[arg(long, env = "CRIER_TOPIC_PREFIX", default_value = DEFAULT_PREFIX)]
+    #[arg(
+        long,
+        env = "CRIER_TOPIC_PREFIX",
+        default_value = DEFAULT_PREFIX,
+        value_parser = crate::topic::parse_prefix
+    )]
     pub topic_prefix: String,
 }
 

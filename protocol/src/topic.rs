@@ -5,6 +5,26 @@ use crate::ChannelId;
 /// The prefix used when none is configured.
 pub const DEFAULT_PREFIX: &str = "crier";
 
+/// Longest topic prefix, in bytes; a whole topic must stay far below MQTT's 65,535.
+pub const MAX_PREFIX_BYTES: usize = 1024;
+
+/// Checks a `--topic-prefix`: topics are published to, so no wildcards (`+`,
+/// `#`), no NUL, and short enough for a topic.
+pub fn parse_prefix(raw: &str) -> Result<String, String> {
+    if raw.contains(['+', '#', '\0']) {
+        return Err(format!(
+            "{raw:?} cannot be a topic prefix: MQTT wildcards (+, #) and NUL are not allowed in topics"
+        ));
+    }
+    if raw.len() > MAX_PREFIX_BYTES {
+        return Err(format!(
+            "a topic prefix may be at most {MAX_PREFIX_BYTES} bytes, this one has {}",
+            raw.len()
+        ));
+    }
+    Ok(raw.to_string())
+}
+
 /// The topic a channel's messages are published on.
 pub fn channel_topic(prefix: &str, channel: ChannelId) -> String {
     format!("{prefix}/channels/{channel}/messages")
@@ -25,6 +45,16 @@ pub fn channel_of(prefix: &str, topic: &str) -> Option<ChannelId> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prefixes_with_wildcards_nul_or_too_many_bytes_are_refused() {
+        assert_eq!(parse_prefix("crier/eu-1").as_deref(), Ok("crier/eu-1"));
+        for bad in ["crier/+", "crier/#", "a\0b"] {
+            assert!(parse_prefix(bad).is_err(), "{bad:?}");
+        }
+        assert!(parse_prefix(&"p".repeat(MAX_PREFIX_BYTES)).is_ok());
+        assert!(parse_prefix(&"p".repeat(MAX_PREFIX_BYTES + 1)).is_err());
+    }
 
     #[test]
     fn channel_of_inverts_channel_topic() {
