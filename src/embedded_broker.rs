@@ -35,29 +35,31 @@ pub enum BrokerError {
 /// Starts rumqttd on `listen` (port 0: a free port) and returns the address it
 /// accepts MQTT connections on, once it does.
 pub fn start(listen: &str) -> Result<SocketAddr, BrokerError> {
-    launch(listen, false).map(|(address, _)| address)
+    let (address, broker) = prepare(listen)?;
+    run(address, broker)
 }
 
 /// Like [`start`], with a link into the broker's router for this process's
 /// publisher.
 pub fn start_linked(listen: &str) -> Result<(SocketAddr, InProcessBroker), BrokerError> {
-    let (address, link) = launch(listen, true)?;
-    let link = link.ok_or_else(|| BrokerError::Link("no link was made".into()))?;
-    Ok((address, link))
+    let (address, broker) = prepare(listen)?;
+    let link = link_to(&broker)?;
+    Ok((run(address, broker)?, link))
 }
 
-fn launch(
-    listen: &str,
-    linked: bool,
-) -> Result<(SocketAddr, Option<InProcessBroker>), BrokerError> {
+/// Reserves the address and builds the broker; its router runs from here on.
+fn prepare(listen: &str) -> Result<(SocketAddr, rumqttd::Broker), BrokerError> {
     let requested: SocketAddr = listen
         .parse()
         .map_err(|_| BrokerError::Address(listen.to_string()))?;
     let address = reserve(requested)?;
     let config = broker_config(address)?;
-    // The router runs from here on; the listeners start on the thread below.
-    let mut broker = rumqttd::Broker::new(config);
-    let link = linked.then(|| link_to(&broker)).transpose()?;
+    Ok((address, rumqttd::Broker::new(config)))
+}
+
+/// Starts the broker's listeners on their own thread and waits until `address`
+/// accepts connections.
+fn run(address: SocketAddr, mut broker: rumqttd::Broker) -> Result<SocketAddr, BrokerError> {
     std::thread::Builder::new()
         .name("embedded-mqtt".into())
         .spawn(move || {
@@ -67,7 +69,7 @@ fn launch(
         })
         .map_err(BrokerError::Thread)?;
     wait_until_accepting(address)?;
-    Ok((address, link))
+    Ok(address)
 }
 
 fn link_to(broker: &rumqttd::Broker) -> Result<InProcessBroker, BrokerError> {
