@@ -3,11 +3,12 @@
 //! Stored messages are announced here in id order (see
 //! [`crate::history::History::append`]) and reach the publisher task from the
 //! store's flush thread once the flush that covers them is done, so a subscriber
-//! never sees an id that a crash could hand out again. Each broker connection is a fresh rumqttc client: when it drops, nothing
-//! is left in a client queue to be lost or sent twice — the next connection first
-//! re-publishes, from the store and in id order, every message the broker did not
-//! acknowledge (the outbox), then goes on with live messages. The all-in-one
-//! binary talks to its own broker in process instead (see [`crate::broker_link`]).
+//! never sees an id that a crash could hand out again. Each broker connection is
+//! fresh (a new rumqttc client over the network; see [`crate::broker_link`] for
+//! the all-in-one's in-process link): when it drops, nothing is left in a client
+//! queue to be lost or sent twice — the next connection first re-publishes, from
+//! the store and in id order, every message the broker did not acknowledge (the
+//! outbox), then goes on with live messages.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
