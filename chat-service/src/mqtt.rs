@@ -52,14 +52,15 @@ pub struct Publisher {
 
 impl Publisher {
     /// Announces a stored message; never waits. Call right after it is stored,
-    /// in id order per channel. Once the flush that covers it is done, the flush
-    /// thread hands it to the feed, if any, and to the publisher task.
+    /// in id order per channel. Once it is written to the file (so a restart
+    /// cannot hand its id out again), the flush thread hands it to the feed, if
+    /// any, and to the publisher task; its POST's answer still waits for the sync.
     pub fn enqueue(&self, channel: ChannelId, id: u64, json: Bytes) {
         let notices = self.notices.clone();
         let feed = self.feed.clone();
-        let queued = self.history.after_flush(Box::new(move |flushed| {
-            if let Err(e) = flushed {
-                log::error!("flush before announcing {channel} #{id} failed: {e}");
+        let queued = self.history.after_write(Box::new(move |written| {
+            if let Err(e) = written {
+                log::error!("write before announcing {channel} #{id} failed: {e}");
             }
             if let Some(feed) = feed {
                 feed(channel, id, json.clone());

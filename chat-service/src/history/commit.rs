@@ -2,6 +2,11 @@
 //! once, and answers them all, so concurrent POSTs share one disk flush. Only one
 //! flush is ever in flight — sled 0.34's `flush_async` deadlocks its own thread pool
 //! when many run at once.
+//!
+//! Queued work runs between a flush's write and its sync: once the writes before
+//! it are in the operating system's hands, they survive this process being
+//! killed, which is all that delivering them needs (ids are never reused after a
+//! restart), while the answers that promise durability still wait for the sync.
 
 use std::sync::mpsc;
 
@@ -16,14 +21,15 @@ pub struct FlushError(pub String);
 /// Told the outcome of the flush that covered its writes.
 type FlushWaiter = oneshot::Sender<Result<(), String>>;
 
-/// Work run on the flush thread once the flush that covers the writes made
-/// before it was queued is over; given that flush's outcome. It must be quick:
-/// the next flush waits for it.
-pub type AfterFlush = Box<dyn FnOnce(Result<(), FlushError>) + Send>;
+/// Work run on the flush thread once the writes made before it was queued are
+/// written to the file (they survive the process being killed), usually before
+/// they are synced to disk; given `Ok` then, or the flush's error. It must be
+/// quick and must not use the database: the sync waits for it.
+pub type AfterWrite = Box<dyn FnOnce(Result<(), FlushError>) + Send>;
 
 enum Request {
     Flush(FlushWaiter),
-    AfterFlush(AfterFlush),
+    AfterWrite(AfterWrite),
 }
 
 /// The committer's thread has stopped, so nothing queued would run.
@@ -61,9 +67,9 @@ impl GroupCommitter {
     }
 
     /// Runs `work` on the flush thread once everything written before the call
-    /// is on disk (or the flush failed), in the order of the calls.
-    pub fn after_flush(&self, work: AfterFlush) -> Result<(), Stopped> {
-        self.send(Request::AfterFlush(work))
+    /// is written to the file (or the flush failed), in the order of the calls.
+    pub fn after_write(&self, work: AfterWrite) -> Result<(), Stopped> {
+        self.send(Request::AfterWrite(work))
     }
 
     fn send(&self, request: Request) -> Result<(), Stopped> {
@@ -73,7 +79,8 @@ impl GroupCommitter {
 }
 
 /// The flush thread: waits for requests, takes all that are queued, flushes once,
-/// answers the waiters and then runs the queued work, in order.
+/// runs the queued work, in order, as soon as the flush has written, and answers
+/// the waiters once it has synced.
 fn commit_until_closed(db: &sled::Db, requests: &mpsc::Receiver<Request>) {
     while let Ok(first) = requests.recv() {
         let mut waiters = Vec::new();
@@ -81,22 +88,28 @@ fn commit_until_closed(db: &sled::Db, requests: &mpsc::Receiver<Request>) {
         for request in std::iter::once(first).chain(requests.try_iter()) {
             match request {
                 Request::Flush(waiter) => waiters.push(waiter),
-                Request::AfterFlush(job) => work.push(job),
+                Request::AfterWrite(job) => work.push(job),
             }
         }
-        let outcome = db.flush().map(|_| ()).map_err(|e| e.to_string());
+        let run_work = move |written: sled::Result<()>| {
+            let outcome = written.map_err(|e| FlushError(e.to_string()));
+            for job in work {
+                run_guarded(job, outcome.clone());
+            }
+        };
+        let outcome = db
+            .flush_announcing_written(run_work)
+            .map(|_| ())
+            .map_err(|e| e.to_string());
         for waiter in waiters {
             let _ = waiter.send(outcome.clone());
-        }
-        for job in work {
-            run_guarded(job, outcome.clone().map_err(FlushError));
         }
     }
 }
 
 /// Runs queued work so that a panic in it is logged instead of ending the
 /// thread every later flush needs.
-fn run_guarded(job: AfterFlush, outcome: Result<(), FlushError>) {
+fn run_guarded(job: AfterWrite, outcome: Result<(), FlushError>) {
     let run = std::panic::AssertUnwindSafe(move || job(outcome));
     if std::panic::catch_unwind(run).is_err() {
         log::error!("work queued behind a flush panicked; flushing goes on");
@@ -142,25 +155,47 @@ mod tests {
         for n in 0..50u32 {
             db.insert(n.to_be_bytes(), &[1]).expect("insert");
             if n == 25 {
-                let panics: AfterFlush = Box::new(|_| panic!("a faulty consumer"));
-                committer.after_flush(panics).expect("queued");
+                let panics: AfterWrite = Box::new(|_| panic!("a faulty consumer"));
+                committer.after_write(panics).expect("queued");
             }
             let ran = Arc::clone(&ran);
-            let job: AfterFlush = Box::new(move |outcome| {
+            let job: AfterWrite = Box::new(move |outcome| {
                 let mut ran = ran.lock().expect("lock");
                 ran.push((n, outcome.is_ok()));
             });
-            committer.after_flush(job).expect("queued");
+            committer.after_write(job).expect("queued");
         }
-        let last: AfterFlush = Box::new(move |_| {
+        let last: AfterWrite = Box::new(move |_| {
             let _ = done.send(());
         });
-        committer.after_flush(last).expect("queued");
+        committer.after_write(last).expect("queued");
         finished
             .recv_timeout(Duration::from_secs(10))
             .expect("the queued work ran");
         let ran = ran.lock().expect("lock").clone();
         let expected: Vec<(u32, bool)> = (0..50).map(|n| (n, true)).collect();
         assert_eq!(ran, expected);
+    }
+
+    #[test]
+    fn queued_work_runs_once_the_writes_before_it_are_in_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = sled::Config::new().path(dir.path()).open().expect("open");
+        let committer = GroupCommitter::start(db.clone()).expect("start");
+        let marker = b"written-before-the-work-ran-7f3a";
+        db.insert(b"key", &marker[..]).expect("insert");
+        let file = dir.path().join("db");
+        let (seen, outcome) = std::sync::mpsc::channel();
+        let job: AfterWrite = Box::new(move |written| {
+            let bytes = std::fs::read(&file).unwrap_or_default();
+            let found = bytes.windows(marker.len()).any(|w| w == marker);
+            let _ = seen.send((written.is_ok(), found));
+        });
+        committer.after_write(job).expect("queued");
+        let (ok, found) = outcome
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the queued work ran");
+        assert!(ok, "the write succeeded");
+        assert!(found, "the value was in the file when the work ran");
     }
 }

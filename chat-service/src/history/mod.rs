@@ -17,7 +17,7 @@ use bytes::Bytes;
 use protocol::{ChannelId, Message};
 
 use commit::GroupCommitter;
-pub use commit::{AfterFlush, FlushError, Stopped};
+pub use commit::{AfterWrite, FlushError, Stopped};
 use keys::{decode_u64, id_of_key, message_key};
 
 use crate::domain::NewMessage;
@@ -126,10 +126,12 @@ impl History {
         self.inner.committer.flush().await
     }
 
-    /// Runs `work` on the flush thread once everything appended so far is on
-    /// disk; calls run in the order they were made.
-    pub fn after_flush(&self, work: AfterFlush) -> Result<(), Stopped> {
-        self.inner.committer.after_flush(work)
+    /// Runs `work` on the flush thread once everything appended so far is
+    /// written to the file, so that it survives the process being killed
+    /// (usually before it is synced to disk); calls run in the order they were
+    /// made.
+    pub fn after_write(&self, work: AfterWrite) -> Result<(), Stopped> {
+        self.inner.committer.after_write(work)
     }
 
     /// Up to `limit` messages with ids greater than `after`, ascending.
