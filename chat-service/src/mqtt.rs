@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 
 use crate::broker_link::{BrokerTarget, Connection, Connector, LinkEvent};
 use crate::feed::Sink;
-use crate::history::History;
+use crate::history::{FlushError, History};
 use crate::outbox::Outbox;
 
 /// Most notices taken per disk flush, and messages read per outbox page.
@@ -54,20 +54,14 @@ impl Publisher {
     /// Announces a stored message; never waits. Call right after it is stored,
     /// in id order per channel. Once it is written to the file (so a restart
     /// cannot hand its id out again), the flush thread hands it to the feed, if
-    /// any, and to the publisher task; its POST's answer still waits for the sync.
+    /// any, and to the publisher task (see [`announce`]); its POST's answer still
+    /// waits for the sync.
     pub fn enqueue(&self, channel: ChannelId, id: u64, json: Bytes) {
         let notices = self.notices.clone();
         let feed = self.feed.clone();
+        let stored = Stored { channel, id, json };
         let queued = self.history.after_write(Box::new(move |written| {
-            if let Err(e) = written {
-                log::error!("write before announcing {channel} #{id} failed: {e}");
-            }
-            if let Some(feed) = feed {
-                feed(channel, id, json.clone());
-            }
-            if notices.send(Stored { channel, id, json }).is_err() {
-                log::error!("publisher task has stopped; {channel} #{id} stays in the outbox");
-            }
+            announce(written, feed.as_deref(), &notices, stored);
         }));
         if queued.is_err() {
             log::error!(
@@ -88,6 +82,29 @@ impl Publisher {
     /// Stored messages the broker has not acknowledged yet.
     pub fn outbox_depth(&self) -> u64 {
         self.outbox_depth.load(Ordering::Relaxed)
+    }
+}
+
+/// Hands a message whose write is over to the feed, if any, and to the publisher
+/// task; or to nobody when the write failed: a message that may not be in the
+/// file must not be seen, since a restart could give its id to another one.
+/// Its POST is answered with the same error.
+fn announce(
+    written: Result<(), FlushError>,
+    feed: Option<&Sink>,
+    notices: &mpsc::UnboundedSender<Stored>,
+    stored: Stored,
+) {
+    let Stored { channel, id, .. } = stored;
+    if let Err(e) = written {
+        log::error!("{channel} #{id} is not announced: its write failed: {e}");
+        return;
+    }
+    if let Some(feed) = feed {
+        feed(channel, id, stored.json.clone());
+    }
+    if notices.send(stored).is_err() {
+        log::error!("publisher task has stopped; {channel} #{id} stays in the outbox");
     }
 }
 
@@ -383,5 +400,42 @@ impl PublisherTask {
         while self.notices.recv_many(&mut batch, BATCH).await > 0 {
             self.note_stored(&mut batch);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    fn fed_and_noticed(written: Result<(), FlushError>) -> (Vec<u64>, Vec<u64>) {
+        let fed = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&fed);
+        let feed: Sink = Box::new(move |_, id, _| seen.lock().expect("lock").push(id));
+        let (notices, mut received) = mpsc::unbounded_channel();
+        let stored = Stored {
+            channel: ChannelId::from_bytes([7; 16]),
+            id: 3,
+            json: Bytes::from_static(b"{}"),
+        };
+        announce(written, Some(&feed), &notices, stored);
+        let mut noticed = Vec::new();
+        while let Ok(stored) = received.try_recv() {
+            noticed.push(stored.id);
+        }
+        let fed = fed.lock().expect("lock").clone();
+        (fed, noticed)
+    }
+
+    #[test]
+    fn a_written_message_reaches_the_feed_and_the_publisher() {
+        assert_eq!(fed_and_noticed(Ok(())), (vec![3], vec![3]));
+    }
+
+    #[test]
+    fn a_message_whose_write_failed_reaches_nobody() {
+        let failed = Err(FlushError("disk full".into()));
+        assert_eq!(fed_and_noticed(failed), (vec![], vec![]));
     }
 }
