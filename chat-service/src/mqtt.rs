@@ -54,8 +54,8 @@ impl Publisher {
     /// Announces a stored message; never waits. Call right after it is stored,
     /// in id order per channel. Once it is written to the file (so a restart
     /// cannot hand its id out again), the flush thread hands it to the feed, if
-    /// any, and to the publisher task (see [`announce`]); its POST's answer still
-    /// waits for the sync.
+    /// any, and to the publisher task (to nobody if the write failed); its POST's
+    /// answer still waits for the sync.
     pub fn enqueue(&self, channel: ChannelId, id: u64, json: Bytes) {
         let notices = self.notices.clone();
         let feed = self.feed.clone();
