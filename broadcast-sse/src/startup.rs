@@ -60,7 +60,7 @@ impl AppState {
 
     /// For a process that stores the messages itself (the all-in-one binary): no
     /// broker connection (`broker` stays disconnected). The caller hands each stored message to
-    /// [`Hub::deliver`], in id order per channel and once it is on disk; a channel
+    /// [`Hub::deliver`], in id order per channel and once it is stored; a channel
     /// counts as followed as soon as it has a listener.
     pub fn start_in_process(
         settings: BroadcastSettings,

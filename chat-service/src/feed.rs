@@ -1,11 +1,11 @@
 //! The in-process feed: every stored message handed to a consumer in the same
 //! process (the all-in-one binary's streams), in id order per channel and only
-//! once it is on disk, whatever the broker's state.
+//! once it is written to the store's file, whatever the broker's state.
 //!
-//! It follows the publisher's rule (nothing leaves before the flush that makes
-//! its id final) without the broker's round trip: the streams of the process
-//! that stores a message need not hear of it through MQTT. The flush thread
-//! itself hands each message over right after that flush (see
+//! It follows the publisher's rule (nothing leaves before the write that makes
+//! its id final across a restart) without the broker's round trip: the streams
+//! of the process that stores a message need not hear of it through MQTT. The
+//! flush thread itself hands each message over right after that write (see
 //! [`crate::mqtt::Publisher::enqueue`]), so delivery costs no further hand-off
 //! between threads.
 

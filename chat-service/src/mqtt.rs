@@ -2,8 +2,9 @@
 //!
 //! Stored messages are announced here in id order (see
 //! [`crate::history::History::append`]) and reach the publisher task from the
-//! store's flush thread once the flush that covers them is done, so a subscriber
-//! never sees an id that a crash could hand out again. Each broker connection is
+//! store's flush thread once the flush that covers them has written them to the
+//! file (before its sync), so a subscriber never sees an id that a restart could
+//! hand out again. Each broker connection is
 //! fresh (a new rumqttc client over the network; see [`crate::broker_link`] for
 //! the all-in-one's in-process link): when it drops, nothing is left in a client
 //! queue to be lost or sent twice — the next connection first re-publishes, from
@@ -288,7 +289,7 @@ impl PublisherTask {
         Ok(())
     }
 
-    /// Publishes a batch of stored messages (already on disk). A message right
+    /// Publishes a batch of stored messages (already written). A message right
     /// after the last one sent goes out as announced; one further ahead (the
     /// backlog is still being sent) pulls the missing ids from the store first.
     async fn publish_stored(

@@ -74,7 +74,7 @@ impl AppState {
         Ok((state, task))
     }
 
-    /// Hands every stored message, once on disk and in id order per channel, to
+    /// Hands every stored message, once written and in id order per channel, to
     /// `sink` in this process (see [`feed`]).
     pub fn feed(&mut self, sink: feed::Sink) {
         self.publisher.feeding(sink);
