@@ -3,6 +3,8 @@
 //! local link). The all-in-one binary uses the second: a message then reaches the
 //! broker without two loopback TCP trips, the broker's network thread and
 //! rumqttc's encoding, while subscribers still get it from the broker at QoS 1.
+//! The publisher hands its publishes over in batches, and the router is woken
+//! once per batch rather than once per message.
 //!
 //! Both kinds report the same events, in order, so the publisher's bookkeeping
 //! (the outbox) does not care which one it talks to.
@@ -94,6 +96,7 @@ impl Connector {
                 let sender = Sender::InProcess {
                     tx,
                     last_packet_id: 0,
+                    unsent: None,
                 };
                 (sender, poller)
             }
@@ -117,12 +120,19 @@ pub struct Connection {
 
 enum Sender {
     Network(AsyncClient),
-    InProcess { tx: LinkTx, last_packet_id: u16 },
+    InProcess {
+        tx: LinkTx,
+        last_packet_id: u16,
+        /// The last publish handed over, held until [`Connection::send_held`]
+        /// so that the router is told once about all those queued before it.
+        unsent: Option<Publish>,
+    },
 }
 
 impl Connection {
     /// Hands a QoS 1 publish over. Its packet id follows as a
-    /// [`LinkEvent::PacketId`] over the network; in process it is returned at once.
+    /// [`LinkEvent::PacketId`] over the network; in process it is returned at once,
+    /// and the publish reaches the router with the next [`Connection::send_held`].
     pub async fn publish(&mut self, topic: String, json: Bytes) -> Result<Option<u16>, String> {
         match &mut self.sender {
             Sender::Network(client) => client
@@ -130,20 +140,38 @@ impl Connection {
                 .await
                 .map(|()| None)
                 .map_err(|e| format!("cannot publish: {e}")),
-            Sender::InProcess { tx, last_packet_id } => {
+            Sender::InProcess {
+                tx,
+                last_packet_id,
+                unsent,
+            } => {
                 // Packet ids run 1..=65535 (0 is not one); the publisher keeps
                 // far fewer than that in flight.
                 let packet_id = last_packet_id.checked_add(1).unwrap_or(1);
                 *last_packet_id = packet_id;
                 let publish = qos1_publish(&topic, &json, packet_id)?;
-                // Hands the packet to the router's queue; this only waits when
-                // the router is a thousand events behind.
-                tx.send(Packet::Publish(publish, None))
-                    .await
-                    .map_err(|e| format!("the broker in this process is gone: {e}"))?;
+                // Queued for the router without waking it; the last one is
+                // held back to wake it, once, for all of them.
+                if let Some(earlier) = unsent.replace(publish) {
+                    tx.buffer().push_back(Packet::Publish(earlier, None));
+                }
                 Ok(Some(packet_id))
             }
         }
+    }
+
+    /// Tells the router in this process about every publish handed over since
+    /// the last call, in one event; over the network there is nothing to do.
+    pub async fn send_held(&mut self) -> Result<(), String> {
+        if let Sender::InProcess { tx, unsent, .. } = &mut self.sender
+            && let Some(last) = unsent.take()
+        {
+            // This only waits when the router is a thousand events behind.
+            tx.send(Packet::Publish(last, None))
+                .await
+                .map_err(|e| format!("the broker in this process is gone: {e}"))?;
+        }
+        Ok(())
     }
 
     /// Why the connection failed, when its poller saw it first, else `reason`.

@@ -281,6 +281,9 @@ impl PublisherTask {
     /// Waits for acknowledgements while as many publishes as the broker takes
     /// at once await theirs.
     async fn wait_for_room(&mut self, connection: &mut Connection) -> Result<(), Ended> {
+        if self.outbox.in_flight() >= usize::from(IN_FLIGHT) {
+            connection.send_held().await.map_err(Ended::Lost)?;
+        }
         while self.outbox.in_flight() >= usize::from(IN_FLIGHT) {
             let event = connection.events.recv().await;
             let event = event.ok_or_else(|| Ended::Lost("event loop ended".into()))?;
@@ -308,7 +311,7 @@ impl PublisherTask {
                     .await?;
             }
         }
-        Ok(())
+        connection.send_held().await.map_err(Ended::Lost)
     }
 
     /// Publishes the channel's stored messages after the last one sent, up to `target`.
@@ -331,6 +334,7 @@ impl PublisherTask {
             for (id, json) in page.into_iter().take_while(|(id, _)| *id <= target) {
                 self.publish(connection, channel, id, json).await?;
             }
+            connection.send_held().await.map_err(Ended::Lost)?;
             if short {
                 return Ok(());
             }

@@ -158,6 +158,86 @@ async fn crier_publishes_what_it_stores_to_its_embedded_broker_at_qos_1() {
     .await;
 }
 
+/// The publisher queues a batch of publishes for the embedded broker's router and
+/// wakes it once: none reaches a subscriber before the batch is sent, then every
+/// one does, in order, and each is acknowledged.
+#[tokio::test]
+async fn a_batch_of_in_process_publishes_reaches_subscribers_in_order_once_sent() {
+    use chat_service::broker_link::{BrokerTarget, Connector, LinkEvent};
+
+    let (address, link) =
+        crier::embedded_broker::start_linked("127.0.0.1:0").expect("embedded broker starts");
+    let mut connection = Connector::new(BrokerTarget::InProcess(link), 512)
+        .connect()
+        .expect("the in-process link opens");
+    let broker = protocol::mqtt::BrokerUrl::parse(&format!("mqtt://{address}"), None);
+    let options = broker
+        .expect("broker url")
+        .options("crier-test-batch-watcher");
+    let (client, mut eventloop) = AsyncClient::new(options, 64);
+    let channel = new_channel();
+    let topic = topic::channel_topic("crier", channel);
+    client
+        .subscribe(topic.clone(), QoS::AtLeastOnce)
+        .await
+        .expect("subscribe queued");
+    let subscribed = async {
+        while !matches!(
+            eventloop.poll().await.expect("watcher connects"),
+            Event::Incoming(Incoming::SubAck(_))
+        ) {}
+    };
+    tokio::time::timeout(WAIT, subscribed)
+        .await
+        .expect("subscribed in time");
+
+    let mut packet_ids = Vec::new();
+    for n in 1..=5 {
+        let payload = bytes::Bytes::from(format!("{n}"));
+        let packet_id = connection.publish(topic.clone(), payload).await;
+        packet_ids.push(packet_id.expect("handed over").expect("packet id"));
+    }
+    assert!(
+        next_publish(&mut eventloop).await.is_none(),
+        "nothing reaches a subscriber before the batch is sent"
+    );
+    connection.send_held().await.expect("the batch is sent");
+    let mut received = Vec::new();
+    for _ in 1..=5 {
+        let payload = next_publish(&mut eventloop)
+            .await
+            .expect("delivered in time");
+        received.push(String::from_utf8_lossy(&payload).into_owned());
+    }
+    assert_eq!(received, ["1", "2", "3", "4", "5"]);
+
+    let mut acknowledged = Vec::new();
+    while acknowledged.len() < packet_ids.len() {
+        let event = tokio::time::timeout(WAIT, connection.events.recv()).await;
+        match event.expect("acknowledged in time") {
+            Some(LinkEvent::Acknowledged(packet_id)) => acknowledged.push(packet_id),
+            Some(_) => {}
+            None => panic!("the link closed"),
+        }
+    }
+    assert_eq!(acknowledged, packet_ids);
+}
+
+/// The payload of the next publish the watcher receives, if one comes within
+/// half a second.
+async fn next_publish(eventloop: &mut rumqttc::EventLoop) -> Option<bytes::Bytes> {
+    let poll = async {
+        loop {
+            let event = eventloop.poll().await.expect("watcher stays connected");
+            if let Event::Incoming(Incoming::Publish(publish)) = event {
+                return publish.payload;
+            }
+        }
+    };
+    let half_a_second = std::time::Duration::from_millis(500);
+    tokio::time::timeout(half_a_second, poll).await.ok()
+}
+
 async fn post(http: &reqwest::Client, base: &str, channel: protocol::ChannelId, text: &str) {
     let response = http
         .post(format!("{base}/channels/{channel}/messages"))
