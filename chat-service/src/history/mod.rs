@@ -7,11 +7,12 @@
 
 mod commit;
 mod keys;
+mod numbering;
 pub mod retention;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use protocol::{ChannelId, Message};
@@ -19,6 +20,7 @@ use protocol::{ChannelId, Message};
 use commit::GroupCommitter;
 pub use commit::{AfterWrite, FlushError, Stopped};
 use keys::{decode_u64, id_of_key, message_key};
+use numbering::LastIds;
 
 use crate::domain::NewMessage;
 
@@ -34,11 +36,12 @@ struct Inner {
     idempotency: sled::Tree,
     published: sled::Tree,
     trimmed: sled::Tree,
-    /// Last id given out, for every channel in the store (loaded at open). A std
-    /// mutex: it is held only for the in-memory insert and never across an
-    /// `.await`, and holding it while the message is queued for the broker is what
-    /// keeps publish order equal to id order.
-    last_ids: Mutex<HashMap<ChannelId, u64>>,
+    /// Last id given out, for every channel in the store (loaded at open), under
+    /// std mutexes that each number a share of the channels: a channel's is held
+    /// only for its append and never across an `.await`, and holding it while the
+    /// message is queued for the broker is what keeps publish order equal to id
+    /// order.
+    last_ids: LastIds,
     committer: GroupCommitter,
 }
 
@@ -68,7 +71,7 @@ impl History {
                 idempotency,
                 published,
                 trimmed,
-                last_ids: Mutex::new(last_ids),
+                last_ids: LastIds::new(last_ids),
             }),
         })
     }
@@ -82,7 +85,7 @@ impl History {
         idempotency_key: Option<&str>,
         on_stored: impl FnOnce(&Message, &Bytes),
     ) -> Result<Appended, sled::Error> {
-        let mut last_ids = self.lock_last_ids();
+        let mut last_ids = self.inner.last_ids.lock(channel);
         if let Some(key) = idempotency_key
             && let Some(earlier) = self.find_idempotent(channel, key)?
         {
@@ -198,7 +201,7 @@ impl History {
 
     /// The last id given out in every channel the store holds.
     pub fn last_ids(&self) -> HashMap<ChannelId, u64> {
-        self.lock_last_ids().clone()
+        self.inner.last_ids.snapshot()
     }
 
     /// Per channel, the id up to which the broker acknowledged every message.
@@ -223,15 +226,6 @@ impl History {
             .trimmed
             .get(channel.as_bytes())?
             .map_or(0, |value| decode_u64(&value)))
-    }
-
-    fn lock_last_ids(&self) -> MutexGuard<'_, HashMap<ChannelId, u64>> {
-        // A panic while holding the lock cannot leave the map inconsistent (it is
-        // written after the store succeeds), so a poisoned lock is still usable.
-        self.inner
-            .last_ids
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn find_idempotent(
@@ -300,6 +294,8 @@ fn decode(value: &[u8]) -> Option<Message> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
     use super::*;
     use crate::config::Limits;
 
@@ -332,6 +328,37 @@ mod tests {
             .append(channel(1), &new_message("z"), None, |_, _| {})
             .expect("append");
         assert_eq!(next.message.id, 4);
+    }
+
+    #[test]
+    fn concurrent_appends_number_each_channel_without_gaps_and_queue_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let history = History::open(dir.path()).expect("open");
+        let queued = Mutex::new(HashMap::<ChannelId, Vec<u64>>::new());
+        std::thread::scope(|scope| {
+            for worker in 0..4u8 {
+                let (history, queued) = (&history, &queued);
+                scope.spawn(move || {
+                    for n in 0..200u8 {
+                        let channel = channel((worker + n) % 8);
+                        let record = |message: &Message, _: &Bytes| {
+                            let mut queued = queued.lock().expect("lock");
+                            queued.entry(channel).or_default().push(message.id);
+                        };
+                        history
+                            .append(channel, &new_message("x"), None, record)
+                            .expect("append");
+                    }
+                });
+            }
+        });
+        let queued = queued.into_inner().expect("lock");
+        assert_eq!(queued.len(), 8);
+        for (channel, ids) in queued {
+            let expected: Vec<u64> = (1..=ids.len() as u64).collect();
+            assert_eq!(ids, expected, "{channel}: ids in order, no gap");
+            assert_eq!(history.last_ids()[&channel], ids.len() as u64);
+        }
     }
 
     #[test]
