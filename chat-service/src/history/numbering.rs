@@ -31,24 +31,26 @@ impl LastIds {
 
     /// The lock that numbers `channel`, held by one append at a time.
     pub fn lock(&self, channel: ChannelId) -> MutexGuard<'_, HashMap<ChannelId, u64>> {
-        // A panic while holding the lock cannot leave the map inconsistent (it is
-        // written after the store succeeds), so a poisoned lock is still usable.
-        self.shards[shard_of(channel)]
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock_shard(&self.shards[shard_of(channel)])
     }
 
     /// The last id of every channel.
     pub fn snapshot(&self) -> HashMap<ChannelId, u64> {
         let mut all = HashMap::new();
         for shard in &self.shards {
-            let shard = shard
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let shard = lock_shard(shard);
             all.extend(shard.iter().map(|(channel, id)| (*channel, *id)));
         }
         all
     }
+}
+
+/// A panic while holding a shard cannot leave its map inconsistent (an id is
+/// written after the store succeeds), so a poisoned shard is still usable.
+fn lock_shard(shard: &Mutex<HashMap<ChannelId, u64>>) -> MutexGuard<'_, HashMap<ChannelId, u64>> {
+    shard
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Mixes all 16 bytes, since channel ids may differ only in their last ones.
