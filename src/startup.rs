@@ -1,13 +1,19 @@
 //! Mounts the chat-service, broadcast-sse and the demo page on one server.
+//!
+//! Both services run exactly as they do apart: the chat-service stores and
+//! publishes to the broker, and broadcast-sse subscribes to the broker and fans
+//! out, with the same ordering, duplicate dropping, gap holding and backfill.
+//! What only the all-in-one has is glue: the embedded broker (reached in process
+//! by the publisher), and history read straight from the store.
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
 use actix_web::dev::Server;
 use actix_web::{App, HttpResponse, web};
-use broadcast_sse::hub::{Frame, Hub};
+use broadcast_sse::hub::Hub;
 use broadcast_sse::startup::run_with_hub;
-use chat_service::broker_link::BrokerTarget;
+use chat_service::publish::link::BrokerTarget;
 use protocol::error::{json_error_bodies, not_found, path_config, query_config};
 use protocol::health::readiness;
 use protocol::mqtt::BrokerUrl;
@@ -53,12 +59,12 @@ pub struct Application {
     server: Server,
     hub: Hub,
     tasks: JoinHandle<()>,
-    history: chat_service::history::History,
+    store: chat_service::store::Store,
 }
 
 impl Application {
     pub async fn build(config: Config) -> Result<Self, StartError> {
-        let (broker, endpoint, broker_is_embedded) = broker_for(&config)?;
+        let (broker, subscriber_broker, endpoint, broker_is_embedded) = broker_for(&config)?;
         let listen_error = |source| StartError::Listen {
             address: config.listen.clone(),
             source,
@@ -66,21 +72,32 @@ impl Application {
         let listener = TcpListener::bind(&config.listen).map_err(listen_error)?;
         let http = listener.local_addr().map_err(listen_error)?;
         let verifier = protocol::auth::start_verifier(&config.auth)?;
-        let (mut chat, publisher) = chat_service::AppState::start(
+        let (chat, publisher) = chat_service::AppState::start(
             &config.chat,
             broker,
             &config.topic_prefix,
             verifier.clone(),
         )?;
-        let store = chat.history.clone();
+        let store = chat.store.clone();
         let history = Arc::new(StoreHistory(store.clone()));
-        let broadcast =
-            broadcast_sse::AppState::start_in_process(config.broadcast, history, verifier);
+        let (broadcast, subscriber) = broadcast_sse::AppState::start(
+            config.broadcast,
+            &subscriber_broker,
+            &config.topic_prefix,
+            true,
+            history,
+            verifier,
+        );
         let hub = broadcast.hub.clone();
-        chat.feed(feed_into(hub.clone()));
         let tls = config.server.tls()?;
         let server =
             serve(listener, chat, broadcast, config.server.clone(), tls).map_err(listen_error)?;
+        let tasks = tokio::spawn(async move {
+            tokio::select! {
+                _ = publisher => log::error!("the MQTT publisher stopped"),
+                _ = subscriber => log::error!("the MQTT subscriber stopped"),
+            }
+        });
         Ok(Application {
             endpoints: Endpoints {
                 http,
@@ -89,8 +106,8 @@ impl Application {
             },
             server,
             hub,
-            tasks: publisher,
-            history: store,
+            tasks,
+            store,
         })
     }
 
@@ -102,41 +119,30 @@ impl Application {
     /// streams end at once, in-flight requests finish, and the store is flushed.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let result = run_with_hub(self.server, self.hub, self.tasks).await;
-        if let Err(e) = self.history.flush().await {
+        if let Err(e) = self.store.flush().await {
             log::error!("final flush failed: {e}");
         }
         result
     }
 }
 
-/// The streams of this process get each stored message straight from the store's
-/// feed: only this process's store numbers its channels, so the broker's copy
-/// (for other broadcast-sse nodes) would bring nothing new.
-///
-/// The sink runs on the store's flush thread; it enters this runtime so that a
-/// gap the hub finds can still start its backfill here.
-fn feed_into(hub: Hub) -> chat_service::feed::Sink {
-    let runtime = tokio::runtime::Handle::current();
-    Box::new(move |channel, id, json| {
-        let _entered = runtime.enter();
-        hub.deliver(channel, Frame::from_json(id, &json));
-    })
-}
-
-/// The external broker when `--mqtt-url` is set, else a new embedded one
-/// (reached in process); with its address and whether it is embedded.
-fn broker_for(config: &Config) -> Result<(BrokerTarget, String, bool), StartError> {
+/// The external broker when `--mqtt-url` is set, else a new embedded one: how the
+/// publisher reaches it (in process when embedded), the URL the subscriber
+/// connects to, its address to show, and whether it is embedded.
+fn broker_for(config: &Config) -> Result<(BrokerTarget, BrokerUrl, String, bool), StartError> {
     if let Some(url) = &config.mqtt_url {
         let broker = BrokerUrl::parse(url, config.mqtt_ca_file.as_deref())?;
         return Ok((
-            BrokerTarget::Network(broker),
+            BrokerTarget::Network(broker.clone()),
+            broker,
             protocol::mqtt::redact(url),
             false,
         ));
     }
     let (address, link) = embedded_broker::start_linked(&config.embedded_broker_listen)?;
     let url = format!("mqtt://{address}");
-    Ok((BrokerTarget::InProcess(link), url, true))
+    let subscriber = BrokerUrl::parse(&url, None)?;
+    Ok((BrokerTarget::InProcess(link), subscriber, url, true))
 }
 
 fn serve(
@@ -173,13 +179,21 @@ async fn demo_page() -> HttpResponse {
         .body(DEMO_PAGE)
 }
 
-/// Ready when the store answers and the publisher is connected to the broker (the
-/// streams are fed in process).
+/// Ready when the store answers and both the publisher and the subscriber are
+/// connected to the broker.
 async fn readyz(
     chat: web::Data<chat_service::AppState>,
     broadcast: web::Data<broadcast_sse::AppState>,
 ) -> HttpResponse {
-    let (mut report, problems) = chat_service::routes::health::report(&chat);
+    let (mut report, mut problems) = chat_service::routes::health::report(&chat).await;
+    let subscribed = broadcast.broker.is_connected();
+    report.insert(
+        "subscriber".into(),
+        protocol::health::connection(subscribed).into(),
+    );
     report.insert("listeners".into(), broadcast.hub.listener_count().into());
+    if !subscribed {
+        problems.push("the stream subscriber is not connected to the MQTT broker");
+    }
     readiness(report, &problems)
 }

@@ -1,25 +1,33 @@
 //! In the all-in-one process broadcast-sse reads replays and backfills straight from
-//! the chat-service's store instead of over HTTP.
+//! the chat-service's store instead of over HTTP, on tokio's blocking pool (sled
+//! calls never run on the async workers).
 
 use broadcast_sse::replay::{HistoryError, HistoryFuture, HistorySource, LatestFuture};
-use chat_service::history::History;
+use chat_service::store::Store;
 use protocol::ChannelId;
 
-pub struct StoreHistory(pub History);
+pub struct StoreHistory(pub Store);
 
 impl HistorySource for StoreHistory {
     fn after(&self, channel: ChannelId, after: u64, limit: usize) -> HistoryFuture {
-        let result = self.0.after(channel, after, limit).map_err(store_failed);
-        Box::pin(std::future::ready(result))
+        let store = self.0.clone();
+        Box::pin(read(move || store.after(channel, after, limit)))
     }
 
     fn latest_id(&self, channel: ChannelId) -> LatestFuture {
-        let result = self.0.latest(channel, 1).map_err(store_failed);
-        let newest = result.map(|messages| messages.last().map(|message| message.id));
-        Box::pin(std::future::ready(newest))
+        let store = self.0.clone();
+        Box::pin(async move {
+            let latest = read(move || store.latest(channel, 1)).await?;
+            Ok(latest.last().map(|message| message.id))
+        })
     }
 }
 
-fn store_failed(error: impl std::fmt::Display) -> HistoryError {
-    HistoryError(format!("history store failed: {error}"))
+async fn read<T: Send + 'static>(
+    read: impl FnOnce() -> Result<T, sled::Error> + Send + 'static,
+) -> Result<T, HistoryError> {
+    match tokio::task::spawn_blocking(read).await {
+        Ok(result) => result.map_err(|e| HistoryError(format!("history store failed: {e}"))),
+        Err(e) => Err(HistoryError(format!("history read did not finish: {e}"))),
+    }
 }

@@ -12,11 +12,10 @@ use protocol::error::{
 };
 use protocol::mqtt::BrokerUrl;
 use protocol::server::ServerSettings;
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::config::{BroadcastSettings, Config};
-use crate::hub::{Hub, SubscriptionChange};
+use crate::hub::Hub;
 use crate::limits::StreamSlots;
 use crate::mqtt;
 use crate::replay::{HistorySource, HttpHistory};
@@ -58,20 +57,6 @@ impl AppState {
         (state, task)
     }
 
-    /// For a process that stores the messages itself (the all-in-one binary): no
-    /// broker connection (`broker` stays disconnected). The caller hands each stored message to
-    /// [`Hub::deliver`], in id order per channel and once it is stored; a channel
-    /// counts as followed as soon as it has a listener.
-    pub fn start_in_process(
-        settings: BroadcastSettings,
-        history: Arc<dyn HistorySource>,
-        verifier: Option<Arc<Verifier>>,
-    ) -> AppState {
-        let (hub, changes) = Hub::with_history(settings.ring_size, history.clone());
-        tokio::spawn(follow_in_process(hub.clone(), changes));
-        AppState::new(hub, BrokerStatus::default(), settings, history, verifier)
-    }
-
     /// The state around `hub`, whose heartbeat task it starts.
     fn new(
         hub: Hub,
@@ -88,16 +73,6 @@ impl AppState {
             settings,
             verifier,
             stream_slots: StreamSlots::new(settings.max_streams_per_address),
-        }
-    }
-}
-
-/// Marks each newly watched channel followed at once: every message this process
-/// stores reaches the hub without a subscription.
-async fn follow_in_process(hub: Hub, mut changes: mpsc::UnboundedReceiver<SubscriptionChange>) {
-    while let Some(change) = changes.recv().await {
-        if let SubscriptionChange::Subscribe(channel) = change {
-            hub.mark_subscribed(&[channel]);
         }
     }
 }

@@ -1,6 +1,10 @@
 //! Bans (ChatUp's): a name that may not post to a channel until a time. Stored in
-//! sled next to history, so they survive a restart.
+//! sled next to history, so they survive a restart, and kept in memory too, so
+//! the check every POST makes reads no storage on the HTTP worker. Bans are few
+//! (an admin sets each) and expired ones are dropped as they are found.
 
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use actix_web::http::StatusCode;
@@ -10,9 +14,14 @@ use serde::Serialize;
 /// Longest ban, in seconds (ten years).
 pub const MAX_BAN_SECS: u64 = 10 * 365 * 86_400;
 
+/// Ban expiries (seconds since the Unix epoch) by channel and name.
+type InForce = HashMap<(ChannelId, String), u64>;
+
 #[derive(Clone)]
 pub struct Bans {
     tree: sled::Tree,
+    /// A std lock: held for a map lookup or update, never across an `.await`.
+    in_force: Arc<RwLock<InForce>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -24,8 +33,32 @@ pub struct Ban {
 }
 
 impl Bans {
-    pub fn new(tree: sled::Tree) -> Self {
-        Bans { tree }
+    /// Loads the bans stored in `tree`.
+    pub fn open(tree: sled::Tree) -> Result<Self, sled::Error> {
+        let mut in_force = InForce::new();
+        for entry in tree.iter() {
+            let (key, value) = entry?;
+            if let Some(channel_and_name) = split_key(&key) {
+                in_force.insert(channel_and_name, decode(&value));
+            }
+        }
+        Ok(Bans {
+            tree,
+            in_force: Arc::new(RwLock::new(in_force)),
+        })
+    }
+
+    fn in_force(&self) -> std::sync::RwLockReadGuard<'_, InForce> {
+        // The map is updated entry by entry: a panic cannot leave it half done.
+        self.in_force
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn in_force_mut(&self) -> std::sync::RwLockWriteGuard<'_, InForce> {
+        self.in_force
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Bans `name` on `channel` for `seconds` from now (replacing an earlier ban).
@@ -33,6 +66,8 @@ impl Bans {
         let expires_at = now().saturating_add(seconds);
         self.tree
             .insert(key(channel, name), &expires_at.to_be_bytes())?;
+        self.in_force_mut()
+            .insert((channel, name.to_string()), expires_at);
         Ok(Ban {
             name: name.to_string(),
             channel,
@@ -42,13 +77,12 @@ impl Bans {
 
     /// `403 banned` while `name` is banned on `channel`.
     pub fn check(&self, channel: ChannelId, name: &str) -> Result<(), ApiError> {
-        let expires_at = match self.tree.get(key(channel, name)) {
-            Ok(Some(value)) => decode(&value),
-            Ok(None) => return Ok(()),
-            Err(e) => {
-                log::error!("cannot read bans: {e}");
-                return Err(ApiError::from_status(StatusCode::INTERNAL_SERVER_ERROR));
-            }
+        let in_force = self.in_force();
+        if in_force.is_empty() {
+            return Ok(());
+        }
+        let Some(&expires_at) = in_force.get(&(channel, name.to_string())) else {
+            return Ok(());
         };
         let now = now();
         if expires_at <= now {
@@ -78,7 +112,10 @@ impl Bans {
                     expires_at,
                 }),
                 _ => {
-                    self.tree.remove(key)?;
+                    self.tree.remove(&key)?;
+                    if let Some(channel_and_name) = split_key(&key) {
+                        self.in_force_mut().remove(&channel_and_name);
+                    }
                 }
             }
         }
@@ -88,6 +125,7 @@ impl Bans {
     /// Lifts a ban; `false` when there was none in force.
     pub fn lift(&self, channel: ChannelId, name: &str) -> Result<bool, sled::Error> {
         let removed = self.tree.remove(key(channel, name))?;
+        self.in_force_mut().remove(&(channel, name.to_string()));
         Ok(removed.is_some_and(|value| decode(&value) > now()))
     }
 }
@@ -121,7 +159,10 @@ mod tests {
     fn bans() -> (tempfile::TempDir, Bans) {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = sled::Config::new().path(dir.path()).open().expect("open");
-        (dir, Bans::new(db.open_tree("bans").expect("tree")))
+        (
+            dir,
+            Bans::open(db.open_tree("bans").expect("tree")).expect("bans"),
+        )
     }
 
     #[test]
@@ -143,6 +184,21 @@ mod tests {
         assert!(bans.lift(channel, "mallory").expect("lift"));
         assert!(bans.check(channel, "mallory").is_ok());
         assert!(!bans.lift(channel, "mallory").expect("lift again"));
+    }
+
+    #[test]
+    fn bans_in_force_are_loaded_again_on_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let channel = ChannelId::from_bytes([1; 16]);
+        {
+            let db = sled::Config::new().path(dir.path()).open().expect("open");
+            let bans = Bans::open(db.open_tree("bans").expect("tree")).expect("bans");
+            bans.ban(channel, "mallory", 60).expect("ban");
+            db.flush().expect("flush");
+        }
+        let db = sled::Config::new().path(dir.path()).open().expect("reopen");
+        let bans = Bans::open(db.open_tree("bans").expect("tree")).expect("bans");
+        assert!(bans.check(channel, "mallory").is_err());
     }
 
     #[test]

@@ -8,7 +8,8 @@ use protocol::auth::AuthSettings;
 use protocol::mqtt::MqttSettings;
 use protocol::server::ServerSettings;
 
-use crate::history::retention::RetentionPolicy;
+use crate::store::StoreSettings;
+use crate::store::retention::RetentionPolicy;
 
 /// `chat-service`: REST ingest and history for Crier.
 #[derive(Debug, Clone, Parser)]
@@ -45,11 +46,26 @@ pub struct ChatSettings {
     #[arg(long, env = "CRIER_DURABLE_ACK", default_value_t = true, action = clap::ArgAction::Set)]
     pub durable_ack: bool,
 
+    /// Messages waiting to be stored at most. When the store is this far behind,
+    /// a POST is answered `503` with `Retry-After` and nothing is stored.
+    #[arg(long, env = "CRIER_INGEST_QUEUE", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub ingest_queue: u32,
+
     #[command(flatten)]
     pub limits: Limits,
 
     #[command(flatten)]
     pub retention: Retention,
+}
+
+impl ChatSettings {
+    /// The store's queues and memory bounds.
+    pub fn store(&self) -> StoreSettings {
+        StoreSettings {
+            ingest_queue: self.ingest_queue as usize,
+            ..StoreSettings::default()
+        }
+    }
 }
 
 /// How much history is kept. Old messages are removed in the background; a stream

@@ -5,6 +5,11 @@ use actix_web::{HttpResponse, ResponseError};
 use protocol::ApiError;
 use protocol::channel::InvalidChannel;
 
+use crate::store::StoreError;
+
+/// Seconds a client is asked to wait when the store's ingest queue is full.
+const BUSY_RETRY_AFTER_SECS: u64 = 1;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ChatError {
     #[error(transparent)]
@@ -39,7 +44,10 @@ pub enum ChatError {
     #[error("storage failure: {0}")]
     Storage(#[from] sled::Error),
     #[error(transparent)]
-    Flush(#[from] crate::history::FlushError),
+    Store(#[from] StoreError),
+    /// The blocking pool that runs storage reads is gone (the server is stopping).
+    #[error("the storage reader has stopped")]
+    ReaderStopped,
     /// Already in its final form (authentication and authorization).
     #[error(transparent)]
     Api(#[from] ApiError),
@@ -61,7 +69,10 @@ impl ChatError {
             ChatError::PayloadTooLarge { .. } => "payload_too_large",
             ChatError::UnsupportedMediaType(_) => "unsupported_media_type",
             ChatError::BodyRead(_) => "bad_request",
-            ChatError::Storage(_) | ChatError::Flush(_) => "internal_error",
+            ChatError::Store(StoreError::Busy) => "overloaded",
+            ChatError::Storage(_) | ChatError::Store(_) | ChatError::ReaderStopped => {
+                "internal_error"
+            }
             ChatError::Api(_) => "api_error",
         }
     }
@@ -69,7 +80,12 @@ impl ChatError {
     /// What the client is told; storage causes stay in the log.
     fn public_message(&self) -> String {
         match self {
-            ChatError::Storage(_) | ChatError::Flush(_) => "internal server error".to_string(),
+            ChatError::Store(StoreError::Busy) => {
+                "too many messages are waiting to be stored; retry shortly".to_string()
+            }
+            ChatError::Storage(_) | ChatError::Store(_) | ChatError::ReaderStopped => {
+                "internal server error".to_string()
+            }
             other => other.to_string(),
         }
     }
@@ -78,7 +94,15 @@ impl ChatError {
         if let ChatError::Api(error) = self {
             return error.clone();
         }
-        ApiError::new(self.status_code(), self.code(), self.public_message())
+        let error = ApiError::new(self.status_code(), self.code(), self.public_message());
+        match self {
+            ChatError::Store(StoreError::Busy) => error.with_retry_after(BUSY_RETRY_AFTER_SECS),
+            _ => error,
+        }
+    }
+
+    fn is_internal(&self) -> bool {
+        self.status_code() == StatusCode::INTERNAL_SERVER_ERROR
     }
 }
 
@@ -88,14 +112,17 @@ impl ResponseError for ChatError {
             ChatError::MessageNotFound { .. } => StatusCode::NOT_FOUND,
             ChatError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ChatError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ChatError::Storage(_) | ChatError::Flush(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ChatError::Store(StoreError::Busy) => StatusCode::SERVICE_UNAVAILABLE,
+            ChatError::Storage(_) | ChatError::Store(_) | ChatError::ReaderStopped => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
             ChatError::Api(error) => error.status,
             _ => StatusCode::BAD_REQUEST,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
-        if matches!(self, ChatError::Storage(_) | ChatError::Flush(_)) {
+        if self.is_internal() {
             log::error!("{self}");
         }
         self.to_api_error().error_response()

@@ -1,8 +1,8 @@
 //! chat-service: the REST ingest of Crier.
 //!
-//! A POST is validated into domain types, given the channel's next id and stored in
-//! sled, then queued for publication on the channel's MQTT topic. History is read
-//! back from the same store.
+//! A POST is validated into domain types and handed to the store, which numbers,
+//! stores and syncs it; once synced, the publisher sends it on the channel's MQTT
+//! topic. History is read back from the same store.
 //!
 //! # Layout
 //! - [`config`]: flags (`--listen`, `--mqtt-url`, `--data-dir`, limits).
@@ -13,26 +13,22 @@
 //! - [`bans`]: names that may not post to a channel for a while.
 //! - [`domain`]: `Author`, `Text` and `NewMessage`, with the limits inside.
 //! - [`body`]: reads a POST body in any of the accepted content types.
-//! - [`history`]: the sled store, id assignment, history queries and retention.
-//! - [`mqtt`]: the publisher task that owns the broker connection.
-//! - [`broker_link`]: that connection, over the network or to a broker in process.
-//! - [`feed`]: stored messages handed to streams in the same process.
-//! - [`outbox`]: what is stored, sent and acknowledged, per channel.
+//! - [`store`]: the sled store: numbering, group commit, history queries and
+//!   retention.
+//! - [`publish`]: the publisher task that owns the broker connection, its link
+//!   and the outbox's bookkeeping.
 //! - [`error`]: the service's error enum and its mapping to the JSON error body.
 
 pub mod access;
 pub mod bans;
 pub mod body;
-pub mod broker_link;
 pub mod config;
 pub mod domain;
 pub mod error;
-pub mod feed;
-pub mod history;
-pub mod mqtt;
-pub mod outbox;
+pub mod publish;
 pub mod rate;
 pub mod routes;
 pub mod startup;
+pub mod store;
 
 pub use startup::{AppState, Application, configure};

@@ -15,18 +15,18 @@ use tokio::task::JoinHandle;
 
 use crate::access::Access;
 use crate::bans::Bans;
-use crate::broker_link::BrokerTarget;
 use crate::config::{ChatSettings, Config, Limits};
-use crate::feed;
-use crate::history::{self, History};
-use crate::mqtt::{self, Publisher};
+use crate::error::ChatError;
+use crate::publish::link::BrokerTarget;
+use crate::publish::{self, Publisher};
 use crate::rate::RateLimiter;
 use crate::routes::{admin, health, messages};
+use crate::store::{self, Store};
 
 /// Everything a handler needs, cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
-    pub history: History,
+    pub store: Store,
     pub publisher: Publisher,
     pub access: Access,
     pub bans: Bans,
@@ -49,18 +49,20 @@ impl AppState {
             path: settings.data_dir.display().to_string(),
             source,
         };
-        let history = History::open(&settings.data_dir).map_err(storage_error)?;
-        let bans = Bans::new(history.open_tree("bans").map_err(storage_error)?);
-        let (publisher, task) =
-            mqtt::start(broker, topic_prefix, history.clone()).map_err(storage_error)?;
+        let (store, announcements) =
+            Store::open(&settings.data_dir, settings.store()).map_err(storage_error)?;
+        let bans =
+            Bans::open(store.open_tree("bans").map_err(storage_error)?).map_err(storage_error)?;
+        let (publisher, task) = publish::start(broker, topic_prefix, store.clone(), announcements)
+            .map_err(storage_error)?;
         let retention = settings.retention;
-        tokio::spawn(history::retention::run(
-            history.clone(),
+        tokio::spawn(store::retention::run(
+            store.clone(),
             retention.policy(),
             retention.interval(),
         ));
         let state = AppState {
-            history,
+            store,
             publisher,
             access: Access::new(verifier),
             bans,
@@ -73,11 +75,18 @@ impl AppState {
         };
         Ok((state, task))
     }
+}
 
-    /// Hands every stored message, once written and in id order per channel, to
-    /// `sink` in this process (see [`feed`]).
-    pub fn feed(&mut self, sink: feed::Sink) {
-        self.publisher.feeding(sink);
+impl AppState {
+    /// Runs a read of the store on actix's blocking pool: sled calls never run
+    /// on the async HTTP workers.
+    pub async fn read_store<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Store) -> Result<T, sled::Error> + Send + 'static,
+    ) -> Result<T, ChatError> {
+        let store = self.store.clone();
+        let result = web::block(move || read(&store)).await;
+        Ok(result.map_err(|_| ChatError::ReaderStopped)??)
     }
 }
 
@@ -153,7 +162,7 @@ pub struct Application {
     address: SocketAddr,
     server: Server,
     publisher_task: JoinHandle<()>,
-    history: History,
+    store: Store,
 }
 
 impl Application {
@@ -170,7 +179,7 @@ impl Application {
         let verifier = protocol::auth::start_verifier(&config.auth)?;
         let (state, publisher_task) =
             AppState::start(&config.chat, broker, &config.mqtt.topic_prefix, verifier)?;
-        let history = state.history.clone();
+        let store = state.store.clone();
         let tls = config.server.tls()?;
         let server = serve(listener, state, config.server.clone(), tls).map_err(|source| {
             StartError::Listen {
@@ -182,7 +191,7 @@ impl Application {
             address,
             server,
             publisher_task,
-            history,
+            store,
         })
     }
 
@@ -201,7 +210,7 @@ impl Application {
                 Err(std::io::Error::other("the MQTT publisher stopped"))
             }
         };
-        if let Err(e) = self.history.flush().await {
+        if let Err(e) = self.store.flush().await {
             log::error!("final flush failed: {e}");
         }
         result

@@ -13,6 +13,7 @@ use crate::bans::MAX_BAN_SECS;
 use crate::body::read_limited;
 use crate::domain::{Author, NewMessage};
 use crate::error::ChatError;
+use crate::store::Entry;
 
 /// Largest admin request body, and most items in one request.
 const MAX_ADMIN_BODY: usize = 1024 * 1024;
@@ -51,11 +52,16 @@ pub async fn add_bans(
         .enumerate()
         .map(|(index, item)| check_ban(index, item, &state))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut bans = Vec::with_capacity(checked.len());
-    for (channel, name, seconds) in checked {
-        bans.push(state.bans.ban(channel, &name, seconds)?);
-    }
-    state.history.flush().await?;
+    let store_bans = state.bans.clone();
+    let bans = state
+        .read_store(move |_| {
+            checked
+                .into_iter()
+                .map(|(channel, name, seconds)| store_bans.ban(channel, &name, seconds))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await?;
+    state.store.flush().await?;
     Ok(HttpResponse::Created().json(json!({ "bans": bans })))
 }
 
@@ -79,7 +85,9 @@ pub async fn list_bans(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ChatError> {
     state.access.admin(&req)?;
-    Ok(HttpResponse::Ok().json(json!({ "bans": state.bans.list()? })))
+    let bans = state.bans.clone();
+    let bans = state.read_store(move |_| bans.list()).await?;
+    Ok(HttpResponse::Ok().json(json!({ "bans": bans })))
 }
 
 /// `DELETE /bans/{channel}/{name}` → `204`, or `404 ban_not_found`.
@@ -91,7 +99,12 @@ pub async fn lift_ban(
     state.access.admin(&req)?;
     let (channel, name) = path.into_inner();
     let channel = ChannelId::parse(&channel)?;
-    if !state.bans.lift(channel, &name)? {
+    let bans = state.bans.clone();
+    let lifted_name = name.clone();
+    let lifted = state
+        .read_store(move |_| bans.lift(channel, &lifted_name))
+        .await?;
+    if !lifted {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "ban_not_found",
@@ -99,7 +112,7 @@ pub async fn lift_ban(
         )
         .into());
     }
-    state.history.flush().await?;
+    state.store.flush().await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -118,14 +131,16 @@ pub async fn publish(
         .enumerate()
         .map(|(index, item)| check_publish(index, item, admin_name.as_deref(), &state))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut messages: Vec<Message> = Vec::with_capacity(checked.len());
-    for (channel, new) in checked {
-        let appended = state.history.append(channel, &new, None, |message, json| {
-            state.publisher.enqueue(channel, message.id, json.clone())
-        })?;
-        messages.push(appended.message);
-    }
-    state.history.flush().await?;
+    let entries = checked
+        .into_iter()
+        .map(|(channel, message)| Entry {
+            channel,
+            message,
+            idempotency_key: None,
+        })
+        .collect();
+    let appended = state.store.append(entries, true).await?;
+    let messages: Vec<Message> = appended.into_iter().map(|a| a.message).collect();
     Ok(HttpResponse::Created().json(json!({ "messages": messages })))
 }
 

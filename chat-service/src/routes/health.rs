@@ -8,13 +8,14 @@ use serde_json::{Map, Value};
 use crate::AppState;
 
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let (report, problems) = report(&state);
+    let (report, problems) = report(&state).await;
     readiness(report, &problems)
 }
 
 /// The chat-service's part of a readiness report, and what is wrong.
-pub fn report(state: &AppState) -> (Map<String, Value>, Vec<&'static str>) {
-    let storage = state.history.is_healthy();
+pub async fn report(state: &AppState) -> (Map<String, Value>, Vec<&'static str>) {
+    let storage = state.read_store(|store| Ok(store.is_healthy())).await;
+    let storage = storage.unwrap_or(false);
     let broker = state.publisher.status().is_connected();
     let mut report = Map::new();
     report.insert(

@@ -11,6 +11,7 @@ use crate::body::{parse_fields, read_limited};
 use crate::domain::{Author, NewMessage};
 use crate::error::ChatError;
 use crate::rate::Sender;
+use crate::store::Entry;
 
 /// Default and largest page of a history read.
 pub const DEFAULT_PAGE: usize = 50;
@@ -60,13 +61,12 @@ pub async fn post_message(
     let new = NewMessage::parse(author.as_deref(), fields.text.as_deref(), limits)?
         .with_user(publisher.user);
     state.bans.check(channel, new.author.as_str())?;
-    let key = idempotency_key(&req)?;
-    let appended = state.history.append(channel, &new, key, |message, json| {
-        state.publisher.enqueue(channel, message.id, json.clone())
-    })?;
-    if state.durable_ack {
-        state.history.flush().await?;
-    }
+    let entry = Entry {
+        channel,
+        message: new,
+        idempotency_key: idempotency_key(&req)?.map(str::to_string),
+    };
+    let appended = state.store.append_one(entry, state.durable_ack).await?;
     let location = format!("/channels/{channel}/messages/{}", appended.message.id);
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, location))
@@ -84,10 +84,13 @@ pub async fn list_messages(
     let channel = ChannelId::parse(&channel)?;
     state.access.reader(&req, channel)?;
     let limit = page_limit(query.limit)?;
-    let messages = match query.after {
-        Some(after) => state.history.after(channel, after, limit)?,
-        None => state.history.latest(channel, limit)?,
-    };
+    let after = query.after;
+    let messages = state
+        .read_store(move |store| match after {
+            Some(after) => store.after(channel, after, limit),
+            None => store.latest(channel, limit),
+        })
+        .await?;
     Ok(HttpResponse::Ok().json(HistoryPage { messages }))
 }
 
@@ -105,8 +108,8 @@ pub async fn get_message(
         .filter(|id| *id > 0)
         .ok_or_else(|| ChatError::InvalidMessageId(id.chars().take(40).collect()))?;
     let message = state
-        .history
-        .get(channel, id)?
+        .read_store(move |store| store.get(channel, id))
+        .await?
         .ok_or(ChatError::MessageNotFound { id })?;
     Ok(HttpResponse::Ok().json(message))
 }

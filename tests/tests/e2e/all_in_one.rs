@@ -5,6 +5,7 @@ use protocol::{Message, topic};
 use reqwest::StatusCode;
 use rumqttc::{AsyncClient, Event, Incoming, QoS};
 
+use crate::broker::Broker;
 use crate::helpers::{CRIER, WAIT, eventually, new_channel, open_stream, wait_for_ready};
 use crate::process::Service;
 
@@ -58,13 +59,15 @@ async fn crier_serves_the_demo_page_posts_and_streams_on_one_port() {
     assert_eq!(message.text, "hi from text/plain");
 }
 
+/// The all-in-one delivers through its broker exactly like the split deployment:
+/// with the broker down it still stores (and answers `201`), and once the broker
+/// is back the outbox is published and streams get everything, in order.
 #[tokio::test]
-async fn crier_streams_what_it_stores_while_its_broker_is_down() {
+async fn crier_stores_while_its_broker_is_down_and_streams_it_all_once_it_is_back() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let unused = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
-    let broker = format!("mqtt://{}", unused.local_addr().expect("address"));
-    drop(unused);
-    let crier = start_crier(&dir, &["--mqtt-url".into(), broker]);
+    let mut broker = Broker::embedded_process();
+    broker.kill();
+    let crier = start_crier(&dir, &["--mqtt-url".into(), broker.url.clone()]);
     let http = crate::helpers::http_client();
     eventually("crier answers /healthz", || async {
         let response = http.get(format!("{}/healthz", crier.url)).send().await;
@@ -76,17 +79,25 @@ async fn crier_streams_what_it_stores_while_its_broker_is_down() {
     assert_eq!(readiness.status(), StatusCode::SERVICE_UNAVAILABLE);
 
     let channel = new_channel();
-    let mut stream = open_stream(&http, &crier.url, channel, None).await;
-    for text in ["one", "two"] {
-        let response = http
-            .post(format!("{}/channels/{channel}/messages", crier.url))
+    let post = |text: &'static str| {
+        http.post(format!("{}/channels/{channel}/messages", crier.url))
             .json(&serde_json::json!({"author": "ann", "text": text}))
             .send()
-            .await
-            .expect("POST");
+    };
+    for text in ["one", "two"] {
+        let response = post(text).await.expect("POST");
         assert_eq!(response.status(), StatusCode::CREATED);
     }
-    for (id, text) in [(1, "one"), (2, "two")] {
+    broker.restart();
+    eventually("crier is ready with its broker back", || async {
+        let response = http.get(format!("{}/readyz", crier.url)).send().await;
+        response.is_ok_and(|r| r.status() == StatusCode::OK)
+    })
+    .await;
+    let mut stream = open_stream(&http, &crier.url, channel, Some(0)).await;
+    let response = post("three").await.expect("POST");
+    assert_eq!(response.status(), StatusCode::CREATED);
+    for (id, text) in [(1, "one"), (2, "two"), (3, "three")] {
         let message = stream.next_message().await;
         assert_eq!((message.id, message.text.as_str()), (id, text));
     }
@@ -163,7 +174,7 @@ async fn crier_publishes_what_it_stores_to_its_embedded_broker_at_qos_1() {
 /// one does, in order, and each is acknowledged.
 #[tokio::test]
 async fn a_batch_of_in_process_publishes_reaches_subscribers_in_order_once_sent() {
-    use chat_service::broker_link::{BrokerTarget, Connector, LinkEvent};
+    use chat_service::publish::link::{BrokerTarget, Connector, LinkEvent};
 
     let (address, link) =
         crier::embedded_broker::start_linked("127.0.0.1:0").expect("embedded broker starts");

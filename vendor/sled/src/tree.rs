@@ -799,18 +799,6 @@ impl Tree {
         self.context.pagecache.flush()
     }
 
-    /// Like `flush`, and calls `on_written` exactly once, on this thread:
-    /// with `Ok(())` as soon as everything this flush covers is written to
-    /// the file (it then survives the process being killed) and before it is
-    /// synced, when the flush sees that moment itself; otherwise with the
-    /// flush's outcome once it ends. `on_written` must not use the database.
-    pub fn flush_announcing_written<F>(&self, on_written: F) -> Result<usize>
-    where
-        F: FnOnce(Result<()>) + 'static,
-    {
-        self.context.pagecache.flush_announcing_written(Box::new(on_written))
-    }
-
     /// Asynchronously flushes all dirty IO buffers
     /// and calls fsync. If this succeeds, it is
     /// guaranteed that all previous writes will

@@ -728,7 +728,6 @@ impl IoBufs {
         {
             let f = &self.config.file;
             pwrite_all(f, data, log_offset)?;
-            announce_written(self, base_lsn, total_len);
             if !self.config.temporary {
                 #[cfg(target_os = "linux")]
                 {
@@ -1013,65 +1012,6 @@ pub(in crate::pagecache) fn flush(iobufs: &Arc<IoBufs>) -> Result<usize> {
     let _cc = concurrency_control::read();
     let max_reserved_lsn = iobufs.max_reserved_lsn.load(Acquire);
     make_stable(iobufs, max_reserved_lsn)
-}
-
-/// What a flush running on this thread runs once everything it covers is
-/// written to the file, before that is synced: the last lsn it covers and the
-/// work. See `flush_announcing_written`.
-type WrittenAnnouncement = (Lsn, Box<dyn FnOnce(Result<()>)>);
-
-thread_local! {
-    static ON_WRITTEN: std::cell::RefCell<Option<WrittenAnnouncement>> =
-        std::cell::RefCell::new(None);
-}
-
-/// Like `flush`, and runs `on_written` exactly once on this thread: with
-/// `Ok(())` as soon as everything the flush covers has been handed to the
-/// operating system (so it survives this process being killed) and before it
-/// is synced, when that moment is seen on this thread; otherwise with the
-/// flush's own outcome once the flush ends. `on_written` must not use the
-/// database.
-pub(in crate::pagecache) fn flush_announcing_written(
-    iobufs: &Arc<IoBufs>,
-    on_written: Box<dyn FnOnce(Result<()>)>,
-) -> Result<usize> {
-    let _cc = concurrency_control::read();
-    let max_reserved_lsn = iobufs.max_reserved_lsn.load(Acquire);
-    ON_WRITTEN.with(|slot| {
-        *slot.borrow_mut() = Some((max_reserved_lsn, on_written))
-    });
-    let flushed = make_stable(iobufs, max_reserved_lsn);
-    let unannounced = ON_WRITTEN.with(|slot| slot.borrow_mut().take());
-    if let Some((_, on_written)) = unannounced {
-        on_written(flushed.clone().map(|_| ()));
-    }
-    flushed
-}
-
-/// Called right after `len` bytes from `base_lsn` were written to the file:
-/// runs this thread's pending announcement if the write reaches its lsn and
-/// everything before the write is already stable, so nothing it covers is
-/// still only in memory.
-fn announce_written(iobufs: &IoBufs, base_lsn: Lsn, len: usize) {
-    if len == 0 {
-        return;
-    }
-    let last_written = base_lsn + len as Lsn - 1;
-    let contiguous = base_lsn <= iobufs.stable() + 1;
-    let due = ON_WRITTEN.with(|slot| {
-        let mut slot = slot.borrow_mut();
-        match &*slot {
-            Some((last_covered, _))
-                if contiguous && last_written >= *last_covered =>
-            {
-                slot.take()
-            }
-            _ => None,
-        }
-    });
-    if let Some((_, on_written)) = due {
-        on_written(Ok(()));
-    }
 }
 
 /// Attempt to seal the current IO buffer, possibly

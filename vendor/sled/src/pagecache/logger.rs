@@ -37,14 +37,6 @@ impl Log {
         iobuf::flush(&self.iobufs)
     }
 
-    /// See `Tree::flush_announcing_written`.
-    pub fn flush_announcing_written(
-        &self,
-        on_written: Box<dyn FnOnce(Result<()>)>,
-    ) -> Result<usize> {
-        iobuf::flush_announcing_written(&self.iobufs, on_written)
-    }
-
     /// Return an iterator over the log, starting with
     /// a specified offset.
     pub fn iter_from(&self, lsn: Lsn) -> super::LogIter {

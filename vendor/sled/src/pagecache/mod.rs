@@ -762,14 +762,6 @@ impl PageCache {
         self.log.flush()
     }
 
-    /// See `Tree::flush_announcing_written`.
-    pub(crate) fn flush_announcing_written(
-        &self,
-        on_written: Box<dyn FnOnce(Result<()>)>,
-    ) -> Result<usize> {
-        self.log.flush_announcing_written(on_written)
-    }
-
     /// Create a new page, trying to reuse old freed pages if possible
     /// to maximize underlying `PageTable` pointer density. Returns
     /// the page ID and its pointer for use in future atomic `replace`

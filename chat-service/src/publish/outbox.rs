@@ -5,6 +5,8 @@
 //! watermark is owed to the broker. This keeps the write path to one insert per
 //! message; the watermark is persisted as acknowledgements arrive and, after a
 //! restart or a reconnect, everything above it is published again in id order.
+//! Only channels that owe something are kept here: a channel is dropped once the
+//! broker acknowledged all of it, and resumes from its persisted watermark.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -44,6 +46,7 @@ impl Outbox {
                 };
                 (channel, progress)
             })
+            .filter(|(_, progress)| progress.stored > progress.acked)
             .collect();
         let outbox = Outbox {
             channels,
@@ -88,13 +91,31 @@ impl Outbox {
             .map_or(0, |progress| progress.sent)
     }
 
-    /// Channels with stored messages not yet sent, and where sending resumes.
+    /// Whether the channel is followed here (else see [`Outbox::resume`]).
+    pub fn knows(&self, channel: ChannelId) -> bool {
+        self.channels.contains_key(&channel)
+    }
+
+    /// Follows a channel again whose messages up to `acked` the broker
+    /// acknowledged (its persisted watermark).
+    pub fn resume(&mut self, channel: ChannelId, acked: u64) {
+        let progress = Progress {
+            stored: acked,
+            sent: acked,
+            acked,
+        };
+        self.channels.entry(channel).or_insert(progress);
+    }
+
+    /// Channels with stored messages not yet sent, and their last stored id:
+    /// what a new connection publishes first (nothing past it, since the store
+    /// may hold newer messages that are not synced yet).
     pub fn backlog(&self) -> Vec<(ChannelId, u64)> {
         let mut backlog: Vec<_> = self
             .channels
             .iter()
             .filter(|(_, progress)| progress.stored > progress.sent)
-            .map(|(channel, progress)| (*channel, progress.sent))
+            .map(|(channel, progress)| (*channel, progress.stored))
             .collect();
         backlog.sort_unstable_by_key(|(channel, _)| *channel.as_bytes());
         backlog
@@ -135,13 +156,25 @@ impl Outbox {
         }
     }
 
-    /// Acknowledged watermarks that moved since the last call, to persist.
+    /// Acknowledged watermarks that moved since the last call, to persist. A
+    /// channel whose every stored message is now acknowledged is dropped.
     pub fn take_moved(&mut self) -> Vec<(ChannelId, u64)> {
-        let channels = &self.channels;
-        self.moved
+        let moved: Vec<(ChannelId, u64)> = self
+            .moved
             .drain()
-            .filter_map(|channel| channels.get(&channel).map(|p| (channel, p.acked)))
-            .collect()
+            .filter_map(|channel| self.channels.get(&channel).map(|p| (channel, p.acked)))
+            .collect();
+        for (channel, acked) in &moved {
+            if self.channels[channel].stored == *acked {
+                self.channels.remove(channel);
+            }
+        }
+        moved
+    }
+
+    /// Channels followed here.
+    pub fn channels(&self) -> usize {
+        self.channels.len()
     }
 
     pub fn depth(&self) -> u64 {
@@ -173,9 +206,26 @@ mod tests {
     }
 
     #[test]
+    fn a_fully_acknowledged_channel_is_dropped_and_resumes_from_its_watermark() {
+        let mut outbox = Outbox::new(HashMap::new(), &HashMap::new());
+        outbox.stored(channel(1), 1);
+        outbox.sent(channel(1), 1);
+        outbox.packet_id_assigned(1);
+        outbox.acknowledged(1);
+        assert_eq!(outbox.take_moved(), [(channel(1), 1)]);
+        assert!(!outbox.knows(channel(1)));
+        assert_eq!(outbox.channels(), 0);
+        outbox.resume(channel(1), 1);
+        outbox.stored(channel(1), 2);
+        assert_eq!(outbox.sent_through(channel(1)), 1);
+        assert_eq!(outbox.backlog(), [(channel(1), 2)]);
+        assert_eq!(outbox.depth(), 1);
+    }
+
+    #[test]
     fn a_new_connection_owes_everything_sent_but_not_acknowledged() {
         let mut outbox = Outbox::new(HashMap::from([(channel(1), 3)]), &HashMap::new());
-        assert_eq!(outbox.backlog(), [(channel(1), 0)]);
+        assert_eq!(outbox.backlog(), [(channel(1), 3)]);
         for id in 1..=3 {
             outbox.sent(channel(1), id);
             outbox.packet_id_assigned(id as u16);
@@ -185,9 +235,11 @@ mod tests {
         outbox.start_connection();
         assert_eq!(
             outbox.backlog(),
-            [(channel(1), 1)],
+            [(channel(1), 3)],
             "2 and 3 are owed again"
         );
+        assert_eq!(outbox.sent_through(channel(1)), 1);
+        assert_eq!(outbox.depth(), 2, "1 was acknowledged");
         outbox.acknowledged(2);
         assert_eq!(
             outbox.depth(),
@@ -201,7 +253,8 @@ mod tests {
         let last_ids = HashMap::from([(channel(1), 10), (channel(2), 4)]);
         let acked = HashMap::from([(channel(1), 7), (channel(2), 4)]);
         let outbox = Outbox::new(last_ids, &acked);
-        assert_eq!(outbox.backlog(), [(channel(1), 7)]);
+        assert_eq!(outbox.backlog(), [(channel(1), 10)]);
+        assert_eq!(outbox.sent_through(channel(1)), 7);
         assert_eq!(outbox.depth(), 3);
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use protocol::{ChannelId, Message};
 
-use super::History;
+use super::Store;
 use super::keys::{decode_u64, id_of_key, message_key};
 
 /// Keys removed per sled batch, so trimming a long history never builds one huge
@@ -28,12 +28,12 @@ impl RetentionPolicy {
     }
 }
 
-impl History {
+impl Store {
     /// One pass over every channel; returns how many messages were removed.
     pub fn trim(&self, policy: &RetentionPolicy) -> Result<u64, sled::Error> {
         let cutoff = policy.max_age.map(Message::timestamp_before);
         let mut removed = 0;
-        for (channel, last) in self.last_ids() {
+        for (channel, last) in self.last_ids()? {
             let trimmed = self.trimmed_through(channel)?;
             let mut through = trimmed;
             if let Some(keep) = policy.max_per_channel {
@@ -61,6 +61,7 @@ impl History {
         let start = message_key(channel, after.saturating_add(1));
         for entry in self
             .inner
+            .trees
             .messages
             .range(start..=message_key(channel, u64::MAX))
         {
@@ -81,24 +82,26 @@ impl History {
         through: u64,
     ) -> Result<u64, sled::Error> {
         self.inner
+            .trees
             .trimmed
             .insert(channel.as_bytes(), &through.to_be_bytes())?;
         let range = message_key(channel, from.saturating_add(1))..=message_key(channel, through);
         let mut removed = 0;
         let mut batch = sled::Batch::default();
         let mut batched = 0;
-        for key in self.inner.messages.range(range).keys() {
+        for key in self.inner.trees.messages.range(range).keys() {
             batch.remove(key?);
             batched += 1;
             if batched == DELETE_BATCH {
                 self.inner
+                    .trees
                     .messages
                     .apply_batch(std::mem::take(&mut batch))?;
                 removed += batched as u64;
                 batched = 0;
             }
         }
-        self.inner.messages.apply_batch(batch)?;
+        self.inner.trees.messages.apply_batch(batch)?;
         removed += batched as u64;
         self.forget_idempotency_keys(channel, through)?;
         Ok(removed)
@@ -106,18 +109,18 @@ impl History {
 
     fn forget_idempotency_keys(&self, channel: ChannelId, through: u64) -> Result<(), sled::Error> {
         let mut batch = sled::Batch::default();
-        for entry in self.inner.idempotency.scan_prefix(channel.as_bytes()) {
+        for entry in self.inner.trees.idempotency.scan_prefix(channel.as_bytes()) {
             let (key, id) = entry?;
             if decode_u64(&id) <= through {
                 batch.remove(key);
             }
         }
-        self.inner.idempotency.apply_batch(batch)
+        self.inner.trees.idempotency.apply_batch(batch)
     }
 }
 
 /// Trims in the background every `interval` until the process ends.
-pub async fn run(history: History, policy: RetentionPolicy, interval: Duration) {
+pub async fn run(store: Store, policy: RetentionPolicy, interval: Duration) {
     if policy.keeps_everything() {
         return;
     }
@@ -125,8 +128,8 @@ pub async fn run(history: History, policy: RetentionPolicy, interval: Duration) 
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        let history = history.clone();
-        match tokio::task::spawn_blocking(move || history.trim(&policy)).await {
+        let store = store.clone();
+        match tokio::task::spawn_blocking(move || store.trim(&policy)).await {
             Ok(Ok(0)) => {}
             Ok(Ok(removed)) => log::debug!("retention removed {removed} messages"),
             Ok(Err(e)) => log::error!("retention pass failed: {e}"),
@@ -138,79 +141,64 @@ pub async fn run(history: History, policy: RetentionPolicy, interval: Duration) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Limits;
-    use crate::domain::NewMessage;
+    use crate::store::tests::{append, ids, open};
 
     fn channel(n: u8) -> ChannelId {
         ChannelId::from_bytes([n; 16])
     }
 
-    fn append(history: &History, channel: ChannelId, count: usize, key: Option<&str>) {
-        let new = NewMessage::parse(Some("ann"), Some("x"), &Limits::default()).expect("valid");
-        for _ in 0..count {
-            history
-                .append(channel, &new, key, |_, _| {})
-                .expect("append");
-        }
-    }
-
-    fn ids(history: &History, channel: ChannelId) -> Vec<u64> {
-        let messages = history.after(channel, 0, 1000).expect("after");
-        messages.iter().map(|m| m.id).collect()
-    }
-
-    #[test]
-    fn trimming_by_count_keeps_the_newest_and_records_the_watermark() {
+    #[tokio::test]
+    async fn trimming_by_count_keeps_the_newest_and_records_the_watermark() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let history = History::open(dir.path()).expect("open");
-        append(&history, channel(1), 25, None);
-        append(&history, channel(2), 5, None);
+        let (store, _announcements) = open(dir.path());
+        append(&store, channel(1), 25, None).await;
+        append(&store, channel(2), 5, None).await;
         let policy = RetentionPolicy {
             max_per_channel: Some(10),
             max_age: None,
         };
-        assert_eq!(history.trim(&policy).expect("trim"), 15);
-        assert_eq!(ids(&history, channel(1)), (16..=25).collect::<Vec<_>>());
-        assert_eq!(ids(&history, channel(2)), (1..=5).collect::<Vec<_>>());
-        assert_eq!(history.trimmed_through(channel(1)).expect("trimmed"), 15);
-        assert_eq!(history.trim(&policy).expect("trim again"), 0);
+        assert_eq!(store.trim(&policy).expect("trim"), 15);
+        assert_eq!(ids(&store, channel(1)), (16..=25).collect::<Vec<_>>());
+        assert_eq!(ids(&store, channel(2)), (1..=5).collect::<Vec<_>>());
+        assert_eq!(store.trimmed_through(channel(1)).expect("trimmed"), 15);
+        assert_eq!(store.trim(&policy).expect("trim again"), 0);
     }
 
-    #[test]
-    fn trimming_by_age_may_empty_a_channel_but_numbering_continues_after_reopen() {
+    #[tokio::test]
+    async fn trimming_by_age_may_empty_a_channel_but_numbering_continues_after_reopen() {
         let dir = tempfile::tempdir().expect("tempdir");
         {
-            let history = History::open(dir.path()).expect("open");
-            append(&history, channel(1), 1, Some("k"));
-            append(&history, channel(1), 4, None);
+            let (store, _announcements) = open(dir.path());
+            append(&store, channel(1), 1, Some("k")).await;
+            append(&store, channel(1), 4, None).await;
             let policy = RetentionPolicy {
                 max_per_channel: None,
                 max_age: Some(Duration::ZERO),
             };
             // Every message is older than "now" once a millisecond has passed.
             std::thread::sleep(Duration::from_millis(2));
-            assert_eq!(history.trim(&policy).expect("trim"), 5);
-            assert!(ids(&history, channel(1)).is_empty());
+            assert_eq!(store.trim(&policy).expect("trim"), 5);
+            assert!(ids(&store, channel(1)).is_empty());
         }
-        let history = History::open(dir.path()).expect("reopen");
-        append(&history, channel(1), 1, Some("k"));
+        let (store, _announcements) = open(dir.path());
+        append(&store, channel(1), 1, Some("k")).await;
         assert_eq!(
-            ids(&history, channel(1)),
+            ids(&store, channel(1)),
             [6],
             "ids continue after trimmed ones, and a trimmed idempotency key is forgotten"
         );
     }
 
-    #[test]
-    fn trimming_by_age_keeps_messages_newer_than_the_cutoff() {
+    #[tokio::test]
+    async fn trimming_by_age_keeps_messages_newer_than_the_cutoff() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let history = History::open(dir.path()).expect("open");
-        append(&history, channel(1), 4, None);
+        let (store, _announcements) = open(dir.path());
+        append(&store, channel(1), 4, None).await;
         let policy = RetentionPolicy {
             max_per_channel: None,
             max_age: Some(Duration::from_secs(3600)),
         };
-        assert_eq!(history.trim(&policy).expect("trim"), 0);
-        assert_eq!(ids(&history, channel(1)), [1, 2, 3, 4]);
+        assert_eq!(store.trim(&policy).expect("trim"), 0);
+        assert_eq!(ids(&store, channel(1)), [1, 2, 3, 4]);
     }
 }

@@ -1,15 +1,16 @@
 //! The publisher: owns the chat-service's broker connection and drains the outbox.
 //!
-//! Stored messages are announced here in id order (see
-//! [`crate::history::History::append`]) and reach the publisher task from the
-//! store's flush thread once the flush that covers them has written them to the
-//! file (before its sync), so a subscriber never sees an id that a restart could
-//! hand out again. Each broker connection is
-//! fresh (a new rumqttc client over the network; see [`crate::broker_link`] for
-//! the all-in-one's in-process link): when it drops, nothing is left in a client
-//! queue to be lost or sent twice — the next connection first re-publishes, from
-//! the store and in id order, every message the broker did not acknowledge (the
-//! outbox), then goes on with live messages.
+//! The store announces each message once it is synced, in id order per channel
+//! ([`crate::store::Announcements`]), so a subscriber never sees an id that a
+//! restart could hand out again. Each broker connection is fresh (a new rumqttc
+//! client over the network; see [`link`] for the all-in-one's in-process link):
+//! when it drops, nothing is left in a client queue to be lost or sent twice —
+//! the next connection first re-publishes, from the store and in id order, every
+//! message the broker did not acknowledge (the outbox), then goes on with live
+//! messages.
+
+pub mod link;
+pub mod outbox;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,61 +22,26 @@ use protocol::{ChannelId, topic};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::broker_link::{BrokerTarget, Connection, Connector, LinkEvent};
-use crate::feed::Sink;
-use crate::history::{FlushError, History};
-use crate::outbox::Outbox;
+use crate::store::{Announcements, Store, Stored};
+use link::{BrokerTarget, Connection, Connector, LinkEvent};
+use outbox::Outbox;
 
-/// Most notices taken per disk flush, and messages read per outbox page.
+/// Messages read per outbox page.
 const BATCH: usize = 256;
 /// Pause between reconnect attempts while the broker is unreachable.
 const RECONNECT_DELAY: Duration = Duration::from_millis(500);
 /// QoS 1 publishes awaiting their PUBACK at once.
 const IN_FLIGHT: u16 = 512;
 
-/// A message that was just stored.
-struct Stored {
-    channel: ChannelId,
-    id: u64,
-    json: Bytes,
-}
-
-/// Handle used by request handlers to announce stored messages.
+/// What the rest of the service sees of the publisher: the broker's state and
+/// the outbox's depth.
 #[derive(Clone)]
 pub struct Publisher {
-    notices: mpsc::UnboundedSender<Stored>,
-    history: History,
-    /// Streams in this process, fed without the broker.
-    feed: Option<Arc<Sink>>,
     status: BrokerStatus,
     outbox_depth: Arc<AtomicU64>,
 }
 
 impl Publisher {
-    /// Announces a stored message; never waits. Call right after it is stored,
-    /// in id order per channel. Once it is written to the file (so a restart
-    /// cannot hand its id out again), the flush thread hands it to the feed, if
-    /// any, and to the publisher task (to nobody if the write failed); its POST's
-    /// answer still waits for the sync.
-    pub fn enqueue(&self, channel: ChannelId, id: u64, json: Bytes) {
-        let notices = self.notices.clone();
-        let feed = self.feed.clone();
-        let stored = Stored { channel, id, json };
-        let queued = self.history.after_write(Box::new(move |written| {
-            announce(written, feed.as_deref(), &notices, stored);
-        }));
-        if queued.is_err() {
-            log::error!(
-                "the store's flush thread has stopped; {channel} #{id} stays in the outbox"
-            );
-        }
-    }
-
-    /// Also hands every stored message to `sink` (see [`crate::feed`]).
-    pub fn feeding(&mut self, sink: Sink) {
-        self.feed = Some(Arc::new(sink));
-    }
-
     pub fn status(&self) -> &BrokerStatus {
         &self.status
     }
@@ -86,53 +52,27 @@ impl Publisher {
     }
 }
 
-/// Hands a message whose write is over to the feed, if any, and to the publisher
-/// task; or to nobody when the write failed: a message that may not be in the
-/// file must not be seen, since a restart could give its id to another one.
-/// Its POST is answered with the same error.
-fn announce(
-    written: Result<(), FlushError>,
-    feed: Option<&Sink>,
-    notices: &mpsc::UnboundedSender<Stored>,
-    stored: Stored,
-) {
-    let Stored { channel, id, .. } = stored;
-    if let Err(e) = written {
-        log::error!("{channel} #{id} is not announced: its write failed: {e}");
-        return;
-    }
-    if let Some(feed) = feed {
-        feed(channel, id, stored.json.clone());
-    }
-    if notices.send(stored).is_err() {
-        log::error!("publisher task has stopped; {channel} #{id} stays in the outbox");
-    }
-}
-
 /// Starts the publisher task, which connects (and reconnects) in the background.
 /// The handle ends only if the task panics.
 pub fn start(
     broker: BrokerTarget,
     prefix: &str,
-    history: History,
+    store: Store,
+    announcements: Announcements,
 ) -> Result<(Publisher, JoinHandle<()>), sled::Error> {
-    let outbox = Outbox::new(history.last_ids(), &history.published_watermarks()?);
-    let (notices, notices_rx) = mpsc::unbounded_channel();
+    let outbox = Outbox::new(store.last_ids()?, &store.published_watermarks()?);
     let status = BrokerStatus::default();
     let publisher = Publisher {
-        notices,
-        history: history.clone(),
-        feed: None,
         status: status.clone(),
         outbox_depth: outbox.depth_gauge(),
     };
     let task = PublisherTask {
         connector: Connector::new(broker, IN_FLIGHT),
         prefix: prefix.to_string(),
-        history,
+        store,
         outbox,
         status,
-        notices: notices_rx,
+        announcements,
         reported_unreachable: false,
     };
     Ok((publisher, tokio::spawn(task.run())))
@@ -141,10 +81,10 @@ pub fn start(
 struct PublisherTask {
     connector: Connector,
     prefix: String,
-    history: History,
+    store: Store,
     outbox: Outbox,
     status: BrokerStatus,
-    notices: mpsc::UnboundedReceiver<Stored>,
+    announcements: Announcements,
     /// The current outage was logged already.
     reported_unreachable: bool,
 }
@@ -152,8 +92,8 @@ struct PublisherTask {
 /// Why a connection ended.
 enum Ended {
     Lost(String),
-    /// Every `Publisher` handle is gone: the service is stopping.
-    NoMoreNotices,
+    /// The store is gone: the service is stopping.
+    NoMoreAnnouncements,
 }
 
 impl PublisherTask {
@@ -165,7 +105,7 @@ impl PublisherTask {
             };
             let ended = self.serve(&mut connection).await;
             let reason = match ended {
-                Ended::NoMoreNotices => return,
+                Ended::NoMoreAnnouncements => return,
                 Ended::Lost(reason) => connection.close(reason),
             };
             self.report_disconnection(&reason);
@@ -206,7 +146,6 @@ impl PublisherTask {
         &mut self,
         events: &mut mpsc::UnboundedReceiver<LinkEvent>,
     ) -> Result<(), Ended> {
-        let mut batch = Vec::with_capacity(BATCH);
         loop {
             tokio::select! {
                 event = events.recv() => match event {
@@ -214,11 +153,11 @@ impl PublisherTask {
                     Some(_) => {}
                     None => return Err(Ended::Lost("connection failed".into())),
                 },
-                received = self.notices.recv_many(&mut batch, BATCH) => {
-                    if received == 0 {
-                        return Err(Ended::NoMoreNotices);
-                    }
-                    self.note_stored(&mut batch);
+                announced = self.announcements.recv() => {
+                    let Some(batch) = announced else {
+                        return Err(Ended::NoMoreAnnouncements);
+                    };
+                    self.note_stored(batch);
                 }
             }
         }
@@ -230,16 +169,14 @@ impl PublisherTask {
         if backlog.is_empty() {
             return Ok(());
         }
-        self.flush().await;
-        for (channel, _) in backlog {
-            self.publish_from_store(connection, channel, u64::MAX)
+        for (channel, last_stored) in backlog {
+            self.publish_from_store(connection, channel, last_stored)
                 .await?;
         }
         Ok(())
     }
 
     async fn forward_live(&mut self, connection: &mut Connection) -> Ended {
-        let mut notices = Vec::with_capacity(BATCH);
         let mut received_events = Vec::with_capacity(BATCH);
         loop {
             tokio::select! {
@@ -251,11 +188,11 @@ impl PublisherTask {
                         return ended;
                     }
                 }
-                received = self.notices.recv_many(&mut notices, BATCH) => {
-                    if received == 0 {
-                        return Ended::NoMoreNotices;
-                    }
-                    if let Err(ended) = self.publish_stored(connection, &mut notices).await {
+                announced = self.announcements.recv() => {
+                    let Some(batch) = announced else {
+                        return Ended::NoMoreAnnouncements;
+                    };
+                    if let Err(ended) = self.publish_stored(connection, batch).await {
                         return ended;
                     }
                 }
@@ -292,16 +229,16 @@ impl PublisherTask {
         Ok(())
     }
 
-    /// Publishes a batch of stored messages (already written). A message right
+    /// Publishes a batch of stored messages (already synced). A message right
     /// after the last one sent goes out as announced; one further ahead (the
     /// backlog is still being sent) pulls the missing ids from the store first.
     async fn publish_stored(
         &mut self,
         connection: &mut Connection,
-        batch: &mut Vec<Stored>,
+        batch: Vec<Stored>,
     ) -> Result<(), Ended> {
-        for stored in batch.drain(..) {
-            self.outbox.stored(stored.channel, stored.id);
+        for stored in batch {
+            self.note_one(&stored);
             let sent = self.outbox.sent_through(stored.channel);
             if stored.id == sent + 1 {
                 self.publish(connection, stored.channel, stored.id, stored.json)
@@ -327,7 +264,7 @@ impl PublisherTask {
                 return Ok(());
             }
             let page = self
-                .history
+                .store
                 .after_raw(channel, after, BATCH)
                 .map_err(|e| Ended::Lost(format!("cannot read the outbox: {e}")))?;
             let short = page.len() < BATCH;
@@ -358,23 +295,31 @@ impl PublisherTask {
         Ok(())
     }
 
-    fn note_stored(&mut self, batch: &mut Vec<Stored>) {
-        for stored in batch.drain(..) {
-            self.outbox.stored(stored.channel, stored.id);
+    fn note_stored(&mut self, batch: Vec<Stored>) {
+        for stored in &batch {
+            self.note_one(stored);
         }
+    }
+
+    /// Counts a stored message in the outbox. A channel the outbox dropped once
+    /// everything in it was acknowledged resumes from its persisted watermark.
+    fn note_one(&mut self, stored: &Stored) {
+        let channel = stored.channel;
+        if !self.outbox.knows(channel) {
+            let acked = self.store.published_through(channel).unwrap_or_else(|e| {
+                log::error!("cannot read what the broker acknowledged on {channel}: {e}");
+                stored.id.saturating_sub(1)
+            });
+            self.outbox.resume(channel, acked);
+        }
+        self.outbox.stored(channel, stored.id);
     }
 
     fn persist_watermarks(&mut self) {
         for (channel, acked) in self.outbox.take_moved() {
-            if let Err(e) = self.history.set_published_through(channel, acked) {
+            if let Err(e) = self.store.set_published_through(channel, acked) {
                 log::error!("cannot record what the broker acknowledged on {channel}: {e}");
             }
-        }
-    }
-
-    async fn flush(&self) {
-        if let Err(e) = self.history.flush().await {
-            log::error!("flush before publishing failed: {e}");
         }
     }
 
@@ -383,16 +328,13 @@ impl PublisherTask {
     async fn wait_before_reconnecting(&mut self) {
         let pause = tokio::time::sleep(RECONNECT_DELAY);
         tokio::pin!(pause);
-        let mut batch = Vec::with_capacity(BATCH);
         loop {
             tokio::select! {
                 _ = &mut pause => return,
-                received = self.notices.recv_many(&mut batch, BATCH) => {
-                    if received == 0 {
-                        return;
-                    }
-                    self.note_stored(&mut batch);
-                }
+                announced = self.announcements.recv() => match announced {
+                    Some(batch) => self.note_stored(batch),
+                    None => return,
+                },
             }
         }
     }
@@ -401,46 +343,8 @@ impl PublisherTask {
     /// depth `/readyz` reports) until the service stops.
     async fn note_stored_until_stopped(&mut self) {
         self.status.set(false);
-        let mut batch = Vec::with_capacity(BATCH);
-        while self.notices.recv_many(&mut batch, BATCH).await > 0 {
-            self.note_stored(&mut batch);
+        while let Some(batch) = self.announcements.recv().await {
+            self.note_stored(batch);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::Mutex;
-
-    use super::*;
-
-    fn fed_and_noticed(written: Result<(), FlushError>) -> (Vec<u64>, Vec<u64>) {
-        let fed = Arc::new(Mutex::new(Vec::new()));
-        let seen = Arc::clone(&fed);
-        let feed: Sink = Box::new(move |_, id, _| seen.lock().expect("lock").push(id));
-        let (notices, mut received) = mpsc::unbounded_channel();
-        let stored = Stored {
-            channel: ChannelId::from_bytes([7; 16]),
-            id: 3,
-            json: Bytes::from_static(b"{}"),
-        };
-        announce(written, Some(&feed), &notices, stored);
-        let mut noticed = Vec::new();
-        while let Ok(stored) = received.try_recv() {
-            noticed.push(stored.id);
-        }
-        let fed = fed.lock().expect("lock").clone();
-        (fed, noticed)
-    }
-
-    #[test]
-    fn a_written_message_reaches_the_feed_and_the_publisher() {
-        assert_eq!(fed_and_noticed(Ok(())), (vec![3], vec![3]));
-    }
-
-    #[test]
-    fn a_message_whose_write_failed_reaches_nobody() {
-        let failed = Err(FlushError("disk full".into()));
-        assert_eq!(fed_and_noticed(failed), (vec![], vec![]));
     }
 }

@@ -1,0 +1,102 @@
+//! Group commit: one thread owns syncing. It takes every written batch queued,
+//! syncs once, answers every request that waits for the disk, and then
+//! announces the batches' messages to the publisher. Only one flush is ever in
+//! flight (sled 0.34's `flush_async` deadlocks its own thread pool when many run
+//! at once), and nothing else runs here: the announcement is a send on a bounded
+//! channel that another task consumes.
+//!
+//! A message is announced only once it is synced, so no subscriber ever sees an
+//! id that a restart could give to another message.
+
+use std::sync::mpsc::Receiver;
+
+use tokio::sync::mpsc;
+
+use super::writer::Reply;
+use super::{Appended, StoreError, Stored};
+
+/// A batch the writer inserted: its messages, and the requests waiting for the
+/// disk with their answers.
+pub(super) struct Written {
+    pub stored: Vec<Stored>,
+    pub waiters: Vec<(Reply, Vec<Appended>)>,
+}
+
+pub(super) fn run(
+    db: &sled::Db,
+    written: &Receiver<Written>,
+    announce: &mpsc::Sender<Vec<Stored>>,
+) {
+    while let Ok(first) = written.recv() {
+        let batches: Vec<Written> = std::iter::once(first).chain(written.try_iter()).collect();
+        let outcome = db.flush().map(drop).map_err(|e| e.to_string());
+        let mut stored = Vec::new();
+        for batch in batches {
+            stored.extend(batch.stored);
+            for (reply, appended) in batch.waiters {
+                let answer = outcome.clone().map(|()| appended);
+                let _ = reply.send(answer.map_err(StoreError::Storage));
+            }
+        }
+        announce_synced(outcome, stored, announce);
+    }
+}
+
+/// Hands synced messages to the publisher, waiting for room when it is behind
+/// (the writer then waits too, and the ingest queue fills). Messages whose sync
+/// failed are announced to nobody: they may not survive a restart, which could
+/// give their ids to others. Their requests were answered with the error.
+fn announce_synced(
+    synced: Result<(), String>,
+    stored: Vec<Stored>,
+    announce: &mpsc::Sender<Vec<Stored>>,
+) {
+    if stored.is_empty() {
+        return;
+    }
+    match synced {
+        Ok(()) => {
+            if announce.blocking_send(stored).is_err() {
+                log::debug!("nobody takes announcements; messages stay in the outbox");
+            }
+        }
+        Err(e) => log::error!(
+            "{} messages are not announced: sync failed: {e}",
+            stored.len()
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use protocol::ChannelId;
+
+    use super::*;
+
+    fn stored(id: u64) -> Vec<Stored> {
+        let channel = ChannelId::from_bytes([7; 16]);
+        let json = Bytes::from_static(b"{}");
+        vec![Stored { channel, id, json }]
+    }
+
+    #[test]
+    fn a_synced_message_is_announced() {
+        let (announce, mut announced) = mpsc::channel(1);
+        announce_synced(Ok(()), stored(3), &announce);
+        let ids: Vec<u64> = announced
+            .try_recv()
+            .expect("announced")
+            .iter()
+            .map(|s| s.id)
+            .collect();
+        assert_eq!(ids, [3]);
+    }
+
+    #[test]
+    fn a_message_whose_sync_failed_is_announced_to_nobody() {
+        let (announce, mut announced) = mpsc::channel(1);
+        announce_synced(Err("disk full".into()), stored(3), &announce);
+        assert!(announced.try_recv().is_err());
+    }
+}

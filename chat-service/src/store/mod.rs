@@ -1,0 +1,354 @@
+//! The store: the one component that owns sled.
+//!
+//! Trees: `messages` keyed `channel ++ id` (one channel's history is one ordered
+//! range), `idempotency` (`channel ++ key` → id), and two per-channel watermarks:
+//! `published` (every id up to it was acknowledged by the broker; the ids above it
+//! are the outbox) and `trimmed` (every id up to it was removed by retention).
+//!
+//! Appends go through a bounded queue to one writer thread ([`writer`]), which
+//! numbers each channel, checks idempotency keys and inserts a batch of messages
+//! and their keys atomically; the commit thread ([`commit`]) then syncs the batch
+//! and answers the requests that wait for the disk. Once synced, the stored
+//! messages are announced in id order on a bounded channel ([`Announcements`])
+//! that the publisher consumes on its own task: nothing of ours runs inside sled
+//! or on the commit thread, and a slow consumer holds up new appends (the queue
+//! fills, and a POST is answered `503`) rather than growing a queue.
+
+mod commit;
+mod keys;
+mod numbers;
+pub mod retention;
+mod writer;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use protocol::{ChannelId, Message};
+use tokio::sync::{mpsc, oneshot};
+
+use keys::{decode_u64, id_of_key, message_key};
+
+use crate::domain::NewMessage;
+
+/// Batches of stored messages, synced, in id order per channel.
+pub type Announcements = mpsc::Receiver<Vec<Stored>>;
+
+/// A message that is stored and synced, as announced to the publisher.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub channel: ChannelId,
+    pub id: u64,
+    pub json: Bytes,
+}
+
+/// One message to append.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub channel: ChannelId,
+    pub message: NewMessage,
+    /// A retry with the same key on the same channel returns the original.
+    pub idempotency_key: Option<String>,
+}
+
+/// The outcome of an append: the stored message, its JSON, and whether it is new
+/// (`false` when an idempotency key matched an earlier message).
+#[derive(Debug, Clone)]
+pub struct Appended {
+    pub message: Message,
+    pub json: Bytes,
+    pub created: bool,
+}
+
+/// Why an append or a flush did not happen.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The ingest queue is full: nothing was stored; try again shortly.
+    #[error("the store's ingest queue is full")]
+    Busy,
+    #[error("the store has stopped")]
+    Stopped,
+    /// sled failed; its error as text (one failure answers many requests).
+    #[error("storage failure: {0}")]
+    Storage(String),
+}
+
+/// Sizes of the store's queues and of what it keeps in memory.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreSettings {
+    /// Append requests waiting for the writer; past this, appends are refused.
+    pub ingest_queue: usize,
+    /// Written batches waiting for the commit thread.
+    pub commit_queue: usize,
+    /// Synced batches waiting for the publisher.
+    pub announce_queue: usize,
+    /// A channel not appended to for this long is dropped from memory (its last
+    /// id is read from the store again on its next append).
+    pub idle_channel: Duration,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        StoreSettings {
+            ingest_queue: 4096,
+            commit_queue: 16,
+            announce_queue: 64,
+            idle_channel: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Cheap-to-clone handle to the store, shared by every request.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    trees: Trees,
+    ingest: SyncSender<writer::Request>,
+    /// The writer and commit threads, joined when the last handle goes.
+    threads: writer::Threads,
+}
+
+/// The database and its trees (each a cheap handle).
+#[derive(Clone)]
+pub(crate) struct Trees {
+    db: sled::Db,
+    messages: sled::Tree,
+    idempotency: sled::Tree,
+    published: sled::Tree,
+    trimmed: sled::Tree,
+}
+
+impl Store {
+    /// Opens the store and starts its threads; the publisher takes the
+    /// [`Announcements`].
+    pub fn open(
+        dir: &Path,
+        settings: StoreSettings,
+    ) -> Result<(Store, Announcements), sled::Error> {
+        let db = sled::Config::new().path(dir).open()?;
+        let trees = Trees {
+            messages: db.open_tree("messages")?,
+            idempotency: db.open_tree("idempotency")?,
+            published: db.open_tree("published")?,
+            trimmed: db.open_tree("trimmed")?,
+            db,
+        };
+        let (announce, announcements) = mpsc::channel(settings.announce_queue.max(1));
+        let (ingest, threads) = writer::start(trees.clone(), settings, announce)?;
+        let inner = Inner {
+            trees,
+            ingest,
+            threads,
+        };
+        Ok((
+            Store {
+                inner: Arc::new(inner),
+            },
+            announcements,
+        ))
+    }
+
+    /// Numbers and stores `entries` (in order) as one atomic write. With
+    /// `durable`, answers once they are synced to disk; else once they are
+    /// written. `Busy` when the ingest queue is full: then nothing is stored.
+    pub async fn append(
+        &self,
+        entries: Vec<Entry>,
+        durable: bool,
+    ) -> Result<Vec<Appended>, StoreError> {
+        let (reply, outcome) = oneshot::channel();
+        let request = writer::Request {
+            entries,
+            durable,
+            reply,
+        };
+        self.inner.ingest.try_send(request).map_err(|e| match e {
+            TrySendError::Full(_) => StoreError::Busy,
+            TrySendError::Disconnected(_) => StoreError::Stopped,
+        })?;
+        outcome.await.map_err(|_| StoreError::Stopped)?
+    }
+
+    /// Appends one message (see [`Store::append`]).
+    pub async fn append_one(&self, entry: Entry, durable: bool) -> Result<Appended, StoreError> {
+        let mut appended = self.append(vec![entry], durable).await?;
+        appended.pop().ok_or(StoreError::Stopped)
+    }
+
+    /// Waits until everything appended before the call is on disk.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.append(Vec::new(), true).await.map(drop)
+    }
+
+    /// Up to `limit` messages with ids greater than `after`, ascending.
+    pub fn after(
+        &self,
+        channel: ChannelId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Message>, sled::Error> {
+        Ok(self
+            .after_raw(channel, after, limit)?
+            .iter()
+            .filter_map(|(_, json)| decode(json))
+            .collect())
+    }
+
+    /// Like [`Store::after`], but the stored JSON as it is, with its id: what the
+    /// outbox re-publishes.
+    pub fn after_raw(
+        &self,
+        channel: ChannelId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Bytes)>, sled::Error> {
+        let start = message_key(channel, after.saturating_add(1));
+        let end = message_key(channel, u64::MAX);
+        self.inner
+            .trees
+            .messages
+            .range(start..=end)
+            .take(limit)
+            .map(|entry| entry.map(|(key, value)| (id_of_key(&key), Bytes::from(value.to_vec()))))
+            .collect()
+    }
+
+    /// The last `limit` messages of the channel, ascending.
+    pub fn latest(&self, channel: ChannelId, limit: usize) -> Result<Vec<Message>, sled::Error> {
+        let mut newest_first: Vec<Message> = self
+            .inner
+            .trees
+            .messages
+            .scan_prefix(channel.as_bytes())
+            .rev()
+            .take(limit)
+            .map(|entry| entry.map(|(_, value)| decode(&value)))
+            .filter_map(Result::transpose)
+            .collect::<Result<_, _>>()?;
+        newest_first.reverse();
+        Ok(newest_first)
+    }
+
+    pub fn get(&self, channel: ChannelId, id: u64) -> Result<Option<Message>, sled::Error> {
+        let value = self.inner.trees.messages.get(message_key(channel, id))?;
+        Ok(value.and_then(|value| decode(&value)))
+    }
+
+    /// Another tree of the same database (bans live next to history).
+    pub fn open_tree(&self, name: &str) -> Result<sled::Tree, sled::Error> {
+        self.inner.trees.db.open_tree(name)
+    }
+
+    /// Whether the store answers and its threads run: used by `/readyz`.
+    pub fn is_healthy(&self) -> bool {
+        self.inner.threads.are_running() && self.inner.trees.messages.first().is_ok()
+    }
+
+    /// The last id given out in every channel the store holds, read from the
+    /// store (at start-up and by retention; the writer keeps only busy channels).
+    pub fn last_ids(&self) -> Result<HashMap<ChannelId, u64>, sled::Error> {
+        self.inner.trees.last_ids()
+    }
+
+    /// Per channel, the id up to which the broker acknowledged every message.
+    pub fn published_watermarks(&self) -> Result<HashMap<ChannelId, u64>, sled::Error> {
+        watermarks(&self.inner.trees.published)
+    }
+
+    /// The id up to which the broker acknowledged every message of `channel`.
+    pub fn published_through(&self, channel: ChannelId) -> Result<u64, sled::Error> {
+        let value = self.inner.trees.published.get(channel.as_bytes())?;
+        Ok(value.map_or(0, |value| decode_u64(&value)))
+    }
+
+    /// Records that the broker acknowledged every message of `channel` up to `id`.
+    /// Not flushed on its own: losing it in a crash only means re-publishing
+    /// messages subscribers already have, and they drop those by id.
+    pub fn set_published_through(&self, channel: ChannelId, id: u64) -> Result<(), sled::Error> {
+        self.inner
+            .trees
+            .published
+            .insert(channel.as_bytes(), &id.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// Every id of `channel` up to this one was removed by retention (0: none).
+    pub fn trimmed_through(&self, channel: ChannelId) -> Result<u64, sled::Error> {
+        self.inner.trees.trimmed_through(channel)
+    }
+}
+
+impl Trees {
+    /// The last id given out in `channel`: its newest stored message, or what
+    /// retention removed when nothing newer is left, so numbering never restarts.
+    fn last_id(&self, channel: ChannelId) -> Result<u64, sled::Error> {
+        let newest = self
+            .messages
+            .scan_prefix(channel.as_bytes())
+            .keys()
+            .next_back()
+            .transpose()?
+            .map_or(0, |key| id_of_key(&key));
+        Ok(newest.max(self.trimmed_through(channel)?))
+    }
+
+    fn trimmed_through(&self, channel: ChannelId) -> Result<u64, sled::Error> {
+        let value = self.trimmed.get(channel.as_bytes())?;
+        Ok(value.map_or(0, |value| decode_u64(&value)))
+    }
+
+    /// The last id of every channel, stepping from one channel's range to the next.
+    fn last_ids(&self) -> Result<HashMap<ChannelId, u64>, sled::Error> {
+        let mut last_ids = watermarks(&self.trimmed)?;
+        let mut start = [0u8; keys::CHANNEL_LEN];
+        while let Some((key, _)) = self.messages.range(start..).next().transpose()? {
+            let Some(channel) = keys::channel_of_key(&key) else {
+                break;
+            };
+            last_ids.insert(channel, self.last_id(channel)?);
+            match keys::next_channel_start(channel) {
+                Some(next) => start = next,
+                None => break,
+            }
+        }
+        Ok(last_ids)
+    }
+
+    /// The id an idempotency key of `channel` points at, if any.
+    fn idempotent_id(&self, channel: ChannelId, key: &str) -> Result<Option<u64>, sled::Error> {
+        let value = self.idempotency.get(keys::idempotency_key(channel, key))?;
+        Ok(value.map(|id| decode_u64(&id)))
+    }
+}
+
+fn watermarks(tree: &sled::Tree) -> Result<HashMap<ChannelId, u64>, sled::Error> {
+    tree.iter()
+        .map(|entry| entry.map(|(key, value)| (keys::channel_of_key(&key), decode_u64(&value))))
+        .filter_map(|entry| match entry {
+            Ok((Some(channel), id)) => Some(Ok((channel, id))),
+            Ok((None, _)) => None,
+            Err(e) => Some(Err(e)),
+        })
+        .collect()
+}
+
+/// A stored value that does not parse is logged and skipped rather than failing
+/// every history read of the channel.
+fn decode(value: &[u8]) -> Option<Message> {
+    match serde_json::from_slice(value) {
+        Ok(message) => Some(message),
+        Err(e) => {
+            log::error!("skipping unreadable stored message: {e}");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

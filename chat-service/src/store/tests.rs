@@ -1,0 +1,271 @@
+//! The store's behaviour end to end on a real sled in a temporary directory:
+//! numbering, idempotency, announcements, bounds and crash atomicity.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use super::*;
+use crate::config::Limits;
+
+pub(crate) fn open(dir: &Path) -> (Store, Announcements) {
+    Store::open(dir, StoreSettings::default()).expect("open")
+}
+
+pub(crate) fn entry(channel: ChannelId, text: &str, key: Option<&str>) -> Entry {
+    let limits = Limits::default();
+    Entry {
+        channel,
+        message: NewMessage::parse(Some("ann"), Some(text), &limits).expect("valid"),
+        idempotency_key: key.map(str::to_string),
+    }
+}
+
+/// Appends `count` messages one by one, each answered once synced.
+pub(crate) async fn append(store: &Store, channel: ChannelId, count: usize, key: Option<&str>) {
+    for n in 0..count {
+        let entry = entry(channel, &n.to_string(), key);
+        store.append_one(entry, true).await.expect("append");
+    }
+}
+
+pub(crate) fn ids(store: &Store, channel: ChannelId) -> Vec<u64> {
+    let messages = store.after(channel, 0, 1000).expect("after");
+    messages.iter().map(|m| m.id).collect()
+}
+
+fn channel(n: u8) -> ChannelId {
+    ChannelId::from_bytes([n; 16])
+}
+
+#[tokio::test]
+async fn ids_count_per_channel_and_continue_after_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let (store, _announcements) = open(dir.path());
+        for expected in 1..=3 {
+            let appended = store
+                .append_one(entry(channel(1), "x", None), true)
+                .await
+                .expect("append");
+            assert_eq!(appended.message.id, expected);
+        }
+        let other = store
+            .append_one(entry(channel(2), "y", None), true)
+            .await
+            .expect("append");
+        assert_eq!(other.message.id, 1, "channels number independently");
+    }
+    let (store, _announcements) = open(dir.path());
+    let next = store
+        .append_one(entry(channel(1), "z", None), true)
+        .await
+        .expect("append");
+    assert_eq!(next.message.id, 4);
+}
+
+#[tokio::test]
+async fn concurrent_appends_are_announced_per_channel_in_id_order_without_gaps() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, mut announcements) = open(dir.path());
+    let mut tasks = Vec::new();
+    for worker in 0..4u8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for n in 0..200u8 {
+                let channel = channel((worker + n) % 8);
+                let durable = n % 2 == 0;
+                store
+                    .append_one(entry(channel, "x", None), durable)
+                    .await
+                    .expect("append");
+            }
+        }));
+    }
+    let mut announced = HashMap::<ChannelId, Vec<u64>>::new();
+    let mut total = 0;
+    while total < 800 {
+        let batch = tokio::time::timeout(Duration::from_secs(10), announcements.recv())
+            .await
+            .expect("announced in time")
+            .expect("store open");
+        total += batch.len();
+        for stored in batch {
+            announced.entry(stored.channel).or_default().push(stored.id);
+        }
+    }
+    for task in tasks {
+        task.await.expect("appends");
+    }
+    assert_eq!(announced.len(), 8);
+    let last_ids = store.last_ids().expect("last ids");
+    for (channel, ids) in announced {
+        let expected: Vec<u64> = (1..=ids.len() as u64).collect();
+        assert_eq!(ids, expected, "{channel}: ids in order, no gap");
+        assert_eq!(last_ids[&channel], ids.len() as u64);
+    }
+}
+
+#[tokio::test]
+async fn an_idempotency_key_returns_the_original_message_within_a_write_and_after_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, mut announcements) = open(dir.path());
+    let both = store
+        .append(
+            vec![
+                entry(channel(1), "a", Some("k1")),
+                entry(channel(1), "b", Some("k1")),
+            ],
+            true,
+        )
+        .await
+        .expect("append");
+    assert!(both[0].created && !both[1].created);
+    assert_eq!(both[0].message, both[1].message);
+    let retry = store
+        .append_one(entry(channel(1), "c", Some("k1")), true)
+        .await
+        .expect("append");
+    assert!(!retry.created);
+    assert_eq!(retry.message, both[0].message);
+    assert_eq!(ids(&store, channel(1)), [1]);
+    let announced = announcements.recv().await.expect("announced");
+    assert_eq!(announced.len(), 1, "a retry is not announced again");
+    assert!(announcements.try_recv().is_err());
+}
+
+#[tokio::test]
+async fn a_channel_dropped_from_memory_continues_its_numbering() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = StoreSettings {
+        idle_channel: Duration::ZERO,
+        ..StoreSettings::default()
+    };
+    let (store, _announcements) = Store::open(dir.path(), settings).expect("open");
+    append(&store, channel(1), 3, None).await;
+    append(&store, channel(2), 1, None).await;
+    append(&store, channel(1), 2, None).await;
+    assert_eq!(ids(&store, channel(1)), [1, 2, 3, 4, 5]);
+}
+
+#[tokio::test]
+async fn a_full_ingest_queue_refuses_appends_and_keeps_every_accepted_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = StoreSettings {
+        ingest_queue: 4,
+        commit_queue: 1,
+        announce_queue: 1,
+        ..StoreSettings::default()
+    };
+    // Nobody takes the announcements: the commit thread, then the writer, stall.
+    let (store, announcements) = Store::open(dir.path(), settings).expect("open");
+    let (mut pending, mut accepted) = (Vec::new(), Vec::new());
+    let mut refused = false;
+    for n in 0..10_000 {
+        let store = store.clone();
+        let append = tokio::spawn(async move {
+            store
+                .append_one(entry(channel(1), &n.to_string(), None), false)
+                .await
+        });
+        tokio::task::yield_now().await;
+        if !append.is_finished() {
+            pending.push(append);
+            continue;
+        }
+        match append.await.expect("task") {
+            Ok(appended) => accepted.push(appended.message.id),
+            Err(StoreError::Busy) => {
+                refused = true;
+                break;
+            }
+            Err(e) => panic!("an append failed: {e}"),
+        }
+    }
+    assert!(refused, "a stalled store refuses appends");
+    drop(announcements);
+    for append in pending {
+        match append.await.expect("task") {
+            Ok(appended) => accepted.push(appended.message.id),
+            Err(e) => panic!("an append queued before the refusal failed: {e}"),
+        }
+    }
+    let stored = ids(&store, channel(1));
+    for id in &accepted {
+        assert!(stored.contains(id), "accepted #{id} is in history");
+    }
+}
+
+/// Set in the child process of the crash test: the store directory it appends to.
+const CRASH_CHILD_DIR: &str = "CRIER_STORE_CRASH_CHILD_DIR";
+/// What the child prints once its first write is done.
+const CHILD_APPENDING: &str = "crash child: appending";
+const CRASH_TEST: &str = "store::tests::a_message_and_its_idempotency_key_survive_kill_9_together";
+
+#[tokio::test]
+async fn a_message_and_its_idempotency_key_survive_kill_9_together() {
+    if let Ok(dir) = std::env::var(CRASH_CHILD_DIR) {
+        return append_keyed_until_killed(Path::new(&dir)).await;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    for round in 0..3u64 {
+        let mut child = std::process::Command::new(std::env::current_exe().expect("test binary"))
+            .args(["--exact", CRASH_TEST, "--nocapture", "--test-threads=1"])
+            .env(CRASH_CHILD_DIR, dir.path())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the child");
+        let stdout = child.stdout.take().expect("child stdout");
+        let appending = tokio::task::spawn_blocking(move || {
+            use std::io::BufRead;
+            std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .any(|line| line.contains(CHILD_APPENDING))
+        });
+        let started = tokio::time::timeout(Duration::from_secs(20), appending).await;
+        assert!(
+            matches!(started, Ok(Ok(true))),
+            "the child started appending"
+        );
+        tokio::time::sleep(Duration::from_millis(100 + 70 * round)).await;
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reaped");
+    }
+    let (store, _announcements) = open(dir.path());
+    let trees = &store.inner.trees;
+    let mut keys = 0;
+    for entry in trees.idempotency.iter() {
+        let (key, id) = entry.expect("key");
+        let channel = keys::channel_of_key(&key).expect("channel");
+        let message = trees
+            .messages
+            .get(message_key(channel, decode_u64(&id)))
+            .expect("read");
+        assert!(message.is_some(), "a key's message is stored");
+        keys += 1;
+    }
+    assert!(keys > 0, "the child appended something");
+    assert_eq!(trees.messages.len(), keys, "every message has its key");
+}
+
+/// The child: appends keyed messages in writes of eight until it is killed (at
+/// most for 30 s).
+async fn append_keyed_until_killed(dir: &Path) {
+    let (store, mut announcements) = open(dir);
+    tokio::spawn(async move { while announcements.recv().await.is_some() {} });
+    let round = std::process::id();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    for n in 0u64.. {
+        let entries = (0..8)
+            .map(|k| entry(channel(1), "x", Some(&format!("{round}-{n}-{k}"))))
+            .collect();
+        store.append(entries, false).await.expect("append");
+        if n == 0 {
+            println!("{CHILD_APPENDING}");
+        }
+        if tokio::time::Instant::now() > deadline {
+            break;
+        }
+    }
+}
