@@ -134,9 +134,33 @@ impl ClientStream {
     /// unreachable history is a `503` the client can see, not a silent empty stream.
     pub async fn prefetch(&mut self) -> Result<(), BroadcastError> {
         if self.catching_up {
-            self.catch_up_step()
-                .await
-                .map_err(|e| BroadcastError::HistoryUnavailable(e.0))?;
+            let unavailable = |e: HistoryError| BroadcastError::HistoryUnavailable(e.0);
+            self.reset_if_ahead().await.map_err(unavailable)?;
+            self.catch_up_step().await.map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    /// A resume point above the channel's newest stored id cannot be served: the
+    /// server's data was reset or restored, or the channel moved. The client is
+    /// told with `event: reset` and gets the channel again from its oldest kept
+    /// message, instead of silently missing ids up to its cursor.
+    async fn reset_if_ahead(&mut self) -> Result<(), HistoryError> {
+        let Some(cursor) = self.last_sent.filter(|cursor| *cursor > 0) else {
+            return Ok(());
+        };
+        let delivered = self.hub.last_id(self.channel);
+        if delivered.is_some_and(|delivered| delivered >= cursor) {
+            return Ok(());
+        }
+        let newest = self.history.latest_id(self.channel).await?.unwrap_or(0);
+        if newest < cursor {
+            log::info!(
+                "a stream of {} resumed from {cursor}, past the newest id {newest}: reset",
+                self.channel
+            );
+            self.push(reset_event(newest));
+            self.last_sent = Some(0);
         }
         Ok(())
     }
@@ -327,6 +351,15 @@ impl ClientStream {
 fn gap_event(from: u64, to: u64) -> Bytes {
     Bytes::from(format!(
         "event: gap\nid: {to}\ndata: {{\"from\":{from},\"to\":{to}}}\n\n"
+    ))
+}
+
+/// Tells the client that its cursor is past the newest stored id (`last_id`) and
+/// that the channel follows from its start. `id: 0` moves the browser's
+/// `Last-Event-ID` back, so a reconnect does not report the stale cursor again.
+fn reset_event(last_id: u64) -> Bytes {
+    Bytes::from(format!(
+        "event: reset\nid: 0\ndata: {{\"last_id\":{last_id}}}\n\n"
     ))
 }
 

@@ -120,6 +120,7 @@ async fn resume_after_trimmed_ids_sends_one_gap_event_then_the_oldest_kept() {
 async fn resume_with_nothing_newer_reads_history_and_goes_live() {
     let history = FakeHistory::new();
     let channel = channel(1);
+    history.store(channel, 1..=2);
     let (hub, _changes) = Hub::new(8);
     let mut stream = open(&hub, &history, channel, Some(2)).await;
     assert!(stream.prefetch().await.is_ok());
@@ -246,14 +247,42 @@ async fn hub_backfill_reaches_a_listener_without_its_own_history_read() {
     );
 }
 
+#[test]
+fn reset_event_has_the_exact_wire_form() {
+    assert_eq!(
+        reset_event(3),
+        Bytes::from_static(b"event: reset\nid: 0\ndata: {\"last_id\":3}\n\n")
+    );
+}
+
 #[tokio::test(start_paused = true)]
-async fn resume_after_the_largest_id_is_accepted_and_sends_nothing_older() {
+async fn resume_past_the_newest_id_resets_then_serves_the_channel_from_its_start() {
     let history = FakeHistory::new();
     let channel = channel(1);
     history.store(channel, 1..=3);
     let (hub, _changes) = Hub::new(8);
-    let mut stream = open(&hub, &history, channel, Some(u64::MAX)).await;
+    let mut stream = open(&hub, &history, channel, Some(5)).await;
+    assert!(stream.prefetch().await.is_ok());
+    history.store(channel, 4..=4);
+    hub.deliver(channel, frame(channel, 4));
+    let text = read_all(&mut stream).await;
+    assert!(text.contains("data: {\"last_id\":3}"), "{text}");
+    let mut expected = vec!["reset 0".to_string()];
+    expected.extend(messages(1..=4));
+    assert_eq!(events(&text), expected);
+}
+
+#[tokio::test(start_paused = true)]
+async fn resume_at_an_id_this_node_delivered_is_not_a_reset() {
+    let history = FakeHistory::new();
+    let channel = channel(1);
+    let (hub, _changes) = Hub::new(8);
+    let _keep = hub.join(channel);
+    (1..=3).for_each(|id| hub.deliver(channel, frame(channel, id)));
+    // History is not asked: the hub delivered the cursor, so it exists.
+    let mut stream = open(&hub, &history, channel, Some(3)).await;
     assert!(stream.prefetch().await.is_ok());
     hub.deliver(channel, frame(channel, 4));
-    assert!(read_all(&mut stream).await.is_empty());
+    assert_eq!(events(&read_all(&mut stream).await), messages([4]));
+    assert!(history.calls().is_empty());
 }

@@ -59,6 +59,46 @@ async fn crier_serves_the_demo_page_posts_and_streams_on_one_port() {
     assert_eq!(message.text, "hi from text/plain");
 }
 
+/// The all-in-one answers a cursor past the newest id with `event: reset`, also
+/// after a restart on an emptied data directory.
+#[tokio::test]
+async fn crier_resets_a_cursor_past_the_newest_id_also_after_its_data_was_emptied() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let http = crate::helpers::http_client();
+    let channel = new_channel();
+    let post = |base: String, text: &'static str| {
+        let http = http.clone();
+        async move {
+            let response = http
+                .post(format!("{base}/channels/{channel}/messages"))
+                .json(&serde_json::json!({"author": "ann", "text": text}))
+                .send()
+                .await
+                .expect("POST");
+            assert_eq!(response.status(), StatusCode::CREATED);
+            response.json::<Message>().await.expect("stored message")
+        }
+    };
+    let crier = start_crier(&dir, &[]);
+    wait_for_ready(&http, &crier.url).await;
+    for text in ["one", "two"] {
+        post(crier.url.clone(), text).await;
+    }
+    let mut stream = open_stream(&http, &crier.url, channel, Some(7)).await;
+    assert_eq!(stream.next_reset().await, 2);
+    assert_eq!(stream.next_ids(2).await, [1, 2]);
+    crier.kill();
+
+    std::fs::remove_dir_all(dir.path().join("data")).expect("empty the data");
+    let crier = start_crier(&dir, &[]);
+    wait_for_ready(&http, &crier.url).await;
+    let fresh = post(crier.url.clone(), "after the reset").await;
+    assert_eq!(fresh.id, 1);
+    let mut stream = open_stream(&http, &crier.url, channel, Some(2)).await;
+    assert_eq!(stream.next_reset().await, 1);
+    assert_eq!(stream.next_message().await, fresh);
+}
+
 /// The all-in-one delivers through its broker exactly like the split deployment:
 /// with the broker down it still stores (and answers `201`), and once the broker
 /// is back the outbox is published and streams get everything, in order.

@@ -235,3 +235,18 @@ pub async fn a_retry_with_the_same_idempotency_key_returns_the_original(app: Tes
     );
     assert_eq!(app.history(channel, "").await.len(), 1, "stored once");
 }
+
+/// A cursor above the channel's newest id (data reset, restored or moved) is not
+/// served silently: `event: reset` names the newest id, then the channel comes
+/// from its start and goes live.
+pub async fn a_cursor_past_the_newest_id_gets_a_reset_then_every_message(app: TestApp) {
+    let channel = new_channel();
+    for text in ["one", "two"] {
+        app.post_message(channel, "ann", text).await;
+    }
+    let mut stream = app.open_stream(channel, Some(5)).await;
+    assert_eq!(stream.next_reset().await, 2);
+    assert_eq!(stream.next_ids(2).await, [1, 2]);
+    let live = app.post_message(channel, "ann", "three").await;
+    assert_eq!(stream.next_message().await, live);
+}

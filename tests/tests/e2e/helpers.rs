@@ -350,6 +350,15 @@ impl EventStream {
             .expect("the stream is well formed")
     }
 
+    /// The next event must be `event: reset`; returns the newest id it names.
+    pub async fn next_reset(&mut self) -> u64 {
+        let event = self.next_event().await;
+        assert_eq!(event.event, "reset", "a reset comes first: {event:?}");
+        assert_eq!(event.id, "0", "a reset moves the cursor back to the start");
+        let data: serde_json::Value = serde_json::from_str(&event.data).expect("reset data");
+        data["last_id"].as_u64().expect("reset names the newest id")
+    }
+
     /// The stream ends (the server closed it) within [`WAIT`]; messages before the
     /// end are allowed, any other event is not.
     pub async fn expect_end(&mut self) {

@@ -53,6 +53,7 @@ on_both_brokers!(
     twenty_concurrent_posts_get_ids_1_to_20_once_and_stream_in_order,
     a_closed_stream_leaves_its_channel,
     a_retry_with_the_same_idempotency_key_returns_the_original,
+    a_cursor_past_the_newest_id_gets_a_reset_then_every_message,
 );
 
 /// Runs each fault case on a broker process of its own that the test can kill and
