@@ -8,7 +8,7 @@
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use chat_service::publish::link::InProcessBroker;
+use crate::broker_link::InProcessBroker;
 use protocol::mqtt::MAX_PACKET_BYTES;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(10);

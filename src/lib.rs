@@ -5,9 +5,11 @@
 //! # Layout
 //! - [`config`]: flags (the union of both services' flags, plus the broker's).
 //! - [`embedded_broker`]: rumqttd in-process on a loopback port.
+//! - [`broker_link`]: the publisher's link into that broker's router.
 //! - [`startup`]: mounts both services and the demo page on one server.
 //! - [`store_history`]: lets broadcast-sse read history straight from the store.
 
+pub mod broker_link;
 pub mod config;
 pub mod embedded_broker;
 pub mod startup;

@@ -142,7 +142,7 @@ fn broker_for(config: &Config) -> Result<(BrokerTarget, BrokerUrl, String, bool)
     let (address, link) = embedded_broker::start_linked(&config.embedded_broker_listen)?;
     let url = format!("mqtt://{address}");
     let subscriber = BrokerUrl::parse(&url, None)?;
-    Ok((BrokerTarget::InProcess(link), subscriber, url, true))
+    Ok((BrokerTarget::Link(Box::new(link)), subscriber, url, true))
 }
 
 fn serve(

@@ -218,7 +218,7 @@ async fn a_batch_of_in_process_publishes_reaches_subscribers_in_order_once_sent(
 
     let (address, link) =
         crier::embedded_broker::start_linked("127.0.0.1:0").expect("embedded broker starts");
-    let mut connection = Connector::new(BrokerTarget::InProcess(link), 512)
+    let mut connection = Connector::new(BrokerTarget::Link(Box::new(link)), 512)
         .connect()
         .expect("the in-process link opens");
     let broker = protocol::mqtt::BrokerUrl::parse(&format!("mqtt://{address}"), None);
