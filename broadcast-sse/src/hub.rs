@@ -91,8 +91,8 @@ struct Inner {
     ring_size: usize,
     /// Slots of each channel's live ring.
     live_ring: usize,
-    /// Without history, gaps are left to each stream's own catch-up.
-    history: Option<Arc<dyn HistorySource>>,
+    /// Where backfills read the ids a gap or an outage left out.
+    history: Arc<dyn HistorySource>,
     permits: Semaphore,
     /// Backfills started and not yet finished (also those waiting for a permit).
     backfills: watch::Sender<usize>,
@@ -131,34 +131,29 @@ impl Drop for ListenerGuard {
 }
 
 impl Hub {
-    /// A hub without history, and the receiving end of its subscription changes
-    /// (for the MQTT task). Gaps are then delivered as they come.
-    pub fn new(ring_size: usize) -> (Hub, mpsc::UnboundedReceiver<SubscriptionChange>) {
-        Self::build(ring_size, live_ring_for(ring_size), None)
-    }
-
-    /// A hub that backfills gaps and heals reconnects from `history`.
-    pub fn with_history(
+    /// A hub that backfills gaps and heals reconnects from `history`, and the
+    /// receiving end of its subscription changes (for the MQTT task).
+    pub fn new(
         ring_size: usize,
         history: Arc<dyn HistorySource>,
     ) -> (Hub, mpsc::UnboundedReceiver<SubscriptionChange>) {
-        Self::build(ring_size, live_ring_for(ring_size), Some(history))
+        Self::build(ring_size, live_ring_for(ring_size), history)
     }
 
-    /// Like [`Hub::with_history`] with a live ring of half of `ring_size`, however
+    /// Like [`Hub::new`] with a live ring of half of `ring_size`, however
     /// large, for tests that read many frames straight from the ring.
     #[cfg(test)]
     pub fn with_history_and_large_ring(
         ring_size: usize,
         history: Arc<dyn HistorySource>,
     ) -> (Hub, mpsc::UnboundedReceiver<SubscriptionChange>) {
-        Self::build(ring_size, (ring_size / 2).max(1), Some(history))
+        Self::build(ring_size, (ring_size / 2).max(1), history)
     }
 
     fn build(
         ring_size: usize,
         live_ring: usize,
-        history: Option<Arc<dyn HistorySource>>,
+        history: Arc<dyn HistorySource>,
     ) -> (Hub, mpsc::UnboundedReceiver<SubscriptionChange>) {
         let (changes, changes_rx) = mpsc::unbounded_channel();
         let hub = Hub {
@@ -220,13 +215,12 @@ impl Hub {
     /// nobody here listens to, and ids already delivered, are dropped; a frame that
     /// skips ids waits for a backfill of the missing ones.
     pub fn deliver(&self, channel: ChannelId, frame: Frame) {
-        let can_backfill = self.inner.history.is_some();
         let gap_epoch = {
             let mut channels = self.lock();
             let Some(entry) = channels.get_mut(&channel) else {
                 return;
             };
-            match entry.receive_live(frame, can_backfill) {
+            match entry.receive_live(frame) {
                 Arrival::GapFound => Some(entry.epoch),
                 Arrival::Delivered | Arrival::Duplicate | Arrival::Held => None,
             }

@@ -45,7 +45,7 @@ impl AppState {
         history: Arc<dyn HistorySource>,
         verifier: Option<Arc<Verifier>>,
     ) -> (AppState, JoinHandle<()>) {
-        let (hub, changes) = Hub::with_history(settings.ring_size, history.clone());
+        let (hub, changes) = Hub::new(settings.ring_size, history.clone());
         let (status, subscriber) =
             mqtt::start(broker, topic_prefix, subscribe_all, hub.clone(), changes);
         let state = AppState::new(hub, status, settings, history, verifier);

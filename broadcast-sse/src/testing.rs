@@ -8,8 +8,19 @@ use bytes::Bytes;
 use protocol::{ChannelId, Message};
 use tokio::sync::Semaphore;
 
-use crate::hub::Frame;
+use crate::hub::{Frame, Hub, SubscriptionChange};
 use crate::replay::{HistoryError, HistoryFuture, HistorySource, LatestFuture};
+
+/// A hub whose history holds nothing: a gap's backfill finds nothing and the
+/// hub delivers what it held, leaving the rest to each stream's own catch-up.
+pub fn hub_with_empty_history(
+    ring_size: usize,
+) -> (
+    Hub,
+    tokio::sync::mpsc::UnboundedReceiver<SubscriptionChange>,
+) {
+    Hub::new(ring_size, Arc::new(Shared(FakeHistory::new())))
+}
 
 pub fn channel(n: u8) -> ChannelId {
     ChannelId::from_bytes([n; 16])

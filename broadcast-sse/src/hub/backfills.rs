@@ -13,9 +13,6 @@ impl Hub {
     /// delivery yet heals only once [`Hub::anchor_undelivered`] gave it a position;
     /// until then its listeners start with the next live frame.
     pub fn heal(&self, channels: &[ChannelId]) {
-        if self.inner.history.is_none() {
-            return;
-        }
         let to_start: Vec<(ChannelId, u64)> = {
             let mut entries = self.lock();
             channels
@@ -35,12 +32,10 @@ impl Hub {
     /// yet ask history for their newest id, so the heal after the reconnect has a
     /// place to read from.
     pub fn anchor_undelivered(&self) {
-        let (Some(history), Ok(runtime)) = (
-            self.inner.history.clone(),
-            tokio::runtime::Handle::try_current(),
-        ) else {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
+        let history = &self.inner.history;
         let undelivered: Vec<(ChannelId, u64)> = self
             .lock()
             .iter()
@@ -73,13 +68,11 @@ impl Hub {
     }
 
     pub(super) fn spawn_backfill(&self, channel: ChannelId, epoch: u64) {
-        let (Some(history), Ok(runtime)) = (
-            self.inner.history.clone(),
-            tokio::runtime::Handle::try_current(),
-        ) else {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             self.abandon_backfill(channel, epoch);
             return;
         };
+        let history = self.inner.history.clone();
         let in_progress = backfill::InProgress::new(self.clone());
         runtime.spawn(backfill::run(history, channel, epoch, in_progress));
     }

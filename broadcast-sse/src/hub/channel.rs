@@ -98,10 +98,9 @@ impl ChannelEntry {
         self.first_id
     }
 
-    /// A frame from the broker. With `can_backfill`, a frame that skips ids is held
-    /// until the missing ones are delivered; without, it is delivered as is and each
-    /// stream catches up on its own.
-    pub fn receive_live(&mut self, frame: Frame, can_backfill: bool) -> Arrival {
+    /// A frame from the broker. A frame that skips ids is held until the missing
+    /// ones are delivered.
+    pub fn receive_live(&mut self, frame: Frame) -> Arrival {
         if self.last_id.is_some_and(|last| frame.id <= last) {
             return Arrival::Duplicate;
         }
@@ -110,7 +109,7 @@ impl ChannelEntry {
             return Arrival::Held;
         }
         match self.last_id {
-            Some(last) if frame.id > last.saturating_add(1) && can_backfill => {
+            Some(last) if frame.id > last.saturating_add(1) => {
                 let mut backfill = Backfill {
                     target: None,
                     held: BTreeMap::new(),

@@ -3,7 +3,9 @@ use std::time::Duration;
 
 use super::*;
 use crate::backfill::RETRIES;
-use crate::testing::{FakeHistory, Shared, bare_frame, channel, frame, settle};
+use crate::testing::{
+    FakeHistory, Shared, bare_frame, channel, frame, hub_with_empty_history, settle,
+};
 
 /// Every frame waiting in a listener's ring, by id.
 fn received(member: &mut Membership) -> Vec<u64> {
@@ -26,7 +28,7 @@ async fn backfills_done(hub: &Hub) {
 
 #[test]
 fn first_join_subscribes_and_last_leave_unsubscribes() {
-    let (hub, mut changes) = Hub::new(8);
+    let (hub, mut changes) = hub_with_empty_history(8);
     let channel = channel(1);
     let first = hub.join(channel);
     let second = hub.join(channel);
@@ -50,7 +52,7 @@ fn first_join_subscribes_and_last_leave_unsubscribes() {
 
 #[test]
 fn deliver_drops_repeated_ids_and_shares_bytes() {
-    let (hub, _changes) = Hub::new(8);
+    let (hub, _changes) = hub_with_empty_history(8);
     let channel = channel(1);
     let mut member = hub.join(channel);
     hub.deliver(channel, bare_frame(1));
@@ -62,8 +64,8 @@ fn deliver_drops_repeated_ids_and_shares_bytes() {
 }
 
 #[test]
-fn without_history_a_gap_is_delivered_as_it_comes() {
-    let (hub, _changes) = Hub::new(8);
+fn outside_a_runtime_a_gap_is_delivered_as_it_comes() {
+    let (hub, _changes) = hub_with_empty_history(8);
     let channel = channel(1);
     let mut member = hub.join(channel);
     hub.deliver(channel, bare_frame(1));
@@ -284,7 +286,7 @@ async fn a_backfill_stops_when_its_channel_is_left() {
 
 #[test]
 fn recent_buffer_answers_after_an_id_when_it_reaches_back() {
-    let (hub, _changes) = Hub::new(4);
+    let (hub, _changes) = hub_with_empty_history(4);
     let channel = channel(1);
     let _member = hub.join(channel);
     for id in 1..=10 {
@@ -310,7 +312,7 @@ fn recent_buffer_answers_after_an_id_when_it_reaches_back() {
 
 #[test]
 fn recent_buffer_stops_at_a_hole_and_knows_nothing_before_a_delivery() {
-    let (hub, _changes) = Hub::new(8);
+    let (hub, _changes) = hub_with_empty_history(8);
     let channel = channel(1);
     let _member = hub.join(channel);
     assert!(matches!(hub.recent_after(channel, 3, 200), Recent::Missing));
@@ -366,7 +368,7 @@ async fn a_history_that_cannot_tell_its_newest_id_leaves_the_channel_as_it_was()
             Box::pin(std::future::ready(Ok(Vec::new())))
         }
     }
-    let hub = Hub::with_history(64, Arc::new(AfterOnly)).0;
+    let hub = Hub::new(64, Arc::new(AfterOnly)).0;
     let channel = channel(1);
     let mut member = hub.join(channel);
     hub.anchor_undelivered();

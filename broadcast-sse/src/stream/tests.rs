@@ -2,7 +2,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
-use crate::testing::{FakeHistory, Shared, channel, frame};
+use crate::testing::{FakeHistory, Shared, channel, frame, hub_with_empty_history};
 
 /// A stream whose `retry:` line was already taken.
 async fn open(
@@ -79,7 +79,7 @@ async fn resume_within_the_recent_buffer_reads_no_history() {
     let history = FakeHistory::new();
     let channel = channel(1);
     history.store(channel, 1..=5);
-    let (hub, _changes) = Hub::new(8);
+    let (hub, _changes) = hub_with_empty_history(8);
     let _keep = hub.join(channel);
     (1..=5).for_each(|id| hub.deliver(channel, frame(channel, id)));
     let mut stream = open(&hub, &history, channel, Some(2)).await;
@@ -93,7 +93,7 @@ async fn resume_beyond_the_recent_buffer_reads_history() {
     let history = FakeHistory::new();
     let channel = channel(1);
     history.store(channel, 1..=10);
-    let (hub, _changes) = Hub::new(4);
+    let (hub, _changes) = hub_with_empty_history(4);
     let _keep = hub.join(channel);
     (1..=10).for_each(|id| hub.deliver(channel, frame(channel, id)));
     let mut stream = open(&hub, &history, channel, Some(2)).await;
@@ -107,7 +107,7 @@ async fn resume_after_trimmed_ids_sends_one_gap_event_then_the_oldest_kept() {
     let history = FakeHistory::new();
     let channel = channel(1);
     history.store(channel, 6..=7);
-    let (hub, _changes) = Hub::new(8);
+    let (hub, _changes) = hub_with_empty_history(8);
     let mut stream = open(&hub, &history, channel, Some(2)).await;
     assert!(stream.prefetch().await.is_ok());
     let text = read_all(&mut stream).await;
@@ -121,7 +121,7 @@ async fn resume_with_nothing_newer_reads_history_and_goes_live() {
     let history = FakeHistory::new();
     let channel = channel(1);
     history.store(channel, 1..=2);
-    let (hub, _changes) = Hub::new(8);
+    let (hub, _changes) = hub_with_empty_history(8);
     let mut stream = open(&hub, &history, channel, Some(2)).await;
     assert!(stream.prefetch().await.is_ok());
     hub.deliver(channel, frame(channel, 3));
@@ -137,7 +137,7 @@ async fn resume_with_nothing_newer_reads_history_and_goes_live() {
 async fn lagging_listener_is_caught_up_from_the_recent_buffer() {
     let history = FakeHistory::new();
     let channel = channel(1);
-    let (hub, _changes) = Hub::new(16);
+    let (hub, _changes) = hub_with_empty_history(16);
     let mut stream = open(&hub, &history, channel, None).await;
     (1..=16).for_each(|id| hub.deliver(channel, frame(channel, id)));
     assert_eq!(events(&read_all(&mut stream).await), messages(1..=16));
@@ -152,7 +152,7 @@ async fn listener_far_behind_reads_history_one_page_per_chunk() {
     let history = FakeHistory::new();
     let channel = channel(1);
     history.store(channel, 1..=500);
-    let (hub, _changes) = Hub::new(16);
+    let (hub, _changes) = hub_with_empty_history(16);
     let mut stream = open(&hub, &history, channel, None).await;
     (1..=500).for_each(|id| hub.deliver(channel, frame(channel, id)));
     let mut all = Vec::new();
@@ -173,7 +173,7 @@ async fn a_listener_that_never_reads_holds_back_no_one_and_misses_nothing() {
     let history = FakeHistory::new();
     let channel = channel(1);
     history.store(channel, 1..=100);
-    let (hub, _changes) = Hub::new(8);
+    let (hub, _changes) = hub_with_empty_history(8);
     let mut slow = open(&hub, &history, channel, None).await;
     let mut fast = open(&hub, &history, channel, None).await;
     let mut seen = Vec::new();
@@ -190,7 +190,7 @@ async fn live_jump_past_trimmed_ids_sends_a_gap_event() {
     let history = FakeHistory::new();
     let channel = channel(1);
     history.store(channel, 5..=5);
-    let (hub, _changes) = Hub::new(8);
+    let (hub, _changes) = hub_with_empty_history(8);
     let mut stream = open(&hub, &history, channel, None).await;
     hub.deliver(channel, frame(channel, 1));
     hub.deliver(channel, frame(channel, 5));
@@ -204,7 +204,7 @@ async fn live_jump_past_trimmed_ids_sends_a_gap_event() {
 async fn live_jump_that_history_never_reaches_ends_with_reconnect() {
     let history = FakeHistory::new();
     let channel = channel(1);
-    let (hub, _changes) = Hub::new(8);
+    let (hub, _changes) = hub_with_empty_history(8);
     let mut stream = open(&hub, &history, channel, None).await;
     hub.deliver(channel, frame(channel, 1));
     hub.deliver(channel, frame(channel, 5));
@@ -219,7 +219,7 @@ async fn history_down_during_a_catch_up_ends_with_reconnect() {
     let history = FakeHistory::new();
     let channel = channel(1);
     history.fail_next(usize::MAX);
-    let (hub, _changes) = Hub::new(4);
+    let (hub, _changes) = hub_with_empty_history(4);
     let mut stream = open(&hub, &history, channel, None).await;
     hub.deliver(channel, frame(channel, 1));
     assert_eq!(
@@ -235,7 +235,7 @@ async fn hub_backfill_reaches_a_listener_without_its_own_history_read() {
     let history = FakeHistory::new();
     let channel = channel(1);
     history.store(channel, 1..=4);
-    let hub = Hub::with_history(64, Arc::new(Shared(history.clone()))).0;
+    let hub = Hub::new(64, Arc::new(Shared(history.clone()))).0;
     let mut stream = open(&hub, &history, channel, None).await;
     hub.deliver(channel, frame(channel, 1));
     hub.deliver(channel, frame(channel, 4));
@@ -260,7 +260,7 @@ async fn resume_past_the_newest_id_resets_then_serves_the_channel_from_its_start
     let history = FakeHistory::new();
     let channel = channel(1);
     history.store(channel, 1..=3);
-    let (hub, _changes) = Hub::new(8);
+    let (hub, _changes) = hub_with_empty_history(8);
     let mut stream = open(&hub, &history, channel, Some(5)).await;
     assert!(stream.prefetch().await.is_ok());
     history.store(channel, 4..=4);
@@ -276,7 +276,7 @@ async fn resume_past_the_newest_id_resets_then_serves_the_channel_from_its_start
 async fn resume_at_an_id_this_node_delivered_is_not_a_reset() {
     let history = FakeHistory::new();
     let channel = channel(1);
-    let (hub, _changes) = Hub::new(8);
+    let (hub, _changes) = hub_with_empty_history(8);
     let _keep = hub.join(channel);
     (1..=3).for_each(|id| hub.deliver(channel, frame(channel, id)));
     // History is not asked: the hub delivered the cursor, so it exists.
