@@ -16,10 +16,10 @@
 
 mod backfills;
 mod channel;
+mod shards;
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use protocol::{ChannelId, Message};
@@ -27,6 +27,7 @@ use tokio::sync::{Semaphore, broadcast, mpsc, watch};
 
 use channel::{Arrival, ChannelEntry};
 pub use channel::{HELD_MAX, Recent, Step};
+use shards::Shards;
 
 use crate::replay::HistorySource;
 
@@ -84,9 +85,9 @@ pub struct Hub {
 }
 
 struct Inner {
-    /// A std mutex: held for map lookups and non-blocking ring writes, never
-    /// across an `.await`.
-    channels: Mutex<HashMap<ChannelId, ChannelEntry>>,
+    /// The followed channels, under one lock per shard: no lock is shared by
+    /// all channels on the delivery path.
+    channels: Shards,
     changes: mpsc::UnboundedSender<SubscriptionChange>,
     ring_size: usize,
     /// Slots of each channel's live ring.
@@ -158,7 +159,7 @@ impl Hub {
         let (changes, changes_rx) = mpsc::unbounded_channel();
         let hub = Hub {
             inner: Arc::new(Inner {
-                channels: Mutex::new(HashMap::new()),
+                channels: Shards::new(),
                 changes,
                 ring_size: ring_size.max(1),
                 live_ring,
@@ -174,8 +175,9 @@ impl Hub {
 
     /// Adds a listener; the first listener of a channel subscribes the node to it.
     pub fn join(&self, channel: ChannelId) -> Membership {
-        let mut channels = self.lock();
+        let mut channels = self.inner.channels.of(channel);
         let entry = channels.entry(channel).or_insert_with(|| {
+            self.inner.channels.added();
             self.request(SubscriptionChange::Subscribe(channel));
             let epoch = self.inner.epochs.fetch_add(1, Ordering::Relaxed);
             ChannelEntry::new(self.inner.live_ring, self.inner.ring_size, epoch)
@@ -195,18 +197,20 @@ impl Hub {
     /// Whether one more listener on `channel` would make the node follow more than
     /// `max` channels (0: no limit).
     pub fn would_exceed(&self, channel: ChannelId, max: usize) -> bool {
-        let channels = self.lock();
-        max > 0 && !channels.contains_key(&channel) && channels.len() >= max
+        max > 0
+            && !self.inner.channels.of(channel).contains_key(&channel)
+            && self.inner.channels.count() >= max
     }
 
     fn leave(&self, channel: ChannelId) {
-        let mut channels = self.lock();
+        let mut channels = self.inner.channels.of(channel);
         let Some(entry) = channels.get_mut(&channel) else {
             return;
         };
         entry.listeners = entry.listeners.saturating_sub(1);
         if entry.listeners == 0 {
             channels.remove(&channel);
+            self.inner.channels.removed();
             self.request(SubscriptionChange::Unsubscribe(channel));
         }
     }
@@ -216,7 +220,7 @@ impl Hub {
     /// skips ids waits for a backfill of the missing ones.
     pub fn deliver(&self, channel: ChannelId, frame: Frame) {
         let gap_epoch = {
-            let mut channels = self.lock();
+            let mut channels = self.inner.channels.of(channel);
             let Some(entry) = channels.get_mut(&channel) else {
                 return;
             };
@@ -232,7 +236,7 @@ impl Hub {
 
     /// Delivered frames after `after`, from memory, when the buffer reaches back.
     pub fn recent_after(&self, channel: ChannelId, after: u64, limit: usize) -> Recent {
-        match self.lock().get(&channel) {
+        match self.inner.channels.of(channel).get(&channel) {
             Some(entry) => entry.recent_after(after, limit),
             None => Recent::Missing,
         }
@@ -241,19 +245,20 @@ impl Hub {
     /// The first id delivered to a channel since its entry was created: where a
     /// listener that joined before any delivery must catch up from.
     pub fn first_id(&self, channel: ChannelId) -> Option<u64> {
-        self.lock().get(&channel).and_then(ChannelEntry::first_id)
+        let channels = self.inner.channels.of(channel);
+        channels.get(&channel).and_then(ChannelEntry::first_id)
     }
 
     /// The last id delivered to a channel, if any.
     pub fn last_id(&self, channel: ChannelId) -> Option<u64> {
-        self.lock().get(&channel).and_then(ChannelEntry::last_id)
+        let channels = self.inner.channels.of(channel);
+        channels.get(&channel).and_then(ChannelEntry::last_id)
     }
 
     /// Records that the broker acknowledged the subscription to these channels.
     pub fn mark_subscribed(&self, channels: &[ChannelId]) {
-        let entries = self.lock();
         for channel in channels {
-            if let Some(entry) = entries.get(channel) {
+            if let Some(entry) = self.inner.channels.of(*channel).get(channel) {
                 entry.subscribed.send_replace(true);
             }
         }
@@ -261,18 +266,26 @@ impl Hub {
 
     /// After the broker connection is lost, every subscription must be made again.
     pub fn mark_all_unsubscribed(&self) {
-        for entry in self.lock().values() {
-            entry.subscribed.send_replace(false);
+        for shard in self.inner.channels.all() {
+            for entry in shard.values() {
+                entry.subscribed.send_replace(false);
+            }
         }
     }
 
     /// Channels with local listeners, to re-subscribe after a reconnect.
     pub fn active_channels(&self) -> Vec<ChannelId> {
-        self.lock().keys().copied().collect()
+        let shards = self.inner.channels.all();
+        shards
+            .flat_map(|shard| shard.keys().copied().collect::<Vec<_>>())
+            .collect()
     }
 
     pub fn listener_count(&self) -> usize {
-        self.lock().values().map(|entry| entry.listeners).sum()
+        let shards = self.inner.channels.all();
+        shards
+            .map(|shard| shard.values().map(|entry| entry.listeners).sum::<usize>())
+            .sum()
     }
 
     /// Backfills started and not finished yet (for `/readyz`).
@@ -308,14 +321,6 @@ impl Hub {
         if self.inner.changes.send(change).is_err() {
             log::error!("MQTT task has stopped; cannot apply {change:?}");
         }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, HashMap<ChannelId, ChannelEntry>> {
-        // Entries are updated field by field with no invariant spanning a panic.
-        self.inner
-            .channels
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 

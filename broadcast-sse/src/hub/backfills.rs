@@ -1,5 +1,5 @@
 //! The hub's side of backfills: starting them (gap, heal, anchor), and the steps a
-//! backfill task takes under the hub's lock. The tasks live in [`crate::backfill`].
+//! backfill task takes under its channel's lock. The tasks live in [`crate::backfill`].
 
 use protocol::{ChannelId, Message};
 use tokio::sync::SemaphorePermit;
@@ -13,16 +13,14 @@ impl Hub {
     /// delivery yet heals only once [`Hub::anchor_undelivered`] gave it a position;
     /// until then its listeners start with the next live frame.
     pub fn heal(&self, channels: &[ChannelId]) {
-        let to_start: Vec<(ChannelId, u64)> = {
-            let mut entries = self.lock();
-            channels
-                .iter()
-                .filter_map(|channel| {
-                    let entry = entries.get_mut(channel)?;
-                    entry.begin_heal().then_some((*channel, entry.epoch))
-                })
-                .collect()
-        };
+        let to_start: Vec<(ChannelId, u64)> = channels
+            .iter()
+            .filter_map(|channel| {
+                let mut entries = self.inner.channels.of(*channel);
+                let entry = entries.get_mut(channel)?;
+                entry.begin_heal().then_some((*channel, entry.epoch))
+            })
+            .collect();
         for (channel, epoch) in to_start {
             self.spawn_backfill(channel, epoch);
         }
@@ -37,10 +35,16 @@ impl Hub {
         };
         let history = &self.inner.history;
         let undelivered: Vec<(ChannelId, u64)> = self
-            .lock()
-            .iter()
-            .filter(|(_, entry)| entry.last_id().is_none())
-            .map(|(channel, entry)| (*channel, entry.epoch))
+            .inner
+            .channels
+            .all()
+            .flat_map(|shard| {
+                shard
+                    .iter()
+                    .filter(|(_, entry)| entry.last_id().is_none())
+                    .map(|(channel, entry)| (*channel, entry.epoch))
+                    .collect::<Vec<_>>()
+            })
             .collect();
         for (channel, epoch) in undelivered {
             let in_progress = backfill::InProgress::new(self.clone());
@@ -56,7 +60,7 @@ impl Hub {
     /// Records history's newest id for a channel with no delivery yet.
     pub(crate) fn set_anchor(&self, channel: ChannelId, epoch: u64, newest: Option<u64>) {
         let heal_now = {
-            let mut channels = self.lock();
+            let mut channels = self.inner.channels.of(channel);
             channels
                 .get_mut(&channel)
                 .filter(|entry| entry.epoch == epoch)
@@ -93,7 +97,7 @@ impl Hub {
 
     /// Where a backfill reads from, if its channel entry is still the one it began on.
     pub(crate) fn backfill_position(&self, channel: ChannelId, epoch: u64) -> Option<u64> {
-        let channels = self.lock();
+        let channels = self.inner.channels.of(channel);
         let entry = channels.get(&channel).filter(|e| e.epoch == epoch)?;
         entry.is_backfilling().then(|| entry.last_id().unwrap_or(0))
     }
@@ -106,7 +110,7 @@ impl Hub {
         page: &[Message],
         page_size: usize,
     ) -> Step {
-        let mut channels = self.lock();
+        let mut channels = self.inner.channels.of(channel);
         match channels.get_mut(&channel).filter(|e| e.epoch == epoch) {
             Some(entry) => entry.apply_history(page, page_size),
             None => Step::Done,
@@ -115,7 +119,7 @@ impl Hub {
 
     /// Gives up a backfill: the held frames go out as they are.
     pub(crate) fn abandon_backfill(&self, channel: ChannelId, epoch: u64) {
-        let mut channels = self.lock();
+        let mut channels = self.inner.channels.of(channel);
         if let Some(entry) = channels.get_mut(&channel).filter(|e| e.epoch == epoch) {
             entry.finish_backfill();
         }
