@@ -2,7 +2,7 @@
 //! the chat-service's store instead of over HTTP, on tokio's blocking pool (sled
 //! calls never run on the async workers).
 
-use broadcast_sse::replay::{HistoryError, HistoryFuture, HistorySource, LatestFuture};
+use broadcast_sse::history::{HistoryError, HistoryFuture, HistorySource, LatestFuture};
 use chat_service::store::Store;
 use protocol::ChannelId;
 

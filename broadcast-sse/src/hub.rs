@@ -9,12 +9,12 @@
 //! listener that overruns it usually finds what it missed there.
 //!
 //! The hub delivers a channel's ids in order with no hole: a live frame that skips
-//! ids is held back while a backfill ([`crate::backfill`]) reads the missing ones
+//! ids is held back while a backfill ([`backfill`]) reads the missing ones
 //! from history, and after a broker reconnect every channel is backfilled from its
 //! last delivered id. The hub also decides when the node subscribes to a channel's
 //! topic (first listener) and unsubscribes (last listener gone).
 
-mod backfills;
+pub mod backfill;
 mod channel;
 mod shards;
 
@@ -29,7 +29,7 @@ use channel::{Arrival, ChannelEntry};
 pub use channel::{HELD_MAX, Recent, Step};
 use shards::Shards;
 
-use crate::replay::HistorySource;
+use crate::history::HistorySource;
 
 /// Backfills reading history at the same time; the others wait their turn.
 pub const BACKFILL_CONCURRENCY: usize = 4;

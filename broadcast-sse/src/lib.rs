@@ -12,26 +12,26 @@
 //! # Layout
 //! - [`config`]: flags (`--listen`, `--mqtt-url`, `--history-url`, …).
 //! - [`startup`]: binds the listener, starts the broker and heartbeat tasks.
-//! - [`server`]: the HTTP server; [`direct`]: streams served on the socket itself.
+//! - [`server`]: the HTTP server; [`http1`]: plain HTTP/1 streams served on the
+//!   socket itself.
 //! - [`routes`]: `events` (the SSE endpoint) and `health`.
 //! - [`hub`]: per-channel rings, recent frames, held frames, listener counts and
 //!   subscribe/unsubscribe decisions.
-//! - [`backfill`]: the tasks that read a channel's missing ids from history.
 //! - [`limits`]: open streams per client address.
 //! - [`stream`]: one client's stream: replay, live frames, catch-up, `gap` events,
 //!   heartbeats.
-//! - [`replay`]: where history comes from (the chat-service over HTTP, or in process).
-//! - [`mqtt`]: the subscriber task that owns the broker connection.
+//! - [`history`]: where history comes from (the chat-service over HTTP, or in
+//!   process).
+//! - [`bus`]: the subscriber task that owns the broker connection.
 //! - [`error`]: the service's error enum and its JSON mapping.
 
-pub mod backfill;
+pub mod bus;
 pub mod config;
-pub mod direct;
 pub mod error;
+pub mod history;
+pub mod http1;
 pub mod hub;
 pub mod limits;
-pub mod mqtt;
-pub mod replay;
 pub mod routes;
 pub mod server;
 pub mod startup;

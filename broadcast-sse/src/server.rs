@@ -1,7 +1,7 @@
 //! The HTTP server of every binary that holds streams.
 //!
 //! Plain HTTP: actix-server accepts and spreads connections over its workers;
-//! each new connection's first request is peeked at ([`crate::direct`]). A stream
+//! each new connection's first request is peeked at ([`crate::http1`]). A stream
 //! request is served on the socket directly; every other connection goes to
 //! actix-http's HTTP/1 service with the application's routes, as `HttpServer`
 //! would set it up. With TLS, actix-web's `HttpServer` serves everything.
@@ -23,7 +23,7 @@ use actix_web::{HttpServer, web};
 use tokio::net::TcpStream;
 
 use crate::AppState;
-use crate::direct::{self, FirstRequest, Opened};
+use crate::http1::{self, FirstRequest, Opened};
 
 /// Open streams one process may hold: past actix's per-worker default of 25k, up to
 /// what the open-files limit allows.
@@ -133,7 +133,7 @@ where
 
 /// Serves one connection: its stream directly, or through `http`. Every step
 /// but the pump is boxed, so an open stream's future is little more than its
-/// [`direct::Pump`].
+/// [`http1::Pump`].
 async fn serve_connection<H, Fut, E>(
     mut io: TcpStream,
     streams: web::Data<AppState>,
@@ -144,15 +144,15 @@ async fn serve_connection<H, Fut, E>(
     Fut: Future<Output = Result<(), E>>,
     E: std::fmt::Debug,
 {
-    match Box::pin(direct::first_request(&mut io, header_timeout)).await {
+    match Box::pin(http1::first_request(&mut io, header_timeout)).await {
         FirstRequest::Stream(head) => {
-            let opened = Box::pin(direct::open_stream(io, head, &streams)).await;
+            let opened = Box::pin(http1::open_stream(io, head, &streams)).await;
             drop(streams);
             if let Opened::Stream(pump) = opened {
                 pump.await;
             }
         }
-        FirstRequest::Silent => Box::pin(direct::refuse_silent(io)).await,
+        FirstRequest::Silent => Box::pin(http1::refuse_silent(io)).await,
         FirstRequest::Gone => {}
         FirstRequest::Other => {
             let peer = io.peer_addr().ok();

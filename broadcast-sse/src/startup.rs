@@ -14,11 +14,11 @@ use protocol::mqtt::BrokerUrl;
 use protocol::server::ServerSettings;
 use tokio::task::JoinHandle;
 
+use crate::bus;
 use crate::config::{BroadcastSettings, Config};
+use crate::history::{HistorySource, HttpHistory};
 use crate::hub::Hub;
 use crate::limits::StreamSlots;
-use crate::mqtt;
-use crate::replay::{HistorySource, HttpHistory};
 use crate::routes::{events, health};
 use protocol::mqtt::BrokerStatus;
 
@@ -47,7 +47,7 @@ impl AppState {
     ) -> (AppState, JoinHandle<()>) {
         let (hub, changes) = Hub::new(settings.ring_size, history.clone());
         let (status, subscriber) =
-            mqtt::start(broker, topic_prefix, subscribe_all, hub.clone(), changes);
+            bus::start(broker, topic_prefix, subscribe_all, hub.clone(), changes);
         let state = AppState::new(hub, status, settings, history, verifier);
         let task = tokio::spawn(async move {
             if let Err(e) = subscriber.await {
@@ -92,7 +92,7 @@ pub enum StartError {
     #[error(transparent)]
     BrokerUrl(#[from] protocol::mqtt::MqttUrlError),
     #[error("{0}")]
-    History(#[from] crate::replay::HistoryError),
+    History(#[from] crate::history::HistoryError),
     #[error("JWT key: {0}")]
     Auth(#[from] protocol::auth::KeyError),
     #[error("TLS: {0}")]

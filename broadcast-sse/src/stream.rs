@@ -33,9 +33,9 @@ use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::watch;
 
 use crate::error::BroadcastError;
+use crate::history::{HistoryError, HistorySource, PAGE};
 use crate::hub::{Frame, Hub, Membership, Recent, Signals};
 use crate::limits::StreamSlot;
-use crate::replay::{HistoryError, HistorySource, PAGE};
 
 /// Frames coalesced into one write when a stream has several ready.
 const MAX_CHUNK_BYTES: usize = 64 * 1024;

@@ -8,8 +8,8 @@ use bytes::Bytes;
 use protocol::{ChannelId, Message};
 use tokio::sync::Semaphore;
 
+use crate::history::{HistoryError, HistoryFuture, HistorySource, LatestFuture};
 use crate::hub::{Frame, Hub, SubscriptionChange};
-use crate::replay::{HistoryError, HistoryFuture, HistorySource, LatestFuture};
 
 /// A hub whose history holds nothing: a gap's backfill finds nothing and the
 /// hub delivers what it held, leaving the rest to each stream's own catch-up.

@@ -9,7 +9,7 @@
 //! - [`startup`]: binds the listener, builds the app, starts the broker task.
 //! - [`routes`]: one file per resource (`messages`, `admin`, `health`).
 //! - [`access`]: who may post, read and administer (JWT, off without a key).
-//! - [`rate`]: POST rate limits per publisher.
+//! - [`limits`]: POST rate limits per publisher.
 //! - [`bans`]: names that may not post to a channel for a while.
 //! - [`domain`]: `Author`, `Text` and `NewMessage`, with the limits inside.
 //! - [`body`]: reads a POST body in any of the accepted content types.
@@ -25,8 +25,8 @@ pub mod body;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod limits;
 pub mod publish;
-pub mod rate;
 pub mod routes;
 pub mod startup;
 pub mod store;

@@ -17,9 +17,9 @@ use crate::access::Access;
 use crate::bans::Bans;
 use crate::config::{ChatSettings, Config, Limits};
 use crate::error::ChatError;
+use crate::limits::RateLimiter;
 use crate::publish::link::BrokerTarget;
 use crate::publish::{self, Publisher};
-use crate::rate::RateLimiter;
 use crate::routes::{admin, health, messages};
 use crate::store::{self, Store};
 

@@ -1,8 +1,9 @@
 //! One channel's state in the hub: its ring, the frames it delivered most recently,
 //! and the live frames held back while a backfill fills a gap in ids.
 //!
-//! Everything here is synchronous and runs under the lock of the channel's shard; the history
-//! requests of a backfill happen outside it (see [`crate::backfill`]).
+//! Everything here is synchronous and runs under the lock of the channel's
+//! shard; the history requests of a backfill happen outside it (see
+//! [`super::backfill`]).
 
 use std::collections::{BTreeMap, VecDeque};
 

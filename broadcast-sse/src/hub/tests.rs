@@ -1,8 +1,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::backfill::RETRIES;
 use super::*;
-use crate::backfill::RETRIES;
 use crate::testing::{
     FakeHistory, Shared, bare_frame, channel, frame, hub_with_empty_history, settle,
 };
@@ -364,7 +364,7 @@ async fn anchor_answered_after_the_resubscription_starts_the_heal_itself() {
 async fn a_history_that_cannot_tell_its_newest_id_leaves_the_channel_as_it_was() {
     struct AfterOnly;
     impl HistorySource for AfterOnly {
-        fn after(&self, _: ChannelId, _: u64, _: usize) -> crate::replay::HistoryFuture {
+        fn after(&self, _: ChannelId, _: u64, _: usize) -> crate::history::HistoryFuture {
             Box::pin(std::future::ready(Ok(Vec::new())))
         }
     }

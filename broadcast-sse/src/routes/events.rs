@@ -2,8 +2,8 @@
 //!
 //! Opening a stream is split from the server that read the request: [`admit`]
 //! checks a [`StreamRequest`] (no waiting), [`open`] joins the channel and reads
-//! what a resume needs. The actix handler below and the direct path
-//! ([`crate::direct`]) both go through them, so both answer alike.
+//! what a resume needs. The actix handler below and the plain HTTP/1 path
+//! ([`crate::http1`]) both go through them, so both answer alike.
 
 use std::net::IpAddr;
 use std::time::Duration;

@@ -10,7 +10,7 @@ use crate::AppState;
 use crate::body::{parse_fields, read_limited};
 use crate::domain::{Author, NewMessage};
 use crate::error::ChatError;
-use crate::rate::Sender;
+use crate::limits::Sender;
 use crate::store::Entry;
 
 /// Default and largest page of a history read.
