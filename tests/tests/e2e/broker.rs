@@ -123,6 +123,16 @@ impl Broker {
         self.own_process().start();
     }
 
+    /// Freezes the broker (`SIGSTOP`): connections stay open but nothing moves.
+    pub fn pause(&mut self) {
+        self.own_process().signal("-STOP");
+    }
+
+    /// Lets a paused broker run again (`SIGCONT`).
+    pub fn resume(&mut self) {
+        self.own_process().signal("-CONT");
+    }
+
     fn own_process(&mut self) -> &mut BrokerProcess {
         self.process
             .as_mut()
@@ -141,6 +151,15 @@ impl BrokerProcess {
             .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
         self.child = Some(child);
         wait_until_accepting(self.address, START_TIMEOUT);
+    }
+
+    fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("the broker is running");
+        let sent = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill {signal} reached the broker");
     }
 
     fn stop(&mut self) {

@@ -3,6 +3,7 @@
 
 mod all_in_one;
 mod auth;
+mod backpressure;
 mod bad_input;
 mod broker;
 mod cases;
