@@ -94,9 +94,15 @@ pub struct RunArgs {
     /// Limit for the whole run.
     #[arg(long, default_value_t = 120)]
     pub timeout_secs: u64,
-    /// Server process whose memory (RSS, PSS; with its child processes) is sampled. Repeatable.
-    #[arg(long)]
+    /// Server process whose CPU time (with its child processes) is measured, and
+    /// memory (RSS, PSS) sampled unless `--memory-pid` says otherwise. Repeatable or
+    /// comma-separated, for a server made of several processes: CPU times add up.
+    #[arg(long, value_delimiter = ',')]
     pub server_pid: Vec<u32>,
+    /// Sample memory of these processes (with their children) instead of every
+    /// `--server-pid`: the ones that hold the streams. Repeatable or comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub memory_pid: Vec<u32>,
     /// Changes every channel UUID, so runs against a server with history do not meet old messages.
     #[arg(long, default_value_t = 0)]
     pub channel_salt: u32,
@@ -106,6 +112,15 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
+    /// The processes whose memory is sampled.
+    pub fn memory_pids(&self) -> &[u32] {
+        if self.memory_pid.is_empty() {
+            &self.server_pid
+        } else {
+            &self.memory_pid
+        }
+    }
+
     pub fn worker_count(&self) -> u64 {
         let needed = self.subscribers.div_ceil(self.max_per_worker.max(1));
         self.workers
@@ -153,5 +168,14 @@ mod tests {
         assert_eq!(cli.run.worker_count(), 3);
         let cli = Cli::parse_from(["crier-bench", "--subscribers", "10", "--workers", "4"]);
         assert_eq!(cli.run.worker_count(), 4);
+    }
+
+    #[test]
+    fn server_pids_repeat_or_split_on_commas() {
+        let cli = Cli::parse_from(["crier-bench", "--server-pid", "7,8", "--server-pid", "9"]);
+        assert_eq!(cli.run.server_pid, [7, 8, 9]);
+        assert_eq!(cli.run.memory_pids(), [7, 8, 9]);
+        let cli = Cli::parse_from(["crier-bench", "--server-pid", "7,8", "--memory-pid", "8"]);
+        assert_eq!(cli.run.memory_pids(), [8]);
     }
 }

@@ -6,7 +6,7 @@ use crate::config::RunArgs;
 use crate::cpu::cpu_secs;
 use crate::memory;
 use crate::publisher::{self, PublishPlan, Published};
-use crate::report::{Cpu, Memory, Percentiles, Report, StormSummary};
+use crate::report::{Cpu, Memory, Percentiles, PidCpu, Report, StormSummary};
 use crate::target::UrlTemplate;
 use crate::wire::{self, Command, Connected, Event, StormReport, WorkerResult, WorkerSpec};
 use std::process::Stdio;
@@ -145,7 +145,7 @@ async fn run_inner(args: &RunArgs) -> Result<Report, String> {
         pub_connections: args.pub_connections,
         ..Report::default()
     };
-    let mem_before = memory::sample(&args.server_pid);
+    let mem_before = memory::sample(args.memory_pids());
     let run_start_nanos = wire::now_nanos();
     let started = Instant::now();
     let mut workers = Workers::spawn(args, run_start_nanos)?;
@@ -174,9 +174,9 @@ async fn run_inner(args: &RunArgs) -> Result<Report, String> {
         .extend(connected.first_error.map(|e| format!("subscriber: {e}")));
 
     tokio::time::sleep(Duration::from_millis(args.settle_ms)).await;
-    let mem_connected = memory::sample(&args.server_pid);
+    let mem_connected = memory::sample(args.memory_pids());
     let me = [std::process::id()];
-    let cpu_start = (Instant::now(), cpu_secs(&args.server_pid), cpu_secs(&me));
+    let cpu_start = CpuMark::now(&args.server_pid, &me);
     if args.idle_secs > 0.0 {
         tokio::time::sleep(Duration::from_secs_f64(args.idle_secs)).await;
     }
@@ -225,12 +225,8 @@ async fn run_inner(args: &RunArgs) -> Result<Report, String> {
             (i, other) => return Err(format!("worker {i}: unexpected {other:?}")),
         }
     }
-    let mem_end = memory::sample(&args.server_pid);
-    report.cpu = Cpu {
-        wall_secs: cpu_start.0.elapsed().as_secs_f64(),
-        server_secs: centis(cpu_secs(&args.server_pid) - cpu_start.1),
-        generator_secs: centis(cpu_secs(&me) - cpu_start.2),
-    };
+    let mem_end = memory::sample(args.memory_pids());
+    report.cpu = cpu_start.since(&args.server_pid, &me);
     workers.stop().await;
 
     fill_publish(&mut report, &published);
@@ -238,9 +234,9 @@ async fn run_inner(args: &RunArgs) -> Result<Report, String> {
     if args.reconnect_storm {
         report.storm = Some(storm_summary(&storms));
     }
-    if !args.server_pid.is_empty() {
+    if !args.memory_pids().is_empty() {
         report.memory = Some(Memory::new(
-            args.server_pid.clone(),
+            args.memory_pids().to_vec(),
             mem_before,
             mem_connected,
             mem_end,
@@ -289,9 +285,48 @@ async fn publish_with_storm(
     }
 }
 
+/// CPU times at the start of the measured span.
+struct CpuMark {
+    at: Instant,
+    per_server: Vec<f64>,
+    server: f64,
+    generator: f64,
+}
+
+impl CpuMark {
+    fn now(servers: &[u32], generator: &[u32]) -> Self {
+        Self {
+            at: Instant::now(),
+            per_server: servers.iter().map(|&pid| cpu_secs(&[pid])).collect(),
+            server: cpu_secs(servers),
+            generator: cpu_secs(generator),
+        }
+    }
+
+    /// CPU seconds spent since the mark.
+    fn since(&self, servers: &[u32], generator: &[u32]) -> Cpu {
+        let server_by_pid = servers
+            .iter()
+            .zip(&self.per_server)
+            .map(|(&pid, &before)| PidCpu {
+                pid,
+                secs: centis(cpu_secs(&[pid]) - before),
+            })
+            .collect();
+        Cpu {
+            wall_secs: self.at.elapsed().as_secs_f64(),
+            server_secs: centis(cpu_secs(servers) - self.server),
+            server_by_pid,
+            generator_secs: centis(cpu_secs(generator) - self.generator),
+        }
+    }
+}
+
 fn fill_publish(report: &mut Report, published: &Published) {
     report.publish_ok = published.ok;
     report.publish_failed = published.failed;
+    report.publish_refused = published.refused;
+    report.post_latency_us = Percentiles::of(&published.latency_us);
     report.publish_secs = published.secs;
     report.messages_per_sec = rate(published.ok, published.secs);
     report.errors.extend(

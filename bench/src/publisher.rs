@@ -4,11 +4,13 @@
 //! paced to `rate` per second or as fast as the server answers. Each text
 //! also says up to which number the channel's messages were all answered when
 //! it was sent, so subscribers can tell real reordering from a race between
-//! two requests in flight.
+//! two requests in flight. The time from writing each request to reading
+//! its whole `2xx` answer is kept as the POST latency.
 
 use crate::http::{self, BodyDecoder};
 use crate::target::{UrlTemplate, channel_id, render_body, stamp_text};
-use crate::wire::now_nanos;
+use crate::wire::{self, now_nanos};
+use hdrhistogram::Histogram;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -33,10 +35,15 @@ pub struct PublishPlan {
     pub storm_at: Option<u64>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Published {
     pub ok: u64,
+    /// Refused, timed out or broken off.
     pub failed: u64,
+    /// Of `failed`: answered with a status other than `2xx`.
+    pub refused: u64,
+    /// Request written to `2xx` answer read, microseconds.
+    pub latency_us: Histogram<u64>,
     /// Messages attempted per channel (the highest sequence number sent).
     pub per_channel: Vec<u64>,
     pub started_nanos: u64,
@@ -49,6 +56,9 @@ struct Shared {
     next: AtomicU64,
     ok: AtomicU64,
     failed: AtomicU64,
+    refused: AtomicU64,
+    /// A std lock, like `answered`: held only to record one value.
+    latency_us: Mutex<Histogram<u64>>,
     started: Instant,
     storm: Arc<Notify>,
     first_error: Mutex<Option<String>>,
@@ -95,6 +105,19 @@ impl Shared {
             c.mark(seq);
         }
     }
+
+    fn accepted(&self, took: Duration) {
+        self.ok.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut h) = self.latency_us.lock() {
+            h.saturating_record(took.as_micros() as u64);
+        }
+    }
+
+    fn refused(&self, status: u16) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        note(self, format!("publish: status {status}"));
+    }
 }
 
 /// Publishes the whole plan; `storm` is notified at `plan.storm_at`.
@@ -104,6 +127,8 @@ pub async fn publish(plan: PublishPlan, storm: Arc<Notify>) -> Published {
         next: AtomicU64::new(0),
         ok: AtomicU64::new(0),
         failed: AtomicU64::new(0),
+        refused: AtomicU64::new(0),
+        latency_us: Mutex::new(wire::new_histogram()),
         started: Instant::now(),
         storm,
         first_error: Mutex::new(None),
@@ -129,9 +154,16 @@ pub async fn publish(plan: PublishPlan, storm: Arc<Notify>) -> Published {
         .map(|c| plan.total / channels + u64::from(c < plan.total % channels))
         .collect();
     let first_error = shared.first_error.lock().ok().and_then(|e| e.clone());
+    let latency_us = shared
+        .latency_us
+        .lock()
+        .map(|h| h.clone())
+        .unwrap_or_else(|_| wire::new_histogram());
     Published {
         ok: shared.ok.load(Ordering::Relaxed),
         failed: shared.failed.load(Ordering::Relaxed),
+        refused: shared.refused.load(Ordering::Relaxed),
+        latency_us,
         per_channel,
         started_nanos,
         secs: shared.started.elapsed().as_secs_f64(),
@@ -185,13 +217,8 @@ async fn connection(shared: Arc<Shared>) {
             .unwrap_or_else(|_| Err("publish: timed out".to_owned()));
         shared.mark_answered(index, seq);
         match outcome {
-            Ok(status) if (200..300).contains(&status) => {
-                shared.ok.fetch_add(1, Ordering::Relaxed);
-            }
-            Ok(status) => {
-                shared.failed.fetch_add(1, Ordering::Relaxed);
-                note(&shared, format!("publish: status {status}"));
-            }
+            Ok(answer) if answer.is_success() => shared.accepted(answer.took),
+            Ok(answer) => shared.refused(answer.status),
             Err(e) => {
                 conn = None;
                 shared.failed.fetch_add(1, Ordering::Relaxed);
@@ -207,12 +234,26 @@ struct Conn {
     buf: Vec<u8>,
 }
 
-/// Sends one request and reads its whole response; returns the status.
+/// The server's answer to one request.
+#[derive(Debug, Clone, Copy)]
+struct Answer {
+    status: u16,
+    /// From writing the request (after connecting) to reading the whole response.
+    took: Duration,
+}
+
+impl Answer {
+    fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+}
+
+/// Sends one request and reads its whole response.
 async fn roundtrip(
     slot: &mut Option<Conn>,
     plan: &PublishPlan,
     request: &str,
-) -> Result<u16, String> {
+) -> Result<Answer, String> {
     if slot.is_none() {
         let socket = TcpStream::connect(plan.url.addr)
             .await
@@ -228,6 +269,7 @@ async fn roundtrip(
     let Some(conn) = slot.as_mut() else {
         return Err("publish: no connection".to_owned());
     };
+    let sent = Instant::now();
     conn.socket
         .write_all(request.as_bytes())
         .await
@@ -262,7 +304,10 @@ async fn roundtrip(
     if head.close || until_close {
         *slot = None;
     }
-    Ok(head.status)
+    Ok(Answer {
+        status: head.status,
+        took: sent.elapsed(),
+    })
 }
 
 /// Reads more of the response; end of stream is an error.
@@ -295,5 +340,50 @@ mod tests {
         assert_eq!(a.prefix, 3);
         a.mark(4);
         assert_eq!((a.prefix, a.beyond.len()), (5, 0));
+    }
+
+    /// A server on loopback that answers `statuses` in turn on one connection.
+    async fn answering(statuses: &'static [u16]) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.expect("accept");
+            let mut buf = [0u8; 4096];
+            for status in statuses {
+                // Each request is small and arrives in one segment on loopback.
+                let _ = socket.read(&mut buf).await.expect("read");
+                let answer = format!("HTTP/1.1 {status} X\r\nContent-Length: 2\r\n\r\n{{}}");
+                socket.write_all(answer.as_bytes()).await.expect("write");
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn accepted_posts_are_timed_and_refusals_counted() {
+        let addr = answering(&[201, 503]).await;
+        let plan = PublishPlan {
+            url: UrlTemplate::parse(&format!("http://{addr}/c/{{channel}}")).expect("url"),
+            body: "{text}".to_owned(),
+            content_type: "text/plain".to_owned(),
+            channels: 1,
+            channel_salt: 0,
+            total: 2,
+            rate: None,
+            connections: 1,
+            storm_at: None,
+        };
+        let published = publish(plan, Arc::new(Notify::new())).await;
+        assert_eq!(
+            (published.ok, published.failed, published.refused),
+            (1, 1, 1)
+        );
+        assert_eq!(published.latency_us.len(), 1);
+        assert_eq!(
+            published.first_error.as_deref(),
+            Some("publish: status 503")
+        );
     }
 }

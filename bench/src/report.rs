@@ -25,10 +25,16 @@ pub struct Report {
     /// Per connection: from its turn in the connect pacing until `200`.
     pub connect_us: Percentiles,
 
+    /// POSTs answered `2xx`.
     pub publish_ok: u64,
+    /// POSTs refused, timed out or broken off.
     pub publish_failed: u64,
+    /// Of `publish_failed`: answered with a status other than `2xx` (a `429`, a `503`).
+    pub publish_refused: u64,
     pub publish_secs: f64,
     pub messages_per_sec: f64,
+    /// Each accepted POST, from writing the request to reading its answer, microseconds.
+    pub post_latency_us: Percentiles,
 
     pub deliveries: u64,
     pub expected_deliveries: u64,
@@ -101,8 +107,16 @@ pub struct Cpu {
     pub wall_secs: f64,
     /// The `--server-pid` processes and their descendants.
     pub server_secs: f64,
+    /// The same, for each `--server-pid` on its own.
+    pub server_by_pid: Vec<PidCpu>,
     /// This process and its workers.
     pub generator_secs: f64,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct PidCpu {
+    pub pid: u32,
+    pub secs: f64,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -159,12 +173,17 @@ impl Report {
         );
         if self.messages > 0 {
             s += &format!(
-                "published {} ok, {} failed in {:.2} s = {:.0} msg/s\n\
+                "published {} ok, {} failed ({} refused) in {:.2} s = {:.0} msg/s; \
+                 POST latency µs p50 {} p99 {} max {}\n\
                  deliveries {} of {} in {:.2} s = {:.0}/s; latency µs p50 {} p90 {} p99 {} p99.9 {} max {}\n",
                 self.publish_ok,
                 self.publish_failed,
+                self.publish_refused,
                 self.publish_secs,
                 self.messages_per_sec,
+                self.post_latency_us.p50,
+                self.post_latency_us.p99,
+                self.post_latency_us.max,
                 self.deliveries,
                 self.expected_deliveries,
                 self.delivery_secs,
