@@ -66,23 +66,10 @@ async fn crier_resets_a_cursor_past_the_newest_id_also_after_its_data_was_emptie
     let dir = tempfile::tempdir().expect("temp dir");
     let http = crate::helpers::http_client();
     let channel = new_channel();
-    let post = |base: String, text: &'static str| {
-        let http = http.clone();
-        async move {
-            let response = http
-                .post(format!("{base}/channels/{channel}/messages"))
-                .json(&serde_json::json!({"author": "ann", "text": text}))
-                .send()
-                .await
-                .expect("POST");
-            assert_eq!(response.status(), StatusCode::CREATED);
-            response.json::<Message>().await.expect("stored message")
-        }
-    };
     let crier = start_crier(&dir, &[]);
     wait_for_ready(&http, &crier.url).await;
     for text in ["one", "two"] {
-        post(crier.url.clone(), text).await;
+        post(&http, &crier.url, channel, text).await;
     }
     let mut stream = open_stream(&http, &crier.url, channel, Some(7)).await;
     assert_eq!(stream.next_reset().await, 2);
@@ -92,7 +79,7 @@ async fn crier_resets_a_cursor_past_the_newest_id_also_after_its_data_was_emptie
     std::fs::remove_dir_all(dir.path().join("data")).expect("empty the data");
     let crier = start_crier(&dir, &[]);
     wait_for_ready(&http, &crier.url).await;
-    let fresh = post(crier.url.clone(), "after the reset").await;
+    let fresh = post(&http, &crier.url, channel, "after the reset").await;
     assert_eq!(fresh.id, 1);
     let mut stream = open_stream(&http, &crier.url, channel, Some(2)).await;
     assert_eq!(stream.next_reset().await, 1);
@@ -119,14 +106,8 @@ async fn crier_stores_while_its_broker_is_down_and_streams_it_all_once_it_is_bac
     assert_eq!(readiness.status(), StatusCode::SERVICE_UNAVAILABLE);
 
     let channel = new_channel();
-    let post = |text: &'static str| {
-        http.post(format!("{}/channels/{channel}/messages", crier.url))
-            .json(&serde_json::json!({"author": "ann", "text": text}))
-            .send()
-    };
     for text in ["one", "two"] {
-        let response = post(text).await.expect("POST");
-        assert_eq!(response.status(), StatusCode::CREATED);
+        post(&http, &crier.url, channel, text).await;
     }
     broker.restart();
     eventually("crier is ready with its broker back", || async {
@@ -135,8 +116,7 @@ async fn crier_stores_while_its_broker_is_down_and_streams_it_all_once_it_is_bac
     })
     .await;
     let mut stream = open_stream(&http, &crier.url, channel, Some(0)).await;
-    let response = post("three").await.expect("POST");
-    assert_eq!(response.status(), StatusCode::CREATED);
+    post(&http, &crier.url, channel, "three").await;
     for (id, text) in [(1, "one"), (2, "two"), (3, "three")] {
         let message = stream.next_message().await;
         assert_eq!((message.id, message.text.as_str()), (id, text));
@@ -289,7 +269,13 @@ async fn next_publish(eventloop: &mut rumqttc::EventLoop) -> Option<bytes::Bytes
     tokio::time::timeout(half_a_second, poll).await.ok()
 }
 
-async fn post(http: &reqwest::Client, base: &str, channel: protocol::ChannelId, text: &str) {
+/// Posts as `ann`; the answer must be `201` with the stored message.
+async fn post(
+    http: &reqwest::Client,
+    base: &str,
+    channel: protocol::ChannelId,
+    text: &str,
+) -> Message {
     let response = http
         .post(format!("{base}/channels/{channel}/messages"))
         .json(&serde_json::json!({"author": "ann", "text": text}))
@@ -297,6 +283,7 @@ async fn post(http: &reqwest::Client, base: &str, channel: protocol::ChannelId, 
         .await
         .expect("POST");
     assert_eq!(response.status(), StatusCode::CREATED);
+    response.json().await.expect("the stored message")
 }
 
 /// The crier binary on a free port, its data and log in `dir`.
