@@ -79,12 +79,15 @@ pub fn start(
 }
 
 struct PublisherTask {
+    /// Declared (so dropped) before the store: the store's commit thread may wait
+    /// for room in this channel, and dropping the last store handle waits for
+    /// that thread.
+    announcements: Announcements,
     connector: Connector,
     prefix: String,
     store: Store,
     outbox: Outbox,
     status: BrokerStatus,
-    announcements: Announcements,
     /// The current outage was logged already.
     reported_unreachable: bool,
 }
