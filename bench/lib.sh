@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by the benchmark and CI scripts: `source` it.
 
 # A free loopback TCP port.
@@ -14,4 +15,80 @@ wait_ready() {
   done
   echo "$base did not become ready" >&2
   return 1
+}
+
+# Waits (at most 10 s) until something accepts TCP connections on 127.0.0.1:PORT.
+wait_port() {
+  local port=$1
+  for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "nothing listens on 127.0.0.1:$port" >&2
+  return 1
+}
+
+# Stops the given processes in turn: SIGTERM, at most 10 s to exit, then SIGKILL.
+# Reaps them when they are children of this shell.
+stop_pids() {
+  local pid
+  for pid in "$@"; do
+    kill "$pid" 2>/dev/null || continue
+    for _ in $(seq 1 100); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+}
+
+# Mosquitto's binary (Debian puts it in /usr/sbin, which may not be on PATH).
+mosquitto_bin() {
+  command -v mosquitto || { [ -x /usr/sbin/mosquitto ] && echo /usr/sbin/mosquitto; } || {
+    echo "mosquitto is not installed (apt-get install mosquitto)" >&2
+    return 1
+  }
+}
+
+# Starts Mosquitto on a free loopback port, its config and log in DIR; sets
+# mosquitto_port and mosquitto_pid (then `wait_port "$mosquitto_port"`).
+# In memory only: nothing is persisted.
+start_mosquitto() {
+  local dir=$1 bin
+  bin=$(mosquitto_bin) || return 1
+  mkdir -p "$dir"
+  mosquitto_port=$(free_port)
+  cat >"$dir/mosquitto.conf" <<CONF
+listener $mosquitto_port 127.0.0.1
+allow_anonymous true
+persistence false
+# Neither queue nor in-flight window may hold back a subscriber that keeps up.
+max_queued_messages 100000
+max_queued_bytes 0
+max_inflight_messages 0
+set_tcp_nodelay true
+log_dest stderr
+log_type error
+log_type warning
+CONF
+  "$bin" -c "$dir/mosquitto.conf" >"$dir/mosquitto.out" 2>"$dir/mosquitto.log" &
+  # shellcheck disable=SC2034 # for the caller
+  mosquitto_pid=$!
+}
+
+# Starts chat-service (release build) against the broker on MQTT_PORT, with
+# its data and log in DIR; extra flags follow. Sets chat_port and chat_pid
+# (then `wait_ready "http://127.0.0.1:$chat_port"`).
+start_chat_service() {
+  local dir=$1 mqtt_port=$2
+  shift 2
+  mkdir -p "$dir"
+  chat_port=$(free_port)
+  RUST_LOG=warn ./target/release/chat-service --listen "127.0.0.1:$chat_port" \
+    --mqtt-url "mqtt://127.0.0.1:$mqtt_port" --topic-prefix crier \
+    --data-dir "$dir/data" --post-rate-per-sec 0 "$@" \
+    >"$dir/chat-service.out" 2>"$dir/chat-service.log" &
+  # shellcheck disable=SC2034 # for the caller
+  chat_pid=$!
 }

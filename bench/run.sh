@@ -1,74 +1,149 @@
 #!/usr/bin/env bash
-# Runs every benchmark scenario against the all-in-one crier and against Nchan,
-# side by side (the two alternate within each round), and writes BENCHMARKS.md.
+# Runs every benchmark scenario against the all-in-one crier, the split
+# deployment (Mosquitto + chat-service + broadcast-sse) and Nchan, side by side
+# (the systems alternate within each round), and writes BENCHMARKS.md.
 #
 #   bench/run.sh [rounds]            (default 3; results in target/bench/)
 #
-# Needs nginx with libnginx-mod-nchan and wrk (Debian: nginx libnginx-mod-nchan
-# wrk). Every server runs on loopback with a fresh data dir, started anew for
-# each run; subscribers connect from 127.0.0.2-9.
+# A part of it, smaller, for trying a change (BENCHMARKS.md is then left alone;
+# render the results with `bench/report.py target/bench OUT.md`):
+#
+#   BENCH_SYSTEMS="crier split" BENCH_ONLY=bigroom BENCH_SUBSCRIBERS=500 bench/run.sh 1
+#
+#   BENCH_SYSTEMS      systems to run, of: crier split nchan (default: all three)
+#   BENCH_ONLY         scenarios to run, of: idle fanout channels storm bigroom
+#                      sweep ingest (default: all)
+#   BENCH_SUBSCRIBERS  subscribers of the 10,000-subscriber scenarios (channels
+#                      scale with them); sweep points above it are skipped
+#
+# Needs nginx with libnginx-mod-nchan, wrk and mosquitto (Debian: nginx
+# libnginx-mod-nchan wrk mosquitto; redis-server too for the ingest run). Every
+# server runs on loopback with a fresh data dir, started anew for each run;
+# subscribers connect from 127.0.0.2-9.
 set -euo pipefail
 
 rounds=${1:-3}
+systems=${BENCH_SYSTEMS:-crier split nchan}
+scenarios=${BENCH_ONLY:-idle fanout channels storm bigroom sweep ingest}
+subscribers=${BENCH_SUBSCRIBERS:-10000}
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
+for system in $systems; do
+  case $system in
+    crier | split | nchan) ;;
+    *) echo "unknown system '$system' in BENCH_SYSTEMS (crier split nchan)" >&2; exit 2 ;;
+  esac
+done
 results=target/bench
 rm -rf "$results" && mkdir -p "$results"
-cargo build --release --quiet -p crier -p crier-bench
+cargo build --release --quiet -p crier -p chat-service -p broadcast-sse -p crier-bench
 bench=./target/release/crier-bench
 work=$(mktemp -d)
-server_pid=""
+running=""      # the system whose servers are up
+server_pids=()  # their processes, stopped in this order
 cleanup() {
   stop_server
   rm -rf "$work"
 }
 trap cleanup EXIT
 
+# wanted SCENARIO: whether BENCH_ONLY asks for it.
+wanted() {
+  [[ " $scenarios " == *" $1 "* ]]
+}
 
+# Each start_SYSTEM puts its files in $work/server and sets target_args, the
+# crier-bench flags that point at it; stop_SYSTEM undoes it.
 start_crier() {
+  local port
   port=$(free_port)
-  RUST_LOG=warn ./target/release/crier --listen "127.0.0.1:$port" --data-dir "$work/data-$RANDOM" \
-    --post-rate-per-sec 0 --max-streams-per-address 0 >"$work/crier.out" 2>"$work/crier.log" &
-  server_pid=$!
-  wait_ready "http://127.0.0.1:$port"
+  mkdir -p "$work/server"
+  RUST_LOG=warn ./target/release/crier --listen "127.0.0.1:$port" --data-dir "$work/server/data" \
+    --post-rate-per-sec 0 --max-streams-per-address 0 >"$work/server/crier.out" 2>"$work/server/crier.log" &
+  server_pids=($!)
+  wait_ready "http://127.0.0.1:$port" || return 1
   target_args=(--sub-url "http://127.0.0.1:$port/channels/{channel}/events"
     --pub-url "http://127.0.0.1:$port/channels/{channel}/messages"
-    --server-pid "$server_pid")
+    --server-pid "${server_pids[0]}")
+}
+
+stop_crier() {
+  stop_pids "${server_pids[@]}"
+}
+
+# The split deployment: Mosquitto, chat-service (POSTs, durable) and one
+# broadcast-sse node (streams). CPU is the three together; memory per stream
+# is broadcast-sse's, the process a deployment adds to hold more streams.
+start_split() {
+  local sse_port
+  start_mosquitto "$work/server" || return 1
+  server_pids=("$mosquitto_pid")
+  wait_port "$mosquitto_port" || return 1
+  start_chat_service "$work/server" "$mosquitto_port"
+  server_pids=("$chat_pid" "${server_pids[@]}")
+  wait_ready "http://127.0.0.1:$chat_port" || return 1
+  sse_port=$(free_port)
+  RUST_LOG=warn ./target/release/broadcast-sse --listen "127.0.0.1:$sse_port" \
+    --mqtt-url "mqtt://127.0.0.1:$mosquitto_port" --topic-prefix crier \
+    --history-url "http://127.0.0.1:$chat_port" --max-streams-per-address 0 \
+    >"$work/server/broadcast-sse.out" 2>"$work/server/broadcast-sse.log" &
+  server_pids=($! "${server_pids[@]}")
+  wait_ready "http://127.0.0.1:$sse_port" || return 1
+  target_args=(--sub-url "http://127.0.0.1:$sse_port/channels/{channel}/events"
+    --pub-url "http://127.0.0.1:$chat_port/channels/{channel}/messages"
+    --server-pid "$(IFS=,; echo "${server_pids[*]}")"
+    --memory-pid "${server_pids[0]}")
+}
+
+stop_split() {
+  # broadcast-sse first, so that it does not log the broker going away.
+  stop_pids "${server_pids[@]}"
 }
 
 start_nchan() {
+  local port pid
   port=$(free_port)
-  server_pid=$(bench/peers/nchan/start.sh "$port" "$work/nchan")
+  pid=$(bench/peers/nchan/start.sh "$port" "$work/server") || return 1
+  server_pids=("$pid")
   target_args=(--sub-url "http://127.0.0.1:$port/sub/{channel}"
     --pub-url "http://127.0.0.1:$port/pub/{channel}"
     --pub-body '{text}' --pub-content-type text/plain
-    --server-pid "$server_pid")
+    --server-pid "$pid")
+}
+
+stop_nchan() {
+  bench/peers/nchan/stop.sh "$work/server" || true
 }
 
 stop_server() {
-  if [ -d "$work/nchan" ]; then
-    bench/peers/nchan/stop.sh "$work/nchan" || true
-    rm -rf "$work/nchan"
-  elif [ -n "$server_pid" ]; then
-    kill "$server_pid" 2>/dev/null || true
-    wait "$server_pid" 2>/dev/null || true
+  if [ -n "$running" ]; then
+    "stop_$running"
   fi
-  server_pid=""
-  rm -rf "$work"/data-*
+  running=""
+  server_pids=()
+  rm -rf "$work/server"
 }
 
 # run SYSTEM SCENARIO ROUND -- crier-bench flags...
 run() {
   local system=$1 scenario=$2 round=$3
   shift 4
-  "start_$system"
-  local out="$results/$scenario-$system-$round.json"
+  local name="$scenario-$system-$round"
+  running=$system
+  if ! "start_$system"; then
+    echo "  $system $scenario round $round: did not start"
+    keep_server_logs "$name"
+    stop_server
+    return 0
+  fi
+  local out="$results/$name.json"
   local salt=$((RANDOM * 32768 + RANDOM))
   if ! "$bench" "${target_args[@]}" --channel-salt "$salt" --timeout-secs 180 "$@" \
-    >"$out" 2>"$results/$scenario-$system-$round.log"; then
-    echo "  $system $scenario round $round: failed (see $results/$scenario-$system-$round.log)"
+    >"$out" 2>"$results/$name.log"; then
+    echo "  $system $scenario round $round: failed (see $results/$name.log)"
+    keep_server_logs "$name"
   fi
   stop_server
   python3 - "$out" "$system" "$scenario" <<'PY'
@@ -79,36 +154,74 @@ try:
 except ValueError:
     sys.exit(0)
 mem = r.get("memory") or {}
-print(f"  {system:5} {scenario:14} subs {r['connected']:>6} deliveries/s {r['deliveries_per_sec']:>12.0f} "
-      f"p99 {r['latency_us']['p99']/1000:>8.1f} ms  lost {r['lost']} dup {r['duplicated']} "
-      f"pss/conn {mem.get('pss_per_conn_bytes', 0):>7.0f} B")
+line = (f"  {system:5} {scenario:14} subs {r['connected']:>6} deliveries/s {r['deliveries_per_sec']:>12.0f} "
+        f"p99 {r['latency_us']['p99']/1000:>8.1f} ms  lost {r['lost']} dup {r['duplicated']} "
+        f"pss/conn {mem.get('pss_per_conn_bytes', 0):>7.0f} B")
+post = r.get("post_latency_us")
+if scenario == "bigroom" and post:
+    line += (f"  POST p50 {post['p50']/1000:.1f} p99 {post['p99']/1000:.1f} max {post['max']/1000:.1f} ms, "
+             f"{r['publish_ok']} accepted, {r.get('publish_refused', 0)} refused")
+print(line)
 PY
 }
 
+# keep_server_logs NAME: a failed run keeps its servers' logs beside its result.
+keep_server_logs() {
+  local log
+  for log in "$work"/server/*.log; do
+    [ -e "$log" ] && cp "$log" "$results/$1.$(basename "$log")"
+  done
+  return 0
+}
+
+channels=$((subscribers / 10 > 0 ? subscribers / 10 : 1))
 for round in $(seq 1 "$rounds"); do
   echo "round $round"
-  for system in crier nchan; do
-    run "$system" idle "$round" -- --subscribers 10000 --channels 1000 --idle-secs 3 --messages 0
-    run "$system" fanout "$round" -- --subscribers 10000 --channels 1 --messages 200 --rate max --pub-connections 4 --assert-lossless
-    for rate in 2000 5000 max; do
-      run "$system" "channels-$rate" "$round" -- --subscribers 10000 --channels 1000 \
-        --messages 20000 --rate "$rate" --pub-connections 32 --assert-lossless
+  for system in $systems; do
+    if wanted idle; then
+      run "$system" idle "$round" -- --subscribers "$subscribers" --channels "$channels" --idle-secs 3 --messages 0
+    fi
+    if wanted fanout; then
+      run "$system" fanout "$round" -- --subscribers "$subscribers" --channels 1 --messages 200 --rate max \
+        --pub-connections 4 --assert-lossless
+    fi
+    if wanted channels; then
+      for rate in 2000 5000 max; do
+        run "$system" "channels-$rate" "$round" -- --subscribers "$subscribers" --channels "$channels" \
+          --messages 20000 --rate "$rate" --pub-connections 32 --assert-lossless
+      done
+    fi
+    if wanted storm; then
+      run "$system" storm "$round" -- --subscribers "$subscribers" --channels "$channels" --messages 20000 \
+        --rate 2000 --pub-connections 16 --reconnect-storm --assert-lossless
+    fi
+    # One busy room: one publisher posting in order, 50 messages/s for 10 s.
+    if wanted bigroom; then
+      run "$system" bigroom "$round" -- --subscribers "$subscribers" --channels 1 --messages 500 --rate 50 \
+        --pub-connections 1 --assert-lossless
+    fi
+  done
+done
+
+if wanted sweep; then
+  echo "sweep (one run per point)"
+  for point in 1000 2500 5000 10000 18000; do
+    [ "$point" -le "$subscribers" ] || continue
+    for system in $systems; do
+      run "$system" "sweep-$point" 1 -- --subscribers "$point" --channels 1 \
+        --messages 100 --rate max --pub-connections 4 --assert-lossless
     done
-    run "$system" storm "$round" -- --subscribers 10000 --channels 1000 --messages 20000 \
-      --rate 2000 --pub-connections 16 --reconnect-storm --assert-lossless
   done
-done
+fi
 
-echo "sweep (one run per point)"
-for subscribers in 1000 2500 5000 10000 18000; do
-  for system in crier nchan; do
-    run "$system" "sweep-$subscribers" 1 -- --subscribers "$subscribers" --channels 1 \
-      --messages 100 --rate max --pub-connections 4 --assert-lossless
-  done
-done
+if wanted ingest; then
+  echo "ingest"
+  bench/ingest.sh "$rounds" 8 64 | tee "$results/ingest.txt"
+fi
 
-echo "ingest"
-bench/ingest.sh "$rounds" 8 64 | tee "$results/ingest.txt"
-
-python3 bench/report.py "$results" BENCHMARKS.md
-echo "wrote BENCHMARKS.md and docs/bench-sweep.svg"
+if [ -z "${BENCH_SYSTEMS:-}${BENCH_ONLY:-}${BENCH_SUBSCRIBERS:-}" ]; then
+  python3 bench/report.py "$results" BENCHMARKS.md
+  echo "wrote BENCHMARKS.md and docs/bench-sweep.svg"
+else
+  echo "a partial run: BENCHMARKS.md left alone (bench/report.py $results OUT.md renders it)"
+fi
