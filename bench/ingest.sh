@@ -1,32 +1,45 @@
 #!/usr/bin/env bash
 # Ingest throughput, side by side: POST/s of the all-in-one crier with durable
 # acknowledgements (flush before 201, the default), of crier answering from
-# memory (--durable-ack false), and of Nchan (memory only), alternating runs.
+# memory (--durable-ack false), of Nchan (memory only), of Nchan keeping its
+# messages in Redis (append-only file synced before every answer:
+# bench/peers/nchan-redis/), and of the split deployment's chat-service
+# (durable, publishing to a Mosquitto), alternating runs.
 #
 #   bench/ingest.sh [runs] [seconds] [connections]
 #
-# Needs `wrk` and, for Nchan, `nginx` with `libnginx-mod-nchan`. Prints one line
-# per run and the medians.
+#   BENCH_INGEST_SYSTEMS  of: crier-durable nchan crier-memory nchan-redis split
+#                         (default: all, in that order within each run)
+#
+# Needs `wrk`; for Nchan `nginx` with `libnginx-mod-nchan`, for Nchan+Redis
+# `redis-server` too, for the split `mosquitto`. Prints one line per run and
+# the medians.
 set -euo pipefail
 
 runs=${1:-3}
 seconds=${2:-10}
 connections=${3:-64}
+systems=${BENCH_INGEST_SYSTEMS:-crier-durable nchan crier-memory nchan-redis split}
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
 
 command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 1; }
-cargo build --release --quiet --bin crier
+# The same packages as bench/run.sh builds, so that neither rebuilds the other's.
+cargo build --release --quiet -p crier -p chat-service -p broadcast-sse -p crier-bench
 work=$(mktemp -d)
 cleanup() {
   bench/peers/nchan/stop.sh "$work/nchan" 2>/dev/null || true
-  kill $(jobs -p) 2>/dev/null || true
+  bench/peers/nchan-redis/stop.sh "$work/nchan-redis" 2>/dev/null || true
+  # shellcheck disable=SC2046 # one pid per word
+  stop_pids $(jobs -p)
   rm -rf "$work"
 }
 trap cleanup EXIT
 
+# Each *_run starts its servers in this shell (so that `jobs -p` finds them if
+# the script stops halfway), measures, stops them and leaves POST/s in $rps.
 
 # wrk against a base URL (target crier or nchan); prints requests/s, fails on any error.
 load() {
@@ -42,7 +55,7 @@ load() {
 }
 
 crier_run() {
-  local durable=$1 port pid rps
+  local durable=$1 port pid
   port=$(free_port)
   RUST_LOG=warn ./target/release/crier --listen "127.0.0.1:$port" \
     --data-dir "$work/data-$durable-$RANDOM" --durable-ack "$durable" \
@@ -50,36 +63,65 @@ crier_run() {
   pid=$!
   wait_ready "http://127.0.0.1:$port"
   rps=$(load "http://127.0.0.1:$port" crier)
-  kill "$pid"
-  wait "$pid" 2>/dev/null || true
-  echo "$rps"
+  stop_pids "$pid"
+  rm -rf "$work"/data-*
 }
 
+# nchan_run PEER: PEER is nchan or nchan-redis, a directory of bench/peers/.
 nchan_run() {
-  local port rps
+  local peer=$1 port
   port=$(free_port)
-  bench/peers/nchan/start.sh "$port" "$work/nchan" >/dev/null
+  bench/peers/"$peer"/start.sh "$port" "$work/$peer" >/dev/null
   rps=$(load "http://127.0.0.1:$port" nchan)
-  bench/peers/nchan/stop.sh "$work/nchan"
-  rm -rf "$work/nchan"
-  echo "$rps"
+  bench/peers/"$peer"/stop.sh "$work/$peer"
+  rm -rf "${work:?}/$peer"
+}
+
+# The split deployment's ingest: chat-service (durable) publishing to Mosquitto.
+split_run() {
+  start_mosquitto "$work/split"
+  wait_port "$mosquitto_port"
+  start_chat_service "$work/split" "$mosquitto_port"
+  wait_ready "http://127.0.0.1:$chat_port"
+  rps=$(load "http://127.0.0.1:$chat_port" crier)
+  stop_pids "$chat_pid" "$mosquitto_pid"
+  rm -rf "$work/split"
+}
+
+measure() {
+  case $1 in
+    crier-durable) crier_run true ;;
+    crier-memory) crier_run false ;;
+    nchan | nchan-redis) nchan_run "$1" ;;
+    split) split_run ;;
+    *) echo "unknown system '$1' in BENCH_INGEST_SYSTEMS" >&2; exit 2 ;;
+  esac
+}
+
+describe() {
+  case $1 in
+    crier-durable) echo "crier, durable (flush before 201)" ;;
+    crier-memory) echo "crier, in-memory acknowledgement" ;;
+    nchan) echo "nchan (memory only)" ;;
+    nchan-redis) echo "nchan + redis (appendfsync always)" ;;
+    split) echo "split chat-service, durable" ;;
+  esac
 }
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-durable=()
-memory=()
-nchan=()
+declare -A rates=()
 for run in $(seq 1 "$runs"); do
-  d=$(crier_run true)
-  n=$(nchan_run)
-  m=$(crier_run false)
-  echo "run $run: crier durable ${d} POST/s, nchan ${n} POST/s, crier in-memory ${m} POST/s"
-  durable+=("$d")
-  nchan+=("$n")
-  memory+=("$m")
+  line="run $run:"
+  for system in $systems; do
+    measure "$system"
+    rates[$system]+="$rps "
+    line+=" $system ${rps} POST/s,"
+  done
+  echo "${line%,}"
 done
 echo "median of $runs runs, $connections connections, ${seconds}s each:"
-echo "  crier, durable (flush before 201): $(printf '%s\n' "${durable[@]}" | median) POST/s"
-echo "  crier, in-memory acknowledgement:  $(printf '%s\n' "${memory[@]}" | median) POST/s"
-echo "  nchan (memory only):               $(printf '%s\n' "${nchan[@]}" | median) POST/s"
+for system in $systems; do
+  # shellcheck disable=SC2086 # one rate per word
+  printf '  %-36s %s POST/s\n' "$(describe "$system"):" "$(printf '%s\n' ${rates[$system]} | median)"
+done
