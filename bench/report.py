@@ -2,6 +2,8 @@
 """Turns the results of bench/run.sh into BENCHMARKS.md and docs/bench-sweep.svg.
 
     bench/report.py RESULTS_DIR OUTPUT_MD
+
+The picture goes to docs/bench-sweep.svg beside OUTPUT_MD, where the page links it.
 """
 import glob
 import json
@@ -10,7 +12,8 @@ import re
 import statistics
 import sys
 
-SYSTEMS = ("crier", "nchan")
+SYSTEMS = ("crier", "split", "nchan")
+NAMES = {"crier": "Crier", "split": "Split", "nchan": "Nchan"}
 
 
 def load(results):
@@ -41,9 +44,9 @@ def values(runs, scenario, system, pick):
     return out
 
 
-def summary(vals, fmt):
+def summary(vals, fmt, ran=True):
     if not vals:
-        return "failed"
+        return "failed" if ran else "–"
     med = statistics.median(vals)
     if len(vals) == 1:
         return fmt(med)
@@ -75,10 +78,11 @@ def secs(v):
 
 
 def table(runs, scenario, rows):
-    lines = ["| metric | Crier | Nchan | Crier / Nchan |", "| --- | --- | --- | --- |"]
+    header = " | ".join(NAMES[s] for s in SYSTEMS)
+    lines = [f"| metric | {header} | Crier / Nchan |", "|" + " --- |" * (len(SYSTEMS) + 2)]
     for label, pick, fmt in rows:
-        cells = [summary(values(runs, scenario, s, pick), fmt) for s in SYSTEMS]
-        lines.append(f"| {label} | {cells[0]} | {cells[1]} | {ratio(runs, scenario, pick)} |")
+        cells = [summary(values(runs, scenario, s, pick), fmt, (scenario, s) in runs) for s in SYSTEMS]
+        lines.append(f"| {label} | {' | '.join(cells)} | {ratio(runs, scenario, pick)} |")
     return "\n".join(lines)
 
 
@@ -96,7 +100,8 @@ def correctness(runs):
     lines = ["| system | runs | lost | duplicated | out of order | failed runs |", "| --- | --- | --- | --- | --- | --- |"]
     for s in SYSTEMS:
         t = total[s]
-        lines.append(f"| {s} | {t[0]} | {t[1]} | {t[2]} | {t[3]} | {t[4]} |")
+        if t[0] or t[4]:
+            lines.append(f"| {s} | {t[0]} | {t[1]} | {t[2]} | {t[3]} | {t[4]} |")
     return "\n".join(lines)
 
 
@@ -130,7 +135,7 @@ def sweep_points(runs, system, pick):
 
 
 def sweep_table(runs):
-    """One row per subscriber count: both systems' deliveries/s, p99 and memory."""
+    """One row per subscriber count: each system's deliveries/s, p99 and memory."""
     def at(system, pick):
         return dict(sweep_points(runs, system, pick))
 
@@ -141,15 +146,16 @@ def sweep_table(runs):
         ("PSS per stream", lambda r: (r.get("memory") or {}).get("pss_per_conn_bytes", 0),
          lambda v: f"{v / 1000:.1f} KB"),
     ]
+    systems = [s for s in SYSTEMS if sweep_points(runs, s, lambda r: 0)] or list(SYSTEMS)
     header = "| subscribers | " + " | ".join(
-        f"{system} {name}" for name, _, _ in columns for system in ("Crier", "Nchan")) + " |"
-    lines = [header, "|" + " --- |" * (1 + 2 * len(columns))]
+        f"{NAMES[system]} {name}" for name, _, _ in columns for system in systems) + " |"
+    lines = [header, "|" + " --- |" * (1 + len(systems) * len(columns))]
     counts = sorted({n for system in SYSTEMS for n, _ in sweep_points(runs, system, lambda r: 0)})
     values = {(name, system): at(system, pick) for name, pick, _ in columns for system in SYSTEMS}
     for n in counts:
         cells = []
         for name, _, fmt in columns:
-            for system in SYSTEMS:
+            for system in systems:
                 v = values[(name, system)].get(n)
                 cells.append(fmt(v) if v is not None else "–")
         lines.append(f"| {n:,} | " + " | ".join(cells) + " |")
@@ -162,7 +168,7 @@ def svg(runs, path):
         ("deliveries/s", lambda r: r["deliveries_per_sec"], 1.0),
         ("delivery latency p99 (ms)", lambda r: r["latency_us"]["p99"], 1000.0),
     ]
-    colors = {"crier": "#1f6feb", "nchan": "#d1242f"}
+    colors = {"crier": "#1f6feb", "split": "#1a7f37", "nchan": "#d1242f"}
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height * 2}" font-family="sans-serif" font-size="12">',
              '<rect width="100%" height="100%" fill="white"/>']
     for index, (title, pick, scale) in enumerate(panels):
@@ -201,16 +207,42 @@ def median_of(runs, scenario, system, pick):
     return statistics.median(vals) if vals else None
 
 
+# Rows of the ingest table: key, how bench/ingest.sh's median line starts, label.
+INGEST_ROWS = [
+    ("crier", "crier, durable", "Crier, durable (flush before `201`)"),
+    ("crier-memory", "crier, in-memory", "Crier, `--durable-ack false`"),
+    ("split", "split chat-service", "Split: chat-service, durable, publishing to Mosquitto"),
+    ("nchan", "nchan (memory", "Nchan, in memory"),
+    ("nchan-redis", "nchan + redis", "Nchan + Redis (`appendonly yes`, `appendfsync always`)"),
+]
+
+
 def ingest_medians(results):
+    """POST/s medians from ingest.txt, by the keys of INGEST_ROWS."""
     path = os.path.join(results, "ingest.txt")
     found = {}
     if os.path.exists(path):
         with open(path) as f:
             for line in f:
-                m = re.search(r"(crier, durable|nchan)[^:]*:\s+([0-9.]+) POST/s", line)
-                if m:
-                    found["crier" if m.group(1).startswith("crier") else "nchan"] = float(m.group(2))
+                m = re.match(r"\s+(.+?):\s+([0-9.]+) POST/s\s*$", line)
+                if not m:
+                    continue
+                for key, prefix, _ in INGEST_ROWS:
+                    if m.group(1).startswith(prefix):
+                        found[key] = float(m.group(2))
     return found
+
+
+def ingest_table(results):
+    found = ingest_medians(results)
+    nchan = found.get("nchan")
+    lines = ["| system | POST/s (median) | / Nchan in memory |", "| --- | --- | --- |"]
+    for key, _, label in INGEST_ROWS:
+        if key not in found:
+            continue
+        rel = f"{found[key] / nchan:.2f}" if nchan else "–"
+        lines.append(f"| {label} | {num(found[key])} | {rel} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 def targets(runs, results):
@@ -250,14 +282,34 @@ def ingest_section(results):
     if not os.path.exists(path):
         return "Not run."
     with open(path) as f:
-        return "```\n" + f.read().strip() + "\n```"
+        raw = "```\n" + f.read().strip() + "\n```"
+    medians = ingest_table(results)
+    return f"{medians}\n\nEvery run:\n\n{raw}" if medians else raw
+
+
+BIGROOM = [
+    ("POSTs accepted (`2xx`)", lambda r: r["publish_ok"], num),
+    ("POSTs refused (other status)", lambda r: r["publish_refused"], num),
+    ("POST latency p50", lambda r: r["post_latency_us"]["p50"], ms),
+    ("POST latency p99", lambda r: r["post_latency_us"]["p99"], ms),
+    ("POST latency max", lambda r: r["post_latency_us"]["max"], ms),
+    ("deliveries/s", lambda r: r["deliveries_per_sec"], num),
+    ("delivery latency p50", lambda r: r["latency_us"]["p50"], ms),
+    ("delivery latency p99", lambda r: r["latency_us"]["p99"], ms),
+    ("delivery latency max", lambda r: r["latency_us"]["max"], ms),
+    ("lost", lambda r: r["lost"], num),
+    ("duplicated", lambda r: r["duplicated"], num),
+    ("out of order", lambda r: r["out_of_order"], num),
+    ("server CPU s", lambda r: cpu_split(r)[0], lambda v: f"{v:.2f}"),
+]
 
 
 def main():
     results, output = sys.argv[1], sys.argv[2]
     runs = load(results)
-    os.makedirs("docs", exist_ok=True)
-    svg(runs, "docs/bench-sweep.svg")
+    pictures = os.path.join(os.path.dirname(os.path.abspath(output)), "docs")
+    os.makedirs(pictures, exist_ok=True)
+    svg(runs, os.path.join(pictures, "bench-sweep.svg"))
     notes = ""
     if os.path.exists("bench/notes.md"):
         with open("bench/notes.md") as f:
@@ -266,9 +318,11 @@ def main():
     md = f"""# Benchmarks
 
 Generated by `bench/run.sh` (then `bench/report.py`): Crier (the all-in-one `crier`,
-release build, embedded broker, durable acknowledgements on) and Nchan (nginx
-1.22 with `libnginx-mod-nchan`, `bench/peers/nchan/`) on the same 2-core machine,
-with the load generator `crier-bench` beside them, all on loopback. The two
+release build, embedded broker, durable acknowledgements on), Split (the split
+deployment: Mosquitto 2.0, `chat-service` with durable acknowledgements and one
+`broadcast-sse` node, three processes) and Nchan (nginx 1.22 with
+`libnginx-mod-nchan`, `bench/peers/nchan/`) on the same 2-core machine,
+with the load generator `crier-bench` beside them, all on loopback. The
 systems alternate within each round; every cell is the median of {rounds} runs with
 the range in brackets, unless it says otherwise. The machine (2 cores, 24 GiB) is
 shared, so single runs vary; ratios come from runs made side by side. The exact
@@ -286,7 +340,9 @@ each run's full JSON result is written to `target/bench/`.
 ## Idle: 10,000 SSE streams over 1,000 channels
 
 Server memory per open stream, from `/proc/<pid>/smaps_rollup` (server and its
-child processes) before and after the streams connected.
+child processes) before and after the streams connected. For Split it is
+`broadcast-sse`'s alone, the process that holds the streams; its server CPU, in
+every table, is that of the three processes together.
 
 {table(runs, "idle", [
     ("RSS per stream", lambda r: r["memory"]["rss_per_conn_bytes"], kb),
@@ -322,6 +378,14 @@ drops its stream and reconnects at once.
     ("lost", lambda r: r["lost"], num),
     ("duplicated", lambda r: r["duplicated"], num),
 ])}
+
+## Big room: 1 channel, 10,000 subscribers, one publisher at 50 messages/s
+
+One connection posts 500 messages in order, 50 a second for 10 s, each after the
+answer to the one before. POST latency is from writing a POST to reading its
+answer: a busy channel should not slow its publisher.
+
+{table(runs, "bigroom", BIGROOM)}
 
 ## Subscribers against throughput and latency (one run per point)
 
