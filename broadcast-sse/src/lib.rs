@@ -13,7 +13,7 @@
 //! - [`config`]: flags (`--listen`, `--mqtt-url`, `--history-url`, …).
 //! - [`startup`]: binds the listener, starts the broker and heartbeat tasks.
 //! - [`server`]: the HTTP server; [`http1`]: plain HTTP/1 streams served on the
-//!   socket itself.
+//!   socket itself, on the [`stream_threads`] apart from the HTTP workers.
 //! - [`routes`]: `events` (the SSE endpoint) and `health`.
 //! - [`hub`]: per-channel rings, recent frames, held frames, listener counts and
 //!   subscribe/unsubscribe decisions.
@@ -36,6 +36,7 @@ pub mod routes;
 pub mod server;
 pub mod startup;
 pub mod stream;
+pub mod stream_threads;
 #[cfg(test)]
 mod testing;
 

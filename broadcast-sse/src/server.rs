@@ -2,7 +2,8 @@
 //!
 //! Plain HTTP: actix-server accepts and spreads connections over its workers;
 //! each new connection's first request is peeked at ([`crate::http1`]). A stream
-//! request is served on the socket directly; every other connection goes to
+//! request is handed to the stream threads ([`crate::stream_threads`]) and
+//! served on the socket directly; every other connection goes to
 //! actix-http's HTTP/1 service with the application's routes, as `HttpServer`
 //! would set it up. With TLS, actix-web's `HttpServer` serves everything.
 
@@ -23,7 +24,8 @@ use actix_web::{HttpServer, web};
 use tokio::net::TcpStream;
 
 use crate::AppState;
-use crate::http1::{self, FirstRequest, Opened};
+use crate::http1::{self, FirstRequest};
+use crate::stream_threads::StreamThreads;
 
 /// Open streams one process may hold: past actix's per-worker default of 25k, up to
 /// what the open-files limit allows.
@@ -66,6 +68,7 @@ where
         return Ok(protocol::server::listen(server, listener, Some(tls))?.run());
     }
     let address = listener.local_addr()?;
+    let threads = StreamThreads::start(streams)?;
     let builder = ServerBuilder::new()
         .max_concurrent_connections(MAX_CONNECTIONS_PER_WORKER)
         .backlog(BACKLOG)
@@ -90,7 +93,7 @@ where
                     .map_err(|err| err.into().error_response()),
                 move |_| app_config(address),
             ));
-        connections(http, streams.clone(), header_timeout)
+        connections(http, threads.clone(), header_timeout)
     })?;
     Ok(builder.run())
 }
@@ -99,7 +102,7 @@ where
 /// `http` (actix-http's HTTP/1 service) for whatever is not a stream.
 fn connections<H>(
     http: H,
-    streams: web::Data<AppState>,
+    threads: StreamThreads,
     header_timeout: Duration,
 ) -> impl ServiceFactory<TcpStream, Config = (), Response = (), Error = (), InitError = ()>
 where
@@ -109,16 +112,16 @@ where
 {
     fn_factory(move || {
         let http = http.new_service(());
-        let streams = streams.clone();
+        let threads = threads.clone();
         async move {
             let http = Rc::new(http.await.map_err(|e| {
                 log::error!("cannot start an HTTP worker: {e:?}");
             })?);
             Ok::<_, ()>(fn_service(move |io: TcpStream| {
                 let http = http.clone();
-                let streams = streams.clone();
+                let threads = threads.clone();
                 // Boxed: actix-server keeps the future it is given twice over.
-                let connection = serve_connection(io, streams, header_timeout, move |io, peer| {
+                let connection = serve_connection(io, threads, header_timeout, move |io, peer| {
                     Box::pin(http.call((io, peer)))
                 });
                 let connection: Pin<Box<dyn Future<Output = ()>>> = Box::pin(connection);
@@ -131,12 +134,11 @@ where
     })
 }
 
-/// Serves one connection: its stream directly, or through `http`. Every step
-/// but the pump is boxed, so an open stream's future is little more than its
-/// [`http1::Pump`].
+/// Serves one connection: hands its stream to the stream threads, or serves
+/// it through `http`.
 async fn serve_connection<H, Fut, E>(
     mut io: TcpStream,
-    streams: web::Data<AppState>,
+    threads: StreamThreads,
     header_timeout: Duration,
     http: H,
 ) where
@@ -145,13 +147,7 @@ async fn serve_connection<H, Fut, E>(
     E: std::fmt::Debug,
 {
     match Box::pin(http1::first_request(&mut io, header_timeout)).await {
-        FirstRequest::Stream(head) => {
-            let opened = Box::pin(http1::open_stream(io, head, &streams)).await;
-            drop(streams);
-            if let Opened::Stream(pump) = opened {
-                pump.await;
-            }
-        }
+        FirstRequest::Stream(head) => threads.open(io, head).await,
         FirstRequest::Silent => Box::pin(http1::refuse_silent(io)).await,
         FirstRequest::Gone => {}
         FirstRequest::Other => {
