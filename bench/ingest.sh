@@ -3,13 +3,15 @@
 # acknowledgements (flush before 201, the default), of crier answering from
 # memory (--durable-ack false), of Nchan (memory only), of Nchan keeping its
 # messages in Redis (append-only file synced before every answer:
-# bench/peers/nchan-redis/), and of the split deployment's chat-service
-# (durable, publishing to a Mosquitto), alternating runs.
+# bench/peers/nchan-redis/), of the split deployment's chat-service
+# (durable, publishing to a Mosquitto), and of a bare actix-web handler that
+# parses and answers the same POST and stores nothing (the floor of a POST,
+# bench/src/bin/bare-actix.rs), alternating runs.
 #
 #   bench/ingest.sh [runs] [seconds] [connections]
 #
 #   BENCH_INGEST_SYSTEMS  of: crier-durable nchan crier-memory nchan-redis split
-#                         (default: all, in that order within each run)
+#                         bare-actix (default: all, in that order within each run)
 #
 # Needs `wrk`; for Nchan `nginx` with `libnginx-mod-nchan`, for Nchan+Redis
 # `redis-server` too, for the split `mosquitto`. Prints one line per run and
@@ -19,7 +21,7 @@ set -euo pipefail
 runs=${1:-3}
 seconds=${2:-10}
 connections=${3:-64}
-systems=${BENCH_INGEST_SYSTEMS:-crier-durable nchan crier-memory nchan-redis split}
+systems=${BENCH_INGEST_SYSTEMS:-crier-durable nchan crier-memory nchan-redis split bare-actix}
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 # shellcheck source=bench/lib.sh
@@ -88,12 +90,24 @@ split_run() {
   rm -rf "$work/split"
 }
 
+# The floor: actix-web parsing and answering the same POST, storing nothing.
+bare_run() {
+  local port pid
+  port=$(free_port)
+  ./target/release/bare-actix --listen "127.0.0.1:$port" >"$work/bare.log" 2>&1 &
+  pid=$!
+  wait_ready "http://127.0.0.1:$port"
+  rps=$(load "http://127.0.0.1:$port" crier)
+  stop_pids "$pid"
+}
+
 measure() {
   case $1 in
     crier-durable) crier_run true ;;
     crier-memory) crier_run false ;;
     nchan | nchan-redis) nchan_run "$1" ;;
     split) split_run ;;
+    bare-actix) bare_run ;;
     *) echo "unknown system '$1' in BENCH_INGEST_SYSTEMS" >&2; exit 2 ;;
   esac
 }
@@ -105,6 +119,7 @@ describe() {
     nchan) echo "nchan (memory only)" ;;
     nchan-redis) echo "nchan + redis (appendfsync always)" ;;
     split) echo "split chat-service, durable" ;;
+    bare-actix) echo "bare actix-web handler (no store)" ;;
   esac
 }
 
