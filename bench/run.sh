@@ -17,7 +17,8 @@
 #                      scale with them); sweep points above it are skipped
 #
 # Needs nginx with libnginx-mod-nchan, wrk and mosquitto (Debian: nginx
-# libnginx-mod-nchan wrk mosquitto; redis-server too for the ingest run). Every
+# libnginx-mod-nchan wrk mosquitto; redis-server too for the ingest run, and
+# linux-perf for its profile). Every
 # server runs on loopback with a fresh data dir, started anew for each run;
 # subscribers connect from 127.0.0.2-9.
 set -euo pipefail
@@ -217,6 +218,10 @@ fi
 if wanted ingest; then
   echo "ingest"
   bench/ingest.sh "$rounds" 8 64 | tee "$results/ingest.txt"
+  if command -v perf >/dev/null; then
+    echo "where one POST's CPU goes"
+    bench/profile-post.sh 8 | tee "$results/post-profile.md"
+  fi
 fi
 
 if [ -z "${BENCH_SYSTEMS:-}${BENCH_ONLY:-}${BENCH_SUBSCRIBERS:-}" ]; then
