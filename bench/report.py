@@ -214,6 +214,7 @@ INGEST_ROWS = [
     ("split", "split chat-service", "Split: chat-service, durable, publishing to Mosquitto"),
     ("nchan", "nchan (memory", "Nchan, in memory"),
     ("nchan-redis", "nchan + redis", "Nchan + Redis (`appendonly yes`, `appendfsync always`)"),
+    ("bare-actix", "bare actix-web", "Bare actix-web handler, same POST, no store (the floor)"),
 ]
 
 
@@ -277,6 +278,58 @@ def targets(runs, results):
     return "\n".join(lines)
 
 
+# What a big-room run must show for its system to meet the pipeline targets.
+BIGROOM_MESSAGES = 500
+BIGROOM_POST_P99_US = 20_000
+
+
+def bigroom_verdicts(runs, system):
+    """Rows for one system's big room: every POST accepted, POST p99, deliveries
+    against Nchan's, lossless; each with its verdict."""
+    rs = [r for r in runs.get(("bigroom", system), []) if r is not None]
+    if not rs:
+        return []
+    accepted = min(r.get("publish_ok", 0) for r in rs)
+    post_p99 = median_of(runs, "bigroom", system, lambda r: r["post_latency_us"]["p99"])
+    own = median_of(runs, "bigroom", system, lambda r: r["deliveries_per_sec"])
+    nchan = median_of(runs, "bigroom", "nchan", lambda r: r["deliveries_per_sec"])
+    ratio = own / nchan if own is not None and nchan else None
+    clean = all(r.get("lost", 1) == 0 and r.get("duplicated", 1) == 0 and r.get("out_of_order", 1) == 0 for r in rs)
+    name = {"crier": "all-in-one", "split": "split deployment"}[system]
+    def verdict(ok):
+        return "met" if ok else "**not met**"
+    return [
+        (f"big room, {name}: every message accepted", f"{accepted} of {BIGROOM_MESSAGES} (fewest in a run)",
+         verdict(accepted >= BIGROOM_MESSAGES)),
+        (f"big room, {name}: POST p99 ≤ 20 ms", "–" if post_p99 is None else ms(post_p99),
+         verdict(post_p99 is not None and post_p99 <= BIGROOM_POST_P99_US)),
+        (f"big room, {name}: deliveries/s ≥ 3 × Nchan", "–" if ratio is None else f"{ratio:.2f} × Nchan",
+         verdict(ratio is not None and ratio >= 3)),
+        (f"big room, {name}: 0 lost, duplicated or out of order", "every run" if clean else "not every run",
+         verdict(clean)),
+    ]
+
+
+def pipeline_targets(runs, results):
+    """The targets of the one-pipeline design: the big room on both deployments,
+    and ingest against durable and in-memory peers."""
+    rows = bigroom_verdicts(runs, "crier") + bigroom_verdicts(runs, "split")
+    ingest = ingest_medians(results)
+    def ratio(a, b):
+        return ingest[a] / ingest[b] if {a, b} <= ingest.keys() else None
+    durable = ratio("crier", "nchan-redis")
+    memory = ratio("crier-memory", "nchan")
+    rows.append(("ingest, durable: POST/s ≥ 3 × Nchan + Redis (AOF always)",
+                 "–" if durable is None else f"{durable:.2f} ×",
+                 "met" if durable is not None and durable >= 3 else "**not met**"))
+    rows.append(("ingest, `--durable-ack false`: POST/s ≥ 1 × Nchan in memory",
+                 "–" if memory is None else f"{memory:.2f} ×",
+                 "met" if memory is not None and memory >= 1 else "**not met**"))
+    lines = ["| target | measured | |", "| --- | --- | --- |"]
+    lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    return "\n".join(lines)
+
+
 def ingest_section(results):
     path = os.path.join(results, "ingest.txt")
     if not os.path.exists(path):
@@ -284,7 +337,16 @@ def ingest_section(results):
     with open(path) as f:
         raw = "```\n" + f.read().strip() + "\n```"
     medians = ingest_table(results)
-    return f"{medians}\n\nEvery run:\n\n{raw}" if medians else raw
+    section = f"{medians}\n\nEvery run:\n\n{raw}" if medians else raw
+    profile = os.path.join(results, "post-profile.md")
+    if os.path.exists(profile):
+        with open(profile) as f:
+            section += ("\n\n### Where the CPU of one POST goes\n\n"
+                        "From `bench/profile-post.sh`: the same load, each process "
+                        "sampled by `perf record` (attribution follows inlining, "
+                        "so a library's code inlined into a caller counts as the "
+                        "caller's).\n\n" + f.read().strip())
+    return section
 
 
 BIGROOM = [
@@ -332,6 +394,10 @@ each run's full JSON result is written to `target/bench/`.
 ## Targets
 
 {targets(runs, results)}
+
+### One pipeline
+
+{pipeline_targets(runs, results)}
 
 ## Correctness over every run
 
