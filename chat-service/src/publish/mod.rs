@@ -266,10 +266,7 @@ impl PublisherTask {
             if after >= target {
                 return Ok(());
             }
-            let page = self
-                .store
-                .after_raw(channel, after, BATCH)
-                .map_err(|e| Ended::Lost(format!("cannot read the outbox: {e}")))?;
+            let page = read_outbox_page(self.store.clone(), channel, after).await?;
             let short = page.len() < BATCH;
             for (id, json) in page.into_iter().take_while(|(id, _)| *id <= target) {
                 self.publish(connection, channel, id, json).await?;
@@ -349,5 +346,20 @@ impl PublisherTask {
         while let Some(batch) = self.announcements.recv().await {
             self.note_stored(batch);
         }
+    }
+}
+
+/// Up to a page of the channel's stored messages after `after`, read on the
+/// blocking pool: the read may wait for the disk.
+async fn read_outbox_page(
+    store: Store,
+    channel: ChannelId,
+    after: u64,
+) -> Result<Vec<(u64, Bytes)>, Ended> {
+    let read = tokio::task::spawn_blocking(move || store.after_raw(channel, after, BATCH));
+    match read.await {
+        Ok(Ok(page)) => Ok(page),
+        Ok(Err(e)) => Err(Ended::Lost(format!("cannot read the outbox: {e}"))),
+        Err(e) => Err(Ended::Lost(format!("the outbox read did not finish: {e}"))),
     }
 }
