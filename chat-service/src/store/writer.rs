@@ -1,6 +1,6 @@
 //! The writer thread: takes every queued append request, numbers its messages
 //! (each channel in order, with no lock: this thread alone numbers), looks up
-//! their idempotency keys, and inserts the messages and their keys in one atomic
+//! their idempotency keys, and inserts each message with its key in one atomic
 //! write. Then it hands the batch to the commit thread. Requests that do not
 //! wait for the disk are answered here.
 
@@ -16,7 +16,7 @@ use sled::transaction::TransactionError;
 use tokio::sync::{mpsc, oneshot};
 
 use super::commit::{self, Written};
-use super::keys::{idempotency_key, message_key};
+use super::keys::{MESSAGE_KEY_LEN, idempotency_key, message_key};
 use super::numbers::Numbers;
 use super::{Appended, Entry, StoreError, StoreSettings, Stored, Trees, decode};
 
@@ -96,7 +96,8 @@ struct Writer {
 /// One write being put together.
 #[derive(Default)]
 struct Staged {
-    messages: sled::Batch,
+    /// Message keys and their JSON, in id order per channel.
+    messages: Vec<([u8; MESSAGE_KEY_LEN], Bytes)>,
     keys: sled::Batch,
     /// Keys given in this write, so a repeat within it is found too.
     new_keys: HashMap<(ChannelId, String), Appended>,
@@ -127,7 +128,7 @@ impl Writer {
         let mut staged = Staged::default();
         let outcome = self
             .stage_all(&requests, now, &mut staged)
-            .and_then(|appended| self.apply(&mut staged).map(|()| appended));
+            .and_then(|appended| self.apply(&staged).map(|()| appended));
         let appended = match outcome {
             Ok(appended) => appended,
             Err(e) => {
@@ -203,7 +204,7 @@ impl Writer {
         let json = Bytes::from(serde_json::to_vec(&message).unwrap_or_default());
         staged
             .messages
-            .insert(&message_key(channel, id)[..], json.as_ref());
+            .push((message_key(channel, id), json.clone()));
         let appended = Appended {
             message,
             json: json.clone(),
@@ -247,21 +248,34 @@ impl Writer {
         }))
     }
 
-    /// Inserts the staged messages and keys at once: after a crash either all of
-    /// them are in the store or none is.
-    fn apply(&self, staged: &mut Staged) -> Result<(), String> {
+    /// Inserts the staged messages and keys. A message with an idempotency key
+    /// goes in one atomic write with its key: after a crash either both are in
+    /// the store or neither is. Without keys there is nothing to keep together,
+    /// so the messages go in one by one: sled's atomic writes wait for every
+    /// flush in progress, and the next write would wait for the sync of the
+    /// one before it. A crash then keeps a prefix of them: none was announced,
+    /// nor answered as durable, before its sync.
+    fn apply(&self, staged: &Staged) -> Result<(), String> {
         if staged.new_keys.is_empty() {
-            let messages = std::mem::take(&mut staged.messages);
-            return self
-                .trees
+            return staged
                 .messages
-                .apply_batch(messages)
+                .iter()
+                .try_for_each(|(key, json)| {
+                    self.trees
+                        .messages
+                        .insert(&key[..], json.as_ref())
+                        .map(drop)
+                })
                 .map_err(|e| e.to_string());
+        }
+        let mut messages = sled::Batch::default();
+        for (key, json) in &staged.messages {
+            messages.insert(&key[..], json.as_ref());
         }
         let trees = (&self.trees.messages, &self.trees.idempotency);
         trees
-            .transaction(|(messages, keys)| {
-                messages.apply_batch(&staged.messages)?;
+            .transaction(|(messages_tree, keys)| {
+                messages_tree.apply_batch(&messages)?;
                 keys.apply_batch(&staged.keys)?;
                 Ok(())
             })
