@@ -16,7 +16,7 @@ use sled::transaction::TransactionError;
 use tokio::sync::{mpsc, oneshot};
 
 use super::commit::{self, Written};
-use super::keys::{MESSAGE_KEY_LEN, idempotency_key, message_key};
+use super::keys::{idempotency_key, message_key};
 use super::numbers::Numbers;
 use super::{Appended, Entry, StoreError, StoreSettings, Stored, Trees, decode};
 
@@ -96,11 +96,10 @@ struct Writer {
 /// One write being put together.
 #[derive(Default)]
 struct Staged {
-    /// Message keys and their JSON, in id order per channel.
-    messages: Vec<([u8; MESSAGE_KEY_LEN], Bytes)>,
     keys: sled::Batch,
     /// Keys given in this write, so a repeat within it is found too.
     new_keys: HashMap<(ChannelId, String), Appended>,
+    /// The messages numbered in this write, in id order per channel.
     stored: Vec<Stored>,
     touched: Vec<ChannelId>,
 }
@@ -202,9 +201,6 @@ impl Writer {
             user: entry.message.user.clone(),
         };
         let json = Bytes::from(serde_json::to_vec(&message).unwrap_or_default());
-        staged
-            .messages
-            .push((message_key(channel, id), json.clone()));
         let appended = Appended {
             message,
             json: json.clone(),
@@ -258,19 +254,25 @@ impl Writer {
     fn apply(&self, staged: &Staged) -> Result<(), String> {
         if staged.new_keys.is_empty() {
             return staged
-                .messages
+                .stored
                 .iter()
-                .try_for_each(|(key, json)| {
+                .try_for_each(|stored| {
                     self.trees
                         .messages
-                        .insert(&key[..], json.as_ref())
+                        .insert(
+                            &message_key(stored.channel, stored.id)[..],
+                            stored.json.as_ref(),
+                        )
                         .map(drop)
                 })
                 .map_err(|e| e.to_string());
         }
         let mut messages = sled::Batch::default();
-        for (key, json) in &staged.messages {
-            messages.insert(&key[..], json.as_ref());
+        for stored in &staged.stored {
+            messages.insert(
+                &message_key(stored.channel, stored.id)[..],
+                stored.json.as_ref(),
+            );
         }
         let trees = (&self.trees.messages, &self.trees.idempotency);
         trees
