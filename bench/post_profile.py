@@ -14,7 +14,7 @@ import sys
 
 LINE = re.compile(r"^\s*([\d.]+)%\s*;\s*([^;]*?)\s*;\s*([^;]*?)\s*;\s*\[(.)\]\s+(.*?)\s*$")
 
-# (component, test on (dso, kind, symbol)); the first that matches names a sample.
+# (component, pattern on the symbol); the first that matches names a sample.
 KERNEL = [
     ("kernel: TCP and loopback", r"tcp|udp|\bip_|ipv|sock|skb|net_|netif|dev_|loopback|inet|sendmsg|recvmsg|sendto|recvfrom|napi|__sys_|nf_|neigh|csum"),
     ("kernel: device I/O (virtio kicks)", r"iowrite|ioread|virtqueue|vring|virtio"),
@@ -34,7 +34,7 @@ USER = [
 ]
 
 
-def component(dso, kind, symbol):
+def component(kind, symbol):
     if kind == "k":
         for name, pattern in KERNEL:
             if re.search(pattern, symbol):
@@ -76,11 +76,12 @@ def load(prefix):
             m = LINE.match(line)
             if not m:
                 continue
-            share, comm, dso, kind, symbol = float(m.group(1)), m.group(2), m.group(3), m.group(4), m.group(5)
+            share, comm, kind, symbol = float(m.group(1)), m.group(2), m.group(4), m.group(5)
             total += share
-            key = component(dso, kind, symbol)
+            key = component(kind, symbol)
             by_component[key] = by_component.get(key, 0.0) + share
-            by_thread[thread(comm)] = by_thread.get(thread(comm), 0.0) + share
+            group = thread(comm)
+            by_thread[group] = by_thread.get(group, 0.0) + share
     us_per_post = cpu_secs * 1e6 / posts if posts else 0.0
     scale = us_per_post / total if total else 0.0
     return {

@@ -246,13 +246,15 @@ def ingest_table(results):
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
+def verdict(ok):
+    return "met" if ok else "**not met**"
+
+
 def targets(runs, results):
     def r(scenario, pick):
         c = median_of(runs, scenario, "crier", pick)
         n = median_of(runs, scenario, "nchan", pick)
         return (c / n) if c is not None and n else None
-    def verdict(ok):
-        return "met" if ok else "**not met**"
     pss = r("idle", lambda x: x["memory"]["pss_per_conn_bytes"])
     fan = r("fanout", lambda x: x["deliveries_per_sec"])
     fan_p99 = r("fanout", lambda x: x["latency_us"]["p99"])
@@ -296,8 +298,6 @@ def bigroom_verdicts(runs, system):
     ratio = own / nchan if own is not None and nchan else None
     clean = all(r.get("lost", 1) == 0 and r.get("duplicated", 1) == 0 and r.get("out_of_order", 1) == 0 for r in rs)
     name = {"crier": "all-in-one", "split": "split deployment"}[system]
-    def verdict(ok):
-        return "met" if ok else "**not met**"
     return [
         (f"big room, {name}: every message accepted", f"{accepted} of {BIGROOM_MESSAGES} (fewest in a run)",
          verdict(accepted >= BIGROOM_MESSAGES)),
@@ -321,10 +321,10 @@ def pipeline_targets(runs, results):
     memory = ratio("crier-memory", "nchan")
     rows.append(("ingest, durable: POST/s ≥ 3 × Nchan + Redis (AOF always)",
                  "–" if durable is None else f"{durable:.2f} ×",
-                 "met" if durable is not None and durable >= 3 else "**not met**"))
+                 verdict(durable is not None and durable >= 3)))
     rows.append(("ingest, `--durable-ack false`: POST/s ≥ 1 × Nchan in memory",
                  "–" if memory is None else f"{memory:.2f} ×",
-                 "met" if memory is not None and memory >= 1 else "**not met**"))
+                 verdict(memory is not None and memory >= 1)))
     lines = ["| target | measured | |", "| --- | --- | --- |"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
     return "\n".join(lines)
