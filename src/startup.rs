@@ -75,6 +75,7 @@ impl Application {
         let (chat, publisher) = chat_service::AppState::start(
             &config.chat,
             broker,
+            subscriber_broker.clone(),
             &config.topic_prefix,
             verifier.clone(),
         )?;

@@ -56,6 +56,33 @@ pub struct ChatSettings {
 
     #[command(flatten)]
     pub retention: Retention,
+
+    #[command(flatten)]
+    pub mqtt_posts: MqttPosts,
+}
+
+/// Posts from MQTT clients on `{prefix}/channels/{uuid}/post`.
+#[derive(Debug, Clone, Args)]
+pub struct MqttPosts {
+    /// Take posts from MQTT clients on `{prefix}/channels/{uuid}/post` (payload
+    /// `{"author","text"}`, optional `"key"`), checked and stored like REST posts.
+    #[arg(long, env = "CRIER_MQTT_POSTS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub mqtt_posts: bool,
+
+    /// MQTT shared subscription group of the chat-services taking posts, so each
+    /// post is taken once (`$share/{group}/…`); empty for a plain subscription.
+    #[arg(long, env = "CRIER_MQTT_POST_GROUP", default_value = "crier", value_parser = parse_group)]
+    pub mqtt_post_group: String,
+}
+
+/// A shared subscription group name is one topic level with no wildcard.
+fn parse_group(raw: &str) -> Result<String, String> {
+    if raw.contains(['/', '+', '#', '\0']) {
+        return Err(format!(
+            "{raw:?} cannot be a shared subscription group: no /, +, # or NUL"
+        ));
+    }
+    Ok(raw.to_string())
 }
 
 impl ChatSettings {

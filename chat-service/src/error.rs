@@ -101,7 +101,8 @@ impl ChatError {
         }
     }
 
-    fn is_internal(&self) -> bool {
+    /// A failure of ours rather than of the request (logged, never detailed).
+    pub fn is_internal(&self) -> bool {
         self.status_code() == StatusCode::INTERNAL_SERVER_ERROR
     }
 }

@@ -17,6 +17,8 @@
 //!   retention.
 //! - [`publish`]: the publisher task that owns the broker connection, its link
 //!   and the outbox's bookkeeping.
+//! - [`intake`]: posts from MQTT clients (`…/channels/{uuid}/post`), stored like
+//!   REST posts.
 //! - [`error`]: the service's error enum and its mapping to the JSON error body.
 
 pub mod access;
@@ -25,6 +27,7 @@ pub mod body;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod intake;
 pub mod limits;
 pub mod publish;
 pub mod routes;

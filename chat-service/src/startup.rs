@@ -10,6 +10,7 @@ use protocol::auth::Verifier;
 use protocol::error::{
     json_error_bodies, method_not_allowed, not_found, path_config, query_config,
 };
+use protocol::mqtt::{BrokerStatus, BrokerUrl};
 use protocol::server::{ServerSettings, listen};
 use tokio::task::JoinHandle;
 
@@ -17,6 +18,7 @@ use crate::access::Access;
 use crate::bans::Bans;
 use crate::config::{ChatSettings, Config, Limits};
 use crate::error::ChatError;
+use crate::intake::{self, IntakeSettings};
 use crate::limits::RateLimiter;
 use crate::publish::link::BrokerTarget;
 use crate::publish::{self, Publisher};
@@ -34,14 +36,18 @@ pub struct AppState {
     pub limits: Limits,
     /// Flush before answering a POST (see `--durable-ack`).
     pub durable_ack: bool,
+    /// Whether posts are taken from MQTT (`None` with `--mqtt-posts false`).
+    pub mqtt_posts: Option<BrokerStatus>,
 }
 
 impl AppState {
-    /// Opens the store and connects the publisher (which keeps retrying in the
-    /// background if the broker is not there yet).
+    /// Opens the store, connects the publisher to `broker` and takes MQTT posts
+    /// from `posts_broker` (the same broker, over the network; both keep
+    /// retrying in the background if it is not there yet).
     pub fn start(
         settings: &ChatSettings,
         broker: BrokerTarget,
+        posts_broker: BrokerUrl,
         topic_prefix: &str,
         verifier: Option<Arc<Verifier>>,
     ) -> Result<(AppState, JoinHandle<()>), StartError> {
@@ -72,8 +78,28 @@ impl AppState {
             )),
             limits: settings.limits,
             durable_ack: settings.durable_ack,
+            mqtt_posts: None,
         };
-        Ok((state, task))
+        Ok((
+            state.take_mqtt_posts(settings, posts_broker, topic_prefix),
+            task,
+        ))
+    }
+
+    /// Starts taking MQTT posts, unless `--mqtt-posts false`.
+    fn take_mqtt_posts(mut self, settings: &ChatSettings, broker: BrokerUrl, prefix: &str) -> Self {
+        if !settings.mqtt_posts.mqtt_posts {
+            return self;
+        }
+        let status = BrokerStatus::default();
+        self.mqtt_posts = Some(status.clone());
+        let intake = IntakeSettings {
+            broker,
+            prefix: prefix.to_string(),
+            group: settings.mqtt_posts.mqtt_post_group.clone(),
+        };
+        intake::start(self.clone(), intake, status);
+        self
     }
 }
 
@@ -167,7 +193,7 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> Result<Self, StartError> {
-        let broker = BrokerTarget::Network(config.mqtt.broker()?);
+        let broker = config.mqtt.broker()?;
         let listener = TcpListener::bind(&config.listen).map_err(|source| StartError::Listen {
             address: config.listen.clone(),
             source,
@@ -177,8 +203,13 @@ impl Application {
             source,
         })?;
         let verifier = protocol::auth::start_verifier(&config.auth)?;
-        let (state, publisher_task) =
-            AppState::start(&config.chat, broker, &config.mqtt.topic_prefix, verifier)?;
+        let (state, publisher_task) = AppState::start(
+            &config.chat,
+            BrokerTarget::Network(broker.clone()),
+            broker,
+            &config.mqtt.topic_prefix,
+            verifier,
+        )?;
         let store = state.store.clone();
         let tls = config.server.tls()?;
         let server = serve(listener, state, config.server.clone(), tls).map_err(|source| {

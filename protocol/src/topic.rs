@@ -42,6 +42,27 @@ pub fn channel_of(prefix: &str, topic: &str) -> Option<ChannelId> {
     ChannelId::parse(channel).ok()
 }
 
+/// The topic MQTT clients post a message to a channel on (chat-service takes it).
+pub fn post_topic(prefix: &str, channel: ChannelId) -> String {
+    format!("{prefix}/channels/{channel}/post")
+}
+
+/// The filter matching every channel's post topic.
+pub fn all_posts_filter(prefix: &str) -> String {
+    format!("{prefix}/channels/+/post")
+}
+
+/// The channel segment of a post topic, as sent (not yet checked to be a UUID).
+pub fn post_channel_segment<'a>(prefix: &str, topic: &'a str) -> Option<&'a str> {
+    let rest = topic.strip_prefix(prefix)?.strip_prefix("/channels/")?;
+    rest.strip_suffix("/post")
+}
+
+/// Where chat-service reports MQTT posts it refused.
+pub fn errors_topic(prefix: &str) -> String {
+    format!("{prefix}/errors")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,5 +88,25 @@ mod tests {
         assert_eq!(channel_of("crier", &topic), Some(id));
         assert_eq!(channel_of("other", &topic), None);
         assert_eq!(channel_of("crier", "crier/channels/x/messages"), None);
+    }
+
+    #[test]
+    fn post_channel_segment_inverts_post_topic() {
+        let id = ChannelId::parse("6f9619ff-8b86-d011-b42d-00cf4fc964ff").expect("uuid");
+        let topic = post_topic("crier", id);
+        assert_eq!(topic, format!("crier/channels/{id}/post"));
+        assert_eq!(
+            post_channel_segment("crier", &topic),
+            Some("6f9619ff-8b86-d011-b42d-00cf4fc964ff")
+        );
+        assert_eq!(
+            post_channel_segment("crier", "crier/channels/x/post"),
+            Some("x")
+        );
+        assert_eq!(
+            post_channel_segment("crier", &channel_topic("crier", id)),
+            None
+        );
+        assert_eq!(post_channel_segment("other", &topic), None);
     }
 }

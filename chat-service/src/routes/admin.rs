@@ -133,11 +133,7 @@ pub async fn publish(
         .collect::<Result<Vec<_>, _>>()?;
     let entries = checked
         .into_iter()
-        .map(|(channel, message)| Entry {
-            channel,
-            message,
-            idempotency_key: None,
-        })
+        .map(|(channel, message)| Entry::new(channel, message))
         .collect();
     let appended = state.store.append(entries, true).await?;
     let messages: Vec<Message> = appended.into_iter().map(|a| a.message).collect();

@@ -3,6 +3,7 @@
 
 use actix_web::{HttpResponse, web};
 use protocol::health::{connection, readiness};
+use protocol::mqtt::BrokerStatus;
 use serde_json::{Map, Value};
 
 use crate::AppState;
@@ -24,7 +25,13 @@ pub async fn report(state: &AppState) -> (Map<String, Value>, Vec<&'static str>)
     );
     report.insert("broker".into(), connection(broker).into());
     report.insert("outbox".into(), state.publisher.outbox_depth().into());
+    let mqtt_posts = state.mqtt_posts.as_ref().map(BrokerStatus::is_connected);
+    let posts = mqtt_posts.map_or("off", connection);
+    report.insert("mqtt_posts".into(), posts.into());
     let mut problems = Vec::new();
+    if mqtt_posts == Some(false) {
+        problems.push("the MQTT post subscription is not in place");
+    }
     if !storage {
         problems.push("storage is failing");
     }

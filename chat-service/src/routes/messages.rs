@@ -61,11 +61,8 @@ pub async fn post_message(
     let new = NewMessage::parse(author.as_deref(), fields.text.as_deref(), limits)?
         .with_user(publisher.user);
     state.bans.check(channel, new.author.as_str())?;
-    let entry = Entry {
-        channel,
-        message: new,
-        idempotency_key: idempotency_key(&req)?.map(str::to_string),
-    };
+    let key = idempotency_key(&req)?.map(str::to_string);
+    let entry = Entry::new(channel, new).with_key(key);
     let appended = state.store.append_one(entry, state.durable_ack).await?;
     let location = format!("/channels/{channel}/messages/{}", appended.message.id);
     Ok(HttpResponse::Created()
@@ -136,17 +133,26 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<&str>, ChatError> {
     let Some(value) = req.headers().get("Idempotency-Key") else {
         return Ok(None);
     };
-    let invalid = || {
-        ChatError::InvalidIdempotencyKey(format!(
-            "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"
-        ))
-    };
-    let key = value.to_str().map_err(|_| invalid())?;
+    let key = value
+        .to_str()
+        .map_err(|_| invalid_idempotency_key("Idempotency-Key"))?;
+    check_idempotency_key(key, "Idempotency-Key").map(Some)
+}
+
+/// An idempotency key is 1 to 255 visible ASCII characters; `name` is what the
+/// client called it (a header, a field).
+pub fn check_idempotency_key<'a>(key: &'a str, name: &str) -> Result<&'a str, ChatError> {
     let visible = key.bytes().all(|byte| byte.is_ascii_graphic());
     if !visible || key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY {
-        return Err(invalid());
+        return Err(invalid_idempotency_key(name));
     }
-    Ok(Some(key))
+    Ok(key)
+}
+
+fn invalid_idempotency_key(name: &str) -> ChatError {
+    ChatError::InvalidIdempotencyKey(format!(
+        "{name} must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"
+    ))
 }
 
 fn replayed_flag(created: bool) -> &'static str {

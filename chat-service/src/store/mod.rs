@@ -52,6 +52,30 @@ pub struct Entry {
     pub message: NewMessage,
     /// A retry with the same key on the same channel returns the original.
     pub idempotency_key: Option<String>,
+    /// The key names a message seen for the first time (an MQTT post delivered
+    /// without the redelivery flag): it is recorded for this message, replacing
+    /// any earlier one, and not looked up. Only a redelivery can repeat it, so an
+    /// identical post that happens to derive the same key later is not mistaken
+    /// for a retry.
+    pub key_is_new: bool,
+}
+
+impl Entry {
+    /// A message with no idempotency key.
+    pub fn new(channel: ChannelId, message: NewMessage) -> Self {
+        Entry {
+            channel,
+            message,
+            idempotency_key: None,
+            key_is_new: false,
+        }
+    }
+
+    /// A retry with the same `key` on the same channel returns the original.
+    pub fn with_key(mut self, key: Option<String>) -> Self {
+        self.idempotency_key = key;
+        self
+    }
 }
 
 /// The outcome of an append: the stored message, its JSON, and whether it is new
@@ -61,6 +85,15 @@ pub struct Appended {
     pub message: Message,
     pub json: Bytes,
     pub created: bool,
+}
+
+/// A write queued by [`Store::submit`].
+pub struct Pending(oneshot::Receiver<Result<Vec<Appended>, StoreError>>);
+
+impl Pending {
+    pub async fn outcome(self) -> Result<Vec<Appended>, StoreError> {
+        self.0.await.map_err(|_| StoreError::Stopped)?
+    }
 }
 
 /// Why an append or a flush did not happen.
@@ -109,6 +142,8 @@ pub struct Store {
 
 struct Inner {
     trees: Trees,
+    /// This store's own id, made once and kept with the data (see [`Store::node_id`]).
+    node_id: uuid::Uuid,
     ingest: SyncSender<writer::Request>,
     /// The writer and commit threads, joined when the last handle goes.
     threads: writer::Threads,
@@ -139,10 +174,12 @@ impl Store {
             trimmed: db.open_tree("trimmed")?,
             db,
         };
+        let node_id = node_id(&trees.db)?;
         let (announce, announcements) = mpsc::channel(settings.announce_queue.max(1));
         let (ingest, threads) = writer::start(trees.clone(), settings, announce)?;
         let inner = Inner {
             trees,
+            node_id,
             ingest,
             threads,
         };
@@ -162,6 +199,13 @@ impl Store {
         entries: Vec<Entry>,
         durable: bool,
     ) -> Result<Vec<Appended>, StoreError> {
+        self.submit(entries, durable)?.outcome().await
+    }
+
+    /// Like [`Store::append`], but queues the write before returning, so writes
+    /// submitted one after the other are numbered in that order; the outcome is
+    /// awaited separately.
+    pub fn submit(&self, entries: Vec<Entry>, durable: bool) -> Result<Pending, StoreError> {
         let (reply, outcome) = oneshot::channel();
         let request = writer::Request {
             entries,
@@ -172,7 +216,7 @@ impl Store {
             TrySendError::Full(_) => StoreError::Busy,
             TrySendError::Disconnected(_) => StoreError::Stopped,
         })?;
-        outcome.await.map_err(|_| StoreError::Stopped)?
+        Ok(Pending(outcome))
     }
 
     /// Appends one message (see [`Store::append`]).
@@ -238,6 +282,13 @@ impl Store {
     pub fn get(&self, channel: ChannelId, id: u64) -> Result<Option<Message>, sled::Error> {
         let value = self.inner.trees.messages.get(message_key(channel, id))?;
         Ok(value.and_then(|value| decode(&value)))
+    }
+
+    /// An id made when the data directory was first used and kept with it: the
+    /// same across restarts, different for every data directory (so for every
+    /// chat-service), as an MQTT client id with a persistent session needs.
+    pub fn node_id(&self) -> uuid::Uuid {
+        self.inner.node_id
     }
 
     /// Another tree of the same database (bans live next to history).
@@ -325,6 +376,21 @@ impl Trees {
         let value = self.idempotency.get(keys::idempotency_key(channel, key))?;
         Ok(value.map(|id| decode_u64(&id)))
     }
+}
+
+/// Reads the store's node id, or makes one and syncs it on first use.
+fn node_id(db: &sled::Db) -> Result<uuid::Uuid, sled::Error> {
+    const KEY: &[u8] = b"node_id";
+    let meta = db.open_tree("meta")?;
+    if let Some(bytes) = meta.get(KEY)?
+        && let Ok(id) = uuid::Uuid::from_slice(&bytes)
+    {
+        return Ok(id);
+    }
+    let id = uuid::Uuid::new_v4();
+    meta.insert(KEY, id.as_bytes())?;
+    meta.flush()?;
+    Ok(id)
 }
 
 fn watermarks(tree: &sled::Tree) -> Result<HashMap<ChannelId, u64>, sled::Error> {

@@ -14,11 +14,8 @@ pub(crate) fn open(dir: &Path) -> (Store, Announcements) {
 
 pub(crate) fn entry(channel: ChannelId, text: &str, key: Option<&str>) -> Entry {
     let limits = Limits::default();
-    Entry {
-        channel,
-        message: NewMessage::parse(Some("ann"), Some(text), &limits).expect("valid"),
-        idempotency_key: key.map(str::to_string),
-    }
+    let message = NewMessage::parse(Some("ann"), Some(text), &limits).expect("valid");
+    Entry::new(channel, message).with_key(key.map(str::to_string))
 }
 
 /// Appends `count` messages one by one, each answered once synced.

@@ -183,6 +183,7 @@ impl Writer {
     ) -> Result<Appended, sled::Error> {
         let channel = entry.channel;
         if let Some(key) = &entry.idempotency_key
+            && !entry.key_is_new
             && let Some(earlier) = self.earlier(channel, key, staged)?
         {
             return Ok(earlier);

@@ -1,0 +1,251 @@
+//! Posts from MQTT clients: chat-service subscribes to
+//! `{prefix}/channels/+/post` and stores each post exactly as it stores a REST
+//! one, so the stored message goes out on `…/messages` like any other.
+//!
+//! - **Once.** The subscription is shared (`$share/{group}/…`), so when several
+//!   chat-services subscribe each post is taken by one of them. The session is
+//!   persistent (a client id kept with the data directory), and a post is
+//!   acknowledged to the broker only once it is stored (synced, with durable
+//!   acknowledgements), so a chat-service that stops before acknowledging gets
+//!   the post again when it comes back; a key derived from the delivery
+//!   ([`post`]) keeps that redelivery from being stored twice.
+//! - **In order.** Posts are queued to the store in the order they arrive, and
+//!   acknowledged in that order.
+//! - **Bounded.** At most [`MAX_PENDING`] posts wait for the store at once; past
+//!   that the connection is not read, and the broker holds the rest.
+//! - **Refusals** are not stored: the JSON error body, with the post's topic and
+//!   key, is published on `{prefix}/errors` (brokers do not tell a subscriber
+//!   who published a message, so there is no per-client topic to use).
+
+mod post;
+
+use std::time::Duration;
+
+use protocol::mqtt::{BrokerStatus, BrokerUrl};
+use protocol::topic;
+use rumqttc::{AsyncClient, Event, EventLoop, Incoming, Publish, QoS, SubscribeReasonCode};
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::AppState;
+use crate::error::ChatError;
+use crate::store::{Pending, StoreError};
+
+/// Posts taken from the broker and not yet acknowledged, at most.
+pub const MAX_PENDING: usize = 256;
+/// rumqttc's request queue: acknowledgements and error reports. Larger than
+/// twice [`MAX_PENDING`], so the acknowledging task never waits on the poll
+/// loop while the poll loop waits on it.
+const REQUEST_CAPACITY: usize = 4 * MAX_PENDING;
+const RECONNECT_DELAY: Duration = Duration::from_millis(500);
+/// How long to wait before offering a post to a full ingest queue again.
+const BUSY_DELAY: Duration = Duration::from_millis(5);
+
+/// Where and how to take posts.
+pub struct IntakeSettings {
+    pub broker: BrokerUrl,
+    pub prefix: String,
+    /// Shared subscription group; empty for a plain subscription.
+    pub group: String,
+}
+
+impl IntakeSettings {
+    /// `$share/{group}/{prefix}/channels/+/post`, or the plain filter.
+    fn filter(&self) -> String {
+        let posts = topic::all_posts_filter(&self.prefix);
+        if self.group.is_empty() {
+            posts
+        } else {
+            format!("$share/{}/{posts}", self.group)
+        }
+    }
+}
+
+/// Starts taking posts; `status` tells whether the subscription is in place.
+pub fn start(state: AppState, settings: IntakeSettings, status: BrokerStatus) -> JoinHandle<()> {
+    let client_id = format!("crier-chat-posts-{}", state.store.node_id().simple());
+    let mut options = settings.broker.options(&client_id);
+    options.set_clean_session(false);
+    options.set_manual_acks(true);
+    let (client, eventloop) = AsyncClient::new(options, REQUEST_CAPACITY);
+    let (pending, taken) = mpsc::channel(MAX_PENDING);
+    let errors = topic::errors_topic(&settings.prefix);
+    tokio::spawn(acknowledge(client.clone(), taken, errors));
+    let intake = Intake {
+        state,
+        client,
+        filter: settings.filter(),
+        prefix: settings.prefix,
+        status,
+        pending,
+    };
+    tokio::spawn(intake.run(eventloop))
+}
+
+struct Intake {
+    state: AppState,
+    client: AsyncClient,
+    filter: String,
+    prefix: String,
+    status: BrokerStatus,
+    pending: mpsc::Sender<Taken>,
+}
+
+/// A post taken from the broker, waiting for its acknowledgement.
+struct Taken {
+    publish: Publish,
+    outcome: Outcome,
+}
+
+enum Outcome {
+    Queued(Pending),
+    Refused(ChatError),
+}
+
+impl Intake {
+    async fn run(self, mut eventloop: EventLoop) {
+        loop {
+            let event = match eventloop.poll().await {
+                Ok(event) => event,
+                Err(e) => {
+                    if self.status.is_connected() {
+                        log::warn!("MQTT posts: connection lost: {e}");
+                    }
+                    self.status.set(false);
+                    tokio::time::sleep(RECONNECT_DELAY).await;
+                    continue;
+                }
+            };
+            if !self.handle(event).await {
+                return;
+            }
+        }
+    }
+
+    /// Handles one event; `false` once the acknowledging task is gone.
+    async fn handle(&self, event: Event) -> bool {
+        match event {
+            Event::Incoming(Incoming::ConnAck(ack)) if ack.session_present => {
+                self.status.set(true);
+            }
+            Event::Incoming(Incoming::ConnAck(_)) => {
+                if let Err(e) = self.client.subscribe(&self.filter, QoS::AtLeastOnce).await {
+                    log::error!("MQTT posts: cannot subscribe: {e}");
+                }
+            }
+            Event::Incoming(Incoming::SubAck(ack)) => {
+                let refused = ack.return_codes.contains(&SubscribeReasonCode::Failure);
+                if refused {
+                    log::error!(
+                        "MQTT posts: the broker refused the subscription to {}",
+                        self.filter
+                    );
+                } else {
+                    log::info!("MQTT posts: taking posts from {}", self.filter);
+                }
+                self.status.set(!refused);
+            }
+            Event::Incoming(Incoming::Publish(publish)) => {
+                let taken = self.take(publish).await;
+                return self.pending.send(taken).await.is_ok();
+            }
+            _ => {}
+        }
+        true
+    }
+
+    /// Checks a post and queues it to the store (waiting while the store's
+    /// ingest queue is full, which stops reading from the broker meanwhile).
+    async fn take(&self, publish: Publish) -> Taken {
+        let entry = match post::entry(&self.state, &self.prefix, &publish) {
+            Ok(entry) => entry,
+            Err(refusal) => {
+                return Taken {
+                    publish,
+                    outcome: Outcome::Refused(refusal),
+                };
+            }
+        };
+        let outcome = loop {
+            match self
+                .state
+                .store
+                .submit(vec![entry.clone()], self.state.durable_ack)
+            {
+                Ok(pending) => break Outcome::Queued(pending),
+                Err(StoreError::Busy) => tokio::time::sleep(BUSY_DELAY).await,
+                Err(e) => break Outcome::Refused(ChatError::Store(e)),
+            }
+        };
+        Taken { publish, outcome }
+    }
+}
+
+/// Acknowledges posts in the order they were taken, once each is stored or
+/// refused, and reports refusals.
+async fn acknowledge(client: AsyncClient, mut taken: mpsc::Receiver<Taken>, errors: String) {
+    while let Some(Taken { publish, outcome }) = taken.recv().await {
+        let refusal = match outcome {
+            Outcome::Queued(pending) => match pending.outcome().await {
+                Ok(appended) => {
+                    log_replays(&publish, &appended);
+                    None
+                }
+                Err(e) => Some(ChatError::Store(e)),
+            },
+            Outcome::Refused(refusal) => Some(refusal),
+        };
+        if let Some(refusal) = refusal {
+            report(&client, &errors, &publish, &refusal).await;
+        }
+        if publish.qos != QoS::AtMostOnce && client.ack(&publish).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn log_replays(publish: &Publish, appended: &[crate::store::Appended]) {
+    for replayed in appended.iter().filter(|appended| !appended.created) {
+        log::info!(
+            "MQTT posts: {} (packet {}, redelivered: {}) is already stored as id {}; not stored again",
+            publish.topic,
+            publish.pkid,
+            publish.dup,
+            replayed.message.id
+        );
+    }
+}
+
+/// What `{prefix}/errors` carries: our error body, plus the post's topic and key.
+#[derive(Serialize)]
+struct Rejection<'a> {
+    #[serde(flatten)]
+    body: protocol::error::ErrorBody,
+    topic: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<String>,
+}
+
+async fn report(client: &AsyncClient, errors: &str, publish: &Publish, refusal: &ChatError) {
+    if refusal.is_internal() {
+        log::error!("MQTT posts: {} not stored: {refusal}", publish.topic);
+    }
+    let rejection = Rejection {
+        body: refusal.to_api_error().body(),
+        topic: &publish.topic,
+        key: post_key(&publish.payload),
+    };
+    let Ok(json) = serde_json::to_vec(&rejection) else {
+        return;
+    };
+    if let Err(e) = client.publish(errors, QoS::AtLeastOnce, false, json).await {
+        log::warn!("MQTT posts: cannot report a refusal: {e}");
+    }
+}
+
+/// The post's `key`, when it has a string one, so a client can match a refusal.
+fn post_key(payload: &[u8]) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    value.get("key")?.as_str().map(str::to_string)
+}
