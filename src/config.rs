@@ -36,6 +36,16 @@ pub struct Config {
     )]
     pub embedded_broker_listen: String,
 
+    /// Also serve MQTT over WebSocket on this address (e.g. `127.0.0.1:8083`;
+    /// port 0 picks a free port), so browser MQTT clients can join without
+    /// Mosquitto. Off by default.
+    #[arg(
+        long,
+        env = "CRIER_EMBEDDED_BROKER_WS_LISTEN",
+        conflicts_with = "mqtt_url"
+    )]
+    pub embedded_broker_ws_listen: Option<String>,
+
     /// Topic prefix: messages go to `{prefix}/channels/{uuid}/messages`.
     #[arg(
         long,

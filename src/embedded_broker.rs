@@ -3,7 +3,8 @@
 //! rumqttd neither reports the port it bound nor can be stopped, so a free port is
 //! reserved first and the broker lives as long as the process. This process's
 //! publisher reaches it through a link into its router rather than over TCP;
-//! other MQTT clients connect to the address.
+//! other MQTT clients connect to the address, or to the optional WebSocket
+//! listener (browser MQTT clients).
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
@@ -32,34 +33,57 @@ pub enum BrokerError {
     NotReady(SocketAddr),
 }
 
+/// Where the embedded broker listens.
+#[derive(Debug, Clone, Copy)]
+pub struct Listeners {
+    /// MQTT over TCP.
+    pub tcp: SocketAddr,
+    /// MQTT over WebSocket, when asked for.
+    pub websocket: Option<SocketAddr>,
+}
+
 /// Starts rumqttd on `listen` (port 0: a free port) and returns the address it
 /// accepts MQTT connections on, once it does.
 pub fn start(listen: &str) -> Result<SocketAddr, BrokerError> {
-    let (address, broker) = prepare(listen)?;
-    run(address, broker)
+    let (listeners, broker) = prepare(listen, None)?;
+    run(listeners, broker).map(|listeners| listeners.tcp)
 }
 
-/// Like [`start`], with a link into the broker's router for this process's
-/// publisher.
-pub fn start_linked(listen: &str) -> Result<(SocketAddr, InProcessBroker), BrokerError> {
-    let (address, broker) = prepare(listen)?;
+/// Like [`start`], with an optional WebSocket listener and a link into the
+/// broker's router for this process's publisher.
+pub fn start_linked(
+    listen: &str,
+    websocket: Option<&str>,
+) -> Result<(Listeners, InProcessBroker), BrokerError> {
+    let (listeners, broker) = prepare(listen, websocket)?;
     let link = link_to(&broker)?;
-    Ok((run(address, broker)?, link))
+    Ok((run(listeners, broker)?, link))
 }
 
-/// Reserves the address and builds the broker; its router runs from here on.
-fn prepare(listen: &str) -> Result<(SocketAddr, rumqttd::Broker), BrokerError> {
-    let requested: SocketAddr = listen
+/// Reserves the addresses and builds the broker; its router runs from here on.
+fn prepare(
+    listen: &str,
+    websocket: Option<&str>,
+) -> Result<(Listeners, rumqttd::Broker), BrokerError> {
+    let listeners = Listeners {
+        tcp: reserve(parse_address(listen)?)?,
+        websocket: websocket
+            .map(|listen| parse_address(listen).and_then(reserve))
+            .transpose()?,
+    };
+    let config = broker_config(listeners)?;
+    Ok((listeners, rumqttd::Broker::new(config)))
+}
+
+fn parse_address(listen: &str) -> Result<SocketAddr, BrokerError> {
+    listen
         .parse()
-        .map_err(|_| BrokerError::Address(listen.to_string()))?;
-    let address = reserve(requested)?;
-    let config = broker_config(address)?;
-    Ok((address, rumqttd::Broker::new(config)))
+        .map_err(|_| BrokerError::Address(listen.to_string()))
 }
 
-/// Starts the broker's listeners on their own thread and waits until `address`
+/// Starts the broker's listeners on their own thread and waits until each
 /// accepts connections.
-fn run(address: SocketAddr, mut broker: rumqttd::Broker) -> Result<SocketAddr, BrokerError> {
+fn run(listeners: Listeners, mut broker: rumqttd::Broker) -> Result<Listeners, BrokerError> {
     std::thread::Builder::new()
         .name("embedded-mqtt".into())
         .spawn(move || {
@@ -68,8 +92,11 @@ fn run(address: SocketAddr, mut broker: rumqttd::Broker) -> Result<SocketAddr, B
             }
         })
         .map_err(BrokerError::Thread)?;
-    wait_until_accepting(address)?;
-    Ok(address)
+    wait_until_accepting(listeners.tcp)?;
+    if let Some(websocket) = listeners.websocket {
+        wait_until_accepting(websocket)?;
+    }
+    Ok(listeners)
 }
 
 fn link_to(broker: &rumqttd::Broker) -> Result<InProcessBroker, BrokerError> {
@@ -91,8 +118,8 @@ fn reserve(requested: SocketAddr) -> Result<SocketAddr, BrokerError> {
     listener.local_addr().map_err(reserve_error)
 }
 
-fn broker_config(address: SocketAddr) -> Result<rumqttd::Config, BrokerError> {
-    let config = serde_json::json!({
+fn broker_config(listeners: Listeners) -> Result<rumqttd::Config, BrokerError> {
+    let mut config = serde_json::json!({
         "id": 0,
         "router": {
             "max_connections": 10_010,
@@ -100,21 +127,27 @@ fn broker_config(address: SocketAddr) -> Result<rumqttd::Config, BrokerError> {
             "max_segment_size": 10 * 1024 * 1024,
             "max_segment_count": 10,
         },
-        "v4": {
-            "1": {
-                "name": "v4-1",
-                "listen": address.to_string(),
-                "next_connection_delay_ms": 1,
-                "connections": {
-                    "connection_timeout_ms": 60_000,
-                    "max_payload_size": MAX_PACKET_BYTES,
-                    "max_inflight_count": 500,
-                    "dynamic_filters": true,
-                },
-            },
-        },
+        "v4": { "1": server_settings("v4-1", listeners.tcp) },
     });
+    if let Some(websocket) = listeners.websocket {
+        config["ws"] = serde_json::json!({ "1": server_settings("ws-1", websocket) });
+    }
     serde_json::from_value(config).map_err(|e| BrokerError::Config(e.to_string()))
+}
+
+/// One listener's settings (TCP and WebSocket take the same).
+fn server_settings(name: &str, address: SocketAddr) -> serde_json::Value {
+    serde_json::json!({
+        "name": name,
+        "listen": address.to_string(),
+        "next_connection_delay_ms": 1,
+        "connections": {
+            "connection_timeout_ms": 60_000,
+            "max_payload_size": MAX_PACKET_BYTES,
+            "max_inflight_count": 500,
+            "dynamic_filters": true,
+        },
+    })
 }
 
 fn wait_until_accepting(address: SocketAddr) -> Result<(), BrokerError> {

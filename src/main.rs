@@ -21,6 +21,7 @@ async fn main() -> std::process::ExitCode {
     let config = Config::parse();
     let data_dir = config.chat.data_dir.display().to_string();
     let scheme = config.server.scheme();
+    let prefix = config.topic_prefix.clone();
     let app = match Application::build(config).await {
         Ok(app) => app,
         Err(e) => {
@@ -45,6 +46,13 @@ async fn main() -> std::process::ExitCode {
         endpoints.http
     );
     println!("  MQTT broker: {} ({kind})", endpoints.broker);
+    if let Some(websocket) = endpoints.broker_websocket {
+        println!("  MQTT over WebSocket: ws://{websocket}/mqtt");
+    }
+    println!(
+        "  MQTT post:   {{\"author\",\"text\"}} to {}/channels/{{uuid}}/post",
+        prefix
+    );
     println!("  history in:  {data_dir}");
     match app.run_until_stopped().await {
         Ok(()) => std::process::ExitCode::SUCCESS,

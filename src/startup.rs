@@ -51,6 +51,8 @@ pub struct Endpoints {
     pub http: SocketAddr,
     /// The broker in use: `mqtt://…` (password hidden).
     pub broker: String,
+    /// The embedded broker's MQTT-over-WebSocket address, when it has one.
+    pub broker_websocket: Option<SocketAddr>,
     pub broker_is_embedded: bool,
 }
 
@@ -64,7 +66,12 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> Result<Self, StartError> {
-        let (broker, subscriber_broker, endpoint, broker_is_embedded) = broker_for(&config)?;
+        let BrokerInUse {
+            target: broker,
+            url: subscriber_broker,
+            shown: endpoint,
+            websocket,
+        } = broker_for(&config)?;
         let listen_error = |source| StartError::Listen {
             address: config.listen.clone(),
             source,
@@ -103,7 +110,8 @@ impl Application {
             endpoints: Endpoints {
                 http,
                 broker: endpoint,
-                broker_is_embedded,
+                broker_websocket: websocket,
+                broker_is_embedded: config.mqtt_url.is_none(),
             },
             server,
             hub,
@@ -127,23 +135,40 @@ impl Application {
     }
 }
 
-/// The external broker when `--mqtt-url` is set, else a new embedded one: how the
-/// publisher reaches it (in process when embedded), the URL the subscriber
-/// connects to, its address to show, and whether it is embedded.
-fn broker_for(config: &Config) -> Result<(BrokerTarget, BrokerUrl, String, bool), StartError> {
+/// The broker the all-in-one uses.
+struct BrokerInUse {
+    /// How the publisher reaches it (in process when embedded).
+    target: BrokerTarget,
+    /// Where the stream subscriber and the MQTT post intake connect.
+    url: BrokerUrl,
+    /// Its address to show (password hidden).
+    shown: String,
+    /// The embedded broker's WebSocket listener.
+    websocket: Option<SocketAddr>,
+}
+
+/// The external broker when `--mqtt-url` is set, else a new embedded one.
+fn broker_for(config: &Config) -> Result<BrokerInUse, StartError> {
     if let Some(url) = &config.mqtt_url {
         let broker = BrokerUrl::parse(url, config.mqtt_ca_file.as_deref())?;
-        return Ok((
-            BrokerTarget::Network(broker.clone()),
-            broker,
-            protocol::mqtt::redact(url),
-            false,
-        ));
+        return Ok(BrokerInUse {
+            target: BrokerTarget::Network(broker.clone()),
+            url: broker,
+            shown: protocol::mqtt::redact(url),
+            websocket: None,
+        });
     }
-    let (address, link) = embedded_broker::start_linked(&config.embedded_broker_listen)?;
-    let url = format!("mqtt://{address}");
-    let subscriber = BrokerUrl::parse(&url, None)?;
-    Ok((BrokerTarget::Link(Box::new(link)), subscriber, url, true))
+    let (listeners, link) = embedded_broker::start_linked(
+        &config.embedded_broker_listen,
+        config.embedded_broker_ws_listen.as_deref(),
+    )?;
+    let shown = format!("mqtt://{}", listeners.tcp);
+    Ok(BrokerInUse {
+        target: BrokerTarget::Link(Box::new(link)),
+        url: BrokerUrl::parse(&shown, None)?,
+        shown,
+        websocket: listeners.websocket,
+    })
 }
 
 fn serve(

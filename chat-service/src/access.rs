@@ -15,9 +15,25 @@ pub struct Access {
 /// What a publisher's token says about the message it posts.
 #[derive(Debug, Default)]
 pub struct Publisher {
-    /// The author to store (the body's `author` is ignored when a token is present).
+    /// The author to store (the body's `author` is ignored when a token is
+    /// present, unless it is an admin's).
     pub name: Option<String>,
     pub user: Option<serde_json::Value>,
+    /// An admin token (`admin: true`) posts as the author the body names, and as
+    /// its own `name` only when the body names none: how a service relays the
+    /// posts of others (MQTT posts forwarded to the shard that owns a channel).
+    pub names_author: bool,
+}
+
+impl Publisher {
+    /// The author to store, given the one the body names.
+    pub fn author(self, named: Option<String>) -> Option<String> {
+        if self.names_author {
+            named.or(self.name)
+        } else {
+            self.name.or(named)
+        }
+    }
 }
 
 impl Access {
@@ -41,6 +57,13 @@ impl Access {
                 format!("the token does not allow posting to channel {channel}"),
             ));
         }
+        if claims.admin {
+            return Ok(Publisher {
+                name: claims.name,
+                user: claims.user,
+                names_author: true,
+            });
+        }
         let Some(name) = claims.name else {
             return Err(forbidden(
                 "token_without_name",
@@ -50,6 +73,7 @@ impl Access {
         Ok(Publisher {
             name: Some(name),
             user: claims.user,
+            names_author: false,
         })
     }
 

@@ -73,6 +73,18 @@ pub struct MqttPosts {
     /// post is taken once (`$share/{group}/…`); empty for a plain subscription.
     #[arg(long, env = "CRIER_MQTT_POST_GROUP", default_value = "crier", value_parser = parse_group)]
     pub mqtt_post_group: String,
+
+    /// Relay MQTT posts to this base URL instead of storing them here: in a
+    /// sharded deployment, the front that routes each channel to the shard that
+    /// owns it (`http://front:8080`). Each post keeps its idempotency key.
+    #[arg(long, env = "CRIER_MQTT_POST_FORWARD")]
+    pub mqtt_post_forward: Option<String>,
+
+    /// Bearer token for relayed posts when the shards check tokens: it needs
+    /// `admin: true` and `publish: "*"` (an admin token posts as the author the
+    /// post names).
+    #[arg(long, env = "CRIER_MQTT_POST_FORWARD_TOKEN", hide_env_values = true)]
+    pub mqtt_post_forward_token: Option<String>,
 }
 
 /// A shared subscription group name is one topic level with no wildcard.

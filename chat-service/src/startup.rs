@@ -18,7 +18,7 @@ use crate::access::Access;
 use crate::bans::Bans;
 use crate::config::{ChatSettings, Config, Limits};
 use crate::error::ChatError;
-use crate::intake::{self, IntakeSettings};
+use crate::intake::{self, Forwarder, IntakeSettings};
 use crate::limits::RateLimiter;
 use crate::publish::link::BrokerTarget;
 use crate::publish::{self, Publisher};
@@ -81,25 +81,39 @@ impl AppState {
             mqtt_posts: None,
         };
         Ok((
-            state.take_mqtt_posts(settings, posts_broker, topic_prefix),
+            state.take_mqtt_posts(settings, posts_broker, topic_prefix)?,
             task,
         ))
     }
 
     /// Starts taking MQTT posts, unless `--mqtt-posts false`.
-    fn take_mqtt_posts(mut self, settings: &ChatSettings, broker: BrokerUrl, prefix: &str) -> Self {
-        if !settings.mqtt_posts.mqtt_posts {
-            return self;
+    fn take_mqtt_posts(
+        mut self,
+        settings: &ChatSettings,
+        broker: BrokerUrl,
+        prefix: &str,
+    ) -> Result<Self, StartError> {
+        let posts = &settings.mqtt_posts;
+        if !posts.mqtt_posts {
+            return Ok(self);
         }
+        let forward = match &posts.mqtt_post_forward {
+            Some(base) => Some(
+                Forwarder::new(base, posts.mqtt_post_forward_token.clone())
+                    .map_err(|e| StartError::Relay(e.to_string()))?,
+            ),
+            None => None,
+        };
         let status = BrokerStatus::default();
         self.mqtt_posts = Some(status.clone());
         let intake = IntakeSettings {
             broker,
             prefix: prefix.to_string(),
-            group: settings.mqtt_posts.mqtt_post_group.clone(),
+            group: posts.mqtt_post_group.clone(),
+            forward,
         };
         intake::start(self.clone(), intake, status);
-        self
+        Ok(self)
     }
 }
 
@@ -126,6 +140,8 @@ pub enum StartError {
     Auth(#[from] protocol::auth::KeyError),
     #[error("TLS: {0}")]
     Tls(#[from] protocol::tls::TlsError),
+    #[error("cannot set up the relay of MQTT posts: {0}")]
+    Relay(String),
     #[error("cannot listen on {address}: {source}")]
     Listen {
         address: String,

@@ -13,14 +13,21 @@
 //!   acknowledged in that order.
 //! - **Bounded.** At most [`MAX_PENDING`] posts wait for the store at once; past
 //!   that the connection is not read, and the broker holds the rest.
+//! - **Sharded**, a chat-service started with `--mqtt-post-forward` relays each
+//!   post to the front, which routes it to the shard that owns the channel
+//!   ([`forward`]), with the same key: the owner numbers and stores it.
 //! - **Refusals** are not stored: the JSON error body, with the post's topic and
 //!   key, is published on `{prefix}/errors` (brokers do not tell a subscriber
 //!   who published a message, so there is no per-client topic to use).
 
+mod forward;
 mod post;
 
 use std::time::Duration;
 
+use actix_web::http::StatusCode;
+use protocol::ApiError;
+use protocol::error::ErrorBody;
 use protocol::mqtt::{BrokerStatus, BrokerUrl};
 use protocol::topic;
 use rumqttc::{AsyncClient, Event, EventLoop, Incoming, Publish, QoS, SubscribeReasonCode};
@@ -30,7 +37,10 @@ use tokio::task::JoinHandle;
 
 use crate::AppState;
 use crate::error::ChatError;
-use crate::store::{Pending, StoreError};
+use crate::store::{Entry, Pending, StoreError};
+
+pub use forward::Forwarder;
+use forward::Refused;
 
 /// Posts taken from the broker and not yet acknowledged, at most.
 pub const MAX_PENDING: usize = 256;
@@ -48,6 +58,8 @@ pub struct IntakeSettings {
     pub prefix: String,
     /// Shared subscription group; empty for a plain subscription.
     pub group: String,
+    /// Relay posts to the shard that owns their channel instead of storing them.
+    pub forward: Option<Forwarder>,
 }
 
 impl IntakeSettings {
@@ -71,11 +83,14 @@ pub fn start(state: AppState, settings: IntakeSettings, status: BrokerStatus) ->
     let (client, eventloop) = AsyncClient::new(options, REQUEST_CAPACITY);
     let (pending, taken) = mpsc::channel(MAX_PENDING);
     let errors = topic::errors_topic(&settings.prefix);
-    tokio::spawn(acknowledge(client.clone(), taken, errors));
+    let filter = settings.filter();
+    let relaying = settings.forward.is_some();
+    tokio::spawn(acknowledge(client.clone(), taken, errors, settings.forward));
     let intake = Intake {
         state,
+        relaying,
         client,
-        filter: settings.filter(),
+        filter,
         prefix: settings.prefix,
         status,
         pending,
@@ -85,6 +100,8 @@ pub fn start(state: AppState, settings: IntakeSettings, status: BrokerStatus) ->
 
 struct Intake {
     state: AppState,
+    /// Posts are relayed rather than stored here.
+    relaying: bool,
     client: AsyncClient,
     filter: String,
     prefix: String,
@@ -100,6 +117,7 @@ struct Taken {
 
 enum Outcome {
     Queued(Pending),
+    Relay(Entry),
     Refused(ChatError),
 }
 
@@ -167,6 +185,12 @@ impl Intake {
                 };
             }
         };
+        if self.relaying {
+            return Taken {
+                publish,
+                outcome: Outcome::Relay(entry),
+            };
+        }
         let outcome = loop {
             match self
                 .state
@@ -182,9 +206,14 @@ impl Intake {
     }
 }
 
-/// Acknowledges posts in the order they were taken, once each is stored or
-/// refused, and reports refusals.
-async fn acknowledge(client: AsyncClient, mut taken: mpsc::Receiver<Taken>, errors: String) {
+/// Acknowledges posts in the order they were taken, once each is stored (or
+/// relayed) or refused, and reports refusals.
+async fn acknowledge(
+    client: AsyncClient,
+    mut taken: mpsc::Receiver<Taken>,
+    errors: String,
+    forward: Option<Forwarder>,
+) {
     while let Some(Taken { publish, outcome }) = taken.recv().await {
         let refusal = match outcome {
             Outcome::Queued(pending) => match pending.outcome().await {
@@ -192,17 +221,44 @@ async fn acknowledge(client: AsyncClient, mut taken: mpsc::Receiver<Taken>, erro
                     log_replays(&publish, &appended);
                     None
                 }
-                Err(e) => Some(ChatError::Store(e)),
+                Err(e) => Some(refusal_of(&publish, &ChatError::Store(e))),
             },
-            Outcome::Refused(refusal) => Some(refusal),
+            Outcome::Relay(entry) => relay(forward.as_ref(), &publish, &entry).await,
+            Outcome::Refused(refusal) => Some(refusal_of(&publish, &refusal)),
         };
         if let Some(refusal) = refusal {
-            report(&client, &errors, &publish, &refusal).await;
+            report(&client, &errors, &publish, refusal).await;
         }
         if publish.qos != QoS::AtMostOnce && client.ack(&publish).await.is_err() {
             return;
         }
     }
+}
+
+/// Relays a post to its channel's owner; the error body when it is refused.
+async fn relay(forward: Option<&Forwarder>, publish: &Publish, entry: &Entry) -> Option<ErrorBody> {
+    let forward = forward?;
+    match forward.forward(entry).await {
+        Ok(()) => None,
+        Err(Refused::ByOwner(body)) => Some(body),
+        Err(Refused::Unreachable(why)) => {
+            log::error!("MQTT posts: {} not relayed: {why}", publish.topic);
+            let error = ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "relay_failed",
+                "the chat-service that owns the channel could not be reached; post again",
+            );
+            Some(error.body())
+        }
+    }
+}
+
+/// The error body of a refusal of ours (logged when it is our failure).
+fn refusal_of(publish: &Publish, refusal: &ChatError) -> ErrorBody {
+    if refusal.is_internal() {
+        log::error!("MQTT posts: {} not stored: {refusal}", publish.topic);
+    }
+    refusal.to_api_error().body()
 }
 
 fn log_replays(publish: &Publish, appended: &[crate::store::Appended]) {
@@ -221,18 +277,15 @@ fn log_replays(publish: &Publish, appended: &[crate::store::Appended]) {
 #[derive(Serialize)]
 struct Rejection<'a> {
     #[serde(flatten)]
-    body: protocol::error::ErrorBody,
+    body: ErrorBody,
     topic: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     key: Option<String>,
 }
 
-async fn report(client: &AsyncClient, errors: &str, publish: &Publish, refusal: &ChatError) {
-    if refusal.is_internal() {
-        log::error!("MQTT posts: {} not stored: {refusal}", publish.topic);
-    }
+async fn report(client: &AsyncClient, errors: &str, publish: &Publish, body: ErrorBody) {
     let rejection = Rejection {
-        body: refusal.to_api_error().body(),
+        body,
         topic: &publish.topic,
         key: post_key(&publish.payload),
     };

@@ -16,6 +16,8 @@ use crate::store::Entry;
 /// Default and largest page of a history read.
 pub const DEFAULT_PAGE: usize = 50;
 pub const MAX_PAGE: usize = 1000;
+/// The header that marks an idempotency key as new ([`Entry::key_is_new`]).
+pub const KEY_IS_NEW: &str = "Idempotency-Key-New";
 /// Longest accepted `Idempotency-Key`, in bytes.
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 
@@ -57,12 +59,13 @@ pub async fn post_message(
         Author::parse(Some(author), limits)?;
     }
     let fields = parse_fields(content_type, &body, query_author)?;
-    let author = publisher.name.or(fields.author);
-    let new = NewMessage::parse(author.as_deref(), fields.text.as_deref(), limits)?
-        .with_user(publisher.user);
+    let user = publisher.user.clone();
+    let author = publisher.author(fields.author);
+    let new = NewMessage::parse(author.as_deref(), fields.text.as_deref(), limits)?.with_user(user);
     state.bans.check(channel, new.author.as_str())?;
     let key = idempotency_key(&req)?.map(str::to_string);
-    let entry = Entry::new(channel, new).with_key(key);
+    let mut entry = Entry::new(channel, new).with_key(key);
+    entry.key_is_new = key_is_new(&req, &entry)?;
     let appended = state.store.append_one(entry, state.durable_ack).await?;
     let location = format!("/channels/{channel}/messages/{}", appended.message.id);
     Ok(HttpResponse::Created()
@@ -137,6 +140,30 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<&str>, ChatError> {
         .to_str()
         .map_err(|_| invalid_idempotency_key("Idempotency-Key"))?;
     check_idempotency_key(key, "Idempotency-Key").map(Some)
+}
+
+/// `Idempotency-Key-New: true` marks the key as new: it is recorded for this
+/// message and not looked up (see [`Entry::key_is_new`]). A relay of MQTT posts
+/// sends it with a key derived from a first delivery.
+fn key_is_new(req: &HttpRequest, entry: &Entry) -> Result<bool, ChatError> {
+    let Some(value) = req.headers().get(KEY_IS_NEW) else {
+        return Ok(false);
+    };
+    let is_new = match value.to_str() {
+        Ok("true") => true,
+        Ok("false") => false,
+        _ => {
+            return Err(ChatError::InvalidIdempotencyKey(format!(
+                "{KEY_IS_NEW} must be true or false"
+            )));
+        }
+    };
+    if is_new && entry.idempotency_key.is_none() {
+        return Err(ChatError::InvalidIdempotencyKey(format!(
+            "{KEY_IS_NEW} needs an Idempotency-Key"
+        )));
+    }
+    Ok(is_new)
 }
 
 /// An idempotency key is 1 to 255 visible ASCII characters; `name` is what the

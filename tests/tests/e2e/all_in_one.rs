@@ -196,8 +196,9 @@ async fn crier_publishes_what_it_stores_to_its_embedded_broker_at_qos_1() {
 async fn a_batch_of_in_process_publishes_reaches_subscribers_in_order_once_sent() {
     use chat_service::publish::link::{BrokerTarget, Connector, LinkEvent};
 
-    let (address, link) =
-        crier::embedded_broker::start_linked("127.0.0.1:0").expect("embedded broker starts");
+    let (listeners, link) =
+        crier::embedded_broker::start_linked("127.0.0.1:0", None).expect("embedded broker starts");
+    let address = listeners.tcp;
     let mut connection = Connector::new(BrokerTarget::Link(Box::new(link)), 512)
         .connect()
         .expect("the in-process link opens");
