@@ -71,8 +71,10 @@ pub struct MqttPosts {
 
     /// MQTT shared subscription group of the chat-services taking posts, so each
     /// post is taken once (`$share/{group}/…`); empty for a plain subscription.
-    #[arg(long, env = "CRIER_MQTT_POST_GROUP", default_value = "crier", value_parser = parse_group)]
-    pub mqtt_post_group: String,
+    /// Default: the topic prefix with `/` as `_`, so deployments that share a
+    /// broker under different prefixes never share a group.
+    #[arg(long, env = "CRIER_MQTT_POST_GROUP", value_parser = parse_group)]
+    pub mqtt_post_group: Option<String>,
 
     /// Relay MQTT posts to this base URL instead of storing them here: in a
     /// sharded deployment, the front that routes each channel to the shard that
@@ -85,6 +87,16 @@ pub struct MqttPosts {
     /// post names).
     #[arg(long, env = "CRIER_MQTT_POST_FORWARD_TOKEN", hide_env_values = true)]
     pub mqtt_post_forward_token: Option<String>,
+}
+
+impl MqttPosts {
+    /// The shared subscription group for `prefix` (see `--mqtt-post-group`).
+    pub fn group(&self, prefix: &str) -> String {
+        match &self.mqtt_post_group {
+            Some(group) => group.clone(),
+            None => prefix.replace('/', "_"),
+        }
+    }
 }
 
 /// A shared subscription group name is one topic level with no wildcard.

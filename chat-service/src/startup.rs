@@ -109,7 +109,7 @@ impl AppState {
         let intake = IntakeSettings {
             broker,
             prefix: prefix.to_string(),
-            group: posts.mqtt_post_group.clone(),
+            group: posts.group(prefix),
             forward,
         };
         intake::start(self.clone(), intake, status);

@@ -6,12 +6,12 @@ use reqwest::{Method, StatusCode};
 use crate::broker::Broker;
 use crate::helpers::{TestApp, error_of, new_channel};
 
-struct BadPost {
-    what: &'static str,
+pub struct BadPost {
+    pub what: &'static str,
     content_type: Option<&'static str>,
-    body: Vec<u8>,
+    pub body: Vec<u8>,
     status: StatusCode,
-    code: &'static str,
+    pub code: &'static str,
 }
 
 fn bad(
@@ -140,6 +140,12 @@ fn bad_posts() -> Vec<BadPost> {
             "payload_too_large",
         ),
     ]
+}
+
+/// The bad posts with a JSON body: what an MQTT post can carry too.
+pub fn bad_json_posts() -> Vec<BadPost> {
+    let json = bad_posts().into_iter();
+    json.filter(|case| case.content_type == JSON).collect()
 }
 
 #[tokio::test]

@@ -43,6 +43,11 @@ impl Broker {
         }
     }
 
+    /// Another address of a broker the test runs (a relay in front of it).
+    pub fn alias(url: String) -> Broker {
+        Broker { url, process: None }
+    }
+
     /// rumqttd in a process of its own on a free port.
     pub fn embedded_process() -> Broker {
         let address: SocketAddr = ([127, 0, 0, 1], free_port()).into();

@@ -10,6 +10,7 @@ mod cases;
 mod faults;
 mod helpers;
 mod limits;
+mod mqtt_posts;
 mod openapi;
 mod process;
 mod restart;
@@ -18,25 +19,29 @@ mod tls;
 use broker::Broker;
 use helpers::TestApp;
 
-/// Runs each case once on the embedded broker and once on Mosquitto.
+/// Runs each case of `cases` (or of the module named) once on the embedded
+/// broker and once on Mosquitto.
 macro_rules! on_both_brokers {
     ($($case:ident),* $(,)?) => {
-        mod embedded_broker {
+        on_both_brokers!(cases in embedded_broker, mosquitto: $($case),*);
+    };
+    ($module:ident in $embedded:ident, $mosquitto:ident: $($case:ident),* $(,)?) => {
+        mod $embedded {
             use super::*;
             $(
                 #[tokio::test]
                 async fn $case() {
-                    cases::$case(TestApp::on(Broker::embedded()).await).await;
+                    $module::$case(TestApp::on(Broker::embedded()).await).await;
                 }
             )*
         }
-        mod mosquitto {
+        mod $mosquitto {
             use super::*;
             $(
                 #[tokio::test]
                 async fn $case() {
                     if let Some(broker) = Broker::mosquitto() {
-                        cases::$case(TestApp::on(broker).await).await;
+                        $module::$case(TestApp::on(broker).await).await;
                     }
                 }
             )*
@@ -55,6 +60,13 @@ on_both_brokers!(
     a_closed_stream_leaves_its_channel,
     a_retry_with_the_same_idempotency_key_returns_the_original,
     a_cursor_past_the_newest_id_gets_a_reset_then_every_message,
+);
+
+on_both_brokers!(
+    mqtt_posts in mqtt_posts_on_embedded_broker, mqtt_posts_on_mosquitto:
+    mqtt_and_rest_posts_interleave_with_ids_in_order,
+    bad_mqtt_posts_are_reported_and_store_nothing,
+    two_chat_services_sharing_the_subscription_store_each_post_once,
 );
 
 /// Runs each fault case on a broker process of its own that the test can kill and
