@@ -83,7 +83,7 @@ pub struct MqttPosts {
     pub mqtt_post_forward: Option<String>,
 
     /// Bearer token for relayed posts when the shards check tokens: it needs
-    /// `admin: true` and `publish: "*"` (an admin token posts as the author the
+    /// `admin: true` and `channels: "*"` (an admin token posts as the author the
     /// post names).
     #[arg(long, env = "CRIER_MQTT_POST_FORWARD_TOKEN", hide_env_values = true)]
     pub mqtt_post_forward_token: Option<String>,

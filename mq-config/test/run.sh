@@ -109,6 +109,7 @@ EOF
 
 password=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
 watch_password=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
+poster_password=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
 
 mkdir -p "$work/tls"
 have_tls=false
@@ -132,6 +133,7 @@ crier_mqtt_log_dir: $work/log
 crier_mqtt_service_manager: daemon
 crier_mqtt_websockets_port: $ws_port
 crier_mqtt_readonly_user: watcher
+crier_mqtt_poster_user: poster
 EOF
 if $have_tls; then
   cat >>"$work/settings.yml" <<EOF
@@ -145,6 +147,7 @@ write_secrets() {
     umask 077
     printf 'crier_mqtt_password: "%s"\ncrier_mqtt_readonly_password: "%s"\n' \
       "$1" "$watch_password" >"$work/secrets.yml"
+    printf 'crier_mqtt_poster_password: "%s"\n' "$poster_password" >>"$work/secrets.yml"
   )
 }
 
@@ -216,6 +219,14 @@ out=$(pub -u crier -P "$password" -t elsewhere/check -m hello)
 grep -qi 'not authori' <<<"$out" || fail "crier may publish outside crier/#: $out"
 out=$(pub -u watcher -P "$watch_password" -t crier/check -m hello)
 grep -qi 'not authori' <<<"$out" || fail "watcher may publish: $out"
+
+say "poster may publish posts, and nothing else"
+posts=crier/channels/6f9619ff-8b86-d011-b42d-00cf4fc964ff
+out=$(pub -u poster -P "$poster_password" -t "$posts/post" -m '{"author":"dev","text":"hi"}') ||
+  fail "poster refused: $out"
+! grep -qi 'not authori' <<<"$out" || fail "poster may not post: $out"
+out=$(pub -u poster -P "$poster_password" -t "$posts/messages" -m '{"id":1}')
+grep -qi 'not authori' <<<"$out" || fail "poster may publish a message as if stored: $out"
 
 say "WebSocket$($have_tls && echo ' and TLS') listeners answer, on loopback only"
 listening=("$ws_port" "$mqtt_port")

@@ -413,3 +413,38 @@ async fn admin_request(
     }
     request.send().await.expect("admin request")
 }
+
+/// An admin token posts as the author the body names (how a relay of MQTT posts
+/// keeps each post's author), and as its own name when the body names none.
+#[tokio::test]
+async fn an_admin_token_posts_as_the_author_the_body_names() {
+    let app = app_with_keys("rsa-public.pem").await;
+    let channel = new_channel();
+    let relay = hs256(&json!({"name": "ops", "admin": true, "channels": "*", "exp": now() + 60}));
+    let named = json!({"author": "dev", "text": "relayed"});
+    let response = post_with(&app, channel, Some(&relay), named).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let unnamed = json!({"text": "from ops"});
+    let response = post_with(&app, channel, Some(&relay), unnamed).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let member = hs256(&member("ann", channel));
+    let response = post_with(
+        &app,
+        channel,
+        Some(&member),
+        json!({"author": "dev", "text": "mine"}),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+
+    let history = app.history_with(channel, &member).await;
+    let authors: Vec<(&str, &str)> = history
+        .iter()
+        .map(|m| (m.author.as_str(), m.text.as_str()))
+        .collect();
+    assert_eq!(
+        authors,
+        [("dev", "relayed"), ("ops", "from ops"), ("ann", "mine")],
+        "a member's token names its author whatever the body says"
+    );
+}

@@ -20,7 +20,12 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Broker {
     pub url: String,
     process: Option<BrokerProcess>,
+    /// Password file of a broker with users, kept while it runs.
+    _access_dir: Option<TempDir>,
 }
+
+/// Mosquitto's access settings when users do not matter.
+const ANONYMOUS: &str = "allow_anonymous true\n";
 
 /// A broker running as a child process, with what it takes to start it again.
 struct BrokerProcess {
@@ -40,12 +45,17 @@ impl Broker {
         Broker {
             url: format!("mqtt://{address}"),
             process: None,
+            _access_dir: None,
         }
     }
 
     /// Another address of a broker the test runs (a relay in front of it).
     pub fn alias(url: String) -> Broker {
-        Broker { url, process: None }
+        Broker {
+            url,
+            process: None,
+            _access_dir: None,
+        }
     }
 
     /// rumqttd in a process of its own on a free port.
@@ -58,7 +68,38 @@ impl Broker {
 
     /// Mosquitto on a free port, or `None` when it is not installed and not required.
     pub fn mosquitto() -> Option<Broker> {
-        Broker::mosquitto_with("mqtt", "")
+        Broker::mosquitto_with("mqtt", "", ANONYMOUS)
+    }
+
+    /// Mosquitto with the ACL Crier ships (`mq-config/crier.acl`) and a password
+    /// file of these users; the URL signs in as the first.
+    pub fn mosquitto_with_users(users: &[(&str, &str)]) -> Option<Broker> {
+        let passwd = required_sbin("mosquitto_passwd")?;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let passwords = dir.path().join("crier.passwd");
+        for (user, password) in users {
+            let added = Command::new(&passwd)
+                .arg("-b")
+                .args(std::iter::once("-c").filter(|_| !passwords.exists()))
+                .arg(&passwords)
+                .args([user, password])
+                .status()
+                .expect("run mosquitto_passwd");
+            assert!(added.success(), "mosquitto_passwd adds {user}");
+        }
+        let acl = Path::new(env!("CARGO_MANIFEST_DIR")).join("../mq-config/crier.acl");
+        let access = format!(
+            "allow_anonymous false\npassword_file {}\nacl_file {}\n",
+            passwords.display(),
+            acl.display()
+        );
+        let mut broker = Broker::mosquitto_with("mqtt", "", &access)?;
+        let (user, password) = users.first().expect("a user");
+        broker.url = broker
+            .url
+            .replace("mqtt://", &format!("mqtt://{user}:{password}@"));
+        broker._access_dir = Some(dir);
+        Some(broker)
     }
 
     /// Mosquitto with a TLS listener (`mqtts://`) using these PEM files.
@@ -69,25 +110,18 @@ impl Broker {
             cert.display(),
             key.display()
         );
-        Broker::mosquitto_with("mqtts", &tls)
+        Broker::mosquitto_with("mqtts", &tls, ANONYMOUS)
     }
 
-    fn mosquitto_with(scheme: &str, listener_options: &str) -> Option<Broker> {
-        let Some(binary) = find_mosquitto() else {
-            assert!(
-                std::env::var(REQUIRE_EXTERNAL).as_deref() != Ok("1"),
-                "mosquitto is required ({REQUIRE_EXTERNAL}=1) but not installed"
-            );
-            eprintln!("skipping: mosquitto is not installed");
-            return None;
-        };
+    fn mosquitto_with(scheme: &str, listener_options: &str, access: &str) -> Option<Broker> {
+        let binary = required_sbin("mosquitto")?;
         let dir = tempfile::tempdir().expect("temp dir");
         let address: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let config = dir.path().join("mosquitto.conf");
         std::fs::write(
             &config,
             format!(
-                "user root\nlistener {} 127.0.0.1\n{listener_options}allow_anonymous true\n\
+                "user root\nlistener {} 127.0.0.1\n{listener_options}{access}\
                  persistence false\nlog_dest file {}\n",
                 address.port(),
                 dir.path().join("mosquitto.log").display()
@@ -115,6 +149,7 @@ impl Broker {
         Broker {
             url: format!("mqtt://{address}"),
             process: Some(process),
+            _access_dir: None,
         }
     }
 
@@ -181,12 +216,25 @@ impl Drop for BrokerProcess {
     }
 }
 
+/// A Mosquitto program, or `None` when it is not installed and not required.
+fn required_sbin(name: &str) -> Option<PathBuf> {
+    let found = find_sbin(name);
+    if found.is_none() {
+        assert!(
+            std::env::var(REQUIRE_EXTERNAL).as_deref() != Ok("1"),
+            "{name} is required ({REQUIRE_EXTERNAL}=1) but not installed"
+        );
+        eprintln!("skipping: {name} is not installed");
+    }
+    found
+}
+
 /// Debian installs the broker in `/usr/sbin`, which is not on every user's `PATH`.
-fn find_mosquitto() -> Option<PathBuf> {
+fn find_sbin(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/sbin", "/usr/local/sbin"].map(PathBuf::from))
-        .map(|dir| dir.join("mosquitto"))
+        .map(|dir| dir.join(name))
         .find(|candidate| candidate.is_file())
 }
 

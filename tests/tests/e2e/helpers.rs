@@ -46,8 +46,23 @@ impl TestApp {
 
     /// Like [`TestApp::on`], with extra flags for chat-service and broadcast-sse.
     pub async fn with_options(broker: Broker, chat_flags: &[&str], sse_flags: &[&str]) -> TestApp {
-        let data_dir = tempfile::tempdir().expect("temp dir");
         let prefix = format!("crier-test-{}", uuid::Uuid::new_v4().simple());
+        TestApp::build(broker, prefix, chat_flags, sse_flags).await
+    }
+
+    /// Like [`TestApp::on`], with this topic prefix (for a broker of the test's
+    /// own whose ACL names it).
+    pub async fn with_prefix(broker: Broker, prefix: &str) -> TestApp {
+        TestApp::build(broker, prefix.to_string(), &[], &[]).await
+    }
+
+    async fn build(
+        broker: Broker,
+        prefix: String,
+        chat_flags: &[&str],
+        sse_flags: &[&str],
+    ) -> TestApp {
+        let data_dir = tempfile::tempdir().expect("temp dir");
         let mut chat_flags: Vec<String> = chat_flags.iter().map(|flag| flag.to_string()).collect();
         // The tests post from one address far faster than a person; the limit has
         // tests of its own.

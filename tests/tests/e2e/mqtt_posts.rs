@@ -558,3 +558,41 @@ async fn crier_takes_mqtt_posts_over_tcp_and_websocket() {
 fn free_address() -> SocketAddr {
     ([127, 0, 0, 1], crate::broker::free_port()).into()
 }
+
+/// With the ACL Crier ships, `crier_mqtt_poster` posts and reads refusals, but
+/// a message it publishes as if stored never reaches a stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_poster_acl_lets_a_client_post_but_not_forge_a_stored_message() {
+    let users = [
+        ("crier", "crier-secret"),
+        ("crier_mqtt_poster", "poster-secret"),
+    ];
+    let Some(broker) = Broker::mosquitto_with_users(&users) else {
+        return;
+    };
+    let poster_url = broker
+        .url
+        .replace("crier:crier-secret@", "crier_mqtt_poster:poster-secret@");
+    let app = TestApp::with_prefix(broker, "crier").await;
+    let channel = new_channel();
+    let mut stream = app.open_stream(channel, None).await;
+    let mut poster = MqttClient::connect(&poster_url, &client_id("poster")).await;
+    poster.subscribe("crier/errors").await;
+    let topic = post_topic(&app, channel);
+
+    poster.post(&topic, post_json("dev", "first")).await;
+    let forged = json!({"id": 2, "channel": channel.to_string(), "author": "dev",
+        "text": "forged", "ts": "2026-01-01T00:00:00.000Z"});
+    let messages = topic::channel_topic("crier", channel);
+    poster.post(&messages, forged.to_string()).await;
+    poster.post(&topic, post_json("dev", "second")).await;
+    for (id, text) in [(1, "first"), (2, "second")] {
+        let message = stream.next_message().await;
+        assert_eq!((message.id, message.text.as_str()), (id, text));
+    }
+
+    poster.post(&topic, r#"{"author":"dev"}"#).await;
+    let report = poster.next_publish().await;
+    let report: serde_json::Value = serde_json::from_slice(&report.payload).expect("JSON");
+    assert_eq!(report["error"]["code"], "invalid_text");
+}
