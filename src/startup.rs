@@ -98,6 +98,22 @@ impl Application {
         );
         let hub = broadcast.hub.clone();
         let tls = config.server.tls()?;
+        if let Some(address) = &config.server.metrics_listen {
+            let (chat, broadcast) = (
+                web::Data::new(chat.clone()),
+                web::Data::new(broadcast.clone()),
+            );
+            let metrics = move |cfg: &mut web::ServiceConfig| {
+                cfg.app_data(chat.clone()).app_data(broadcast.clone());
+                cfg.route("/metrics", web::get().to(metrics));
+            };
+            protocol::metrics::serve_alone(address, metrics).map_err(|source| {
+                StartError::Listen {
+                    address: address.clone(),
+                    source,
+                }
+            })?;
+        }
         let server =
             serve(listener, chat, broadcast, config.server.clone(), tls).map_err(listen_error)?;
         let tasks = tokio::spawn(async move {
@@ -182,6 +198,7 @@ fn serve(
     let broadcast = web::Data::new(broadcast);
     let streams = broadcast.clone();
     let header_timeout = settings.request_header_timeout();
+    let metrics_here = settings.metrics_on_main_listener();
     let app = move || {
         App::new()
             .wrap(settings.cors.middleware())
@@ -194,6 +211,11 @@ fn serve(
             .configure(broadcast_sse::configure)
             .route("/", web::get().to(demo_page))
             .configure(|cfg| protocol::health::configure(cfg, web::get().to(readyz)))
+            .configure(|cfg| {
+                if metrics_here {
+                    cfg.route("/metrics", web::get().to(metrics));
+                }
+            })
             .default_service(web::to(not_found))
     };
     broadcast_sse::server::start(app, listener, tls, header_timeout, streams)
@@ -203,6 +225,17 @@ async fn demo_page() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .body(DEMO_PAGE)
+}
+
+/// `GET /metrics`: both services record into the process's one recorder, so
+/// this is their union.
+async fn metrics(
+    chat: web::Data<chat_service::AppState>,
+    broadcast: web::Data<broadcast_sse::AppState>,
+) -> HttpResponse {
+    chat_service::metrics::set_gauges(&chat);
+    broadcast_sse::metrics::set_gauges(&broadcast);
+    protocol::metrics::response(protocol::metrics::Metrics::install().render())
 }
 
 /// Ready when the store answers and both the publisher and the subscriber are

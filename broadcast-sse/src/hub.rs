@@ -52,6 +52,9 @@ fn live_ring_for(ring_size: usize) -> usize {
 pub struct Frame {
     pub id: u64,
     pub bytes: Bytes,
+    /// When the message was stored (its `ts`), in milliseconds since the Unix
+    /// epoch; 0 when unknown.
+    pub stored_ms: i64,
 }
 
 impl Frame {
@@ -59,6 +62,7 @@ impl Frame {
         Frame {
             id: message.id,
             bytes: Bytes::from(message.sse_frame()),
+            stored_ms: message.stored_millis().unwrap_or(0),
         }
     }
 
@@ -67,6 +71,7 @@ impl Frame {
         Frame {
             id,
             bytes: Bytes::from(protocol::message::sse_frame_of(id, json)),
+            stored_ms: 0,
         }
     }
 }
@@ -279,6 +284,11 @@ impl Hub {
         shards
             .flat_map(|shard| shard.keys().copied().collect::<Vec<_>>())
             .collect()
+    }
+
+    /// Channels this node follows (with listeners or a backfill).
+    pub fn channel_count(&self) -> usize {
+        self.inner.channels.count()
     }
 
     pub fn listener_count(&self) -> usize {

@@ -18,6 +18,7 @@
 //! - [`hub`]: per-channel rings, recent frames, held frames, listener counts and
 //!   subscribe/unsubscribe decisions.
 //! - [`limits`]: open streams per client address.
+//! - [`metrics`]: what the service records for `GET /metrics`.
 //! - [`stream`]: one client's stream: replay, live frames, catch-up, `gap` events,
 //!   heartbeats.
 //! - [`history`]: where history comes from (the chat-service over HTTP, or in
@@ -32,6 +33,7 @@ pub mod history;
 pub mod http1;
 pub mod hub;
 pub mod limits;
+pub mod metrics;
 pub mod routes;
 pub mod server;
 pub mod startup;

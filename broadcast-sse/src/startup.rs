@@ -45,6 +45,9 @@ impl AppState {
         history: Arc<dyn HistorySource>,
         verifier: Option<Arc<Verifier>>,
     ) -> (AppState, JoinHandle<()>) {
+        // Before anything records: metric handles made earlier would record nowhere.
+        protocol::metrics::Metrics::install();
+        crate::metrics::register();
         let (hub, changes) = Hub::new(settings.ring_size, history.clone());
         let (status, subscriber) =
             bus::start(broker, topic_prefix, subscribe_all, hub.clone(), changes);
@@ -156,6 +159,19 @@ impl Application {
         );
         let hub = state.hub.clone();
         let tls = config.server.tls()?;
+        if let Some(address) = &config.server.metrics_listen {
+            let state = web::Data::new(state.clone());
+            let metrics = move |cfg: &mut web::ServiceConfig| {
+                cfg.app_data(state.clone());
+                crate::metrics::configure(cfg);
+            };
+            protocol::metrics::serve_alone(address, metrics).map_err(|source| {
+                StartError::Listen {
+                    address: address.clone(),
+                    source,
+                }
+            })?;
+        }
         let server = serve(listener, state, config.server.clone(), tls).map_err(listen_error)?;
         Ok(Application {
             address,
@@ -226,6 +242,7 @@ fn serve(
     let state = web::Data::new(state);
     let streams = state.clone();
     let header_timeout = settings.request_header_timeout();
+    let metrics_here = settings.metrics_on_main_listener();
     let app = move || {
         App::new()
             .wrap(settings.cors.middleware())
@@ -235,6 +252,11 @@ fn serve(
             .app_data(path_config())
             .configure(configure)
             .configure(configure_health)
+            .configure(|cfg| {
+                if metrics_here {
+                    crate::metrics::configure(cfg);
+                }
+            })
             .default_service(web::to(not_found))
     };
     crate::server::start(app, listener, tls, header_timeout, streams)

@@ -36,6 +36,7 @@ use crate::error::BroadcastError;
 use crate::history::{HistoryError, HistorySource, PAGE};
 use crate::hub::{Frame, Hub, Membership, Recent, Signals};
 use crate::limits::StreamSlot;
+use crate::metrics::STREAMS;
 
 /// Frames coalesced into one write when a stream has several ready.
 const MAX_CHUNK_BYTES: usize = 64 * 1024;
@@ -60,6 +61,10 @@ pub struct ClientStream {
     stalls: u32,
     pending: VecDeque<Bytes>,
     pending_bytes: usize,
+    /// Message events among `pending`, and the stored time of the oldest live
+    /// one (for the metrics, counted when the chunk is taken).
+    pending_events: u32,
+    oldest_pending_live_ms: Option<i64>,
     signals: watch::Receiver<Signals>,
     ended: bool,
     /// When the client's token expires (authentication on).
@@ -91,6 +96,8 @@ impl ClientStream {
             stalls: 0,
             pending: VecDeque::new(),
             pending_bytes: 0,
+            pending_events: 0,
+            oldest_pending_live_ms: None,
             signals: hub.signals(),
             ended: false,
             expires_at: None,
@@ -215,7 +222,7 @@ impl ClientStream {
                 self.accept(frame);
                 self.drain_ready_frames();
             }
-            Err(RecvError::Lagged(_)) => self.start_catching_up(),
+            Err(RecvError::Lagged(_)) => self.fell_behind(),
             Err(RecvError::Closed) => self.ended = true,
         }
     }
@@ -225,7 +232,7 @@ impl ClientStream {
         while !self.catching_up && self.pending_bytes < MAX_CHUNK_BYTES {
             match self.membership.ring.try_recv() {
                 Ok(frame) => self.accept(frame),
-                Err(TryRecvError::Lagged(_)) => self.start_catching_up(),
+                Err(TryRecvError::Lagged(_)) => self.fell_behind(),
                 Err(_) => break,
             }
         }
@@ -240,13 +247,32 @@ impl ClientStream {
                 self.catch_up_to = self.catch_up_to.max(Some(frame.id));
                 self.start_catching_up();
             }
-            _ => self.send(frame),
+            _ => {
+                if self.oldest_pending_live_ms.is_none() && frame.stored_ms > 0 {
+                    self.oldest_pending_live_ms = Some(frame.stored_ms);
+                }
+                self.send(frame);
+            }
         }
     }
 
     fn send(&mut self, frame: Frame) {
         self.last_sent = Some(frame.id);
+        self.pending_events += 1;
         self.push(frame.bytes);
+    }
+
+    /// A frame sent while catching up.
+    fn replay(&mut self, frame: Frame) {
+        STREAMS.replayed.increment(1);
+        self.send(frame);
+    }
+
+    /// The ring ran past this stream: it catches up from the recent buffer or
+    /// history.
+    fn fell_behind(&mut self) {
+        STREAMS.slow_clients.increment(1);
+        self.start_catching_up();
     }
 
     fn start_catching_up(&mut self) {
@@ -264,7 +290,7 @@ impl ClientStream {
         let after = self.last_sent.unwrap_or(0);
         match self.hub.recent_after(self.channel, after, PAGE) {
             Recent::Frames { frames, complete } => {
-                frames.into_iter().for_each(|frame| self.send(frame));
+                frames.into_iter().for_each(|frame| self.replay(frame));
                 if complete {
                     self.finish_catching_up();
                 }
@@ -292,7 +318,7 @@ impl ClientStream {
         let short = page.len() < PAGE;
         for message in &page {
             if self.last_sent.is_none_or(|last| message.id > last) {
-                self.send(Frame::from_message(message));
+                self.replay(Frame::from_message(message));
             }
         }
         if !short {
@@ -331,8 +357,27 @@ impl ClientStream {
         self.pending.push_back(bytes);
     }
 
+    /// Counts the message events of the chunk being taken, and the delivery lag
+    /// of its oldest live message.
+    fn count_written(&mut self) {
+        if self.pending_events > 0 {
+            STREAMS
+                .events_sent
+                .increment(u64::from(self.pending_events));
+            self.pending_events = 0;
+        }
+        if let Some(stored_ms) = self.oldest_pending_live_ms.take() {
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |now| i64::try_from(now.as_millis()).unwrap_or(i64::MAX));
+            let lag_ms = now_ms.saturating_sub(stored_ms).max(0);
+            STREAMS.delivery_lag.record(lag_ms as f64 / 1000.0);
+        }
+    }
+
     /// One chunk of everything pending; a single frame is passed on without a copy.
     fn take_pending(&mut self) -> Bytes {
+        self.count_written();
         self.pending_bytes = 0;
         if self.pending.len() == 1 {
             return self.pending.pop_front().unwrap_or_default();

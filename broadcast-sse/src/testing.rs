@@ -46,6 +46,7 @@ pub fn bare_frame(id: u64) -> Frame {
     Frame {
         id,
         bytes: Bytes::from(format!("id: {id}\n\n")),
+        stored_ms: 0,
     }
 }
 

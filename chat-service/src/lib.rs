@@ -10,6 +10,7 @@
 //! - [`routes`]: one file per resource (`messages`, `admin`, `health`).
 //! - [`access`]: who may post, read and administer (JWT, off without a key).
 //! - [`limits`]: POST rate limits per publisher.
+//! - [`metrics`]: what the service records for `GET /metrics`.
 //! - [`bans`]: names that may not post to a channel for a while.
 //! - [`domain`]: `Author`, `Text` and `NewMessage`, with the limits inside.
 //! - [`body`]: reads a POST body in any of the accepted content types.
@@ -29,6 +30,7 @@ pub mod domain;
 pub mod error;
 pub mod intake;
 pub mod limits;
+pub mod metrics;
 pub mod publish;
 pub mod routes;
 pub mod startup;

@@ -51,6 +51,9 @@ impl AppState {
         topic_prefix: &str,
         verifier: Option<Arc<Verifier>>,
     ) -> Result<(AppState, JoinHandle<()>), StartError> {
+        // Before anything records: metric handles made earlier would record nowhere.
+        protocol::metrics::Metrics::install();
+        crate::metrics::register();
         let storage_error = |source| StartError::Storage {
             path: settings.data_dir.display().to_string(),
             source,
@@ -228,6 +231,19 @@ impl Application {
         )?;
         let store = state.store.clone();
         let tls = config.server.tls()?;
+        if let Some(address) = &config.server.metrics_listen {
+            let state = web::Data::new(state.clone());
+            let metrics = move |cfg: &mut web::ServiceConfig| {
+                cfg.app_data(state.clone());
+                crate::metrics::configure(cfg);
+            };
+            protocol::metrics::serve_alone(address, metrics).map_err(|source| {
+                StartError::Listen {
+                    address: address.clone(),
+                    source,
+                }
+            })?;
+        }
         let server = serve(listener, state, config.server.clone(), tls).map_err(|source| {
             StartError::Listen {
                 address: config.listen.clone(),
@@ -272,6 +288,7 @@ fn serve(
 ) -> std::io::Result<Server> {
     let state = web::Data::new(state);
     let header_timeout = settings.request_header_timeout();
+    let metrics_here = settings.metrics_on_main_listener();
     let server = HttpServer::new(move || {
         App::new()
             .wrap(settings.cors.middleware())
@@ -281,6 +298,11 @@ fn serve(
             .app_data(path_config())
             .configure(configure)
             .configure(configure_health)
+            .configure(|cfg| {
+                if metrics_here {
+                    crate::metrics::configure(cfg);
+                }
+            })
             .default_service(web::to(not_found))
     })
     .shutdown_timeout(5)

@@ -16,6 +16,7 @@
 //! - [`error`]: the JSON error body and actix glue that maps every error to it.
 //! - [`health`]: the `/healthz` and `/readyz` answers.
 //! - [`mqtt`]: broker settings shared by every binary and `mqtt://` URL parsing.
+//! - [`metrics`]: the Prometheus recorder and `GET /metrics`.
 
 pub mod auth;
 pub mod channel;
@@ -23,6 +24,7 @@ pub mod cors;
 pub mod error;
 pub mod health;
 pub mod message;
+pub mod metrics;
 pub mod mqtt;
 pub mod openapi;
 pub mod server;

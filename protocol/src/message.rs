@@ -39,6 +39,13 @@ impl Message {
         Self::format_timestamp(cutoff)
     }
 
+    /// When the message was stored, in milliseconds since the Unix epoch, if
+    /// `ts` reads as a timestamp.
+    pub fn stored_millis(&self) -> Option<i64> {
+        let stored = chrono::DateTime::parse_from_rfc3339(&self.ts).ok()?;
+        Some(stored.timestamp_millis())
+    }
+
     fn format_timestamp(time: chrono::DateTime<chrono::Utc>) -> String {
         time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
     }

@@ -27,6 +27,11 @@ pub struct ServerSettings {
     /// PEM private key of `--tls-cert`.
     #[arg(long, env = "CRIER_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+
+    /// Serve `GET /metrics` on this address of its own (e.g. `127.0.0.1:9090`)
+    /// instead of the main one.
+    #[arg(long, env = "CRIER_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
 }
 
 impl ServerSettings {
@@ -40,6 +45,11 @@ impl ServerSettings {
             (Some(cert), Some(key)) => crate::tls::server_config(cert, key).map(Some),
             _ => Ok(None),
         }
+    }
+
+    /// Whether `/metrics` is on the main listener.
+    pub fn metrics_on_main_listener(&self) -> bool {
+        self.metrics_listen.is_none()
     }
 
     /// `https` with a certificate, else `http`: for the address a binary prints.
@@ -90,6 +100,7 @@ impl Default for ServerSettings {
             request_header_timeout_ms: 5000,
             tls_cert: None,
             tls_key: None,
+            metrics_listen: None,
         }
     }
 }

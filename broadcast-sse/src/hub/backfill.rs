@@ -87,6 +87,7 @@ impl Hub {
         };
         let history = self.inner.history.clone();
         let in_progress = InProgress::new(self.clone());
+        crate::metrics::backfill_started();
         runtime.spawn(run(history, channel, epoch, in_progress));
     }
 

@@ -16,6 +16,9 @@
 //! - **Sharded**, a chat-service started with `--mqtt-post-forward` relays each
 //!   post to the front, which routes it to the shard that owns the channel
 //!   ([`forward`]), with the same key: the owner numbers and stores it.
+//! - **Counted** like REST posts, with `source="mqtt"`: stored posts in
+//!   `crier_messages_accepted_total` (a relayed post is counted by the shard
+//!   that stores it, as `http`), refusals in `crier_messages_rejected_total`.
 //! - **Refusals** are not stored: the JSON error body, with the post's topic and
 //!   key, is published on `{prefix}/errors` (brokers do not tell a subscriber
 //!   who published a message, so there is no per-client topic to use).
@@ -37,6 +40,7 @@ use tokio::task::JoinHandle;
 
 use crate::AppState;
 use crate::error::ChatError;
+use crate::metrics::{self, Source};
 use crate::store::{Entry, Pending, StoreError};
 
 pub use forward::Forwarder;
@@ -219,6 +223,8 @@ async fn acknowledge(
             Outcome::Queued(pending) => match pending.outcome().await {
                 Ok(appended) => {
                     log_replays(&publish, &appended);
+                    let created = appended.iter().filter(|a| a.created).count();
+                    metrics::accepted(Source::Mqtt, created);
                     None
                 }
                 Err(e) => Some(refusal_of(&publish, &ChatError::Store(e))),
@@ -227,6 +233,7 @@ async fn acknowledge(
             Outcome::Refused(refusal) => Some(refusal_of(&publish, &refusal)),
         };
         if let Some(refusal) = refusal {
+            metrics::rejected(Source::Mqtt, &refusal.error.code);
             report(&client, &errors, &publish, refusal).await;
         }
         if publish.qos != QoS::AtMostOnce && client.ack(&publish).await.is_err() {

@@ -13,6 +13,7 @@ use crate::bans::MAX_BAN_SECS;
 use crate::body::read_limited;
 use crate::domain::{Author, NewMessage};
 use crate::error::ChatError;
+use crate::metrics::{self, Source};
 use crate::store::Entry;
 
 /// Largest admin request body, and most items in one request.
@@ -136,6 +137,7 @@ pub async fn publish(
         .map(|(channel, message)| Entry::new(channel, message))
         .collect();
     let appended = state.store.append(entries, true).await?;
+    metrics::accepted(Source::Http, appended.len());
     let messages: Vec<Message> = appended.into_iter().map(|a| a.message).collect();
     Ok(HttpResponse::Created().json(json!({ "messages": messages })))
 }

@@ -6,11 +6,14 @@ use protocol::ChannelId;
 use protocol::Message;
 use serde::{Deserialize, Serialize};
 
+use std::time::Instant;
+
 use crate::AppState;
 use crate::body::{parse_fields, read_limited};
 use crate::domain::{Author, NewMessage};
 use crate::error::ChatError;
 use crate::limits::Sender;
+use crate::metrics::{self, Source};
 use crate::store::Entry;
 
 /// Default and largest page of a history read.
@@ -45,7 +48,30 @@ pub async fn post_message(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ChatError> {
-    let channel = ChannelId::parse(&channel)?;
+    let started = Instant::now();
+    let outcome = store_post(req, &channel, query, payload, &state).await;
+    metrics::post_took(started.elapsed());
+    match &outcome {
+        Ok(posted) => metrics::accepted(Source::Http, usize::from(posted.created)),
+        Err(e) => metrics::rejected(Source::Http, &e.to_api_error().code),
+    }
+    outcome.map(|posted| posted.response)
+}
+
+/// The answer to a POST, and whether it stored a new message.
+struct Posted {
+    response: HttpResponse,
+    created: bool,
+}
+
+async fn store_post(
+    req: HttpRequest,
+    channel: &str,
+    query: web::Query<PostQuery>,
+    payload: web::Payload,
+    state: &AppState,
+) -> Result<Posted, ChatError> {
+    let channel = ChannelId::parse(channel)?;
     let publisher = state.access.publisher(&req, channel)?;
     state.rate.check(sender(&req, publisher.name.as_deref()))?;
     let limits = &state.limits;
@@ -68,11 +94,15 @@ pub async fn post_message(
     entry.key_is_new = key_is_new(&req, &entry)?;
     let appended = state.store.append_one(entry, state.durable_ack).await?;
     let location = format!("/channels/{channel}/messages/{}", appended.message.id);
-    Ok(HttpResponse::Created()
+    let response = HttpResponse::Created()
         .insert_header((header::LOCATION, location))
         .insert_header(("Idempotent-Replayed", replayed_flag(appended.created)))
         .content_type("application/json")
-        .body(appended.json))
+        .body(appended.json);
+    Ok(Posted {
+        response,
+        created: appended.created,
+    })
 }
 
 pub async fn list_messages(

@@ -9,6 +9,9 @@
 //! id that a restart could give to another message.
 
 use std::sync::mpsc::Receiver;
+use std::time::Instant;
+
+use protocol::metrics::names;
 
 use tokio::sync::mpsc;
 
@@ -27,9 +30,12 @@ pub(super) fn run(
     written: &Receiver<Written>,
     announce: &mpsc::Sender<Vec<Stored>>,
 ) {
+    let sync_duration = metrics::histogram!(names::STORE_COMMIT_DURATION);
     while let Ok(first) = written.recv() {
         let batches: Vec<Written> = std::iter::once(first).chain(written.try_iter()).collect();
+        let started = Instant::now();
         let outcome = db.flush().map(drop).map_err(|e| e.to_string());
+        sync_duration.record(started.elapsed());
         let mut stored = Vec::new();
         for batch in batches {
             stored.extend(batch.stored);

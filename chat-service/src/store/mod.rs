@@ -296,6 +296,12 @@ impl Store {
         self.inner.trees.db.open_tree(name)
     }
 
+    /// Channels whose last id the writer holds in memory (see
+    /// [`StoreSettings::idle_channel`]).
+    pub fn channels_in_memory(&self) -> usize {
+        self.inner.threads.channels_in_memory()
+    }
+
     /// Whether the store answers and its threads run: used by `/readyz`.
     pub fn is_healthy(&self) -> bool {
         self.inner.threads.are_running() && self.inner.trees.messages.first().is_ok()

@@ -70,7 +70,6 @@ impl Numbers {
     }
 
     /// Channels held in memory.
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.channels.len()
     }

@@ -5,6 +5,8 @@
 //! wait for the disk are answered here.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -39,9 +41,15 @@ pub(super) struct Request {
 pub(super) struct Threads {
     writer: Option<JoinHandle<()>>,
     committer: Option<JoinHandle<()>>,
+    /// Channels the writer numbers from memory, as of its last batch.
+    channels: Arc<AtomicUsize>,
 }
 
 impl Threads {
+    pub fn channels_in_memory(&self) -> usize {
+        self.channels.load(Ordering::Relaxed)
+    }
+
     pub fn are_running(&self) -> bool {
         [&self.writer, &self.committer]
             .iter()
@@ -72,10 +80,12 @@ pub(super) fn start(
     let committer = std::thread::Builder::new()
         .name("store-commit".into())
         .spawn(move || commit::run(&db, &written, &announce))?;
+    let channels = Arc::new(AtomicUsize::new(0));
     let writer = Writer {
         trees,
         numbers: Numbers::new(settings.idle_channel),
         commits,
+        channels: channels.clone(),
     };
     let writer = std::thread::Builder::new()
         .name("store-writer".into())
@@ -83,6 +93,7 @@ pub(super) fn start(
     let threads = Threads {
         writer: Some(writer),
         committer: Some(committer),
+        channels,
     };
     Ok((ingest, threads))
 }
@@ -91,6 +102,7 @@ struct Writer {
     trees: Trees,
     numbers: Numbers,
     commits: SyncSender<Written>,
+    channels: Arc<AtomicUsize>,
 }
 
 /// One write being put together.
@@ -118,6 +130,7 @@ impl Writer {
                 return;
             }
             self.numbers.sweep(now);
+            self.channels.store(self.numbers.len(), Ordering::Relaxed);
         }
     }
 

@@ -10,6 +10,7 @@ mod cases;
 mod faults;
 mod helpers;
 mod limits;
+mod metrics;
 mod mqtt_posts;
 mod openapi;
 mod process;

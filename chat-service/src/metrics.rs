@@ -1,0 +1,118 @@
+//! What chat-service records (names in [`protocol::metrics::names`]): messages
+//! accepted and refused by source, POST and sync durations, and, read when
+//! `/metrics` is scraped, the outbox depth, the broker connection and the
+//! channels the store holds in memory. `crier_broker_connected` has a
+//! `connection` label: `publisher` (stored messages out) and `posts` (MQTT
+//! posts in); broadcast-sse adds `subscriber`.
+
+use std::time::Duration;
+
+use actix_web::{HttpResponse, web};
+use metrics::{
+    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
+use protocol::metrics::{Metrics, names, response};
+
+use crate::AppState;
+
+/// Where a message came from: REST (`http`) or an MQTT post (`mqtt`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Http,
+    Mqtt,
+}
+
+impl Source {
+    fn label(self) -> &'static str {
+        match self {
+            Source::Http => "http",
+            Source::Mqtt => "mqtt",
+        }
+    }
+}
+
+/// Describes the service's metrics and shows its counters from 0.
+pub fn register() {
+    describe_counter!(
+        names::MESSAGES_ACCEPTED,
+        "Messages stored, by source (http, mqtt)"
+    );
+    describe_counter!(
+        names::MESSAGES_REJECTED,
+        "Messages refused, by error code and source"
+    );
+    describe_gauge!(
+        names::OUTBOX_DEPTH,
+        "Stored messages the broker has not acknowledged"
+    );
+    describe_gauge!(
+        names::BROKER_CONNECTED,
+        "1 when the connection to the broker is up"
+    );
+    describe_histogram!(names::POST_DURATION, Unit::Seconds, "Time to answer a POST");
+    describe_histogram!(
+        names::STORE_COMMIT_DURATION,
+        Unit::Seconds,
+        "Time of one store sync"
+    );
+    describe_gauge!(
+        names::STORE_CHANNELS,
+        "Channels whose last id the store holds in memory"
+    );
+    for source in [Source::Http, Source::Mqtt] {
+        accepted_counter(source).absolute(0);
+    }
+}
+
+fn accepted_counter(source: Source) -> metrics::Counter {
+    counter!(names::MESSAGES_ACCEPTED, "source" => source.label())
+}
+
+/// `count` new messages were stored (a replay of an idempotency key is not).
+pub fn accepted(source: Source, count: usize) {
+    if count > 0 {
+        accepted_counter(source).increment(count as u64);
+    }
+}
+
+/// A message was refused with this error code.
+pub fn rejected(source: Source, code: &str) {
+    let code = code.to_string();
+    counter!(names::MESSAGES_REJECTED, "code" => code, "source" => source.label()).increment(1);
+}
+
+/// How long a POST took to answer.
+pub fn post_took(elapsed: Duration) {
+    histogram!(names::POST_DURATION).record(elapsed);
+}
+
+/// Sets the gauges from the service's state, then renders everything.
+pub fn render(state: &AppState) -> String {
+    set_gauges(state);
+    Metrics::install().render()
+}
+
+/// Sets the gauges read from the service's state.
+pub fn set_gauges(state: &AppState) {
+    gauge!(names::OUTBOX_DEPTH).set(state.publisher.outbox_depth() as f64);
+    let publisher = state.publisher.status().is_connected();
+    gauge!(names::BROKER_CONNECTED, "connection" => "publisher").set(flag(publisher));
+    if let Some(posts) = &state.mqtt_posts {
+        gauge!(names::BROKER_CONNECTED, "connection" => "posts").set(flag(posts.is_connected()));
+    }
+    gauge!(names::STORE_CHANNELS).set(state.store.channels_in_memory() as f64);
+}
+
+fn flag(on: bool) -> f64 {
+    f64::from(u8::from(on))
+}
+
+/// `GET /metrics`.
+pub async fn scrape(state: web::Data<AppState>) -> HttpResponse {
+    response(render(&state))
+}
+
+/// Registers `GET /metrics` (the caller provides `web::Data<AppState>`).
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/metrics", web::get().to(scrape));
+}
