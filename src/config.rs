@@ -12,6 +12,11 @@ use protocol::topic::DEFAULT_PREFIX;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "crier", version, about)]
 pub struct Config {
+    /// TOML file of settings, keys named as the flags (`durable-ack = false`);
+    /// flags and environment variables win over it.
+    #[arg(long, env = "CRIER_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
+
     /// Address to listen on for HTTP (API, streams and the demo page).
     #[arg(long, env = "CRIER_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: String,

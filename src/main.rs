@@ -1,4 +1,3 @@
-use clap::Parser;
 use crier::Application;
 use crier::config::Config;
 
@@ -18,7 +17,7 @@ const QUIET_BROKER: &str = "rumqttd=off,tracing=off";
 async fn main() -> std::process::ExitCode {
     init_logging();
     protocol::tls::install_crypto_provider();
-    let config = Config::parse();
+    let config = protocol::config_file::parse::<Config>();
     let data_dir = config.chat.data_dir.display().to_string();
     let scheme = config.server.scheme();
     let prefix = config.topic_prefix.clone();

@@ -11,6 +11,11 @@ use protocol::server::ServerSettings;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "broadcast-sse", version, about)]
 pub struct Config {
+    /// TOML file of settings, keys named as the flags (`durable-ack = false`);
+    /// flags and environment variables win over it.
+    #[arg(long, env = "CRIER_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
+
     /// Address to listen on (`127.0.0.1:0` picks a free port).
     #[arg(long, env = "CRIER_LISTEN", default_value = "127.0.0.1:8081")]
     pub listen: String,

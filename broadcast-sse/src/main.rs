@@ -1,6 +1,5 @@
 use broadcast_sse::Application;
 use broadcast_sse::config::Config;
-use clap::Parser;
 
 /// jemalloc instead of the system allocator: the services allocate and free small
 /// buffers for every request and message from several threads, where glibc's
@@ -13,7 +12,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 async fn main() -> std::process::ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     protocol::tls::install_crypto_provider();
-    let config = Config::parse();
+    let config = protocol::config_file::parse::<Config>();
     let mqtt_url = protocol::mqtt::redact(&config.mqtt.mqtt_url);
     let history_url = config.history_url.clone();
     let scheme = config.server.scheme();

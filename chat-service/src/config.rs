@@ -15,6 +15,11 @@ use crate::store::retention::RetentionPolicy;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "chat-service", version, about)]
 pub struct Config {
+    /// TOML file of settings, keys named as the flags (`durable-ack = false`);
+    /// flags and environment variables win over it.
+    #[arg(long, env = "CRIER_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
+
     /// Address to listen on (`127.0.0.1:0` picks a free port).
     #[arg(long, env = "CRIER_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: String,

@@ -6,6 +6,7 @@
 //!
 //! # Layout
 //! - [`auth`]: JSON Web Tokens: keys, claims, where a request carries its token.
+//! - [`config_file`]: `--config FILE`, a TOML file under flags and environment.
 //! - [`channel`]: [`ChannelId`], the UUID that names a channel.
 //! - [`message`]: [`Message`], the stored and broadcast message, and its SSE frame.
 //! - [`openapi`]: the OpenAPI document served at `/openapi.json`.
@@ -20,6 +21,7 @@
 
 pub mod auth;
 pub mod channel;
+pub mod config_file;
 pub mod cors;
 pub mod error;
 pub mod health;

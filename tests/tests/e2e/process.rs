@@ -20,6 +20,11 @@ impl Service {
     /// Starts `exe` with `args` and waits for its `listening on http://…` line.
     /// Its log (stderr) goes to `log`.
     pub fn start(exe: &str, args: &[String], log: &Path) -> Service {
+        Service::start_with_env(exe, args, &[], log)
+    }
+
+    /// Like [`Service::start`], with these environment variables set.
+    pub fn start_with_env(exe: &str, args: &[String], env: &[(&str, &str)], log: &Path) -> Service {
         let log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -27,6 +32,7 @@ impl Service {
             .expect("open service log");
         let mut child = Command::new(exe)
             .args(args)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info,rumqttd=off,tracing=off")
             .stdout(Stdio::piped())
             .stderr(log_file)
