@@ -13,6 +13,8 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// off unless `RUST_LOG` names `rumqttd`.
 const QUIET_BROKER: &str = "rumqttd=off,tracing=off";
 
+const NAME: &str = "crier";
+
 #[actix_web::main]
 async fn main() -> std::process::ExitCode {
     init_logging();
@@ -53,8 +55,12 @@ async fn main() -> std::process::ExitCode {
         prefix
     );
     println!("  history in:  {data_dir}");
+    log::info!("{NAME} {} started", env!("CARGO_PKG_VERSION"));
     match app.run_until_stopped().await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(()) => {
+            log::info!("{NAME} stopped");
+            std::process::ExitCode::SUCCESS
+        }
         Err(e) => {
             log::error!("crier stopped: {e}");
             std::process::ExitCode::FAILURE

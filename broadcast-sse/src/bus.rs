@@ -22,21 +22,26 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::hub::{Frame, Hub, SubscriptionChange};
+use crate::presence::LocalPresence;
 
 const RECONNECT_DELAY: Duration = Duration::from_millis(500);
 const REQUEST_CAPACITY: usize = 4096;
 /// Topics per SUBSCRIBE packet when re-subscribing many channels at once.
 const FILTERS_PER_PACKET: usize = 100;
 
-/// Starts the subscriber task.
+/// Starts the subscriber task. Its connection also carries this node's
+/// presence (`presence`'s last will is set on it); the client returned is for
+/// publishing that.
 pub fn start(
     broker: &BrokerUrl,
     prefix: &str,
     follow_all: bool,
     hub: Hub,
     changes: mpsc::UnboundedReceiver<SubscriptionChange>,
-) -> (BrokerStatus, JoinHandle<()>) {
-    let options = broker.options(&protocol::mqtt::client_id("sse"));
+    presence: &LocalPresence,
+) -> (BrokerStatus, AsyncClient, JoinHandle<()>) {
+    let mut options = broker.options(&protocol::mqtt::client_id("sse"));
+    presence.will_on(&mut options, prefix);
     let (client, eventloop) = AsyncClient::new(options, REQUEST_CAPACITY);
     let status = BrokerStatus::default();
     let subscriber = Subscriber {
@@ -49,7 +54,9 @@ pub fn start(
         sent: VecDeque::new(),
         awaiting_ack: HashMap::new(),
     };
-    (status, tokio::spawn(subscriber.run(eventloop, changes)))
+    let presence_client = subscriber.client.clone();
+    let task = tokio::spawn(subscriber.run(eventloop, changes));
+    (status, presence_client, task)
 }
 
 struct Subscriber {

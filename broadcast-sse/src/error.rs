@@ -11,6 +11,8 @@ pub enum BroadcastError {
     InvalidChannel(#[from] InvalidChannel),
     #[error("Last-Event-ID must be a non-negative integer, got {0:?}")]
     InvalidLastEventId(String),
+    #[error("invalid name: {0}")]
+    InvalidName(String),
     #[error("history is unavailable, try again: {0}")]
     HistoryUnavailable(String),
     /// Already in its final form (authentication and authorization).
@@ -23,6 +25,7 @@ impl BroadcastError {
         match self {
             BroadcastError::InvalidChannel(_) => "invalid_channel",
             BroadcastError::InvalidLastEventId(_) => "invalid_last_event_id",
+            BroadcastError::InvalidName(_) => "invalid_name",
             BroadcastError::HistoryUnavailable(_) => "history_unavailable",
             BroadcastError::Api(_) => "api_error",
         }

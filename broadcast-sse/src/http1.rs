@@ -177,6 +177,8 @@ pub async fn open_stream(mut io: TcpStream, head: StreamHead, state: &AppState) 
             Opened::Stream(Pump::new(io, stream))
         }
         Err(response) => {
+            let path = format!("/channels/{}/events", head.channel);
+            protocol::error::log_client_error("GET", &path, peer, response.status());
             if write_response(&mut io, response).await.is_ok() {
                 let _ = io.shutdown().await;
             }

@@ -18,6 +18,8 @@
 //! - [`hub`]: per-channel rings, recent frames, held frames, listener counts and
 //!   subscribe/unsubscribe decisions.
 //! - [`limits`]: open streams per client address.
+//! - [`presence`]: this node's streams per channel and name, published for
+//!   presence across nodes.
 //! - [`metrics`]: what the service records for `GET /metrics`.
 //! - [`stream`]: one client's stream: replay, live frames, catch-up, `gap` events,
 //!   heartbeats.
@@ -34,6 +36,7 @@ pub mod http1;
 pub mod hub;
 pub mod limits;
 pub mod metrics;
+pub mod presence;
 pub mod routes;
 pub mod server;
 pub mod startup;

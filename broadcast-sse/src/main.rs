@@ -8,6 +8,8 @@ use broadcast_sse::config::Config;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+const NAME: &str = "broadcast-sse";
+
 #[actix_web::main]
 async fn main() -> std::process::ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
@@ -27,8 +29,12 @@ async fn main() -> std::process::ExitCode {
         "broadcast-sse listening on {scheme}://{} (broker {mqtt_url}, history {history_url})",
         app.address()
     );
+    log::info!("{NAME} {} started", env!("CARGO_PKG_VERSION"));
     match app.run_until_stopped().await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(()) => {
+            log::info!("{NAME} stopped");
+            std::process::ExitCode::SUCCESS
+        }
         Err(e) => {
             log::error!("broadcast-sse stopped: {e}");
             std::process::ExitCode::FAILURE

@@ -19,8 +19,10 @@ use crate::config::{BroadcastSettings, Config};
 use crate::history::{HistorySource, HttpHistory};
 use crate::hub::Hub;
 use crate::limits::StreamSlots;
+use crate::presence::{self, LocalPresence};
 use crate::routes::{events, health};
 use protocol::mqtt::BrokerStatus;
+use protocol::presence::{OnDeparture, Watcher};
 
 /// Everything a handler needs, cheap to clone.
 #[derive(Clone)]
@@ -32,6 +34,11 @@ pub struct AppState {
     /// Checks subscribers' tokens; `None` when authentication is off.
     pub verifier: Option<Arc<Verifier>>,
     pub stream_slots: StreamSlots,
+    /// The streams this node holds, published for presence.
+    pub presence: LocalPresence,
+    /// Presence across every node, for streams that follow it (`None` in
+    /// tests without a broker).
+    pub watcher: Option<Watcher>,
 }
 
 impl AppState {
@@ -49,9 +56,26 @@ impl AppState {
         protocol::metrics::Metrics::install();
         crate::metrics::register();
         let (hub, changes) = Hub::new(settings.ring_size, history.clone());
-        let (status, subscriber) =
-            bus::start(broker, topic_prefix, subscribe_all, hub.clone(), changes);
-        let state = AppState::new(hub, status, settings, history, verifier);
+        let presence = LocalPresence::new();
+        let (status, client, subscriber) = bus::start(
+            broker,
+            topic_prefix,
+            subscribe_all,
+            hub.clone(),
+            changes,
+            &presence,
+        );
+        let prefix = topic_prefix.to_string();
+        tokio::spawn(presence::publish(
+            presence.clone(),
+            client,
+            status.clone(),
+            prefix,
+        ));
+        let watcher = Watcher::start(broker, topic_prefix, OnDeparture::Forget);
+        let mut state = AppState::new(hub, status, settings, history, verifier);
+        state.presence = presence;
+        state.watcher = Some(watcher);
         let task = tokio::spawn(async move {
             if let Err(e) = subscriber.await {
                 log::error!("MQTT subscriber task failed: {e}");
@@ -76,6 +100,8 @@ impl AppState {
             settings,
             verifier,
             stream_slots: StreamSlots::new(settings.max_streams_per_address),
+            presence: LocalPresence::new(),
+            watcher: None,
         }
     }
 }

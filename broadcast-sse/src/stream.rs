@@ -21,7 +21,7 @@
 //! the node delivered), the stream ends with `event: reconnect` and the browser
 //! resumes with its `Last-Event-ID`, losing nothing.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +37,7 @@ use crate::history::{HistoryError, HistorySource, PAGE};
 use crate::hub::{Frame, Hub, Membership, Recent, Signals};
 use crate::limits::StreamSlot;
 use crate::metrics::STREAMS;
+use crate::presence::Joined;
 
 /// Frames coalesced into one write when a stream has several ready.
 const MAX_CHUNK_BYTES: usize = 64 * 1024;
@@ -71,6 +72,15 @@ pub struct ClientStream {
     expires_at: Option<tokio::time::Instant>,
     /// The client address's stream slot, given back when the stream ends.
     _slot: Option<StreamSlot>,
+    /// This stream's place in the channel's presence, until it ends.
+    _joined: Option<Joined>,
+    /// `?presence=1`: the channel's names across nodes, and those told so far.
+    presence: Option<PresenceFeed>,
+}
+
+struct PresenceFeed {
+    names: watch::Receiver<Arc<BTreeSet<String>>>,
+    told: Arc<BTreeSet<String>>,
 }
 
 impl ClientStream {
@@ -102,6 +112,8 @@ impl ClientStream {
             ended: false,
             expires_at: None,
             _slot: None,
+            _joined: None,
+            presence: None,
         };
         stream.push(Bytes::from(format!("retry: {retry_ms}\n\n")));
         stream
@@ -121,6 +133,42 @@ impl ClientStream {
     pub fn holding(mut self, slot: Option<StreamSlot>) -> Self {
         self._slot = slot;
         self
+    }
+
+    /// Counts the stream in its channel's presence while it is open and, with
+    /// `names`, tells it who is there now and then who joins and leaves
+    /// (`event: presence`).
+    pub fn present(
+        mut self,
+        joined: Joined,
+        names: Option<watch::Receiver<Arc<BTreeSet<String>>>>,
+    ) -> Self {
+        self._joined = Some(joined);
+        if let Some(names) = names {
+            self.presence = Some(PresenceFeed {
+                names,
+                told: Arc::new(BTreeSet::new()),
+            });
+            self.tell_presence();
+        }
+        self
+    }
+
+    /// Sends the names that joined and left since the last presence event.
+    fn tell_presence(&mut self) {
+        let Some(feed) = &mut self.presence else {
+            return;
+        };
+        let now = feed.names.borrow_and_update().clone();
+        let joined: Vec<&String> = now.difference(&feed.told).collect();
+        let left: Vec<&String> = feed.told.difference(&now).collect();
+        if joined.is_empty() && left.is_empty() && !feed.told.is_empty() {
+            return;
+        }
+        let data = serde_json::json!({ "joined": joined, "left": left });
+        let event = Bytes::from(format!("event: presence\ndata: {data}\n\n"));
+        feed.told = now;
+        self.push(event);
     }
 
     fn end_if_expired(&mut self) {
@@ -211,6 +259,7 @@ impl ClientStream {
                     self.ended = true;
                 }
                 _ = sleep_until_some(expiry) => self.expire(),
+                _ = presence_changed(&mut self.presence) => self.tell_presence(),
                 received = self.membership.ring.recv() => self.receive(received),
             }
         }
@@ -406,6 +455,19 @@ fn reset_event(last_id: u64) -> Bytes {
     Bytes::from(format!(
         "event: reset\nid: 0\ndata: {{\"last_id\":{last_id}}}\n\n"
     ))
+}
+
+/// Waits until the channel's names change, or forever for a stream that does
+/// not follow presence (or once the watcher is gone).
+async fn presence_changed(feed: &mut Option<PresenceFeed>) {
+    match feed {
+        Some(feed) => {
+            if feed.names.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// Waits until `deadline`, or forever without one.

@@ -11,6 +11,7 @@ use protocol::error::{
     json_error_bodies, method_not_allowed, not_found, path_config, query_config,
 };
 use protocol::mqtt::{BrokerStatus, BrokerUrl};
+use protocol::presence::{OnDeparture, Watcher};
 use protocol::server::{ServerSettings, listen};
 use tokio::task::JoinHandle;
 
@@ -22,7 +23,7 @@ use crate::intake::{self, Forwarder, IntakeSettings};
 use crate::limits::RateLimiter;
 use crate::publish::link::BrokerTarget;
 use crate::publish::{self, Publisher};
-use crate::routes::{admin, health, messages};
+use crate::routes::{admin, channels, health, messages};
 use crate::store::{self, Store};
 
 /// Everything a handler needs, cheap to clone.
@@ -38,6 +39,8 @@ pub struct AppState {
     pub durable_ack: bool,
     /// Whether posts are taken from MQTT (`None` with `--mqtt-posts false`).
     pub mqtt_posts: Option<BrokerStatus>,
+    /// Who follows each channel, over every broadcast-sse node.
+    pub presence: Watcher,
 }
 
 impl AppState {
@@ -82,6 +85,7 @@ impl AppState {
             limits: settings.limits,
             durable_ack: settings.durable_ack,
             mqtt_posts: None,
+            presence: Watcher::start(&posts_broker, topic_prefix, OnDeparture::RemoveRetained),
         };
         Ok((
             state.take_mqtt_posts(settings, posts_broker, topic_prefix)?,
@@ -162,6 +166,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/channels/{channel}/messages"),
     ("GET", "/channels/{channel}/messages"),
     ("GET", "/channels/{channel}/messages/{id}"),
+    ("GET", "/channels/{channel}/stats"),
+    ("GET", "/channels/{channel}/presence"),
 ];
 
 /// The API routes (the table of contents of the service). The caller registers
@@ -192,6 +198,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(
         web::resource("/channels/{channel}/messages/{id}")
             .route(web::get().to(messages::get_message))
+            .default_service(method_not_allowed("GET")),
+    )
+    .service(
+        web::resource("/channels/{channel}/stats")
+            .route(web::get().to(channels::stats))
+            .default_service(method_not_allowed("GET")),
+    )
+    .service(
+        web::resource("/channels/{channel}/presence")
+            .route(web::get().to(channels::presence))
             .default_service(method_not_allowed("GET")),
     );
 }

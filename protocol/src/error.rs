@@ -145,6 +145,23 @@ pub fn path_config() -> web::PathConfig {
     })
 }
 
+/// One log line per refused request, with the path (which names the channel)
+/// and the client's address; a client's mistakes at `info`, ours at `warn`
+/// (the cause is logged where it happened).
+pub fn log_client_error(
+    method: &str,
+    path: &str,
+    peer: Option<std::net::IpAddr>,
+    status: StatusCode,
+) {
+    let peer = peer.map_or_else(|| "an unknown address".to_string(), |ip| ip.to_string());
+    if status.is_server_error() {
+        log::warn!("{method} {path} from {peer}: {status}");
+    } else {
+        log::info!("{method} {path} from {peer}: {status}");
+    }
+}
+
 /// A safety net over the whole app: any error response that is not already our JSON
 /// (actix's plain-text errors, a panic turned 500) gets the JSON body for its status.
 pub fn json_error_bodies<B: 'static>() -> ErrorHandlers<B> {
@@ -152,6 +169,12 @@ pub fn json_error_bodies<B: 'static>() -> ErrorHandlers<B> {
 }
 
 fn ensure_json_body<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    log_client_error(
+        res.request().method().as_str(),
+        res.request().path(),
+        res.request().peer_addr().map(|address| address.ip()),
+        res.status(),
+    );
     let is_json = res
         .response()
         .headers()

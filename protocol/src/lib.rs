@@ -1,14 +1,16 @@
 //! The contract Crier's services share: what a channel id, a message, a topic and an
 //! error look like on the wire, and how an `mqtt://` URL becomes broker options.
 //!
-//! Small and free of I/O so both services (and anything else that speaks to Crier)
-//! agree on one definition.
+//! Small, so both services (and anything else that speaks to Crier) agree on one
+//! definition. The little I/O here is what both services run alike: the
+//! presence watcher and the separate metrics listener.
 //!
 //! # Layout
 //! - [`auth`]: JSON Web Tokens: keys, claims, where a request carries its token.
 //! - [`config_file`]: `--config FILE`, a TOML file under flags and environment.
 //! - [`channel`]: [`ChannelId`], the UUID that names a channel.
 //! - [`message`]: [`Message`], the stored and broadcast message, and its SSE frame.
+//! - [`presence`]: who is in a channel across nodes, through the broker.
 //! - [`openapi`]: the OpenAPI document served at `/openapi.json`.
 //! - [`server`]: HTTP server settings shared by every binary.
 //! - [`tls`]: rustls configurations from PEM files.
@@ -29,6 +31,7 @@ pub mod message;
 pub mod metrics;
 pub mod mqtt;
 pub mod openapi;
+pub mod presence;
 pub mod server;
 pub mod tls;
 pub mod topic;

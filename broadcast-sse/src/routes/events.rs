@@ -50,6 +50,10 @@ pub struct Admission {
     resume_after: Option<u64>,
     expires_at: Option<u64>,
     slot: Option<StreamSlot>,
+    /// The name the stream is present under: its token's, else `?name=`.
+    name: Option<String>,
+    /// `?presence=1`: the stream is told who joins and leaves.
+    follows_presence: bool,
 }
 
 pub async fn events(
@@ -86,6 +90,11 @@ pub fn admit(state: &AppState, request: StreamRequest) -> Result<Admission, Broa
         require_subscribe(claims, channel)?;
     }
     let resume_after = resume_point(request.last_event_id, request.query)?;
+    let wishes = PresenceWishes::of(request.query)?;
+    let name = match &claims {
+        Some(claims) => claims.name.clone(),
+        None => wishes.name,
+    };
     let slot = state.stream_slots.acquire(request.peer)?;
     if state.hub.would_exceed(channel, state.settings.max_channels) {
         return Err(ApiError::new(
@@ -100,7 +109,35 @@ pub fn admit(state: &AppState, request: StreamRequest) -> Result<Admission, Broa
         resume_after,
         expires_at: claims.map(|claims| claims.expires_at),
         slot,
+        name,
+        follows_presence: wishes.follow,
     })
+}
+
+/// `?name=` (checked like an author) and `?presence=1`.
+struct PresenceWishes {
+    name: Option<String>,
+    follow: bool,
+}
+
+impl PresenceWishes {
+    fn of(query: &str) -> Result<Self, BroadcastError> {
+        let mut wishes = PresenceWishes {
+            name: None,
+            follow: false,
+        };
+        for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+            match key.as_ref() {
+                "name" => {
+                    let name = protocol::presence::check_name(&value);
+                    wishes.name = Some(name.map_err(BroadcastError::InvalidName)?);
+                }
+                "presence" => wishes.follow = matches!(value.as_ref(), "1" | "true"),
+                _ => {}
+            }
+        }
+        Ok(wishes)
+    }
 }
 
 /// Joins the channel, waits for the broker subscription and reads the first
@@ -120,6 +157,12 @@ pub async fn open(state: &AppState, admission: Admission) -> Result<ClientStream
         stream = stream.expiring_at(expires_at);
     }
     stream = stream.holding(admission.slot);
+    let joined = state.presence.join(admission.channel, admission.name);
+    let feed = admission.follows_presence.then(|| {
+        let watcher = state.watcher.as_ref();
+        watcher.map(|watcher| watcher.names(admission.channel))
+    });
+    stream = stream.present(joined, feed.flatten());
     stream.prefetch().await?;
     Ok(stream)
 }

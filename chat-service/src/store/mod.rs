@@ -96,6 +96,14 @@ impl Pending {
     }
 }
 
+/// What a channel holds (see [`Store::channel_stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelStats {
+    pub messages: u64,
+    pub first_id: Option<u64>,
+    pub last_id: Option<u64>,
+}
+
 /// Why an append or a flush did not happen.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -277,6 +285,25 @@ impl Store {
             .collect::<Result<_, _>>()?;
         newest_first.reverse();
         Ok(newest_first)
+    }
+
+    /// How many messages the channel holds, and its first and last ids.
+    pub fn channel_stats(&self, channel: ChannelId) -> Result<ChannelStats, sled::Error> {
+        let keys = || {
+            self.inner
+                .trees
+                .messages
+                .scan_prefix(channel.as_bytes())
+                .keys()
+        };
+        let first_id = keys().next().transpose()?.map(|key| id_of_key(&key));
+        let last_id = keys().next_back().transpose()?.map(|key| id_of_key(&key));
+        let messages = keys().try_fold(0u64, |count, key| key.map(|_| count + 1))?;
+        Ok(ChannelStats {
+            messages,
+            first_id,
+            last_id,
+        })
     }
 
     pub fn get(&self, channel: ChannelId, id: u64) -> Result<Option<Message>, sled::Error> {

@@ -65,6 +65,24 @@ fn a_message_typed_in_one_page_shows_in_the_other_within_a_second_and_a_posted_o
     }
 }
 
+/// Each page joins the room under its nickname and lists who is there, as
+/// others join (ChaTT's nick list).
+#[test]
+fn pages_list_who_is_in_the_room() {
+    let Some(driver) = Driver::start() else {
+        return;
+    };
+    let crier = Crier::start();
+    let channel = new_channel();
+    let ann = ChatPage::open(&driver, &crier.page_url(Some(channel)));
+    let bob = ChatPage::open(&driver, &crier.page_url(Some(channel)));
+    ann.send("ann", "hi");
+    bob.send("bob", "hello");
+    for page in [&ann, &bob] {
+        page.wait_until("both names are listed", || page.names() == ["ann", "bob"]);
+    }
+}
+
 #[test]
 fn html_in_a_message_is_shown_as_text_and_never_run() {
     let Some(driver) = Driver::start() else {

@@ -56,6 +56,15 @@ impl ChatPage {
         serde_json::from_value(shown).expect("messages as the page shows them")
     }
 
+    /// The names the page lists as in the room.
+    pub fn names(&self) -> Vec<String> {
+        let names = self.browser.execute(
+            "return [...document.querySelectorAll('#names li')].map((li) => li.textContent);",
+            json!([]),
+        );
+        serde_json::from_value(names).expect("names as the page lists them")
+    }
+
     pub fn texts(&self) -> Vec<String> {
         self.messages().into_iter().map(|m| m.text).collect()
     }

@@ -14,6 +14,7 @@ mod limits;
 mod metrics;
 mod mqtt_posts;
 mod openapi;
+mod presence;
 mod process;
 mod restart;
 mod tls;

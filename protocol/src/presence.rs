@@ -1,0 +1,319 @@
+//! Who is in a channel, across every broadcast-sse node, through the broker.
+//!
+//! Each node publishes, per channel it serves, how many streams it holds and
+//! the names they joined under, retained, on `{prefix}/presence/{channel}/{node}`
+//! ([`NodePresence`]); an empty payload removes it. Each node also holds
+//! `{prefix}/nodes/{node}`, retained, with a last will that empties it, so a
+//! node that dies drops out as soon as the broker sees its connection go.
+//!
+//! A [`Watcher`] follows both and sums over the nodes that are alive: the
+//! chat-service answers `/stats` and `/presence` from it, and broadcast-sse
+//! tells streams that asked (`?presence=1`) who joined and left.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, EventLoop, Incoming, QoS};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::ChannelId;
+use crate::mqtt::BrokerUrl;
+
+/// Longest presence name, in characters (an author's default limit).
+pub const MAX_NAME_CHARS: usize = 64;
+const RECONNECT_DELAY: Duration = Duration::from_millis(500);
+
+/// `{prefix}/presence/{channel}/{node}`: one node's streams on one channel.
+pub fn presence_topic(prefix: &str, channel: ChannelId, node: &str) -> String {
+    format!("{prefix}/presence/{channel}/{node}")
+}
+
+/// `{prefix}/nodes/{node}`: present while the node is connected.
+pub fn node_topic(prefix: &str, node: &str) -> String {
+    format!("{prefix}/nodes/{node}")
+}
+
+/// What a node publishes for one channel.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodePresence {
+    /// Open streams, named or not.
+    pub subscribers: u64,
+    /// The names streams joined under, each once.
+    pub names: BTreeSet<String>,
+}
+
+/// A channel's presence summed over the live nodes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ChannelPresence {
+    pub subscribers: u64,
+    /// Each name once, however many streams or nodes carry it.
+    pub names: BTreeSet<String>,
+}
+
+/// A presence name: the rules of an author (not empty or only spaces, no
+/// control characters, at most [`MAX_NAME_CHARS`]).
+pub fn check_name(raw: &str) -> Result<String, String> {
+    let name = raw.trim();
+    if name.is_empty() {
+        return Err("name must not be empty".into());
+    }
+    if name.chars().count() > MAX_NAME_CHARS {
+        return Err(format!("name must be at most {MAX_NAME_CHARS} characters"));
+    }
+    if name.chars().any(char::is_control) {
+        return Err("name must not contain control characters".into());
+    }
+    Ok(name.to_string())
+}
+
+/// Every node's presence on every channel, and which nodes are alive.
+#[derive(Default)]
+struct Table {
+    channels: HashMap<ChannelId, HashMap<String, NodePresence>>,
+    live_nodes: HashSet<String>,
+}
+
+impl Table {
+    fn channel(&self, channel: ChannelId) -> ChannelPresence {
+        let mut sum = ChannelPresence::default();
+        let Some(nodes) = self.channels.get(&channel) else {
+            return sum;
+        };
+        for (node, presence) in nodes {
+            if self.live_nodes.contains(node) {
+                sum.subscribers += presence.subscribers;
+                sum.names.extend(presence.names.iter().cloned());
+            }
+        }
+        sum
+    }
+
+    /// Channels a node has entries on.
+    fn channels_of(&self, node: &str) -> Vec<ChannelId> {
+        let on = |(channel, nodes): (&ChannelId, &HashMap<String, NodePresence>)| {
+            nodes.contains_key(node).then_some(*channel)
+        };
+        self.channels.iter().filter_map(on).collect()
+    }
+}
+
+/// Follows the presence of every channel on the broker.
+#[derive(Clone)]
+pub struct Watcher {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    table: Mutex<Table>,
+    /// Names per channel, for streams that follow who comes and goes.
+    feeds: Mutex<HashMap<ChannelId, watch::Sender<Arc<BTreeSet<String>>>>>,
+}
+
+/// What a watcher does with a node that left: the chat-service removes the
+/// node's retained entries from the broker, so they do not pile up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnDeparture {
+    Forget,
+    RemoveRetained,
+}
+
+impl Watcher {
+    /// Connects to `broker` and follows presence under `prefix`.
+    pub fn start(broker: &BrokerUrl, prefix: &str, departure: OnDeparture) -> Watcher {
+        let watcher = Watcher {
+            shared: Arc::new(Shared {
+                table: Mutex::new(Table::default()),
+                feeds: Mutex::new(HashMap::new()),
+            }),
+        };
+        let options = broker.options(&crate::mqtt::client_id("presence"));
+        let (client, eventloop) = AsyncClient::new(options, 256);
+        let follow = Follow {
+            watcher: watcher.clone(),
+            client,
+            prefix: prefix.to_string(),
+            departure,
+        };
+        tokio::spawn(follow.run(eventloop));
+        watcher
+    }
+
+    /// A channel's presence over the live nodes.
+    pub fn channel(&self, channel: ChannelId) -> ChannelPresence {
+        lock(&self.shared.table).channel(channel)
+    }
+
+    /// The names in `channel`, updated as they change.
+    pub fn names(&self, channel: ChannelId) -> watch::Receiver<Arc<BTreeSet<String>>> {
+        let mut feeds = lock(&self.shared.feeds);
+        feeds.retain(|_, feed| feed.receiver_count() > 0);
+        if let Some(feed) = feeds.get(&channel) {
+            return feed.subscribe();
+        }
+        let names = Arc::new(self.channel(channel).names);
+        let (feed, receiver) = watch::channel(names);
+        feeds.insert(channel, feed);
+        receiver
+    }
+
+    /// Tells the streams following `channels` the names now there.
+    fn publish_names(&self, channels: &[ChannelId]) {
+        let feeds = lock(&self.shared.feeds);
+        for channel in channels {
+            if let Some(feed) = feeds.get(channel) {
+                let names = self.channel(*channel).names;
+                feed.send_if_modified(|current| {
+                    let changed = **current != names;
+                    if changed {
+                        *current = Arc::new(names.clone());
+                    }
+                    changed
+                });
+            }
+        }
+    }
+}
+
+/// The task that keeps a watcher's table.
+struct Follow {
+    watcher: Watcher,
+    client: AsyncClient,
+    prefix: String,
+    departure: OnDeparture,
+}
+
+impl Follow {
+    async fn run(self, mut eventloop: EventLoop) {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Incoming::ConnAck(_))) => self.subscribe().await,
+                Ok(Event::Incoming(Incoming::Publish(publish))) => {
+                    self.on_publish(&publish.topic, &publish.payload).await;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    log::debug!("presence: broker connection lost: {e}");
+                    tokio::time::sleep(RECONNECT_DELAY).await;
+                }
+            }
+        }
+    }
+
+    async fn subscribe(&self) {
+        for filter in [
+            format!("{}/presence/+/+", self.prefix),
+            format!("{}/nodes/+", self.prefix),
+        ] {
+            if let Err(e) = self.client.subscribe(filter, QoS::AtLeastOnce).await {
+                log::warn!("presence: cannot subscribe: {e}");
+            }
+        }
+    }
+
+    async fn on_publish(&self, topic: &str, payload: &[u8]) {
+        let Some(rest) = topic.strip_prefix(&self.prefix) else {
+            return;
+        };
+        if let Some(node) = rest.strip_prefix("/nodes/") {
+            self.on_node(node, !payload.is_empty()).await;
+        } else if let Some(rest) = rest.strip_prefix("/presence/")
+            && let Some((channel, node)) = rest.split_once('/')
+            && let Ok(channel) = ChannelId::parse(channel)
+        {
+            self.on_presence(channel, node, payload);
+        }
+    }
+
+    fn on_presence(&self, channel: ChannelId, node: &str, payload: &[u8]) {
+        {
+            let mut table = lock(&self.watcher.shared.table);
+            let nodes = table.channels.entry(channel).or_default();
+            match serde_json::from_slice::<NodePresence>(payload) {
+                Ok(presence) if !payload.is_empty() => {
+                    nodes.insert(node.to_string(), presence);
+                }
+                _ => {
+                    nodes.remove(node);
+                    if nodes.is_empty() {
+                        table.channels.remove(&channel);
+                    }
+                }
+            }
+        }
+        self.watcher.publish_names(&[channel]);
+    }
+
+    async fn on_node(&self, node: &str, alive: bool) {
+        let channels = {
+            let mut table = lock(&self.watcher.shared.table);
+            let channels = table.channels_of(node);
+            if alive {
+                table.live_nodes.insert(node.to_string());
+            } else {
+                table.live_nodes.remove(node);
+                for channel in &channels {
+                    if let Some(nodes) = table.channels.get_mut(channel) {
+                        nodes.remove(node);
+                    }
+                }
+                table.channels.retain(|_, nodes| !nodes.is_empty());
+            }
+            channels
+        };
+        if !alive && self.departure == OnDeparture::RemoveRetained {
+            for channel in &channels {
+                let topic = presence_topic(&self.prefix, *channel, node);
+                let _ = self
+                    .client
+                    .publish(topic, QoS::AtLeastOnce, true, Vec::new())
+                    .await;
+            }
+        }
+        self.watcher.publish_names(&channels);
+    }
+}
+
+/// The table and feeds hold no invariant a panic could break half-way.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn presence(subscribers: u64, names: &[&str]) -> NodePresence {
+        NodePresence {
+            subscribers,
+            names: names.iter().map(|name| name.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_channel_sums_live_nodes_and_lists_each_name_once() {
+        let channel = ChannelId::from_bytes([1; 16]);
+        let mut table = Table::default();
+        let nodes = table.channels.entry(channel).or_default();
+        nodes.insert("a".into(), presence(3, &["ann", "bob"]));
+        nodes.insert("b".into(), presence(2, &["bob"]));
+        nodes.insert("dead".into(), presence(9, &["zed"]));
+        table.live_nodes.extend(["a".to_string(), "b".to_string()]);
+        let sum = table.channel(channel);
+        assert_eq!(sum.subscribers, 5);
+        assert_eq!(sum.names.into_iter().collect::<Vec<_>>(), ["ann", "bob"]);
+    }
+
+    #[test]
+    fn names_follow_the_rules_of_an_author() {
+        assert_eq!(check_name(" ann ").as_deref(), Ok("ann"));
+        for bad in ["", "   ", "a\u{7}b"] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_name(&"x".repeat(MAX_NAME_CHARS)).is_ok());
+        assert!(check_name(&"x".repeat(MAX_NAME_CHARS + 1)).is_err());
+    }
+}
