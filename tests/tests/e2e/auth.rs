@@ -448,3 +448,38 @@ async fn an_admin_token_posts_as_the_author_the_body_names() {
         "a member's token names its author whatever the body says"
     );
 }
+
+/// Stats and presence need the channel's subscribe right when tokens are on.
+#[tokio::test]
+async fn stats_and_presence_need_the_subscribe_right() {
+    let app = app_with_keys("rsa-public.pem").await;
+    let channel = new_channel();
+    let other = new_channel();
+    let member = hs256(&member("ann", channel));
+    for what in ["stats", "presence"] {
+        let url = format!("{}/channels/{channel}/{what}", app.chat_url());
+        let response = app.http.get(&url).send().await.expect("GET");
+        expect_error(response, StatusCode::UNAUTHORIZED, "missing_token").await;
+        let response = app
+            .http
+            .get(&url)
+            .bearer_auth(&member)
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(response.status(), StatusCode::OK, "{what} with the right");
+        let url = format!("{}/channels/{other}/{what}", app.chat_url());
+        let response = app
+            .http
+            .get(&url)
+            .bearer_auth(&member)
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(
+            response.status(),
+            StatusCode::FORBIDDEN,
+            "{what} of another channel"
+        );
+    }
+}

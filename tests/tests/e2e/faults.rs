@@ -98,6 +98,43 @@ pub async fn the_outbox_survives_a_chat_service_restart_while_the_broker_is_down
     expect_4_to_10_once_and_an_empty_outbox(&app, &mut stream).await;
 }
 
+/// `/readyz` of both services turns `503` while the broker is down and `200`
+/// once it is back; `/healthz` answers `200` all along (the process is fine).
+pub async fn readiness_follows_the_broker_and_liveness_does_not(mut app: TestApp) {
+    let services = [app.chat_url().to_string(), app.sse.url.clone()];
+    let status_of = |url: String| {
+        let http = app.http.clone();
+        async move {
+            let response = http.get(url).send().await;
+            response.map(|r| r.status()).ok()
+        }
+    };
+    for base in &services {
+        assert_eq!(
+            status_of(format!("{base}/readyz")).await,
+            Some(StatusCode::OK)
+        );
+    }
+    app.broker.kill();
+    for base in &services {
+        eventually("not ready without the broker", || async {
+            status_of(format!("{base}/readyz")).await == Some(StatusCode::SERVICE_UNAVAILABLE)
+        })
+        .await;
+        let live = status_of(format!("{base}/healthz")).await;
+        assert_eq!(live, Some(StatusCode::OK), "{base} is alive");
+    }
+    app.broker.restart();
+    for base in &services {
+        eventually("ready again with the broker", || async {
+            status_of(format!("{base}/readyz")).await == Some(StatusCode::OK)
+        })
+        .await;
+        let live = status_of(format!("{base}/healthz")).await;
+        assert_eq!(live, Some(StatusCode::OK), "{base} is alive");
+    }
+}
+
 async fn expect_4_to_10_once_and_an_empty_outbox(app: &TestApp, stream: &mut EventStream) {
     assert_eq!(stream.next_ids(7).await, (4..=10).collect::<Vec<_>>());
     stream

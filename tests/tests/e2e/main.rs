@@ -102,6 +102,7 @@ macro_rules! on_restartable_brokers {
 on_restartable_brokers!(
     a_stream_is_complete_across_a_broker_restart,
     the_outbox_survives_a_chat_service_restart_while_the_broker_is_down,
+    readiness_follows_the_broker_and_liveness_does_not,
 );
 
 mod fault {
