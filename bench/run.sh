@@ -10,7 +10,10 @@
 #
 #   BENCH_SYSTEMS="crier split" BENCH_ONLY=bigroom BENCH_SUBSCRIBERS=500 bench/run.sh 1
 #
-#   BENCH_SYSTEMS      systems to run, of: crier split nchan (default: all three)
+#   BENCH_SYSTEMS      systems to run, of: crier split nchan baseline (default:
+#                      the first three); baseline is crier built from another
+#                      commit, at BENCH_BASELINE (a path to its crier binary),
+#                      to measure what a change costs side by side
 #   BENCH_ONLY         scenarios to run, of: idle fanout channels storm bigroom
 #                      sweep ingest (default: all)
 #   BENCH_SUBSCRIBERS  subscribers of the 10,000-subscriber scenarios (channels
@@ -34,7 +37,13 @@ source bench/lib.sh
 for system in $systems; do
   case $system in
     crier | split | nchan) ;;
-    *) echo "unknown system '$system' in BENCH_SYSTEMS (crier split nchan)" >&2; exit 2 ;;
+    baseline)
+      if [ ! -x "${BENCH_BASELINE:-}" ]; then
+        echo "baseline needs BENCH_BASELINE, the path to a crier binary" >&2
+        exit 2
+      fi
+      ;;
+    *) echo "unknown system '$system' in BENCH_SYSTEMS (crier split nchan baseline)" >&2; exit 2 ;;
   esac
 done
 results=target/bench
@@ -58,20 +67,33 @@ wanted() {
 # Each start_SYSTEM puts its files in $work/server and sets target_args, the
 # crier-bench flags that point at it; stop_SYSTEM undoes it.
 start_crier() {
+  start_crier_binary ./target/release/crier
+}
+
+stop_crier() {
+  stop_pids "${server_pids[@]}"
+}
+
+start_baseline() {
+  start_crier_binary "$BENCH_BASELINE"
+}
+
+stop_baseline() {
+  stop_pids "${server_pids[@]}"
+}
+
+# start_crier_binary PATH: the all-in-one from that binary.
+start_crier_binary() {
   local port
   port=$(free_port)
   mkdir -p "$work/server"
-  RUST_LOG=warn ./target/release/crier --listen "127.0.0.1:$port" --data-dir "$work/server/data" \
+  RUST_LOG=warn "$1" --listen "127.0.0.1:$port" --data-dir "$work/server/data" \
     --post-rate-per-sec 0 --max-streams-per-address 0 >"$work/server/crier.out" 2>"$work/server/crier.log" &
   server_pids=($!)
   wait_ready "http://127.0.0.1:$port" || return 1
   target_args=(--sub-url "http://127.0.0.1:$port/channels/{channel}/events"
     --pub-url "http://127.0.0.1:$port/channels/{channel}/messages"
     --server-pid "${server_pids[0]}")
-}
-
-stop_crier() {
-  stop_pids "${server_pids[@]}"
 }
 
 # The split deployment: Mosquitto, chat-service (POSTs, durable) and one
