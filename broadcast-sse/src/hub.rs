@@ -52,9 +52,6 @@ fn live_ring_for(ring_size: usize) -> usize {
 pub struct Frame {
     pub id: u64,
     pub bytes: Bytes,
-    /// When the message was stored (its `ts`), in milliseconds since the Unix
-    /// epoch; 0 when unknown.
-    pub stored_ms: i64,
 }
 
 impl Frame {
@@ -62,7 +59,6 @@ impl Frame {
         Frame {
             id: message.id,
             bytes: Bytes::from(message.sse_frame()),
-            stored_ms: message.stored_millis().unwrap_or(0),
         }
     }
 
@@ -71,7 +67,6 @@ impl Frame {
         Frame {
             id,
             bytes: Bytes::from(protocol::message::sse_frame_of(id, json)),
-            stored_ms: 0,
         }
     }
 }

@@ -36,7 +36,8 @@ use crate::error::BroadcastError;
 use crate::history::{HistoryError, HistorySource, PAGE};
 use crate::hub::{Frame, Hub, Membership, Recent, Signals};
 use crate::limits::StreamSlot;
-use crate::metrics::STREAMS;
+use crate::metrics::{self, STREAMS};
+use protocol::message::stored_millis_of_frame;
 use crate::presence::Joined;
 
 /// Frames coalesced into one write when a stream has several ready.
@@ -62,10 +63,10 @@ pub struct ClientStream {
     stalls: u32,
     pending: VecDeque<Bytes>,
     pending_bytes: usize,
-    /// Message events among `pending`, and the stored time of the oldest live
-    /// one (for the metrics, counted when the chunk is taken).
+    /// Message events among `pending`, and where the first live one is (for
+    /// the metrics, counted when the chunk is taken).
     pending_events: u32,
-    oldest_pending_live_ms: Option<i64>,
+    first_live: Option<u32>,
     signals: watch::Receiver<Signals>,
     ended: bool,
     /// When the client's token expires (authentication on).
@@ -74,8 +75,9 @@ pub struct ClientStream {
     _slot: Option<StreamSlot>,
     /// This stream's place in the channel's presence, until it ends.
     _joined: Option<Joined>,
-    /// `?presence=1`: the channel's names across nodes, and those told so far.
-    presence: Option<PresenceFeed>,
+    /// `?presence=1`: the channel's names across nodes, and those told so far
+    /// (boxed: most streams do not follow presence).
+    presence: Option<Box<PresenceFeed>>,
 }
 
 struct PresenceFeed {
@@ -107,7 +109,7 @@ impl ClientStream {
             pending: VecDeque::new(),
             pending_bytes: 0,
             pending_events: 0,
-            oldest_pending_live_ms: None,
+            first_live: None,
             signals: hub.signals(),
             ended: false,
             expires_at: None,
@@ -145,10 +147,10 @@ impl ClientStream {
     ) -> Self {
         self._joined = Some(joined);
         if let Some(names) = names {
-            self.presence = Some(PresenceFeed {
+            self.presence = Some(Box::new(PresenceFeed {
                 names,
                 told: Arc::new(BTreeSet::new()),
-            });
+            }));
             self.tell_presence();
         }
         self
@@ -297,8 +299,8 @@ impl ClientStream {
                 self.start_catching_up();
             }
             _ => {
-                if self.oldest_pending_live_ms.is_none() && frame.stored_ms > 0 {
-                    self.oldest_pending_live_ms = Some(frame.stored_ms);
+                if self.first_live.is_none() {
+                    self.first_live = u32::try_from(self.pending.len()).ok();
                 }
                 self.send(frame);
             }
@@ -406,21 +408,22 @@ impl ClientStream {
         self.pending.push_back(bytes);
     }
 
-    /// Counts the message events of the chunk being taken, and the delivery lag
-    /// of its oldest live message.
+    /// Counts the message events of the chunk being taken and, now and then,
+    /// the delivery lag of its first live message.
     fn count_written(&mut self) {
         if self.pending_events > 0 {
-            STREAMS
-                .events_sent
-                .increment(u64::from(self.pending_events));
+            metrics::count_events_sent(self.pending_events);
             self.pending_events = 0;
         }
-        if let Some(stored_ms) = self.oldest_pending_live_ms.take() {
-            let now_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |now| i64::try_from(now.as_millis()).unwrap_or(i64::MAX));
-            let lag_ms = now_ms.saturating_sub(stored_ms).max(0);
-            STREAMS.delivery_lag.record(lag_ms as f64 / 1000.0);
+        let Some(first_live) = self.first_live.take() else {
+            return;
+        };
+        if metrics::delivery_lag_sample_due() {
+            let frame = self.pending.get(first_live as usize);
+            let stored = frame.and_then(|frame| stored_millis_of_frame(frame));
+            if let Some(stored_ms) = stored {
+                metrics::record_delivery_lag(stored_ms);
+            }
         }
     }
 
@@ -459,7 +462,7 @@ fn reset_event(last_id: u64) -> Bytes {
 
 /// Waits until the channel's names change, or forever for a stream that does
 /// not follow presence (or once the watcher is gone).
-async fn presence_changed(feed: &mut Option<PresenceFeed>) {
+async fn presence_changed(feed: &mut Option<Box<PresenceFeed>>) {
     match feed {
         Some(feed) => {
             if feed.names.changed().await.is_err() {

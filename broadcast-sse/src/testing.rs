@@ -46,7 +46,6 @@ pub fn bare_frame(id: u64) -> Frame {
     Frame {
         id,
         bytes: Bytes::from(format!("id: {id}\n\n")),
-        stored_ms: 0,
     }
 }
 

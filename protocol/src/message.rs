@@ -39,13 +39,6 @@ impl Message {
         Self::format_timestamp(cutoff)
     }
 
-    /// When the message was stored, in milliseconds since the Unix epoch, if
-    /// `ts` reads as a timestamp.
-    pub fn stored_millis(&self) -> Option<i64> {
-        let stored = chrono::DateTime::parse_from_rfc3339(&self.ts).ok()?;
-        Some(stored.timestamp_millis())
-    }
-
     fn format_timestamp(time: chrono::DateTime<chrono::Utc>) -> String {
         time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
     }
@@ -60,6 +53,18 @@ impl Message {
 
 /// The SSE event of a message already serialized as `json` (what
 /// [`Message::sse_frame`] gives for it).
+/// When the message of an SSE frame (as [`sse_frame_of`] makes it) was
+/// stored, in milliseconds since the Unix epoch: read from its `"ts"`.
+pub fn stored_millis_of_frame(frame: &[u8]) -> Option<i64> {
+    const KEY: &[u8] = b"\"ts\":\"";
+    let start = frame.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let rest = frame.get(start..)?;
+    let end = rest.iter().position(|&byte| byte == b'"')?;
+    let ts = std::str::from_utf8(rest.get(..end)?).ok()?;
+    let stored = chrono::DateTime::parse_from_rfc3339(ts).ok()?;
+    Some(stored.timestamp_millis())
+}
+
 pub fn sse_frame_of(id: u64, json: &[u8]) -> Vec<u8> {
     let mut frame = Vec::with_capacity(json.len() + 48);
     frame_into(&mut frame, id, json);
@@ -76,6 +81,14 @@ fn frame_into(out: &mut Vec<u8>, id: u64, json: &[u8]) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_stored_time_is_read_from_a_frame() {
+        let json = br#"{"id":3,"channel":"c","author":"a","text":"say \"ts\":\"x","ts":"2026-12-04T16:44:13.761Z"}"#;
+        let frame = sse_frame_of(3, json);
+        assert_eq!(stored_millis_of_frame(&frame), Some(1_796_402_653_761));
+        assert_eq!(stored_millis_of_frame(b"id: 1\n\n"), None);
+    }
     use super::*;
 
     fn sample() -> Message {
