@@ -5,6 +5,7 @@
 //! `connection` label: `publisher` (stored messages out) and `posts` (MQTT
 //! posts in); broadcast-sse adds `subscriber`.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use actix_web::{HttpResponse, web};
@@ -31,7 +32,9 @@ impl Source {
     }
 }
 
-/// Describes the service's metrics and shows its counters from 0.
+/// Describes the service's metrics and shows its counters from 0. Called at
+/// start, after the recorder is installed and before the handles below are
+/// first made (a handle made with no recorder records nowhere).
 pub fn register() {
     describe_counter!(
         names::MESSAGES_ACCEPTED,
@@ -64,8 +67,15 @@ pub fn register() {
     }
 }
 
-fn accepted_counter(source: Source) -> metrics::Counter {
-    counter!(names::MESSAGES_ACCEPTED, "source" => source.label())
+fn accepted_counter(source: Source) -> &'static metrics::Counter {
+    static HTTP: LazyLock<metrics::Counter> =
+        LazyLock::new(|| counter!(names::MESSAGES_ACCEPTED, "source" => "http"));
+    static MQTT: LazyLock<metrics::Counter> =
+        LazyLock::new(|| counter!(names::MESSAGES_ACCEPTED, "source" => "mqtt"));
+    match source {
+        Source::Http => &HTTP,
+        Source::Mqtt => &MQTT,
+    }
 }
 
 /// `count` new messages were stored (a replay of an idempotency key is not).
@@ -83,7 +93,9 @@ pub fn rejected(source: Source, code: &str) {
 
 /// How long a POST took to answer.
 pub fn post_took(elapsed: Duration) {
-    histogram!(names::POST_DURATION).record(elapsed);
+    static POST_DURATION: LazyLock<metrics::Histogram> =
+        LazyLock::new(|| histogram!(names::POST_DURATION));
+    POST_DURATION.record(elapsed);
 }
 
 /// Sets the gauges from the service's state, then renders everything.
