@@ -23,6 +23,7 @@ use tokio::task::JoinHandle;
 
 use crate::hub::{Frame, Hub, SubscriptionChange};
 use crate::presence::LocalPresence;
+use protocol::presence::refresh_topic;
 
 const RECONNECT_DELAY: Duration = Duration::from_millis(500);
 const REQUEST_CAPACITY: usize = 4096;
@@ -46,6 +47,7 @@ pub fn start(
     let status = BrokerStatus::default();
     let subscriber = Subscriber {
         client,
+        presence: presence.clone(),
         hub,
         prefix: prefix.to_string(),
         status: status.clone(),
@@ -61,6 +63,8 @@ pub fn start(
 
 struct Subscriber {
     client: AsyncClient,
+    /// Told when a watcher asks every node for its presence.
+    presence: LocalPresence,
     hub: Hub,
     prefix: String,
     status: BrokerStatus,
@@ -79,6 +83,8 @@ struct Subscriber {
 enum Subscription {
     Channels(Vec<ChannelId>),
     All,
+    /// Requests for this node's presence (see [`crate::presence`]).
+    PresenceRefresh,
 }
 
 impl Subscriber {
@@ -106,6 +112,7 @@ impl Subscriber {
             Event::Incoming(Incoming::ConnAck(_)) => {
                 log::info!("connected to the MQTT broker");
                 self.status.set(true);
+                self.subscribe_presence_refresh();
                 if self.follow_all {
                     self.subscribe_all();
                 } else {
@@ -134,6 +141,7 @@ impl Subscriber {
                 self.following_all = true;
                 self.hub.active_channels()
             }
+            Subscription::PresenceRefresh => return,
         };
         self.hub.mark_subscribed(&channels);
         // Live messages flow again; fetch what the outage left out.
@@ -200,8 +208,20 @@ impl Subscriber {
         }
     }
 
+    fn subscribe_presence_refresh(&mut self) {
+        let filter = refresh_topic(&self.prefix);
+        match self.client.try_subscribe(filter, QoS::AtLeastOnce) {
+            Ok(()) => self.sent.push_back(Subscription::PresenceRefresh),
+            Err(e) => log::warn!("could not subscribe to presence requests: {e}"),
+        }
+    }
+
     fn on_publish(&self, publish: &rumqttc::Publish) {
         let topic = publish.topic.as_str();
+        if topic == refresh_topic(&self.prefix) {
+            self.presence.refresh();
+            return;
+        }
         let Some(channel) = topic::channel_of(&self.prefix, topic) else {
             log::debug!("ignoring a message on foreign topic {topic:?}");
             return;

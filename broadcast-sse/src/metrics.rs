@@ -61,7 +61,10 @@ fn events_sent() -> u64 {
     let threads = EVENTS_BY_THREAD
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    threads.iter().map(|sent| sent.load(Ordering::Relaxed)).sum()
+    threads
+        .iter()
+        .map(|sent| sent.load(Ordering::Relaxed))
+        .sum()
 }
 
 /// Whether this write gives a delivery-lag sample.

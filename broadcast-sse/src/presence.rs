@@ -3,14 +3,16 @@
 //! ([`protocol::presence`]).
 //!
 //! A stream holds a [`Joined`] for as long as it is open. Changes are gathered
-//! and published at most every [`PUBLISH_EVERY`] per channel, retained, so a
-//! room of thousands joining at once is a few messages; a channel whose last
-//! stream left is removed from the broker. After every reconnect the node
-//! publishes its liveness topic and all its channels again. Its last will
-//! empties the liveness topic, so when the node dies everyone stops counting
-//! its streams.
+//! and published at most every [`PUBLISH_EVERY`] per channel, so a room of
+//! thousands joining at once is a few messages; a channel whose last stream
+//! left is published empty. After every reconnect, and when a watcher asks
+//! (`{prefix}/presence/refresh`), the node publishes all its channels again;
+//! after a reconnect also its liveness topic (retained). Its last will empties
+//! the liveness topic, so when the node dies everyone stops counting its
+//! streams.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -27,6 +29,8 @@ pub const PUBLISH_EVERY: Duration = Duration::from_millis(250);
 pub struct LocalPresence {
     node: Arc<str>,
     state: Arc<Mutex<Local>>,
+    /// A watcher asked for every channel's presence.
+    refresh: Arc<AtomicBool>,
 }
 
 #[derive(Default)]
@@ -63,11 +67,17 @@ impl LocalPresence {
         LocalPresence {
             node: Arc::from(node),
             state: Arc::new(Mutex::new(Local::default())),
+            refresh: Arc::new(AtomicBool::new(false)),
         }
     }
 
     pub fn node(&self) -> &str {
         &self.node
+    }
+
+    /// Publishes every channel at the next round (a watcher connected).
+    pub fn refresh(&self) {
+        self.refresh.store(true, Ordering::Relaxed);
     }
 
     /// Sets the last will that takes this node out of presence when its
@@ -169,6 +179,7 @@ pub async fn publish(
         if !connected {
             continue;
         }
+        let everything = reconnected || presence.refresh.swap(false, Ordering::Relaxed);
         if reconnected {
             let alive = serde_json::json!({ "node": presence.node() }).to_string();
             let topic = node_topic(&prefix, presence.node());
@@ -180,13 +191,13 @@ pub async fn publish(
                 return;
             }
         }
-        for (channel, streams) in presence.take_changes(reconnected) {
+        for (channel, streams) in presence.take_changes(everything) {
             let topic = presence_topic(&prefix, channel, presence.node());
             let payload = streams
                 .map(|streams| serde_json::to_vec(&streams).unwrap_or_default())
                 .unwrap_or_default();
             if client
-                .publish(topic, QoS::AtLeastOnce, true, payload)
+                .publish(topic, QoS::AtLeastOnce, false, payload)
                 .await
                 .is_err()
             {

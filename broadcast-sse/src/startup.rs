@@ -22,7 +22,7 @@ use crate::limits::StreamSlots;
 use crate::presence::{self, LocalPresence};
 use crate::routes::{events, health};
 use protocol::mqtt::BrokerStatus;
-use protocol::presence::{OnDeparture, Watcher};
+use protocol::presence::Watcher;
 
 /// Everything a handler needs, cheap to clone.
 #[derive(Clone)]
@@ -72,7 +72,7 @@ impl AppState {
             status.clone(),
             prefix,
         ));
-        let watcher = Watcher::start(broker, topic_prefix, OnDeparture::Forget);
+        let watcher = Watcher::start(broker, topic_prefix);
         let mut state = AppState::new(hub, status, settings, history, verifier);
         state.presence = presence;
         state.watcher = Some(watcher);

@@ -37,8 +37,8 @@ use crate::history::{HistoryError, HistorySource, PAGE};
 use crate::hub::{Frame, Hub, Membership, Recent, Signals};
 use crate::limits::StreamSlot;
 use crate::metrics::{self, STREAMS};
-use protocol::message::stored_millis_of_frame;
 use crate::presence::Joined;
+use protocol::message::stored_millis_of_frame;
 
 /// Frames coalesced into one write when a stream has several ready.
 const MAX_CHUNK_BYTES: usize = 64 * 1024;

@@ -11,7 +11,7 @@ use protocol::error::{
     json_error_bodies, method_not_allowed, not_found, path_config, query_config,
 };
 use protocol::mqtt::{BrokerStatus, BrokerUrl};
-use protocol::presence::{OnDeparture, Watcher};
+use protocol::presence::Watcher;
 use protocol::server::{ServerSettings, listen};
 use tokio::task::JoinHandle;
 
@@ -85,7 +85,7 @@ impl AppState {
             limits: settings.limits,
             durable_ack: settings.durable_ack,
             mqtt_posts: None,
-            presence: Watcher::start(&posts_broker, topic_prefix, OnDeparture::RemoveRetained),
+            presence: Watcher::start(&posts_broker, topic_prefix),
         };
         Ok((
             state.take_mqtt_posts(settings, posts_broker, topic_prefix)?,

@@ -1,10 +1,14 @@
 //! Who is in a channel, across every broadcast-sse node, through the broker.
 //!
 //! Each node publishes, per channel it serves, how many streams it holds and
-//! the names they joined under, retained, on `{prefix}/presence/{channel}/{node}`
-//! ([`NodePresence`]); an empty payload removes it. Each node also holds
-//! `{prefix}/nodes/{node}`, retained, with a last will that empties it, so a
-//! node that dies drops out as soon as the broker sees its connection go.
+//! the names they joined under, on `{prefix}/presence/{channel}/{node}`
+//! ([`NodePresence`]); an empty payload means none are left. These are not
+//! retained (a broker would keep one message per channel and node, which costs
+//! rumqttd about 2 KB each): a watcher that connects asks every node for its
+//! presence on `{prefix}/presence/refresh`, and each node then publishes all
+//! its channels. Each node also holds `{prefix}/nodes/{node}`, retained, with a
+//! last will that empties it, so a node that dies drops out as soon as the
+//! broker sees its connection go.
 //!
 //! A [`Watcher`] follows both and sums over the nodes that are alive: the
 //! chat-service answers `/stats` and `/presence` from it, and broadcast-sse
@@ -28,6 +32,11 @@ const RECONNECT_DELAY: Duration = Duration::from_millis(500);
 /// `{prefix}/presence/{channel}/{node}`: one node's streams on one channel.
 pub fn presence_topic(prefix: &str, channel: ChannelId, node: &str) -> String {
     format!("{prefix}/presence/{channel}/{node}")
+}
+
+/// `{prefix}/presence/refresh`: a watcher asks every node for its presence.
+pub fn refresh_topic(prefix: &str) -> String {
+    format!("{prefix}/presence/refresh")
 }
 
 /// `{prefix}/nodes/{node}`: present while the node is connected.
@@ -111,17 +120,9 @@ struct Shared {
     feeds: Mutex<HashMap<ChannelId, watch::Sender<Arc<BTreeSet<String>>>>>,
 }
 
-/// What a watcher does with a node that left: the chat-service removes the
-/// node's retained entries from the broker, so they do not pile up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnDeparture {
-    Forget,
-    RemoveRetained,
-}
-
 impl Watcher {
     /// Connects to `broker` and follows presence under `prefix`.
-    pub fn start(broker: &BrokerUrl, prefix: &str, departure: OnDeparture) -> Watcher {
+    pub fn start(broker: &BrokerUrl, prefix: &str) -> Watcher {
         let watcher = Watcher {
             shared: Arc::new(Shared {
                 table: Mutex::new(Table::default()),
@@ -134,7 +135,6 @@ impl Watcher {
             watcher: watcher.clone(),
             client,
             prefix: prefix.to_string(),
-            departure,
         };
         tokio::spawn(follow.run(eventloop));
         watcher
@@ -181,7 +181,6 @@ struct Follow {
     watcher: Watcher,
     client: AsyncClient,
     prefix: String,
-    departure: OnDeparture,
 }
 
 impl Follow {
@@ -210,6 +209,16 @@ impl Follow {
                 log::warn!("presence: cannot subscribe: {e}");
             }
         }
+        // Sent after the subscriptions on the same connection, so the answers
+        // find them in place.
+        let refresh = refresh_topic(&self.prefix);
+        if let Err(e) = self
+            .client
+            .publish(refresh, QoS::AtLeastOnce, false, Vec::new())
+            .await
+        {
+            log::warn!("presence: cannot ask the nodes: {e}");
+        }
     }
 
     async fn on_publish(&self, topic: &str, payload: &[u8]) {
@@ -217,7 +226,7 @@ impl Follow {
             return;
         };
         if let Some(node) = rest.strip_prefix("/nodes/") {
-            self.on_node(node, !payload.is_empty()).await;
+            self.on_node(node, !payload.is_empty());
         } else if let Some(rest) = rest.strip_prefix("/presence/")
             && let Some((channel, node)) = rest.split_once('/')
             && let Ok(channel) = ChannelId::parse(channel)
@@ -245,7 +254,7 @@ impl Follow {
         self.watcher.publish_names(&[channel]);
     }
 
-    async fn on_node(&self, node: &str, alive: bool) {
+    fn on_node(&self, node: &str, alive: bool) {
         let channels = {
             let mut table = lock(&self.watcher.shared.table);
             let channels = table.channels_of(node);
@@ -262,15 +271,6 @@ impl Follow {
             }
             channels
         };
-        if !alive && self.departure == OnDeparture::RemoveRetained {
-            for channel in &channels {
-                let topic = presence_topic(&self.prefix, *channel, node);
-                let _ = self
-                    .client
-                    .publish(topic, QoS::AtLeastOnce, true, Vec::new())
-                    .await;
-            }
-        }
         self.watcher.publish_names(&channels);
     }
 }
