@@ -92,6 +92,29 @@ else
   echo "ok   nginx -t: deploy/nginx/crier.conf ($(nginx -v 2>&1))"
 fi
 
+# --- the cluster front: nginx and HAProxy ------------------------------------
+# deploy/nginx/cluster.conf, wrapped the same way (it has no TLS to replace);
+# deploy/local-cluster.sh runs it for real in the tests.
+sed "s|include $ngx/crier.conf;|include $PWD/deploy/nginx/cluster.conf;|" "$ngx/nginx.conf" >"$ngx/cluster.nginx.conf"
+status=0
+timeout 30 nginx -t -p "$ngx/" -e "$ngx/logs/error.log" -c "$ngx/cluster.nginx.conf" \
+  >"$work/cluster.out" 2>&1 || status=$?
+if [ "$status" -ne 0 ] || grep -Eq '\[(emerg|alert|crit|error|warn)\]' "$work/cluster.out"; then
+  echo "FAIL nginx -t: deploy/nginx/cluster.conf (exit $status):"
+  cat "$work/cluster.out"
+  failed=1
+else
+  echo "ok   nginx -t: deploy/nginx/cluster.conf"
+fi
+have haproxy || { echo "installing: haproxy"; apt-get install -y -qq --no-install-recommends haproxy; }
+if out=$(timeout 30 haproxy -c -f deploy/haproxy/crier.cfg 2>&1) && ! grep -qi '\[WARNING\]' <<<"$out"; then
+  echo "ok   haproxy -c: deploy/haproxy/crier.cfg ($(haproxy -v 2>&1 | head -1 | cut -d' ' -f1-3))"
+else
+  echo "FAIL haproxy -c: deploy/haproxy/crier.cfg:"
+  echo "$out"
+  failed=1
+fi
+
 # --- Grafana dashboard -------------------------------------------------------
 # Valid JSON, and every metric name in protocol/src/metrics.rs is on a panel.
 dashboard=deploy/grafana/crier.json

@@ -10,10 +10,12 @@
 #
 #   BENCH_SYSTEMS="crier split" BENCH_ONLY=bigroom BENCH_SUBSCRIBERS=500 bench/run.sh 1
 #
-#   BENCH_SYSTEMS      systems to run, of: crier split nchan baseline (default:
-#                      the first three); baseline is crier built from another
-#                      commit, at BENCH_BASELINE (a path to its crier binary),
-#                      to measure what a change costs side by side
+#   BENCH_SYSTEMS      systems to run, of: crier split nchan baseline cluster
+#                      (default: the first three); baseline is crier built from
+#                      another commit, at BENCH_BASELINE (a path to its crier
+#                      binary), to measure what a change costs side by side;
+#                      cluster is deploy/local-cluster.sh (2 bridged brokers,
+#                      2 shards, 3 nodes) measured through its nginx front
 #   BENCH_ONLY         scenarios to run, of: idle fanout channels storm bigroom
 #                      sweep ingest (default: all)
 #   BENCH_SUBSCRIBERS  subscribers of the 10,000-subscriber scenarios (channels
@@ -36,14 +38,14 @@ cd "$root"
 source bench/lib.sh
 for system in $systems; do
   case $system in
-    crier | split | nchan) ;;
+    crier | split | nchan | cluster) ;;
     baseline)
       if [ ! -x "${BENCH_BASELINE:-}" ]; then
         echo "baseline needs BENCH_BASELINE, the path to a crier binary" >&2
         exit 2
       fi
       ;;
-    *) echo "unknown system '$system' in BENCH_SYSTEMS (crier split nchan baseline)" >&2; exit 2 ;;
+    *) echo "unknown system '$system' in BENCH_SYSTEMS (crier split nchan baseline cluster)" >&2; exit 2 ;;
   esac
 done
 results=target/bench
@@ -123,6 +125,26 @@ start_split() {
 stop_split() {
   # broadcast-sse first, so that it does not log the broker going away.
   stop_pids "${server_pids[@]}"
+}
+
+# The cluster of deploy/local-cluster.sh, through its front. CPU is every
+# process's (brokers, shards, nodes and nginx); memory per stream is the three
+# nodes' together.
+start_cluster() {
+  local front pids node_pids
+  front=$(CRIER_CLUSTER_DIR="$work/server" deploy/local-cluster.sh up | sed -n 's/^front: //p') ||
+    return 1
+  [ -n "$front" ] || return 1
+  pids=$(awk '{print $2}' "$work/server/processes" | paste -sd,)
+  node_pids=$(awk '$1 ~ /^node-/ {print $2}' "$work/server/processes" | paste -sd,)
+  server_pids=(cluster)
+  target_args=(--sub-url "$front/channels/{channel}/events"
+    --pub-url "$front/channels/{channel}/messages"
+    --server-pid "$pids" --memory-pid "$node_pids")
+}
+
+stop_cluster() {
+  CRIER_CLUSTER_DIR="$work/server" deploy/local-cluster.sh down >/dev/null || true
 }
 
 start_nchan() {

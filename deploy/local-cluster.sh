@@ -8,6 +8,8 @@
 #   deploy/local-cluster.sh up       start it all; prints "front: http://127.0.0.1:PORT"
 #   deploy/local-cluster.sh status   each process, and its /readyz
 #   deploy/local-cluster.sh down     stop exactly what `up` started, by pid
+#   deploy/local-cluster.sh restart NAME   start a shard or node again (after
+#                                    `kill -9` on it, say), same port and data
 #
 # CRIER_CLUSTER_DIR   state: pids, ports, logs, data (default target/cluster)
 # CRIER_BIN_DIR       where chat-service and broadcast-sse are (default
@@ -22,6 +24,7 @@ bin_dir=${CRIER_BIN_DIR:-$root/target/release}
 chat_service=${CRIER_CHAT_SERVICE:-$bin_dir/chat-service}
 broadcast_sse=${CRIER_BROADCAST_SSE:-$bin_dir/broadcast-sse}
 processes=$dir/processes   # one line per process: name pid port
+ports=$dir/ports           # broker_a broker_b front
 wait_secs=20
 PATH="$PATH:/usr/sbin:/sbin"
 
@@ -127,7 +130,7 @@ start_front() {
   ' "$root/deploy/nginx/cluster.conf" >"$dir/nginx/cluster.conf"
   {
     [ "$(id -u)" = 0 ] && echo "user root;"
-    echo "worker_processes 1;"
+    echo "worker_processes auto;"
     echo "daemon off;"
     echo "pid $dir/nginx/nginx.pid;"
     echo "error_log $dir/logs/nginx.log warn;"
@@ -142,7 +145,7 @@ start_front() {
   } >"$dir/nginx/nginx.conf"
   nginx -t -q -p "$dir/nginx" -c "$dir/nginx/nginx.conf" 2>>"$dir/logs/nginx.log" ||
     die "nginx refused the front's configuration (see $dir/logs/nginx.log)"
-  nginx -p "$dir/nginx" -c "$dir/nginx/nginx.conf" 2>>"$dir/logs/nginx.log" &
+  nginx -p "$dir/nginx" -c "$dir/nginx/nginx.conf" >/dev/null 2>>"$dir/logs/nginx.log" &
   started front $! "$port"
   wait_until "$wait_secs" "the front listening" port_open "$port"
 }
@@ -170,6 +173,7 @@ up() {
   shard_ports=("$(free_port)" "$(free_port)")
   node_ports=("$(free_port)" "$(free_port)" "$(free_port)")
 
+  echo "$broker_a $broker_b $front" >"$ports"
   start_broker broker-a "$broker_a"
   start_broker broker-b "$broker_b" "$broker_a"
   # Both shards take MQTT posts on the same broker: a shared subscription
@@ -179,7 +183,7 @@ up() {
     start_shard "shard-$((i + 1))" "${shard_ports[$i]}" "$broker_a" "$front"
     shards+="    server 127.0.0.1:${shard_ports[$i]} max_fails=0;"$'\n'
   done
-  local node_brokers=("$broker_a" "$broker_b" "$broker_b")
+  local node_brokers=("$broker_a" "$broker_b" "$broker_b") # node-1 on A, 2 and 3 on B
   for i in 0 1 2; do
     start_node "node-$((i + 1))" "${node_ports[$i]}" "${node_brokers[$i]}" "$front"
     nodes+="    server 127.0.0.1:${node_ports[$i]};"$'\n'
@@ -237,12 +241,37 @@ down() {
   echo "local-cluster: down"
 }
 
+# restart NAME: a shard or node again, on its port, broker and data.
+restart() {
+  local target=$1 name pid port broker_a broker_b front found=""
+  [ -s "$processes" ] || die "not up (CRIER_CLUSTER_DIR=$dir)"
+  read -r broker_a broker_b front <"$ports"
+  while read -r name pid port; do
+    if [ "$name" = "$target" ]; then
+      found=$port
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+  done <"$processes"
+  [ -n "$found" ] || die "no process named $target"
+  grep -v "^$target " "$processes" >"$processes.new" || true
+  mv "$processes.new" "$processes"
+  case $target in
+    shard-*) start_shard "$target" "$found" "$broker_a" "$front" ;;
+    node-1) start_node "$target" "$found" "$broker_a" "$front" ;;
+    node-*) start_node "$target" "$found" "$broker_b" "$front" ;;
+    *) die "only shards and nodes restart" ;;
+  esac
+  wait_until "$wait_secs" "$target ready" ready "$found"
+  echo "local-cluster: $target restarted"
+}
+
 case ${1:-} in
   up) up ;;
   status) status ;;
   down) down ;;
+  restart) restart "${2:?restart which process (shard-1, node-2, ...)?}" ;;
   *)
-    echo "usage: $0 up|status|down" >&2
+    echo "usage: $0 up|status|down|restart NAME" >&2
     exit 2
     ;;
 esac
