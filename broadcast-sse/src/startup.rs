@@ -186,17 +186,13 @@ impl Application {
         let hub = state.hub.clone();
         let tls = config.server.tls()?;
         if let Some(address) = &config.server.metrics_listen {
-            let state = web::Data::new(state.clone());
-            let metrics = move |cfg: &mut web::ServiceConfig| {
-                cfg.app_data(state.clone());
-                crate::metrics::configure(cfg);
-            };
-            protocol::metrics::serve_alone(address, metrics).map_err(|source| {
-                StartError::Listen {
+            let metrics = crate::metrics::configure;
+            protocol::metrics::serve_alone_with(address, state.clone(), metrics).map_err(
+                |source| StartError::Listen {
                     address: address.clone(),
                     source,
-                }
-            })?;
+                },
+            )?;
         }
         let server = serve(listener, state, config.server.clone(), tls).map_err(listen_error)?;
         Ok(Application {

@@ -107,6 +107,20 @@ pub fn response(text: String) -> HttpResponse {
         .body(text)
 }
 
+/// Serves only `/metrics` on `address` (`--metrics-listen`) for one service:
+/// `configure` registers the route, which reads `state`.
+pub fn serve_alone_with<S: Send + Sync + 'static>(
+    address: &str,
+    state: S,
+    configure: fn(&mut web::ServiceConfig),
+) -> std::io::Result<SocketAddr> {
+    let state = web::Data::new(state);
+    serve_alone(address, move |cfg: &mut web::ServiceConfig| {
+        cfg.app_data(state.clone());
+        configure(cfg);
+    })
+}
+
 /// Serves only `/metrics` on `address` (`--metrics-listen`), with `configure`
 /// registering the route and whatever it reads; returns the bound address.
 /// Must be called on the server's runtime, which runs it from then on.

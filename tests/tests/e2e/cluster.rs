@@ -107,18 +107,15 @@ impl Cluster {
         EventStream::from_request(self.http.get(url)).await
     }
 
+    async fn get_json(&self, url: impl reqwest::IntoUrl) -> Value {
+        let response = self.http.get(url).send().await.expect("GET");
+        response.json().await.expect("JSON")
+    }
+
     /// The messages a shard holds of a channel, asked of the shard directly.
     async fn held_by(&self, shard: &str, channel: ChannelId) -> usize {
         let url = format!("{}/channels/{channel}/messages", self.url_of(shard));
-        let page: Value = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .expect("GET")
-            .json()
-            .await
-            .expect("JSON");
+        let page: Value = self.get_json(url).await;
         page["messages"].as_array().map_or(0, Vec::len)
     }
 }
@@ -271,30 +268,14 @@ async fn presence_and_stats_sum_over_the_nodes(cluster: &Cluster) {
         presence["subscribers"] == 3
     })
     .await;
-    let presence: Value = cluster
-        .http
-        .get(&presence_url)
-        .send()
-        .await
-        .expect("GET")
-        .json()
-        .await
-        .expect("JSON");
+    let presence: Value = cluster.get_json(&presence_url).await;
     let names: BTreeSet<&str> = presence["names"]
         .as_array()
         .map(|names| names.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
     assert_eq!(names, BTreeSet::from(["ann", "bob"]));
     let stats_url = format!("{}/channels/{channel}/stats", cluster.front);
-    let stats: Value = cluster
-        .http
-        .get(stats_url)
-        .send()
-        .await
-        .expect("GET")
-        .json()
-        .await
-        .expect("JSON");
+    let stats: Value = cluster.get_json(stats_url).await;
     assert_eq!(stats["subscribers"], 3);
 }
 
