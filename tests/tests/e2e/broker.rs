@@ -229,8 +229,9 @@ fn required_sbin(name: &str) -> Option<PathBuf> {
     found
 }
 
-/// Debian installs the broker in `/usr/sbin`, which is not on every user's `PATH`.
-fn find_sbin(name: &str) -> Option<PathBuf> {
+/// Debian installs the broker (and nginx) in `/usr/sbin`, which is not on every
+/// user's `PATH`.
+pub fn find_sbin(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/sbin", "/usr/local/sbin"].map(PathBuf::from))

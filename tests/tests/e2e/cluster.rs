@@ -4,7 +4,7 @@
 //! and presence summed over the nodes.
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use protocol::{ChannelId, Message};
@@ -12,7 +12,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-use crate::broker::REQUIRE_EXTERNAL;
+use crate::broker::{REQUIRE_EXTERNAL, find_sbin};
 use crate::helpers::{
     BROADCAST_SSE, CHAT_SERVICE, EventStream, eventually, http_client, new_channel,
 };
@@ -31,7 +31,7 @@ impl Cluster {
     fn up() -> Option<Cluster> {
         let missing: Vec<&str> = ["mosquitto", "nginx"]
             .into_iter()
-            .filter(|tool| find(tool).is_none())
+            .filter(|tool| find_sbin(tool).is_none())
             .collect();
         if !missing.is_empty() {
             assert!(
@@ -144,14 +144,6 @@ fn script(dir: &Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     stdout
-}
-
-fn find(tool: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/usr/local/sbin"].map(PathBuf::from))
-        .map(|dir| dir.join(tool))
-        .find(|candidate| candidate.is_file())
 }
 
 /// One cluster for the whole scenario (starting one takes a few seconds):
