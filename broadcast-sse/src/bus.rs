@@ -50,6 +50,7 @@ pub fn start(
         presence: presence.clone(),
         hub,
         prefix: prefix.to_string(),
+        refresh_topic: refresh_topic(prefix),
         status: status.clone(),
         follow_all,
         following_all: false,
@@ -67,6 +68,8 @@ struct Subscriber {
     presence: LocalPresence,
     hub: Hub,
     prefix: String,
+    /// Where watchers ask for presence (made once: every message is compared).
+    refresh_topic: String,
     status: BrokerStatus,
     /// Subscribe once to every channel instead of channel by channel.
     follow_all: bool,
@@ -209,8 +212,10 @@ impl Subscriber {
     }
 
     fn subscribe_presence_refresh(&mut self) {
-        let filter = refresh_topic(&self.prefix);
-        match self.client.try_subscribe(filter, QoS::AtLeastOnce) {
+        match self
+            .client
+            .try_subscribe(self.refresh_topic.clone(), QoS::AtLeastOnce)
+        {
             Ok(()) => self.sent.push_back(Subscription::PresenceRefresh),
             Err(e) => log::warn!("could not subscribe to presence requests: {e}"),
         }
@@ -218,7 +223,7 @@ impl Subscriber {
 
     fn on_publish(&self, publish: &rumqttc::Publish) {
         let topic = publish.topic.as_str();
-        if topic == refresh_topic(&self.prefix) {
+        if topic == self.refresh_topic {
             self.presence.refresh();
             return;
         }

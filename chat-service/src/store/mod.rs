@@ -289,21 +289,26 @@ impl Store {
 
     /// How many messages the channel holds, and its first and last ids.
     pub fn channel_stats(&self, channel: ChannelId) -> Result<ChannelStats, sled::Error> {
-        let keys = || {
-            self.inner
-                .trees
-                .messages
-                .scan_prefix(channel.as_bytes())
-                .keys()
+        let keys = self
+            .inner
+            .trees
+            .messages
+            .scan_prefix(channel.as_bytes())
+            .keys();
+        let empty = ChannelStats {
+            messages: 0,
+            first_id: None,
+            last_id: None,
         };
-        let first_id = keys().next().transpose()?.map(|key| id_of_key(&key));
-        let last_id = keys().next_back().transpose()?.map(|key| id_of_key(&key));
-        let messages = keys().try_fold(0u64, |count, key| key.map(|_| count + 1))?;
-        Ok(ChannelStats {
-            messages,
-            first_id,
-            last_id,
-        })
+        keys.map(|key| key.map(|key| id_of_key(&key)))
+            .try_fold(empty, |stats, id| {
+                let id = id?;
+                Ok(ChannelStats {
+                    messages: stats.messages + 1,
+                    first_id: stats.first_id.or(Some(id)),
+                    last_id: Some(id),
+                })
+            })
     }
 
     pub fn get(&self, channel: ChannelId, id: u64) -> Result<Option<Message>, sled::Error> {
