@@ -95,6 +95,8 @@ impl Application {
             true,
             history,
             verifier,
+            // One process, one view of presence: the chat-service's serves both.
+            chat.presence.clone(),
         );
         let hub = broadcast.hub.clone();
         let tls = config.server.tls()?;

@@ -43,7 +43,8 @@ pub struct AppState {
 
 impl AppState {
     /// Creates the hub (which backfills gaps from `history`) and starts the subscriber
-    /// and heartbeat tasks. The handle ends only if the subscriber task fails.
+    /// and heartbeat tasks; streams that follow presence are fed by `watcher`.
+    /// The handle ends only if the subscriber task fails.
     pub fn start(
         settings: BroadcastSettings,
         broker: &BrokerUrl,
@@ -51,6 +52,7 @@ impl AppState {
         subscribe_all: bool,
         history: Arc<dyn HistorySource>,
         verifier: Option<Arc<Verifier>>,
+        watcher: Watcher,
     ) -> (AppState, JoinHandle<()>) {
         // Before anything records: metric handles made earlier would record nowhere.
         protocol::metrics::Metrics::install();
@@ -72,7 +74,6 @@ impl AppState {
             status.clone(),
             prefix,
         ));
-        let watcher = Watcher::start(broker, topic_prefix);
         let mut state = AppState::new(hub, status, settings, history, verifier);
         state.presence = presence;
         state.watcher = Some(watcher);
@@ -182,6 +183,7 @@ impl Application {
             config.subscribe_all,
             history,
             verifier,
+            Watcher::start(&broker, &config.mqtt.topic_prefix),
         );
         let hub = state.hub.clone();
         let tls = config.server.tls()?;
