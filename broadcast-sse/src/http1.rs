@@ -173,13 +173,35 @@ fn stream_head(request: &httparse::Request) -> Option<StreamHead> {
 /// Writes the application's answer to a stream request: a stream is pumped
 /// until it ends or the client leaves; any other answer is written whole and
 /// the connection closed.
-pub async fn answer(mut io: TcpStream, response: Response<BoxBody>) {
-    let (head, body) = response.into_parts();
-    if matches!(body.size(), BodySize::Stream) {
-        let _ = io.set_nodelay(true);
-        Pump::new(io, response_head(&head, None), body).await;
-        return;
+pub async fn answer(io: TcpStream, response: Response<BoxBody>) {
+    match Answer::of(response) {
+        // Only the pump is kept while a stream is open, not the response head.
+        Answer::Stream(head) => {
+            let _ = io.set_nodelay(true);
+            let (head, body) = *head;
+            Pump::new(io, head, body).await;
+        }
+        // Boxed: the task of an open stream does not keep room for it.
+        Answer::Sized(head, body) => Box::pin(write_sized(io, head, body)).await,
     }
+}
+
+enum Answer {
+    Stream(Box<(Bytes, BoxBody)>),
+    Sized(Response<()>, BoxBody),
+}
+
+impl Answer {
+    fn of(response: Response<BoxBody>) -> Self {
+        let (head, body) = response.into_parts();
+        match body.size() {
+            BodySize::Stream => Answer::Stream(Box::new((response_head(&head, None), body))),
+            _ => Answer::Sized(head, body),
+        }
+    }
+}
+
+async fn write_sized(mut io: TcpStream, head: Response<()>, body: BoxBody) {
     let body = actix_web::body::to_bytes_limited(body, MAX_ANSWER_BYTES).await;
     let body = match body {
         Ok(Ok(bytes)) => bytes,

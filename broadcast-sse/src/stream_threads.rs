@@ -170,5 +170,5 @@ async fn serve(handover: Handover, app: Rc<App>) {
         Err(e) => e.error_response().map_into_boxed_body().into(),
     };
     drop(app);
-    Box::pin(http1::answer(io, response)).await;
+    http1::answer(io, response).await;
 }
