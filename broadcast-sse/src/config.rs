@@ -77,6 +77,10 @@ pub struct BroadcastSettings {
     /// `503` (0: no limit).
     #[arg(long, env = "CRIER_MAX_CHANNELS", default_value_t = 100_000)]
     pub max_channels: usize,
+
+    /// Channels one stream of `/events?channel=…` may follow.
+    #[arg(long, env = "CRIER_MAX_CHANNELS_PER_STREAM", default_value_t = 32)]
+    pub max_channels_per_stream: usize,
 }
 
 impl BroadcastSettings {
@@ -93,6 +97,7 @@ impl Default for BroadcastSettings {
             retry_ms: 2000,
             max_streams_per_address: 1000,
             max_channels: 100_000,
+            max_channels_per_stream: 32,
         }
     }
 }

@@ -9,7 +9,9 @@ use protocol::channel::InvalidChannel;
 pub enum BroadcastError {
     #[error(transparent)]
     InvalidChannel(#[from] InvalidChannel),
-    #[error("Last-Event-ID must be a non-negative integer, got {0:?}")]
+    #[error("invalid channel list: {0}")]
+    InvalidChannels(String),
+    #[error("invalid Last-Event-ID: {0}")]
     InvalidLastEventId(String),
     #[error("invalid name: {0}")]
     InvalidName(String),
@@ -23,7 +25,9 @@ pub enum BroadcastError {
 impl BroadcastError {
     fn code(&self) -> &'static str {
         match self {
-            BroadcastError::InvalidChannel(_) => "invalid_channel",
+            BroadcastError::InvalidChannel(_) | BroadcastError::InvalidChannels(_) => {
+                "invalid_channel"
+            }
             BroadcastError::InvalidLastEventId(_) => "invalid_last_event_id",
             BroadcastError::InvalidName(_) => "invalid_name",
             BroadcastError::HistoryUnavailable(_) => "history_unavailable",

@@ -29,7 +29,7 @@ use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::AppState;
-use crate::routes::events::{STREAM_HEADERS, StreamRequest, admit, open};
+use crate::routes::events::{STREAM_HEADERS, StreamRequest, StreamTarget, admit, open};
 use crate::stream::ClientStream;
 
 /// A stream request's head must fit in this; longer heads go to actix.
@@ -37,7 +37,7 @@ const MAX_HEAD_BYTES: usize = 4096;
 const MAX_HEADERS: usize = 32;
 /// How a stream request starts; a connection whose first bytes differ goes to
 /// actix at once.
-const STREAM_REQUEST_START: &[u8] = b"GET /channels/";
+const STREAM_REQUEST_STARTS: [&[u8]; 2] = [b"GET /channels/", b"GET /events?"];
 /// A stream request's head that arrived in part is peeked at again this often,
 /// this many times, before the connection goes to actix.
 const PARTIAL_HEAD_PAUSE: Duration = Duration::from_millis(5);
@@ -62,7 +62,9 @@ pub enum FirstRequest {
 /// The parts of a stream request's head that opening the stream needs.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct StreamHead {
+    /// The `{channel}` of `/channels/{channel}/events`; empty for `/events`.
     channel: String,
+    path: String,
     query: String,
     last_event_id: Option<Vec<u8>>,
     authorization: Option<Vec<u8>>,
@@ -108,8 +110,11 @@ enum Parsed {
 }
 
 fn parse_head(bytes: &[u8]) -> Parsed {
-    let start = bytes.len().min(STREAM_REQUEST_START.len());
-    if bytes[..start] != STREAM_REQUEST_START[..start] {
+    let may_be_stream = STREAM_REQUEST_STARTS.iter().any(|start| {
+        let length = bytes.len().min(start.len());
+        bytes[..length] == start[..length]
+    });
+    if !may_be_stream {
         return Parsed::Other;
     }
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -130,12 +135,16 @@ fn stream_head(request: &httparse::Request) -> Option<StreamHead> {
         return None;
     }
     let (path, query) = request.path?.split_once('?').unwrap_or((request.path?, ""));
-    let channel = path.strip_prefix("/channels/")?.strip_suffix("/events")?;
-    if channel.is_empty() || channel.contains(['/', '%']) {
+    let channel = match path {
+        "/events" => "",
+        _ => path.strip_prefix("/channels/")?.strip_suffix("/events")?,
+    };
+    if (channel.is_empty() && path != "/events") || channel.contains(['/', '%']) {
         return None;
     }
     let mut head = StreamHead {
         channel: channel.to_string(),
+        path: path.to_string(),
         query: query.to_string(),
         ..StreamHead::default()
     };
@@ -177,8 +186,7 @@ pub async fn open_stream(mut io: TcpStream, head: StreamHead, state: &AppState) 
             Opened::Stream(Pump::new(io, stream))
         }
         Err(response) => {
-            let path = format!("/channels/{}/events", head.channel);
-            protocol::error::log_client_error("GET", &path, peer, response.status());
+            protocol::error::log_client_error("GET", &head.path, peer, response.status());
             if write_response(&mut io, response).await.is_ok() {
                 let _ = io.shutdown().await;
             }
@@ -192,8 +200,12 @@ async fn stream_for(
     head: &StreamHead,
     peer: Option<IpAddr>,
 ) -> Result<ClientStream, HttpResponse> {
+    let target = match head.channel.as_str() {
+        "" => StreamTarget::Query,
+        channel => StreamTarget::Channel(channel),
+    };
     let request = StreamRequest {
-        channel: &head.channel,
+        target,
         last_event_id: head.last_event_id.as_deref(),
         query: &head.query,
         tokens: TokenCarriers {

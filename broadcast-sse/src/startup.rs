@@ -142,11 +142,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(events::events))
             .default_service(method_not_allowed("GET")),
     );
+    cfg.service(
+        web::resource("/events")
+            .route(web::get().to(events::channels_events))
+            .default_service(method_not_allowed("GET")),
+    );
 }
 
 /// Every `(METHOD, path)` [`configure`] serves; the OpenAPI document must describe
 /// exactly these (a test compares them).
-pub const ROUTES: &[(&str, &str)] = &[("GET", "/channels/{channel}/events")];
+pub const ROUTES: &[(&str, &str)] = &[("GET", "/channels/{channel}/events"), ("GET", "/events")];
 
 /// `/healthz` and `/readyz` of the standalone service.
 pub fn configure_health(cfg: &mut web::ServiceConfig) {

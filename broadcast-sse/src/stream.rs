@@ -40,6 +40,8 @@ use crate::metrics::{self, STREAMS};
 use crate::presence::Joined;
 use protocol::message::stored_millis_of_frame;
 
+pub mod cursor;
+
 /// Frames coalesced into one write when a stream has several ready.
 const MAX_CHUNK_BYTES: usize = 64 * 1024;
 const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
@@ -49,18 +51,9 @@ const MAX_STALLS: u32 = 3;
 const STALL_PAUSE: Duration = Duration::from_millis(100);
 
 pub struct ClientStream {
-    channel: ChannelId,
-    membership: Membership,
+    follows: Follows,
     hub: Hub,
     history: Arc<dyn HistorySource>,
-    /// Id of the last message (or gap) written to this client.
-    last_sent: Option<u64>,
-    /// Catching up after `last_sent` until the recent buffer or history says we are
-    /// current.
-    catching_up: bool,
-    /// Highest live id seen ahead of `last_sent`: the catch-up must get there.
-    catch_up_to: Option<u64>,
-    stalls: u32,
     pending: VecDeque<Bytes>,
     pending_bytes: usize,
     /// Message events among `pending`, and where the first live one is (for
@@ -73,21 +66,114 @@ pub struct ClientStream {
     expires_at: Option<tokio::time::Instant>,
     /// The client address's stream slot, given back when the stream ends.
     _slot: Option<StreamSlot>,
+    /// `?presence=1`: each channel's names across nodes, and those told so far
+    /// (boxed: most streams do not follow presence).
+    presence: Option<Box<[PresenceFeed]>>,
+}
+
+/// The channels of a stream. A stream of one channel is what most clients open
+/// and what an idle node holds by the thousand, so it costs no extra allocation.
+enum Follows {
+    /// `/channels/{c}/events`: each event's `id:` is the message's id.
+    One(Follow),
+    /// `/events?channel=…`: each event's `id:` is a cursor of every channel's
+    /// last id ([`cursor`]).
+    Many(Box<[Follow]>),
+}
+
+/// One channel of a stream: its place in the hub and how far the client got.
+struct Follow {
+    channel: ChannelId,
+    membership: Membership,
+    /// Id of the last message (or gap) of this channel written to the client.
+    last_sent: Option<u64>,
+    /// Catching up after `last_sent` until the recent buffer or history says we
+    /// are current.
+    catching_up: bool,
+    /// Highest live id seen ahead of `last_sent`: the catch-up must get there.
+    catch_up_to: Option<u64>,
+    stalls: u32,
     /// This stream's place in the channel's presence, until it ends.
     _joined: Option<Joined>,
-    /// `?presence=1`: the channel's names across nodes, and those told so far
-    /// (boxed: most streams do not follow presence).
-    presence: Option<Box<PresenceFeed>>,
+}
+
+/// A channel a stream opens with: its membership and, for a resume, the last id
+/// the client has.
+pub struct Opening {
+    pub channel: ChannelId,
+    pub membership: Membership,
+    pub resume_after: Option<u64>,
 }
 
 struct PresenceFeed {
+    channel: ChannelId,
     names: watch::Receiver<Arc<BTreeSet<String>>>,
     told: Arc<BTreeSet<String>>,
 }
 
+impl Follow {
+    fn new(opening: Opening) -> Self {
+        Follow {
+            channel: opening.channel,
+            last_sent: opening.resume_after.or(opening.membership.last_id_at_join),
+            catching_up: opening.resume_after.is_some(),
+            membership: opening.membership,
+            catch_up_to: None,
+            stalls: 0,
+            _joined: None,
+        }
+    }
+}
+
+impl Follows {
+    fn all(&self) -> &[Follow] {
+        match self {
+            Follows::One(follow) => std::slice::from_ref(follow),
+            Follows::Many(follows) => follows,
+        }
+    }
+
+    fn all_mut(&mut self) -> &mut [Follow] {
+        match self {
+            Follows::One(follow) => std::slice::from_mut(follow),
+            Follows::Many(follows) => follows,
+        }
+    }
+
+    /// The `id:` of an event sent now: the channel's last id on a one-channel
+    /// stream, else the cursor of all channels.
+    fn event_id(&self) -> String {
+        match self {
+            Follows::One(follow) => follow.last_sent.unwrap_or(0).to_string(),
+            Follows::Many(follows) => cursor::render(
+                follows
+                    .iter()
+                    .map(|follow| (follow.channel, follow.last_sent.unwrap_or(0))),
+            ),
+        }
+    }
+
+    /// The next frame (or ring error) of any channel, with the channel's index.
+    async fn next_frame(&mut self) -> (usize, Result<Frame, RecvError>) {
+        match self {
+            Follows::One(follow) => (0, follow.membership.ring.recv().await),
+            Follows::Many(follows) if follows.is_empty() => std::future::pending().await,
+            Follows::Many(follows) => {
+                // Dropping the other receives loses nothing: a ring keeps its
+                // frames until every receiver took them.
+                let receives = follows
+                    .iter_mut()
+                    .map(|follow| Box::pin(follow.membership.ring.recv()));
+                let (received, index, _) = futures_util::future::select_all(receives).await;
+                (index, received)
+            }
+        }
+    }
+}
+
 impl ClientStream {
-    /// `resume_after` is the client's `Last-Event-ID`; without one the stream starts
-    /// with the next message this node delivers.
+    /// A stream of one channel. `resume_after` is the client's `Last-Event-ID`;
+    /// without one the stream starts with the next message this node delivers.
     pub fn new(
         channel: ChannelId,
         membership: Membership,
@@ -96,16 +182,37 @@ impl ClientStream {
         resume_after: Option<u64>,
         retry_ms: u64,
     ) -> Self {
-        let last_sent = resume_after.or(membership.last_id_at_join);
-        let mut stream = ClientStream {
+        let opening = Opening {
             channel,
             membership,
+            resume_after,
+        };
+        Self::with_follows(Follows::One(Follow::new(opening)), hub, history, retry_ms)
+    }
+
+    /// A stream of several channels, each resumed after its `resume_after` or,
+    /// without one, from the last id the caller found (so every channel has a
+    /// place in the cursor from the first event on).
+    pub fn of_channels(
+        openings: Vec<Opening>,
+        hub: &Hub,
+        history: Arc<dyn HistorySource>,
+        retry_ms: u64,
+    ) -> Self {
+        let follows = openings.into_iter().map(Follow::new).collect();
+        Self::with_follows(Follows::Many(follows), hub, history, retry_ms)
+    }
+
+    fn with_follows(
+        follows: Follows,
+        hub: &Hub,
+        history: Arc<dyn HistorySource>,
+        retry_ms: u64,
+    ) -> Self {
+        let mut stream = ClientStream {
+            follows,
             hub: hub.clone(),
             history,
-            last_sent,
-            catching_up: resume_after.is_some(),
-            catch_up_to: None,
-            stalls: 0,
             pending: VecDeque::new(),
             pending_bytes: 0,
             pending_events: 0,
@@ -114,7 +221,6 @@ impl ClientStream {
             ended: false,
             expires_at: None,
             _slot: None,
-            _joined: None,
             presence: None,
         };
         stream.push(Bytes::from(format!("retry: {retry_ms}\n\n")));
@@ -137,40 +243,51 @@ impl ClientStream {
         self
     }
 
-    /// Counts the stream in its channel's presence while it is open and, with
-    /// `names`, tells it who is there now and then who joins and leaves
-    /// (`event: presence`).
+    /// Counts the stream in its channels' presence while it is open (`joined`,
+    /// one per channel in order) and, with `names` (one per channel), tells it
+    /// who is there now and then who joins and leaves (`event: presence`).
     pub fn present(
         mut self,
-        joined: Joined,
-        names: Option<watch::Receiver<Arc<BTreeSet<String>>>>,
+        joined: Vec<Joined>,
+        names: Option<Vec<watch::Receiver<Arc<BTreeSet<String>>>>>,
     ) -> Self {
-        self._joined = Some(joined);
+        for (follow, joined) in self.follows.all_mut().iter_mut().zip(joined) {
+            follow._joined = Some(joined);
+        }
         if let Some(names) = names {
-            self.presence = Some(Box::new(PresenceFeed {
+            let channels = self.follows.all().iter().map(|follow| follow.channel);
+            let feeds = channels.zip(names).map(|(channel, names)| PresenceFeed {
+                channel,
                 names,
                 told: Arc::new(BTreeSet::new()),
-            }));
+            });
+            self.presence = Some(feeds.collect());
             self.tell_presence();
         }
         self
     }
 
-    /// Sends the names that joined and left since the last presence event.
+    /// Sends, per channel, the names that joined and left since the last
+    /// presence event.
     fn tell_presence(&mut self) {
-        let Some(feed) = &mut self.presence else {
+        let Some(feeds) = &mut self.presence else {
             return;
         };
-        let now = feed.names.borrow_and_update().clone();
-        let joined: Vec<&String> = now.difference(&feed.told).collect();
-        let left: Vec<&String> = feed.told.difference(&now).collect();
-        if joined.is_empty() && left.is_empty() && !feed.told.is_empty() {
-            return;
+        let mut events = Vec::new();
+        for feed in feeds.iter_mut() {
+            let now = feed.names.borrow_and_update().clone();
+            let joined: Vec<&String> = now.difference(&feed.told).collect();
+            let left: Vec<&String> = feed.told.difference(&now).collect();
+            if joined.is_empty() && left.is_empty() && !feed.told.is_empty() {
+                continue;
+            }
+            let data = serde_json::json!({
+                "channel": feed.channel, "joined": joined, "left": left,
+            });
+            events.push(Bytes::from(format!("event: presence\ndata: {data}\n\n")));
+            feed.told = now;
         }
-        let data = serde_json::json!({ "joined": joined, "left": left });
-        let event = Bytes::from(format!("event: presence\ndata: {data}\n\n"));
-        feed.told = now;
-        self.push(event);
+        events.into_iter().for_each(|event| self.push(event));
     }
 
     fn end_if_expired(&mut self) {
@@ -190,34 +307,52 @@ impl ClientStream {
     /// Reads the first step of a replay before the response starts, so an
     /// unreachable history is a `503` the client can see, not a silent empty stream.
     pub async fn prefetch(&mut self) -> Result<(), BroadcastError> {
-        if self.catching_up {
-            let unavailable = |e: HistoryError| BroadcastError::HistoryUnavailable(e.0);
-            self.reset_if_ahead().await.map_err(unavailable)?;
-            self.catch_up_step().await.map_err(unavailable)?;
+        let unavailable = |e: HistoryError| BroadcastError::HistoryUnavailable(e.0);
+        for index in 0..self.follows.all().len() {
+            if self.follows.all()[index].catching_up {
+                self.reset_if_ahead(index).await.map_err(unavailable)?;
+            }
+        }
+        if let Some(index) = self.catching_up_index() {
+            self.catch_up_step(index).await.map_err(unavailable)?;
         }
         Ok(())
+    }
+
+    fn follow(&mut self, index: usize) -> &mut Follow {
+        &mut self.follows.all_mut()[index]
+    }
+
+    /// The first channel still catching up, if any.
+    fn catching_up_index(&self) -> Option<usize> {
+        self.follows
+            .all()
+            .iter()
+            .position(|follow| follow.catching_up)
     }
 
     /// A resume point above the channel's newest stored id cannot be served: the
     /// server's data was reset or restored, or the channel moved. The client is
     /// told with `event: reset` and gets the channel again from its oldest kept
     /// message, instead of silently missing ids up to its cursor.
-    async fn reset_if_ahead(&mut self) -> Result<(), HistoryError> {
-        let Some(cursor) = self.last_sent.filter(|cursor| *cursor > 0) else {
+    async fn reset_if_ahead(&mut self, index: usize) -> Result<(), HistoryError> {
+        let follow = self.follow(index);
+        let channel = follow.channel;
+        let Some(cursor) = follow.last_sent.filter(|cursor| *cursor > 0) else {
             return Ok(());
         };
-        let delivered = self.hub.last_id(self.channel);
+        let delivered = self.hub.last_id(channel);
         if delivered.is_some_and(|delivered| delivered >= cursor) {
             return Ok(());
         }
-        let newest = self.history.latest_id(self.channel).await?.unwrap_or(0);
+        let newest = self.history.latest_id(channel).await?.unwrap_or(0);
         if newest < cursor {
             log::info!(
-                "a stream of {} resumed from {cursor}, past the newest id {newest}: reset",
-                self.channel
+                "a stream of {channel} resumed from {cursor}, past the newest id {newest}: reset"
             );
-            self.push(reset_event(newest));
-            self.last_sent = Some(0);
+            self.follow(index).last_sent = Some(0);
+            let event = reset_event(channel, newest, &self.follows.event_id());
+            self.push(event);
         }
         Ok(())
     }
@@ -242,10 +377,11 @@ impl ClientStream {
             if self.ended {
                 continue;
             }
-            if self.catching_up {
+            if let Some(index) = self.catching_up_index() {
                 // Boxed: a step's state is not kept in every idle stream.
-                if let Err(e) = Box::pin(self.catch_up_step()).await {
-                    log::warn!("ending a stream of {}: {e}", self.channel);
+                if let Err(e) = Box::pin(self.catch_up_step(index)).await {
+                    let channel = self.follow(index).channel;
+                    log::warn!("ending a stream of {channel}: {e}");
                     self.ended = true;
                     self.push(reconnect_event(&e.0));
                 }
@@ -262,123 +398,159 @@ impl ClientStream {
                 }
                 _ = sleep_until_some(expiry) => self.expire(),
                 _ = presence_changed(&mut self.presence) => self.tell_presence(),
-                received = self.membership.ring.recv() => self.receive(received),
+                (index, received) = self.follows.next_frame() => self.receive(index, received),
             }
         }
     }
 
-    fn receive(&mut self, received: Result<Frame, RecvError>) {
+    fn receive(&mut self, index: usize, received: Result<Frame, RecvError>) {
         match received {
             Ok(frame) => {
-                self.accept(frame);
+                self.accept(index, frame);
                 self.drain_ready_frames();
             }
-            Err(RecvError::Lagged(_)) => self.fell_behind(),
+            Err(RecvError::Lagged(_)) => self.fell_behind(index),
             Err(RecvError::Closed) => self.ended = true,
         }
     }
 
-    /// Takes frames already in the ring without waiting, so a burst becomes one write.
+    /// Takes frames already in the rings without waiting, so a burst becomes
+    /// one write.
     fn drain_ready_frames(&mut self) {
-        while !self.catching_up && self.pending_bytes < MAX_CHUNK_BYTES {
-            match self.membership.ring.try_recv() {
-                Ok(frame) => self.accept(frame),
-                Err(TryRecvError::Lagged(_)) => self.fell_behind(),
-                Err(_) => break,
+        for index in 0..self.follows.all().len() {
+            while !self.follow(index).catching_up && self.pending_bytes < MAX_CHUNK_BYTES {
+                match self.follow(index).membership.ring.try_recv() {
+                    Ok(frame) => self.accept(index, frame),
+                    Err(TryRecvError::Lagged(_)) => self.fell_behind(index),
+                    Err(_) => break,
+                }
             }
         }
     }
 
-    fn accept(&mut self, frame: Frame) {
-        match self.last_sent {
+    fn accept(&mut self, index: usize, frame: Frame) {
+        let follow = self.follow(index);
+        match follow.last_sent {
             Some(last) if frame.id <= last => {}
             // Ids were skipped: the recent buffer or history has them, and this
             // frame with them.
             Some(last) if frame.id > last.saturating_add(1) => {
-                self.catch_up_to = self.catch_up_to.max(Some(frame.id));
-                self.start_catching_up();
+                follow.catch_up_to = follow.catch_up_to.max(Some(frame.id));
+                self.start_catching_up(index);
             }
             _ => {
                 if self.first_live.is_none() {
-                    self.first_live = u32::try_from(self.pending.len()).ok();
+                    // On a stream of several channels the cursor line comes first.
+                    let id_lines = usize::from(matches!(self.follows, Follows::Many(_)));
+                    self.first_live = u32::try_from(self.pending.len() + id_lines).ok();
                 }
-                self.send(frame);
+                self.send(index, frame);
             }
         }
     }
 
-    fn send(&mut self, frame: Frame) {
-        self.last_sent = Some(frame.id);
+    fn send(&mut self, index: usize, frame: Frame) {
+        self.follow(index).last_sent = Some(frame.id);
         self.pending_events += 1;
-        self.push(frame.bytes);
+        match self.follows {
+            Follows::One(_) => self.push(frame.bytes),
+            Follows::Many(_) => {
+                let id_line = Bytes::from(format!("id: {}\n", self.follows.event_id()));
+                let rest = frame.bytes.slice(frame_fields_after_id(&frame.bytes)..);
+                self.push(id_line);
+                self.push(rest);
+            }
+        }
     }
 
     /// A frame sent while catching up.
-    fn replay(&mut self, frame: Frame) {
+    fn replay(&mut self, index: usize, frame: Frame) {
         STREAMS.replayed.increment(1);
-        self.send(frame);
+        self.send(index, frame);
     }
 
-    /// The ring ran past this stream: it catches up from the recent buffer or
+    /// The ring ran past this channel: it catches up from the recent buffer or
     /// history.
-    fn fell_behind(&mut self) {
+    fn fell_behind(&mut self, index: usize) {
         STREAMS.slow_clients.increment(1);
-        self.start_catching_up();
+        self.start_catching_up(index);
     }
 
-    fn start_catching_up(&mut self) {
-        if self.last_sent.is_none() {
+    fn start_catching_up(&mut self, index: usize) {
+        let channel = self.follow(index).channel;
+        if self.follow(index).last_sent.is_none() {
             // Joined before this node delivered anything: everything from the first
             // delivery on is owed.
-            let first = self.hub.first_id(self.channel).unwrap_or(1);
-            self.last_sent = Some(first.saturating_sub(1));
+            let first = self.hub.first_id(channel).unwrap_or(1);
+            self.follow(index).last_sent = Some(first.saturating_sub(1));
         }
-        self.catching_up = true;
+        self.follow(index).catching_up = true;
     }
 
     /// One step of a catch-up: a page from the recent buffer, else from history.
-    async fn catch_up_step(&mut self) -> Result<(), HistoryError> {
-        let after = self.last_sent.unwrap_or(0);
-        match self.hub.recent_after(self.channel, after, PAGE) {
+    async fn catch_up_step(&mut self, index: usize) -> Result<(), HistoryError> {
+        let follow = self.follow(index);
+        let (channel, after) = (follow.channel, follow.last_sent.unwrap_or(0));
+        match self.hub.recent_after(channel, after, PAGE) {
             Recent::Frames { frames, complete } => {
-                frames.into_iter().for_each(|frame| self.replay(frame));
+                frames
+                    .into_iter()
+                    .for_each(|frame| self.replay(index, frame));
                 if complete {
-                    self.finish_catching_up();
+                    self.finish_catching_up(index);
                 }
                 Ok(())
             }
             Recent::Current => {
-                self.finish_catching_up();
+                self.finish_catching_up(index);
                 Ok(())
             }
-            Recent::Missing => self.catch_up_from_history(after).await,
+            Recent::Missing => self.catch_up_from_history(index, after).await,
         }
     }
 
-    async fn catch_up_from_history(&mut self, after: u64) -> Result<(), HistoryError> {
-        let page = self.history.after(self.channel, after, PAGE).await?;
+    async fn catch_up_from_history(
+        &mut self,
+        index: usize,
+        after: u64,
+    ) -> Result<(), HistoryError> {
+        let channel = self.follow(index).channel;
+        let page = self.history.after(channel, after, PAGE).await?;
         if let Some(first) = page
             .first()
             .filter(|first| first.id > after.saturating_add(1))
         {
             // Ids only disappear by retention trimming the oldest: these are gone.
             let to = first.id - 1;
-            self.push(gap_event(after.saturating_add(1), to));
-            self.last_sent = Some(to);
+            self.follow(index).last_sent = Some(to);
+            let event = gap_event(
+                channel,
+                after.saturating_add(1),
+                to,
+                &self.follows.event_id(),
+            );
+            self.push(event);
         }
         let short = page.len() < PAGE;
         for message in &page {
-            if self.last_sent.is_none_or(|last| message.id > last) {
-                self.replay(Frame::from_message(message));
+            if self
+                .follow(index)
+                .last_sent
+                .is_none_or(|last| message.id > last)
+            {
+                self.replay(index, Frame::from_message(message));
             }
         }
         if !short {
             return Ok(());
         }
-        match self.catch_up_to {
-            Some(target) if self.last_sent.unwrap_or(0) < target => self.stall(target).await,
+        let follow = self.follow(index);
+        match follow.catch_up_to {
+            Some(target) if follow.last_sent.unwrap_or(0) < target => {
+                self.stall(index, target).await
+            }
             _ => {
-                self.finish_catching_up();
+                self.finish_catching_up(index);
                 Ok(())
             }
         }
@@ -386,21 +558,23 @@ impl ClientStream {
 
     /// History ended before an id this node delivered: it may not show it yet. Ask
     /// again after a pause, a few times, then let the client reconnect.
-    async fn stall(&mut self, target: u64) -> Result<(), HistoryError> {
-        self.stalls += 1;
-        if self.stalls > MAX_STALLS {
+    async fn stall(&mut self, index: usize, target: u64) -> Result<(), HistoryError> {
+        let follow = self.follow(index);
+        follow.stalls += 1;
+        if follow.stalls > MAX_STALLS {
             return Err(HistoryError(format!(
                 "history does not reach id {target} of a live message"
             )));
         }
-        tokio::time::sleep(STALL_PAUSE * self.stalls).await;
+        tokio::time::sleep(STALL_PAUSE * follow.stalls).await;
         Ok(())
     }
 
-    fn finish_catching_up(&mut self) {
-        self.catching_up = false;
-        self.catch_up_to = None;
-        self.stalls = 0;
+    fn finish_catching_up(&mut self, index: usize) {
+        let follow = self.follow(index);
+        follow.catching_up = false;
+        follow.catch_up_to = None;
+        follow.stalls = 0;
     }
 
     fn push(&mut self, bytes: Bytes) {
@@ -443,33 +617,47 @@ impl ClientStream {
     }
 }
 
-/// Tells the client that ids `from..=to` no longer exist. The `id:` moves the
-/// browser's `Last-Event-ID` past them, so a reconnect does not report them again.
-fn gap_event(from: u64, to: u64) -> Bytes {
+/// Where a message frame's fields after its `id:` line start: a stream of
+/// several channels writes its cursor in place of that line and shares the rest.
+fn frame_fields_after_id(frame: &[u8]) -> usize {
+    if !frame.starts_with(b"id: ") {
+        return 0;
+    }
+    frame
+        .iter()
+        .position(|byte| *byte == b'\n')
+        .map_or(0, |newline| newline + 1)
+}
+
+/// Tells the client that ids `from..=to` of `channel` no longer exist. The
+/// `id:` (`to`, or the cursor with `to`) moves the browser's `Last-Event-ID`
+/// past them, so a reconnect does not report them again.
+fn gap_event(channel: ChannelId, from: u64, to: u64, id: &str) -> Bytes {
     Bytes::from(format!(
-        "event: gap\nid: {to}\ndata: {{\"from\":{from},\"to\":{to}}}\n\n"
+        "event: gap\nid: {id}\ndata: {{\"channel\":\"{channel}\",\"from\":{from},\"to\":{to}}}\n\n"
     ))
 }
 
-/// Tells the client that its cursor is past the newest stored id (`last_id`) and
-/// that the channel follows from its start. `id: 0` moves the browser's
-/// `Last-Event-ID` back, so a reconnect does not report the stale cursor again.
-fn reset_event(last_id: u64) -> Bytes {
+/// Tells the client that its cursor of `channel` is past the newest stored id
+/// (`last_id`) and that the channel follows from its start. The `id:` (`0`, or
+/// the cursor with `0`) moves the browser's `Last-Event-ID` back, so a reconnect
+/// does not report the stale cursor again.
+fn reset_event(channel: ChannelId, last_id: u64, id: &str) -> Bytes {
     Bytes::from(format!(
-        "event: reset\nid: 0\ndata: {{\"last_id\":{last_id}}}\n\n"
+        "event: reset\nid: {id}\ndata: {{\"channel\":\"{channel}\",\"last_id\":{last_id}}}\n\n"
     ))
 }
 
-/// Waits until the channel's names change, or forever for a stream that does
+/// Waits until a channel's names change, or forever for a stream that does
 /// not follow presence (or once the watcher is gone).
-async fn presence_changed(feed: &mut Option<Box<PresenceFeed>>) {
-    match feed {
-        Some(feed) => {
-            if feed.names.changed().await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        }
-        None => std::future::pending().await,
+async fn presence_changed(feeds: &mut Option<Box<[PresenceFeed]>>) {
+    let Some(feeds) = feeds else {
+        return std::future::pending().await;
+    };
+    let changes = feeds.iter_mut().map(|feed| Box::pin(feed.names.changed()));
+    let (changed, _, _) = futures_util::future::select_all(changes).await;
+    if changed.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 

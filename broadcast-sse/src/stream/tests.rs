@@ -69,8 +69,11 @@ fn messages(ids: impl IntoIterator<Item = u64>) -> Vec<String> {
 #[test]
 fn gap_event_has_the_exact_wire_form() {
     assert_eq!(
-        gap_event(3, 5),
-        Bytes::from_static(b"event: gap\nid: 5\ndata: {\"from\":3,\"to\":5}\n\n")
+        gap_event(channel(1), 3, 5, "5"),
+        Bytes::from(format!(
+            "event: gap\nid: 5\ndata: {{\"channel\":\"{}\",\"from\":3,\"to\":5}}\n\n",
+            channel(1)
+        ))
     );
 }
 
@@ -111,8 +114,9 @@ async fn resume_after_trimmed_ids_sends_one_gap_event_then_the_oldest_kept() {
     let mut stream = open(&hub, &history, channel, Some(2)).await;
     assert!(stream.prefetch().await.is_ok());
     let text = read_all(&mut stream).await;
-    let gap = "event: gap\nid: 5\ndata: {\"from\":3,\"to\":5}\n\n";
-    assert_eq!(text.matches(gap).count(), 1, "{text}");
+    let gap =
+        format!("event: gap\nid: 5\ndata: {{\"channel\":\"{channel}\",\"from\":3,\"to\":5}}\n\n");
+    assert_eq!(text.matches(&gap).count(), 1, "{text}");
     assert_eq!(events(&text), ["gap 5", "message 6", "message 7"]);
 }
 
@@ -250,8 +254,11 @@ async fn hub_backfill_reaches_a_listener_without_its_own_history_read() {
 #[test]
 fn reset_event_has_the_exact_wire_form() {
     assert_eq!(
-        reset_event(3),
-        Bytes::from_static(b"event: reset\nid: 0\ndata: {\"last_id\":3}\n\n")
+        reset_event(channel(1), 3, "0"),
+        Bytes::from(format!(
+            "event: reset\nid: 0\ndata: {{\"channel\":\"{}\",\"last_id\":3}}\n\n",
+            channel(1)
+        ))
     );
 }
 
@@ -266,7 +273,7 @@ async fn resume_past_the_newest_id_resets_then_serves_the_channel_from_its_start
     history.store(channel, 4..=4);
     hub.deliver(channel, frame(channel, 4));
     let text = read_all(&mut stream).await;
-    assert!(text.contains("data: {\"last_id\":3}"), "{text}");
+    assert!(text.contains("\"last_id\":3}"), "{text}");
     let mut expected = vec!["reset 0".to_string()];
     expected.extend(messages(1..=4));
     assert_eq!(events(&text), expected);
@@ -285,4 +292,112 @@ async fn resume_at_an_id_this_node_delivered_is_not_a_reset() {
     hub.deliver(channel, frame(channel, 4));
     assert_eq!(events(&read_all(&mut stream).await), messages([4]));
     assert!(history.calls().is_empty());
+}
+
+/// A stream of `channels`, each resumed after its entry of `resume`, whose
+/// `retry:` line was already taken.
+async fn open_several(
+    hub: &Hub,
+    history: &Arc<FakeHistory>,
+    channels: &[ChannelId],
+    resume: &[Option<u64>],
+) -> ClientStream {
+    let openings = channels
+        .iter()
+        .zip(resume)
+        .map(|(channel, resume_after)| Opening {
+            channel: *channel,
+            membership: hub.join(*channel),
+            resume_after: *resume_after,
+        })
+        .collect();
+    let history = Arc::new(Shared(history.clone()));
+    let mut stream = ClientStream::of_channels(openings, hub, history, 1000);
+    assert_eq!(
+        next_text(&mut stream).await.as_deref(),
+        Some("retry: 1000\n\n")
+    );
+    stream
+}
+
+fn key(channel: ChannelId) -> String {
+    cursor::key(channel)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_of_several_channels_tags_every_message_with_the_cursor_of_all() {
+    let history = FakeHistory::new();
+    let (a, b) = (channel(1), channel(2));
+    history.store(b, 1..=4);
+    let (hub, _changes) = hub_with_empty_history(8);
+    let mut stream = open_several(&hub, &history, &[a, b], &[Some(0), Some(4)]).await;
+    assert!(stream.prefetch().await.is_ok());
+    hub.deliver(a, frame(a, 1));
+    hub.deliver(b, frame(b, 5));
+    hub.deliver(a, frame(a, 2));
+    history.store(a, 1..=2);
+    history.store(b, 5..=5);
+    let text = read_all(&mut stream).await;
+    let (ka, kb) = (key(a), key(b));
+    assert_eq!(
+        events(&text),
+        [
+            format!("message {ka}:0,{kb}:5"),
+            format!("message {ka}:1,{kb}:5"),
+            format!("message {ka}:2,{kb}:5"),
+        ],
+        "b was still catching up when its 5 arrived, so it is replayed first"
+    );
+    let id_lines = text.lines().filter(|line| line.starts_with("id: ")).count();
+    assert_eq!(id_lines, 3, "one id per event: {text}");
+    let data = format!("data: {{\"id\":5,\"channel\":\"{b}\"");
+    assert!(
+        text.contains(&data),
+        "the message's data is untouched: {text}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_channel_of_a_stream_resumes_from_its_own_place() {
+    let history = FakeHistory::new();
+    let (a, b) = (channel(1), channel(2));
+    history.store(a, 1..=3);
+    history.store(b, 1..=2);
+    let (hub, _changes) = hub_with_empty_history(8);
+    let mut stream = open_several(&hub, &history, &[a, b], &[Some(1), Some(2)]).await;
+    assert!(stream.prefetch().await.is_ok());
+    hub.deliver(b, frame(b, 3));
+    let (ka, kb) = (key(a), key(b));
+    assert_eq!(
+        events(&read_all(&mut stream).await),
+        [
+            format!("message {ka}:2,{kb}:2"),
+            format!("message {ka}:3,{kb}:2"),
+            format!("message {ka}:3,{kb}:3"),
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cursor_past_one_channels_newest_id_resets_that_channel_alone() {
+    let history = FakeHistory::new();
+    let (a, b) = (channel(1), channel(2));
+    history.store(a, 1..=2);
+    history.store(b, 1..=3);
+    let (hub, _changes) = hub_with_empty_history(8);
+    let mut stream = open_several(&hub, &history, &[a, b], &[Some(9), Some(3)]).await;
+    assert!(stream.prefetch().await.is_ok());
+    let text = read_all(&mut stream).await;
+    let (ka, kb) = (key(a), key(b));
+    let reset =
+        format!("event: reset\nid: {ka}:0,{kb}:3\ndata: {{\"channel\":\"{a}\",\"last_id\":2}}\n\n");
+    assert!(text.starts_with(&reset), "{text}");
+    assert_eq!(
+        events(&text),
+        [
+            format!("reset {ka}:0,{kb}:3"),
+            format!("message {ka}:1,{kb}:3"),
+            format!("message {ka}:2,{kb}:3"),
+        ]
+    );
 }

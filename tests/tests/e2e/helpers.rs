@@ -28,6 +28,7 @@ pub struct TestApp {
     chat_flags: Vec<String>,
     chat_address: Option<String>,
     pub sse: Service,
+    sse_args: Vec<String>,
     pub broker: Broker,
     pub data_dir: TempDir,
     pub prefix: String,
@@ -81,6 +82,7 @@ impl TestApp {
             chat.url.clone(),
         ];
         args.extend(sse_flags.iter().map(|flag| flag.to_string()));
+        let sse_args = args.clone();
         let sse = Service::start(
             BROADCAST_SSE,
             &args,
@@ -91,6 +93,7 @@ impl TestApp {
             chat_flags,
             chat_address: None,
             sse,
+            sse_args,
             broker,
             data_dir,
             prefix,
@@ -115,6 +118,28 @@ impl TestApp {
     pub async fn restart_chat_service(&mut self) {
         self.kill_chat_service();
         self.start_chat_service_again();
+        self.wait_until_ready().await;
+    }
+
+    /// `kill -9` broadcast-sse, keeping its port for [`Self::start_broadcast_sse_again`].
+    pub fn kill_broadcast_sse(&mut self) {
+        self.sse.kill_in_place();
+    }
+
+    /// Starts broadcast-sse on the port it had and waits until it is ready.
+    pub async fn start_broadcast_sse_again(&mut self) {
+        let mut args = self.sse_args.clone();
+        let listen = args
+            .iter()
+            .position(|arg| arg == "--listen")
+            .expect("--listen")
+            + 1;
+        args[listen] = self.sse.address().to_string();
+        self.sse = Service::start(
+            BROADCAST_SSE,
+            &args,
+            &self.data_dir.path().join("broadcast-sse.log"),
+        );
         self.wait_until_ready().await;
     }
 

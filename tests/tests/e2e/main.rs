@@ -7,6 +7,7 @@ mod backpressure;
 mod bad_input;
 mod broker;
 mod cases;
+mod channels;
 mod cluster;
 mod config_file;
 mod faults;

@@ -71,6 +71,12 @@ impl Service {
         let _ = self.child.wait();
     }
 
+    /// `kill -9`, keeping the handle (to start another in its place).
+    pub fn kill_in_place(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Sends `SIGTERM` (a graceful stop).
     pub fn send_sigterm(&self) {
         let sent = Command::new("kill")
