@@ -87,6 +87,13 @@ impl ChatPage {
         role.as_str().unwrap_or_default().to_string()
     }
 
+    /// The event streams this tab has open, counted by a script set up before
+    /// the page's own (see the tab tests).
+    pub fn streams_open(&self) -> u64 {
+        let open = self.script("return window.streamsOpen;");
+        open.as_u64().expect("a count of open streams")
+    }
+
     /// From now on, records the id of every message the page's client delivers
     /// on `channel` (a second subscriber beside the page's own).
     pub fn record_deliveries(&self, channel: &str) {

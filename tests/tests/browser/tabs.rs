@@ -84,6 +84,15 @@ fn ten_tabs_share_one_stream_that_outlives_its_leader_and_each_shows_every_messa
     }
 }
 
+/// Counts, in a tab, the event streams its pages have open (`window.streamsOpen`).
+const COUNT_STREAMS: &str = "
+    const Native = EventSource;
+    window.streamsOpen = 0;
+    window.EventSource = class extends Native {
+        constructor(...args) { super(...args); window.streamsOpen += 1; }
+        close() { if (this.readyState !== Native.CLOSED) window.streamsOpen -= 1; super.close(); }
+    };";
+
 /// The leader streams the union of the rooms its tabs follow; when it closes,
 /// the tab on the other room streams that room alone and misses nothing.
 #[test]
@@ -93,8 +102,10 @@ fn tabs_on_two_rooms_share_one_stream_over_both_and_the_last_tab_resumes_its_roo
     };
     let crier = Crier::start();
     let (room_a, room_b) = (new_channel(), new_channel());
-    let a = ChatPage::open(&driver, &crier.page_url(Some(room_a)));
-    let b = a.open_tab(&crier.page_url(Some(room_b)));
+    let browser = Rc::new(driver.open_browser());
+    let counted = Some(COUNT_STREAMS);
+    let a = ChatPage::open_tab_with(&browser, &crier.page_url(Some(room_a)), counted);
+    let b = ChatPage::open_tab_with(&browser, &crier.page_url(Some(room_b)), counted);
     assert_eq!(
         (a.role().as_str(), b.role().as_str()),
         ("leader", "follower")
@@ -104,7 +115,11 @@ fn tabs_on_two_rooms_share_one_stream_over_both_and_the_last_tab_resumes_its_roo
     crier.post(room_b, "curl", "to room b");
     a.wait_for_text("to room a");
     b.wait_for_text("to room b");
-    a.wait_until("one stream over both rooms", || crier.open_streams() == 1);
+    // The server counts a stream once in each of its channels, so the browser
+    // counts its streams.
+    a.wait_until("the browser has one stream open", || {
+        a.streams_open() + b.streams_open() == 1
+    });
     a.wait_until("each room counts the one stream", || {
         crier.subscribers(room_a) == 1 && crier.subscribers(room_b) == 1
     });
@@ -115,8 +130,8 @@ fn tabs_on_two_rooms_share_one_stream_over_both_and_the_last_tab_resumes_its_roo
     crier.post(room_b, "curl", "to room b as its leader left");
     b.wait_for_text("to room b as its leader left");
     b.wait_until("the last tab holds the stream", || b.role() == "leader");
-    b.wait_until("one stream, over room b", || {
-        crier.open_streams() == 1 && crier.subscribers(room_a) == 0
+    b.wait_until("one stream, over room b only", || {
+        b.streams_open() == 1 && crier.open_streams() == 1 && crier.subscribers(room_a) == 0
     });
     assert_eq!(
         b.messages(),
