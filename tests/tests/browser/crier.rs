@@ -64,6 +64,13 @@ impl Crier {
         self.wait_until_ready();
     }
 
+    /// Removes the killed process's data, as a restore from an old backup or
+    /// a new disk would: [`Crier::start_again`] then starts with no history.
+    pub fn lose_data(&self) {
+        assert!(self.service.is_none(), "crier was killed first");
+        std::fs::remove_dir_all(self.dir.path().join("data")).expect("remove the data dir");
+    }
+
     /// The page's address for a room (`None`: no `?c=`, the page picks one).
     pub fn page_url(&self, channel: Option<ChannelId>) -> String {
         match channel {
