@@ -13,7 +13,8 @@
  *   stream    base URL of broadcast-sse (default: api)
  *   token     a token, when the server checks tokens: a Bearer header on
  *             requests, ?access_token= on the stream
- *   name      the name this browser is present under (without a token)
+ *   name      the name this browser is present under, without a token (tabs
+ *             sharing a stream share it: the last one set in any tab)
  *   presence  follow who joins and leaves (default true)
  *   share     let this origin's tabs share one stream (default true)
  *
@@ -92,12 +93,14 @@ class Client extends Emitter {
   #channels = new Map();
   #name;
   #state = "connecting";
+  #detail = "";
   #role = "alone";
   #outbox;
   /** The stream, while this tab holds it. */
   #leader = null;
   #bus = null;
-  #stopWaiting = new AbortController();
+  /** Aborted by close(): the lock request and the page listeners. */
+  #closing = new AbortController();
   #releaseLock = () => {};
 
   constructor(options) {
@@ -160,8 +163,9 @@ class Client extends Emitter {
   }
 
   close() {
+    if (this.#closing.signal.aborted) return;
     this.#send({ type: "bye", tab: this.#tab });
-    this.#stopWaiting.abort();
+    this.#closing.abort();
     this.#releaseLock();
     this.#leader?.close();
     this.#bus?.close();
@@ -173,7 +177,8 @@ class Client extends Emitter {
     const key = `crier ${this.#config.stream} ${this.#config.token}`;
     this.#bus = new BroadcastChannel(key);
     this.#bus.onmessage = (event) => this.#heard(event.data);
-    const lock = { mode: "exclusive", signal: this.#stopWaiting.signal };
+    const { signal } = this.#closing;
+    const lock = { mode: "exclusive", signal };
     // Held for the tab's life: the browser releases it when the tab goes.
     navigator.locks
       .request(key, lock, () => new Promise((release) => {
@@ -183,8 +188,8 @@ class Client extends Emitter {
       .catch(() => { /* closed before it got the lock */ });
     this.#setRole("follower");
     this.#announce();
-    addEventListener("pagehide", () => this.#send({ type: "bye", tab: this.#tab }));
-    addEventListener("pageshow", (event) => event.persisted && this.#announce());
+    addEventListener("pagehide", () => this.#send({ type: "bye", tab: this.#tab }), { signal });
+    addEventListener("pageshow", (event) => event.persisted && this.#announce(), { signal });
   }
 
   #lead(bus) {
@@ -208,12 +213,13 @@ class Client extends Emitter {
   }
 
   #send(request) {
+    if (this.#closing.signal.aborted) return;
     if (this.#leader) this.#leader.request(request);
     else this.#bus?.postMessage(request);
   }
 
   #heard(message) {
-    if (!message || typeof message !== "object") return;
+    if (!message || typeof message !== "object" || this.#closing.signal.aborted) return;
     if (this.#leader) {
       if (!RELAYED.has(message.type)) this.#leader.request(message);
     } else if (message.type === "leader") {
@@ -227,9 +233,14 @@ class Client extends Emitter {
   #receive(kind, data) {
     if (!data || typeof data !== "object") return;
     if (kind === "state") {
-      this.#state = data.state;
-      this.emit("state", data.state, data.detail || "");
-      if (data.state === "live") this.#outbox.flush();
+      const { state, detail = "" } = data;
+      if (state === this.#state && detail === this.#detail) return;
+      const cameBack = state === "live" && this.#state !== "live";
+      this.#state = state;
+      this.#detail = detail;
+      this.emit("state", state, detail);
+      // Messages that waited for the server go as soon as it is back.
+      if (cameBack) this.#outbox.flush();
       return;
     }
     const followed = this.#channels.get(data.channel);
