@@ -143,6 +143,47 @@ fn tabs_on_two_rooms_share_one_stream_over_both_and_the_last_tab_resumes_its_roo
     );
 }
 
+/// A tab that joins a room with older messages than the shared stream passed
+/// gets them (the leader reopens the stream from further back), and the tabs
+/// that had them already do not see them again.
+#[test]
+fn a_tab_asking_for_older_messages_gets_them_and_the_others_see_nothing_twice() {
+    let Some(driver) = Driver::start() else {
+        return;
+    };
+    let crier = Crier::start();
+    let (room, other_room) = (new_channel(), new_channel());
+    let leader = ChatPage::open(&driver, &crier.page_url(Some(room)));
+    let late = leader.open_tab(&crier.page_url(Some(other_room)));
+    leader.record_deliveries(&room.to_string());
+    for n in 1..=3 {
+        crier.post(room, "curl", &format!("message {n}"));
+    }
+    leader.wait_until("the leader delivered three", || {
+        leader.deliveries().len() == 3
+    });
+
+    late.script(&format!(
+        "window.older = [];
+         window.crier.subscribe('{room}', (message) => window.older.push(message.id), {{ after: 1 }});"
+    ));
+    late.wait_until("the late tab got the two after 1", || {
+        late.script("return window.older.length;") == 2
+    });
+    crier.post(room, "curl", "message 4");
+    late.wait_until("and the next one", || {
+        late.script("return window.older.length;") == 3
+    });
+    leader.wait_until("the leader delivered the fourth", || {
+        leader.deliveries().len() >= 4
+    });
+    assert_eq!(
+        late.script("return window.older;"),
+        serde_json::json!([2, 3, 4])
+    );
+    assert_eq!(leader.deliveries(), [1, 2, 3, 4], "nothing twice");
+}
+
 /// Without Web Locks the tabs cannot elect a leader: each streams on its own,
 /// as pages did before they shared.
 #[test]
