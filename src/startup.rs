@@ -200,11 +200,13 @@ fn serve(
 ) -> std::io::Result<Server> {
     let chat = web::Data::new(chat);
     let broadcast = web::Data::new(broadcast);
-    let streams = broadcast.clone();
     let header_timeout = settings.request_header_timeout();
     let metrics_here = settings.metrics_on_main_listener();
     let app = move || {
         App::new()
+            .wrap(actix_web::middleware::from_fn(
+                protocol::server::limit_request_head,
+            ))
             .wrap(settings.cors.middleware())
             .wrap(json_error_bodies())
             .app_data(chat.clone())
@@ -223,7 +225,7 @@ fn serve(
             })
             .default_service(web::to(not_found))
     };
-    broadcast_sse::server::start(app, listener, tls, header_timeout, streams)
+    broadcast_sse::server::start(app, listener, tls, header_timeout)
 }
 
 async fn demo_page() -> HttpResponse {

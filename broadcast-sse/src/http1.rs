@@ -4,37 +4,34 @@
 //! and a dispatcher with its timers, all kept as long as the connection lives:
 //! most of what an idle stream would cost. A stream needs none of it: it reads
 //! nothing after its request and writes frames that are already bytes. So the
-//! server peeks at each new plain-HTTP connection's first request. A simple
-//! `GET /channels/{channel}/events` is read and answered here, writing the
-//! stream's frames to the socket (the body ends when the connection closes);
-//! everything else (other routes, cross-origin requests, bodies, upgrades,
-//! percent-encoded channels) goes to actix untouched, since only peeked bytes
-//! were looked at. Both paths open streams through [`crate::routes::events`], so
-//! they check and answer alike.
+//! server peeks at each new plain-HTTP connection's first request. A stream
+//! request (`GET /channels/{channel}/events` or `GET /events?…`, HTTP/1.1,
+//! without a body or an upgrade) is read here and handed to a stream thread,
+//! which runs it through the application itself (its middleware, CORS and
+//! errors included, and the same handler as every other stream), then writes
+//! the response to the socket and pumps its body (the body ends when the
+//! connection closes). Everything else (other routes, bodies, upgrades, heads
+//! too long for [`MAX_HEAD_BYTES`]) goes to actix-http untouched, since only
+//! peeked bytes were looked at. So this module is a transport, not a second
+//! server: what a stream answers is decided in one place.
 
-use std::convert::Infallible;
-use std::net::IpAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
-use actix_web::body::{BoxBody, MessageBody};
+use actix_http::body::{BodySize, BoxBody, MessageBody};
+use actix_http::header::{HeaderMap, HeaderName, HeaderValue};
+use actix_http::{Method, Request, Response, Uri, Version};
+use actix_web::ResponseError;
 use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, ResponseError};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use futures_util::Stream;
 use protocol::ApiError;
-use protocol::auth::{Cookies, TokenCarriers};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::AppState;
-use crate::routes::events::{STREAM_HEADERS, StreamRequest, StreamTarget, admit, open};
-use crate::stream::ClientStream;
-
 /// A stream request's head must fit in this; longer heads go to actix.
-const MAX_HEAD_BYTES: usize = 4096;
-const MAX_HEADERS: usize = 32;
+const MAX_HEAD_BYTES: usize = 8192;
+const MAX_HEADERS: usize = 48;
 /// How a stream request starts; a connection whose first bytes differ goes to
 /// actix at once.
 const STREAM_REQUEST_STARTS: [&[u8]; 2] = [b"GET /channels/", b"GET /events?"];
@@ -46,6 +43,8 @@ const PARTIAL_HEAD_PEEKS: u32 = 20;
 /// reads per wake-up.
 const PROBE_BYTES: usize = 32;
 const MAX_PROBES: usize = 16;
+/// The most of an error answer's body written (ours are small JSON).
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
 /// What a new connection's first request is.
 pub enum FirstRequest {
@@ -59,16 +58,25 @@ pub enum FirstRequest {
     Gone,
 }
 
-/// The parts of a stream request's head that opening the stream needs.
-#[derive(Debug, Default, PartialEq, Eq)]
+/// A stream request's head, as the application will see it.
+#[derive(Debug)]
 pub struct StreamHead {
-    /// The `{channel}` of `/channels/{channel}/events`; empty for `/events`.
-    channel: String,
-    path: String,
-    query: String,
-    last_event_id: Option<Vec<u8>>,
-    authorization: Option<Vec<u8>>,
-    cookie: Option<String>,
+    uri: Uri,
+    headers: HeaderMap,
+}
+
+impl StreamHead {
+    /// The request for the application, from `peer`.
+    pub fn into_request(self, peer: Option<std::net::SocketAddr>) -> Request {
+        let mut request = Request::new();
+        let head = request.head_mut();
+        head.method = Method::GET;
+        head.uri = self.uri;
+        head.version = Version::HTTP_11;
+        head.headers = self.headers;
+        head.peer_addr = peer;
+        request
+    }
 }
 
 /// Peeks at the first request (waiting at most `header_timeout` for its first
@@ -129,114 +137,77 @@ fn parse_head(bytes: &[u8]) -> Parsed {
     }
 }
 
-/// The head's parts when this path can serve it, else `None` (actix will).
+/// The head when this path can serve it, else `None` (actix will): a stream
+/// route, HTTP/1.1, no body and no upgrade.
 fn stream_head(request: &httparse::Request) -> Option<StreamHead> {
     if request.method != Some("GET") || request.version != Some(1) {
         return None;
     }
-    let (path, query) = request.path?.split_once('?').unwrap_or((request.path?, ""));
-    let channel = match path {
-        "/events" => "",
-        _ => path.strip_prefix("/channels/")?.strip_suffix("/events")?,
-    };
-    if (channel.is_empty() && path != "/events") || channel.contains(['/', '%']) {
+    let target = request.path?;
+    let path = target.split_once('?').map_or(target, |(path, _)| path);
+    let is_stream_route = path == "/events"
+        || path
+            .strip_prefix("/channels/")
+            .and_then(|rest| rest.strip_suffix("/events"))
+            .is_some_and(|channel| !channel.is_empty() && !channel.contains('/'));
+    if !is_stream_route {
         return None;
     }
-    let mut head = StreamHead {
-        channel: channel.to_string(),
-        path: path.to_string(),
-        query: query.to_string(),
-        ..StreamHead::default()
-    };
+    let uri = target.parse::<Uri>().ok()?;
+    let mut headers = HeaderMap::with_capacity(request.headers.len());
     for header in request.headers.iter() {
-        let name = header.name.to_ascii_lowercase();
-        let seen = match name.as_str() {
-            "last-event-id" => head.last_event_id.replace(header.value.to_vec()).is_some(),
-            "authorization" => head.authorization.replace(header.value.to_vec()).is_some(),
-            "cookie" => {
-                let value = std::str::from_utf8(header.value).ok()?;
-                head.cookie.replace(value.to_string()).is_some()
-            }
+        let name = HeaderName::from_bytes(header.name.as_bytes()).ok()?;
+        let has_body_or_upgrade = match name.as_str() {
             "content-length" => header.value != b"0",
-            "origin" | "upgrade" | "transfer-encoding" | "expect" => true,
+            "upgrade" | "transfer-encoding" | "expect" => true,
             _ => false,
         };
-        if seen {
+        if has_body_or_upgrade {
             return None;
         }
+        headers.append(name, HeaderValue::from_bytes(header.value).ok()?);
     }
-    Some(head)
+    Some(StreamHead { uri, headers })
 }
 
-/// What a connection whose first request is a stream request becomes.
-pub enum Opened {
-    /// The stream, ready to be pumped.
-    Stream(Pump),
-    /// The request was refused (and answered) or the client left.
-    Done,
-}
-
-/// Opens the stream `head` asks for, or answers the error as JSON, as actix
-/// would.
-pub async fn open_stream(mut io: TcpStream, head: StreamHead, state: &AppState) -> Opened {
-    let peer = io.peer_addr().ok().map(|address| address.ip());
-    match stream_for(state, &head, peer).await {
-        Ok(stream) => {
-            let _ = io.set_nodelay(true);
-            Opened::Stream(Pump::new(io, stream))
-        }
-        Err(response) => {
-            protocol::error::log_client_error("GET", &head.path, peer, response.status());
-            if write_response(&mut io, response).await.is_ok() {
-                let _ = io.shutdown().await;
-            }
-            Opened::Done
-        }
+/// Writes the application's answer to a stream request: a stream is pumped
+/// until it ends or the client leaves; any other answer is written whole and
+/// the connection closed.
+pub async fn answer(mut io: TcpStream, response: Response<BoxBody>) {
+    let (head, body) = response.into_parts();
+    if matches!(body.size(), BodySize::Stream) {
+        let _ = io.set_nodelay(true);
+        Pump::new(io, response_head(&head, None), body).await;
+        return;
+    }
+    let body = actix_web::body::to_bytes_limited(body, MAX_ANSWER_BYTES).await;
+    let body = match body {
+        Ok(Ok(bytes)) => bytes,
+        _ => return log::warn!("an answer to a stream request could not be read"),
+    };
+    let mut bytes = BytesMut::from(&response_head(&head, Some(body.len()))[..]);
+    bytes.put_slice(&body);
+    if io.write_all(&bytes).await.is_ok() {
+        let _ = io.shutdown().await;
     }
 }
-
-async fn stream_for(
-    state: &AppState,
-    head: &StreamHead,
-    peer: Option<IpAddr>,
-) -> Result<ClientStream, HttpResponse> {
-    let target = match head.channel.as_str() {
-        "" => StreamTarget::Query,
-        channel => StreamTarget::Channel(channel),
-    };
-    let request = StreamRequest {
-        target,
-        last_event_id: head.last_event_id.as_deref(),
-        query: &head.query,
-        tokens: TokenCarriers {
-            authorization: head.authorization.as_deref(),
-            query: &head.query,
-            cookies: Cookies::Header(head.cookie.as_deref()),
-        },
-        peer,
-    };
-    let admission = admit(state, request).map_err(|e| e.error_response())?;
-    open(state, admission).await.map_err(|e| e.error_response())
-}
-
-type Body = Pin<Box<dyn Stream<Item = Result<Bytes, Infallible>>>>;
 
 /// Writes a stream's response head and chunks to its socket, until the stream
 /// ends or the client closes its side. Written by hand rather than as an
 /// `async fn` so that an open stream costs only these fields and its body.
 pub struct Pump {
     io: TcpStream,
-    body: Body,
+    body: BoxBody,
     /// What is left to write of the current chunk.
     unwritten: Bytes,
 }
 
 impl Pump {
-    fn new(io: TcpStream, stream: ClientStream) -> Self {
+    fn new(io: TcpStream, head: Bytes, body: BoxBody) -> Self {
         Pump {
             io,
-            body: Box::pin(stream.into_body()),
-            unwritten: stream_response_head(),
+            body,
+            unwritten: head,
         }
     }
 
@@ -289,71 +260,46 @@ impl Future for Pump {
                 Poll::Ready(Err(_)) => return Poll::Ready(()),
                 Poll::Pending => return Poll::Pending,
             }
-            match pump.body.as_mut().poll_next(cx) {
+            match Pin::new(&mut pump.body).poll_next(cx) {
                 Poll::Ready(Some(Ok(chunk))) => pump.unwritten = chunk,
                 // The body ends with the connection, closed when the pump is dropped.
-                Poll::Ready(None) => return Poll::Ready(()),
+                Poll::Ready(Some(Err(_)) | None) => return Poll::Ready(()),
                 Poll::Pending => return Poll::Pending,
             }
         }
     }
 }
 
-fn stream_response_head() -> Bytes {
-    let mut head = BytesMut::with_capacity(256);
-    head.put_slice(b"HTTP/1.1 200 OK\r\n");
-    for (name, value) in STREAM_HEADERS {
-        put_header(&mut head, name, value.as_bytes());
-    }
-    put_header(&mut head, "connection", b"close");
-    put_date(&mut head);
-    head.put_slice(b"\r\n");
-    head.freeze()
-}
-
-/// Answers a connection that sent nothing within the request-header timeout.
-pub async fn refuse_silent(mut io: TcpStream) {
-    let error = ApiError::new(
-        StatusCode::REQUEST_TIMEOUT,
-        "request_timeout",
-        "no request arrived in time",
-    );
-    if write_response(&mut io, error.error_response())
-        .await
-        .is_ok()
-    {
-        let _ = io.shutdown().await;
-    }
-}
-
-/// Writes a complete response, then the connection is closed.
-async fn write_response(io: &mut TcpStream, response: HttpResponse) -> std::io::Result<()> {
-    io.write_all(&response_bytes(response)).await
-}
-
-fn response_bytes(response: HttpResponse<BoxBody>) -> Bytes {
-    let (response, body) = response.into_parts();
-    let body = body.try_into_bytes().unwrap_or_default();
-    let status = response.status();
-    let mut bytes = BytesMut::with_capacity(256 + body.len());
+/// The status line and headers of `head`; the body is delimited by the
+/// connection's close, with `content-length` when it is known.
+fn response_head(head: &Response<()>, content_length: Option<usize>) -> Bytes {
+    let status = head.status();
+    let mut bytes = BytesMut::with_capacity(256);
     bytes.put_slice(b"HTTP/1.1 ");
     bytes.put_slice(status.as_str().as_bytes());
     bytes.put_u8(b' ');
     bytes.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
     bytes.put_slice(b"\r\n");
-    for (name, value) in response.headers() {
+    for (name, value) in head.headers() {
         put_header(&mut bytes, name.as_str(), value.as_bytes());
     }
-    put_header(
-        &mut bytes,
-        "content-length",
-        body.len().to_string().as_bytes(),
-    );
+    if let Some(length) = content_length {
+        put_header(&mut bytes, "content-length", length.to_string().as_bytes());
+    }
     put_header(&mut bytes, "connection", b"close");
     put_date(&mut bytes);
     bytes.put_slice(b"\r\n");
-    bytes.put_slice(&body);
     bytes.freeze()
+}
+
+/// Answers a connection that sent nothing within the request-header timeout.
+pub async fn refuse_silent(io: TcpStream) {
+    let error = ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "request_timeout",
+        "no request arrived in time",
+    );
+    answer(io, error.error_response().map_into_boxed_body().into()).await;
 }
 
 fn put_date(bytes: &mut BytesMut) {
@@ -379,20 +325,29 @@ mod tests {
     }
 
     #[test]
-    fn a_stream_request_is_read_with_what_opening_needs() {
+    fn a_stream_request_is_read_whole() {
         let raw = format!(
             "GET /channels/{CHANNEL}/events?access_token=t HTTP/1.1\r\nHost: x\r\n\
-             Last-Event-ID: 5\r\nAuthorization: Bearer a\r\nCookie: crier_token=c\r\n\r\n"
+             Last-Event-ID: 5\r\nOrigin: https://a.example\r\nCookie: a=1\r\nCookie: b=2\r\n\r\n"
         );
         let Parsed::Stream(length, head) = parse(&raw) else {
             panic!("not read as a stream request");
         };
         assert_eq!(length, raw.len());
-        assert_eq!(head.channel, CHANNEL);
-        assert_eq!(head.query, "access_token=t");
-        assert_eq!(head.last_event_id.as_deref(), Some(&b"5"[..]));
-        assert_eq!(head.authorization.as_deref(), Some(&b"Bearer a"[..]));
-        assert_eq!(head.cookie.as_deref(), Some("crier_token=c"));
+        assert_eq!(head.uri.path(), format!("/channels/{CHANNEL}/events"));
+        assert_eq!(head.uri.query(), Some("access_token=t"));
+        assert_eq!(
+            head.headers.get("last-event-id").map(|v| v.as_bytes()),
+            Some(&b"5"[..])
+        );
+        assert_eq!(head.headers.get_all("cookie").count(), 2);
+        assert!(head.headers.contains_key("origin"));
+    }
+
+    #[test]
+    fn a_stream_of_several_channels_is_a_stream_request() {
+        let raw = format!("GET /events?channel={CHANNEL} HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(matches!(parse(&raw), Parsed::Stream(..)));
     }
 
     #[test]
@@ -408,16 +363,12 @@ mod tests {
             "POST /channels/c/messages HTTP/1.1\r\n\r\n".to_string(),
             "GET /healthz HTTP/1.1\r\n\r\n".to_string(),
             format!("GET /channels/{CHANNEL}/events HTTP/1.0\r\n\r\n"),
-            format!("GET /channels/{CHANNEL}/events HTTP/1.1\r\nOrigin: https://a.example\r\n\r\n"),
             format!("GET /channels/{CHANNEL}/events HTTP/1.1\r\nUpgrade: h2c\r\n\r\n"),
             format!("GET /channels/{CHANNEL}/events HTTP/1.1\r\nContent-Length: 3\r\n\r\n"),
-            format!(
-                "GET /channels/{CHANNEL}/events HTTP/1.1\r\nCookie: a=1\r\nCookie: b=2\r\n\r\n"
-            ),
-            "GET /channels/a%2Fb/events HTTP/1.1\r\n\r\n".to_string(),
             "GET /channels//events HTTP/1.1\r\n\r\n".to_string(),
             format!("GET /channels/{CHANNEL}/events/more HTTP/1.1\r\n\r\n"),
             "GET /channels/\0 nonsense\r\n\r\n".to_string(),
+            "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_string(),
         ];
         for raw in others {
             assert!(matches!(parse(&raw), Parsed::Other), "{raw:?}");
@@ -425,26 +376,23 @@ mod tests {
     }
 
     #[test]
-    fn an_error_response_is_complete_http() {
+    fn a_sized_answer_has_its_length_and_closes() {
         let error = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "too_many_streams",
             "slow down",
         )
         .with_retry_after(5);
-        let bytes = response_bytes(error.error_response());
-        let text = String::from_utf8(bytes.to_vec()).expect("text");
-        let (head, body) = text.split_once("\r\n\r\n").expect("head and body");
+        let response: Response<BoxBody> = error.error_response().map_into_boxed_body().into();
+        let (head, _) = response.into_parts();
+        let text = String::from_utf8(response_head(&head, Some(42)).to_vec()).expect("text");
         assert!(
-            head.starts_with("HTTP/1.1 429 Too Many Requests\r\n"),
-            "{head}"
+            text.starts_with("HTTP/1.1 429 Too Many Requests\r\n"),
+            "{text}"
         );
-        assert!(head.contains("retry-after: 5"), "{head}");
-        assert!(
-            head.contains(&format!("content-length: {}", body.len())),
-            "{head}"
-        );
-        let body: serde_json::Value = serde_json::from_str(body).expect("JSON body");
-        assert_eq!(body["error"]["code"], "too_many_streams");
+        assert!(text.contains("retry-after: 5\r\n"), "{text}");
+        assert!(text.contains("content-length: 42\r\n"), "{text}");
+        assert!(text.contains("connection: close\r\n"), "{text}");
+        assert!(text.ends_with("\r\n\r\n"), "{text}");
     }
 }

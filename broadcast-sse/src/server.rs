@@ -18,12 +18,11 @@ use actix_service::{
     IntoServiceFactory, Service, ServiceFactory, ServiceFactoryExt, fn_factory, fn_service,
     map_config,
 };
+use actix_web::HttpServer;
 use actix_web::body::MessageBody;
 use actix_web::dev::AppConfig;
-use actix_web::{HttpServer, web};
 use tokio::net::TcpStream;
 
-use crate::AppState;
 use crate::http1::{self, FirstRequest};
 use crate::stream_threads::StreamThreads;
 
@@ -39,14 +38,13 @@ const KEEP_ALIVE: Duration = Duration::from_secs(5);
 const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Serves `app` (a factory of the application, called once per worker) on
-/// `listener`, with the streams of `streams` served directly unless TLS is on.
+/// `listener`, with plain HTTP/1.1 streams pumped by the stream threads unless TLS is on.
 /// Signals are not handled here: see [`crate::startup::run_with_hub`].
 pub fn start<F, I, S, B>(
     app: F,
     listener: TcpListener,
     tls: Option<rustls::ServerConfig>,
     header_timeout: Duration,
-    streams: web::Data<AppState>,
 ) -> std::io::Result<Server>
 where
     F: Fn() -> I + Send + Clone + 'static,
@@ -68,7 +66,7 @@ where
         return Ok(protocol::server::listen(server, listener, Some(tls))?.run());
     }
     let address = listener.local_addr()?;
-    let threads = StreamThreads::start(streams)?;
+    let threads = StreamThreads::start(app.clone(), app_config(address))?;
     let builder = ServerBuilder::new()
         .max_concurrent_connections(MAX_CONNECTIONS_PER_WORKER)
         .backlog(BACKLOG)

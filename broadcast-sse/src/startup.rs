@@ -269,11 +269,13 @@ fn serve(
     tls: Option<rustls::ServerConfig>,
 ) -> std::io::Result<Server> {
     let state = web::Data::new(state);
-    let streams = state.clone();
     let header_timeout = settings.request_header_timeout();
     let metrics_here = settings.metrics_on_main_listener();
     let app = move || {
         App::new()
+            .wrap(actix_web::middleware::from_fn(
+                protocol::server::limit_request_head,
+            ))
             .wrap(settings.cors.middleware())
             .wrap(json_error_bodies())
             .app_data(state.clone())
@@ -288,5 +290,5 @@ fn serve(
             })
             .default_service(web::to(not_found))
     };
-    crate::server::start(app, listener, tls, header_timeout, streams)
+    crate::server::start(app, listener, tls, header_timeout)
 }

@@ -9,16 +9,20 @@
 //! side, as the chat-service and broadcast-sse processes of the split deployment
 //! are.
 
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use actix_web::web;
+use actix_http::body::{BoxBody, MessageBody};
+use actix_http::{Request, Response};
+use actix_service::boxed::{BoxService, service};
+use actix_service::{IntoServiceFactory, Service, ServiceExt, ServiceFactory};
+use actix_web::dev::AppConfig;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use crate::AppState;
-use crate::http1::{self, Opened, StreamHead};
+use crate::http1::{self, StreamHead};
 
 /// Stream requests waiting for their thread; a worker handing over one more
 /// waits for room.
@@ -32,6 +36,10 @@ struct Handover {
     head: StreamHead,
 }
 
+/// The application as a stream thread runs it: one instance per thread, made
+/// by the same factory as the HTTP workers' (so the same routes and middleware).
+type App = BoxService<Request, Response<BoxBody>, actix_web::Error>;
+
 /// Round-robin handle to the stream threads; the threads stop once every
 /// handle is dropped and their streams have ended.
 #[derive(Clone)]
@@ -41,12 +49,21 @@ pub struct StreamThreads {
 }
 
 impl StreamThreads {
-    /// Starts one thread per available core, each opening and pumping the
-    /// streams it is handed with `state`.
-    pub fn start(state: web::Data<AppState>) -> std::io::Result<Self> {
+    /// Starts one thread per available core, each running its own instance of
+    /// `app` (configured with `config`) for the streams it is handed.
+    pub fn start<F, I, S, B>(app: F, config: AppConfig) -> std::io::Result<Self>
+    where
+        F: Fn() -> I + Send + Clone + 'static,
+        I: IntoServiceFactory<S, Request>,
+        S: ServiceFactory<Request, Config = AppConfig> + 'static,
+        S::Error: Into<actix_web::Error> + 'static,
+        S::InitError: std::fmt::Debug,
+        S::Response: Into<Response<B>> + 'static,
+        B: MessageBody + 'static,
+    {
         let count = std::thread::available_parallelism().map_or(1, |n| n.get());
         let queues = (0..count)
-            .map(|index| start_thread(index, state.clone()))
+            .map(|index| start_thread(index, app.clone(), config.clone()))
             .collect::<std::io::Result<Vec<_>>>()?;
         Ok(StreamThreads {
             queues: queues.into(),
@@ -71,45 +88,87 @@ impl StreamThreads {
     }
 }
 
-fn start_thread(
+fn start_thread<F, I, S, B>(
     index: usize,
-    state: web::Data<AppState>,
-) -> std::io::Result<mpsc::Sender<Handover>> {
+    app: F,
+    config: AppConfig,
+) -> std::io::Result<mpsc::Sender<Handover>>
+where
+    F: Fn() -> I + Send + 'static,
+    I: IntoServiceFactory<S, Request>,
+    S: ServiceFactory<Request, Config = AppConfig> + 'static,
+    S::Error: Into<actix_web::Error> + 'static,
+    S::InitError: std::fmt::Debug,
+    S::Response: Into<Response<B>> + 'static,
+    B: MessageBody + 'static,
+{
     let (sender, receiver) = mpsc::channel(QUEUE_PER_THREAD);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     std::thread::Builder::new()
         .name(format!("crier-streams-{index}"))
-        .spawn(move || run_thread(&runtime, receiver, state))?;
+        .spawn(move || {
+            let streams = tokio::task::LocalSet::new();
+            let app = streams.block_on(&runtime, make_app(app, config));
+            match app {
+                Some(app) => run_thread(&runtime, streams, receiver, Rc::new(app)),
+                None => log::error!("a stream thread could not start the application"),
+            }
+        })?;
     Ok(sender)
+}
+
+/// This thread's instance of the application, answering every request with a
+/// response (errors become their JSON answers).
+async fn make_app<F, I, S, B>(app: F, config: AppConfig) -> Option<App>
+where
+    F: Fn() -> I,
+    I: IntoServiceFactory<S, Request>,
+    S: ServiceFactory<Request, Config = AppConfig> + 'static,
+    S::Error: Into<actix_web::Error> + 'static,
+    S::InitError: std::fmt::Debug,
+    S::Response: Into<Response<B>> + 'static,
+    B: MessageBody + 'static,
+{
+    let instance = app().into_factory().new_service(config).await;
+    let instance = instance
+        .map_err(|e| log::error!("cannot start the application: {e:?}"))
+        .ok()?;
+    let boxed = instance
+        .map(|response| response.into().map_into_boxed_body())
+        .map_err(Into::into);
+    Some(service(boxed))
 }
 
 /// Opens and pumps every stream handed over until the handles are gone, then
 /// lets the open ones finish (bounded).
 fn run_thread(
     runtime: &tokio::runtime::Runtime,
+    streams: tokio::task::LocalSet,
     mut receiver: mpsc::Receiver<Handover>,
-    state: web::Data<AppState>,
+    app: Rc<App>,
 ) {
-    let streams = tokio::task::LocalSet::new();
     streams.block_on(runtime, async {
         while let Some(handover) = receiver.recv().await {
-            tokio::task::spawn_local(serve(handover, state.clone()));
+            tokio::task::spawn_local(serve(handover, app.clone()));
         }
     });
-    drop(state);
+    drop(app);
     let _ = runtime.block_on(tokio::time::timeout(STOP_GRACE, streams));
 }
 
-async fn serve(handover: Handover, state: web::Data<AppState>) {
+/// Runs the request through the application and writes its answer.
+async fn serve(handover: Handover, app: Rc<App>) {
     let io = match TcpStream::from_std(handover.io) {
         Ok(io) => io,
         Err(e) => return log::debug!("cannot take a stream over: {e}"),
     };
-    let opened = Box::pin(http1::open_stream(io, handover.head, &state)).await;
-    drop(state);
-    if let Opened::Stream(pump) = opened {
-        pump.await;
-    }
+    let request = handover.head.into_request(io.peer_addr().ok());
+    let response = match app.call(request).await {
+        Ok(response) => response,
+        Err(e) => e.error_response().map_into_boxed_body().into(),
+    };
+    drop(app);
+    Box::pin(http1::answer(io, response)).await;
 }

@@ -303,6 +303,9 @@ fn serve(
     let metrics_here = settings.metrics_on_main_listener();
     let server = HttpServer::new(move || {
         App::new()
+            .wrap(actix_web::middleware::from_fn(
+                protocol::server::limit_request_head,
+            ))
             .wrap(settings.cors.middleware())
             .wrap(json_error_bodies())
             .app_data(state.clone())

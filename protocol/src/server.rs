@@ -105,6 +105,50 @@ impl Default for ServerSettings {
     }
 }
 
+/// The longest request head (request line and headers) any route reads, as
+/// nginx allows by default; a longer one is answered `431`.
+pub const MAX_REQUEST_HEAD_BYTES: usize = 32 * 1024;
+
+/// Middleware (`.wrap(from_fn(limit_request_head))`): refuses a request whose
+/// head is longer than [`MAX_REQUEST_HEAD_BYTES`] with `431` and our JSON
+/// error, whichever transport carried it. actix-http alone would take up to
+/// 128 KiB of headers.
+pub async fn limit_request_head(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<
+    actix_web::dev::ServiceResponse<actix_web::body::EitherBody<impl actix_web::body::MessageBody>>,
+    actix_web::Error,
+> {
+    let size = request_head_bytes(req.request());
+    if size > MAX_REQUEST_HEAD_BYTES {
+        let error = crate::ApiError::new(
+            actix_web::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request_head_too_large",
+            format!(
+                "the request's line and headers take {size} bytes; at most \
+                 {MAX_REQUEST_HEAD_BYTES} are read"
+            ),
+        );
+        let response = actix_web::ResponseError::error_response(&error);
+        return Ok(req.into_response(response).map_into_right_body());
+    }
+    next.call(req)
+        .await
+        .map(actix_web::dev::ServiceResponse::map_into_left_body)
+}
+
+/// About what the request line and headers took on the wire.
+fn request_head_bytes(req: &actix_web::HttpRequest) -> usize {
+    let line = req.method().as_str().len() + req.uri().to_string().len() + 12;
+    let headers: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    line + headers
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -204,6 +204,7 @@ fn request(
 fn bad_requests(chat: &str, sse: &str, channel: ChannelId) -> Vec<BadRequest> {
     let messages = format!("{chat}/channels/{channel}/messages");
     let events = format!("{sse}/channels/{channel}/events");
+    let several = format!("{sse}/events?channel={channel}");
     let (get, post) = (Method::GET, Method::POST);
     vec![
         request(
@@ -297,6 +298,54 @@ fn bad_requests(chat: &str, sse: &str, channel: ChannelId) -> Vec<BadRequest> {
             "last_event_id is negative",
             get.clone(),
             format!("{events}?last_event_id=-3"),
+            BAD,
+            "invalid_last_event_id",
+        ),
+        request(
+            "a stream of several channels names none",
+            get.clone(),
+            format!("{sse}/events?name=ann"),
+            BAD,
+            "invalid_channel",
+        ),
+        request(
+            "a stream of several channels names one twice",
+            get.clone(),
+            format!("{several}&channel={channel}"),
+            BAD,
+            "invalid_channel",
+        ),
+        request(
+            "a stream of several channels names a non-UUID",
+            get.clone(),
+            format!("{several}&channel=general"),
+            BAD,
+            "invalid_channel",
+        ),
+        BadRequest {
+            last_event_id: Some("5"),
+            ..request(
+                "a cursor that is a plain id",
+                get.clone(),
+                several.clone(),
+                BAD,
+                "invalid_last_event_id",
+            )
+        },
+        BadRequest {
+            last_event_id: Some("deadbeef:5"),
+            ..request(
+                "a cursor of another stream's channel",
+                get.clone(),
+                several.clone(),
+                BAD,
+                "invalid_last_event_id",
+            )
+        },
+        request(
+            "a cursor in the query with no id",
+            get.clone(),
+            format!("{several}&last_event_id={}:", &channel.to_string()[..8]),
             BAD,
             "invalid_last_event_id",
         ),

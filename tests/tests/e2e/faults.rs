@@ -410,7 +410,10 @@ pub async fn retention_trims_to_the_limit_and_a_too_old_resume_gets_a_gap(app: T
         "the gap moves Last-Event-ID past the removed ids"
     );
     let gone: serde_json::Value = serde_json::from_str(&gap.data).expect("gap data is JSON");
-    assert_eq!(gone, serde_json::json!({"from": 4, "to": 15}));
+    assert_eq!(
+        gone,
+        serde_json::json!({"channel": channel.to_string(), "from": 4, "to": 15})
+    );
     assert_eq!(stream.next_ids(10).await, (16..=25).collect::<Vec<_>>());
     let next = app.post_message(channel, "ann", "after the trim").await;
     assert_eq!(next.id, 26);

@@ -8,7 +8,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::broker::Broker;
-use crate::helpers::{EventStream, TestApp, WAIT, error_of, eventually, new_channel};
+use crate::helpers::{EventStream, TestApp, WAIT, error_of, eventually, http_client, new_channel};
 
 #[tokio::test]
 async fn posting_faster_than_the_rate_is_429_with_retry_after() {
@@ -188,6 +188,78 @@ async fn without_cors_origins_no_cors_header_is_sent() {
         .expect("POST");
     assert_eq!(response.status(), StatusCode::CREATED);
     assert_eq!(header(&response, "access-control-allow-origin"), None);
+}
+
+/// A stream request is served straight on the socket when it is the first
+/// request of a connection and its head is short, else by actix-http; the
+/// application answers both, so both get the same headers. Which path served
+/// shows in the framing: the socket path ends the body with the connection,
+/// actix-http sends it chunked.
+#[tokio::test]
+async fn a_stream_gets_the_same_cors_answer_whichever_path_serves_it() {
+    let origin = "https://chat.example.com";
+    let flags = ["--cors-origin", origin];
+    let app = TestApp::with_options(Broker::embedded(), &[], &flags).await;
+    let channel = new_channel();
+    let urls = [
+        format!("{}/channels/{channel}/events", app.sse.url),
+        format!("{}/events?channel={channel}", app.sse.url),
+    ];
+    let long_head = "p".repeat(10 * 1024);
+    for (padding, framing) in [(None, None), (Some(&long_head), Some("chunked"))] {
+        for url in &urls {
+            let mut request = http_client().get(url).header("origin", origin);
+            if let Some(padding) = padding {
+                request = request.header("x-padding", padding);
+            }
+            let response = request.send().await.expect("a stream");
+            let path = format!("{url}, framing {framing:?}");
+            assert_eq!(response.status(), StatusCode::OK, "{path}");
+            let allowed = header(&response, "access-control-allow-origin");
+            assert_eq!(allowed.as_deref(), Some(origin), "{path}");
+            let content_type = header(&response, "content-type");
+            assert_eq!(content_type.as_deref(), Some("text/event-stream"), "{path}");
+            assert_eq!(
+                header(&response, "transfer-encoding").as_deref(),
+                framing,
+                "{path}"
+            );
+        }
+    }
+}
+
+/// A 70 KB header block is refused with `431` and our JSON error by every
+/// route of both services, streams included.
+#[tokio::test]
+async fn a_70_kb_header_block_is_431_in_json_everywhere() {
+    let app = TestApp::on(Broker::embedded()).await;
+    let channel = new_channel();
+    let big = "b".repeat(70 * 1024);
+    let gets = [
+        format!("{}/channels/{channel}/events", app.sse.url),
+        format!("{}/events?channel={channel}", app.sse.url),
+        format!("{}/healthz", app.sse.url),
+        format!("{}/channels/{channel}/messages", app.chat_url()),
+    ];
+    for url in &gets {
+        let response = http_client().get(url).header("x-big", &big).send().await;
+        let (status, body) = error_of(response.expect("an answer")).await;
+        assert_eq!(status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "{url}");
+        assert_eq!(body.error.code, "request_head_too_large", "{url}");
+    }
+    let post = http_client()
+        .post(format!("{}/channels/{channel}/messages", app.chat_url()))
+        .header("x-big", &big)
+        .json(&json!({"author": "ann", "text": "hi"}))
+        .send()
+        .await
+        .expect("an answer");
+    let (status, _) = error_of(post).await;
+    assert_eq!(status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    assert!(
+        app.whole_history(channel).await.is_empty(),
+        "nothing stored"
+    );
 }
 
 fn header(response: &reqwest::Response, name: &str) -> Option<String> {
