@@ -25,6 +25,8 @@ use crate::embedded_broker;
 use crate::store_history::StoreHistory;
 
 const DEMO_PAGE: &str = include_str!("../client-demo/index.html");
+/// The browser client the demo page imports (`./crier.js`), for integrators too.
+const CLIENT_MODULE: &str = include_str!("../client-demo/crier.js");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -214,6 +216,7 @@ fn serve(
             .configure(chat_service::configure)
             .configure(broadcast_sse::configure)
             .route("/", web::get().to(demo_page))
+            .route("/crier.js", web::get().to(client_module))
             .configure(|cfg| protocol::health::configure(cfg, web::get().to(readyz)))
             .configure(|cfg| {
                 if metrics_here {
@@ -229,6 +232,12 @@ async fn demo_page() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .body(DEMO_PAGE)
+}
+
+async fn client_module() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/javascript; charset=utf-8")
+        .body(CLIENT_MODULE)
 }
 
 /// `GET /metrics`: both services record into the process's one recorder, so

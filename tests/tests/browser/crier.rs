@@ -64,6 +64,13 @@ impl Crier {
         self.wait_until_ready();
     }
 
+    /// Removes the killed process's data, as a restore from an old backup or
+    /// a new disk would: [`Crier::start_again`] then starts with no history.
+    pub fn lose_data(&self) {
+        assert!(self.service.is_none(), "crier was killed first");
+        std::fs::remove_dir_all(self.dir.path().join("data")).expect("remove the data dir");
+    }
+
     /// The page's address for a room (`None`: no `?c=`, the page picks one).
     pub fn page_url(&self, channel: Option<ChannelId>) -> String {
         match channel {
@@ -81,6 +88,35 @@ impl Crier {
             .expect("POST reaches crier");
         assert_eq!(response.status(), StatusCode::CREATED, "POST answers 201");
         response.json().expect("POST answers the stored message")
+    }
+
+    /// The streams open on the server now: `crier_sse_connections` of `/metrics`.
+    pub fn open_streams(&self) -> u64 {
+        let metrics = self
+            .http
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .and_then(|response| response.text())
+            .expect("GET /metrics");
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix("crier_sse_connections "))
+            .and_then(|value| value.trim().parse::<f64>().ok())
+            .map(|value| value as u64)
+            .unwrap_or_else(|| panic!("no crier_sse_connections in:\n{metrics}"))
+    }
+
+    /// The streams on `channel`, as its `GET /channels/{c}/stats` counts them.
+    pub fn subscribers(&self, channel: ChannelId) -> u64 {
+        let stats: serde_json::Value = self
+            .http
+            .get(format!("{}/channels/{channel}/stats", self.url))
+            .send()
+            .and_then(|response| response.json())
+            .expect("GET stats");
+        stats["subscribers"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("stats without subscribers: {stats}"))
     }
 
     fn wait_until_ready(&self) {

@@ -10,6 +10,7 @@ mod page;
 #[allow(dead_code)]
 #[path = "../e2e/process.rs"]
 mod process;
+mod tabs;
 mod webdriver;
 
 use std::path::Path;
@@ -165,6 +166,41 @@ fn a_page_shows_reconnecting_then_live_across_a_restart_and_each_message_once() 
     assert!(
         seen[lost..].iter().any(|s| s == "live"),
         "then live again: {seen:?}"
+    );
+}
+
+/// The server comes back without the history the page showed: the stream says
+/// `event: reset`, and the page notes it and shows the room again as the
+/// server has it, new ids included.
+#[test]
+fn a_page_notes_a_reset_history_and_shows_the_room_again() {
+    let Some(driver) = Driver::start() else {
+        return;
+    };
+    let mut crier = Crier::start();
+    let channel = new_channel();
+    let page = ChatPage::open(&driver, &crier.page_url(Some(channel)));
+    crier.post(channel, "curl", "first, before the reset");
+    crier.post(channel, "curl", "second, before the reset");
+    page.wait_for_text("second, before the reset");
+
+    crier.kill();
+    crier.lose_data();
+    crier.start_again();
+    page.wait_until("the page notes the reset", || {
+        page.count("#messages .note") == 1
+    });
+    crier.post(channel, "curl", "first after the reset");
+    page.wait_for_text("first after the reset");
+    assert_eq!(
+        page.messages(),
+        [shown(1, "curl", "first after the reset")],
+        "only what the server has now"
+    );
+    let note = page.script("return document.querySelector('#messages .note').textContent;");
+    assert_eq!(
+        note,
+        "The server's history of this room was reset; showing it again."
     );
 }
 

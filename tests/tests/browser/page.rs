@@ -1,7 +1,9 @@
 //! The demo page as a test sees it, through its DOM contract: `form#send` with
 //! `input[name=author]` and `input[name=text]`, messages in `#messages`, the
-//! connection state in `#status`.
+//! connection state in `#status` (and in its `data-role` which tab holds the
+//! stream).
 
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -20,32 +22,96 @@ pub struct Shown {
     pub text: String,
 }
 
+/// The page in one tab of a browser.
 pub struct ChatPage {
-    pub browser: Browser,
+    pub browser: Rc<Browser>,
+    window: String,
 }
 
 impl ChatPage {
     /// A new browser on `url`, once its stream is live.
     pub fn open(driver: &Driver, url: &str) -> ChatPage {
+        let browser = Rc::new(driver.open_browser());
         let page = ChatPage {
-            browser: driver.open_browser(),
+            window: browser.window(),
+            browser,
         };
-        page.browser.goto(url);
+        page.tab().goto(url);
         page.wait_for_status("live");
         page
     }
 
+    /// The page on `url` in a new tab of this page's browser, once it is live.
+    pub fn open_tab(&self, url: &str) -> ChatPage {
+        ChatPage::open_tab_with(&self.browser, url, None)
+    }
+
+    /// The page on `url` in a new tab of `browser`, once it is live; `setup`
+    /// runs in the tab before the page's scripts.
+    pub fn open_tab_with(browser: &Rc<Browser>, url: &str, setup: Option<&str>) -> ChatPage {
+        let page = ChatPage {
+            window: browser.new_tab(),
+            browser: browser.clone(),
+        };
+        if let Some(setup) = setup {
+            page.tab().run_before_page_scripts(setup);
+        }
+        page.tab().goto(url);
+        page.wait_for_status("live");
+        page
+    }
+
+    /// Closes this page's tab.
+    pub fn close(self) {
+        self.browser.close_tab(&self.window);
+    }
+
+    /// The browser, with commands going to this page's tab.
+    fn tab(&self) -> &Browser {
+        self.browser.switch_to(&self.window);
+        &self.browser
+    }
+
     /// Types the nickname and the text, then presses Enter in the text field.
     pub fn send(&self, author: &str, text: &str) {
-        self.browser.clear("form#send input[name=author]");
-        self.browser
-            .type_into("form#send input[name=author]", author);
-        self.browser
+        self.tab().clear("form#send input[name=author]");
+        self.tab().type_into("form#send input[name=author]", author);
+        self.tab()
             .type_into("form#send input[name=text]", &format!("{text}{ENTER}"));
     }
 
+    /// Which tab of the browser holds the stream: `leader` (this one),
+    /// `follower` or `alone` (no sharing).
+    pub fn role(&self) -> String {
+        let role = self.script("return document.getElementById('status').dataset.role;");
+        role.as_str().unwrap_or_default().to_string()
+    }
+
+    /// The event streams this tab has open, counted by a script set up before
+    /// the page's own (see the tab tests).
+    pub fn streams_open(&self) -> u64 {
+        let open = self.script("return window.streamsOpen;");
+        open.as_u64().expect("a count of open streams")
+    }
+
+    /// From now on, records the id of every message the page's client delivers
+    /// on `channel` (a second subscriber beside the page's own).
+    pub fn record_deliveries(&self, channel: &str) {
+        self.tab().execute(
+            "window.delivered = [];
+             window.crier.subscribe(arguments[0], (message) => window.delivered.push(message.id));",
+            json!([channel]),
+        );
+    }
+
+    /// The ids delivered since [`ChatPage::record_deliveries`], in order.
+    pub fn deliveries(&self) -> Vec<u64> {
+        let ids = self.script("return window.delivered;");
+        serde_json::from_value(ids).expect("delivered ids")
+    }
+
     pub fn messages(&self) -> Vec<Shown> {
-        let shown = self.browser.execute(
+        let shown = self.tab().execute(
             "return [...document.querySelectorAll('#messages li[data-id]')].map((li) => ({
                  id: Number(li.dataset.id),
                  author: li.querySelector('.author').textContent,
@@ -58,7 +124,7 @@ impl ChatPage {
 
     /// The names the page lists as in the room.
     pub fn names(&self) -> Vec<String> {
-        let names = self.browser.execute(
+        let names = self.tab().execute(
             "return [...document.querySelectorAll('#names li')].map((li) => li.textContent);",
             json!([]),
         );
@@ -70,7 +136,7 @@ impl ChatPage {
     }
 
     pub fn status(&self) -> String {
-        let state = self.browser.execute(
+        let state = self.tab().execute(
             "return document.getElementById('status').textContent;",
             json!([]),
         );
@@ -79,7 +145,7 @@ impl ChatPage {
 
     /// The line the page shows for the last error.
     pub fn error_line(&self) -> String {
-        let line = self.browser.execute(
+        let line = self.tab().execute(
             "return document.getElementById('error').textContent;",
             json!([]),
         );
@@ -88,7 +154,7 @@ impl ChatPage {
 
     /// The states of messages not sent yet (`sending`, `waiting`, `failed`).
     pub fn outbox_states(&self) -> Vec<String> {
-        let states = self.browser.execute(
+        let states = self.tab().execute(
             "return [...document.querySelectorAll('#outbox li')].map((li) => li.dataset.state);",
             json!([]),
         );
@@ -97,7 +163,7 @@ impl ChatPage {
 
     /// From now on, every `#status` the page shows is recorded in order.
     pub fn record_status_changes(&self) {
-        self.browser.execute(
+        self.tab().execute(
             "const status = document.getElementById('status');
              window.statusSeen = [status.textContent];
              new MutationObserver(() => window.statusSeen.push(status.textContent))
@@ -107,7 +173,7 @@ impl ChatPage {
     }
 
     pub fn recorded_statuses(&self) -> Vec<String> {
-        let seen = self.browser.execute("return window.statusSeen;", json!([]));
+        let seen = self.tab().execute("return window.statusSeen;", json!([]));
         serde_json::from_value(seen).expect("recorded states")
     }
 
@@ -140,7 +206,7 @@ impl ChatPage {
     }
 
     pub fn count(&self, css: &str) -> u64 {
-        let count = self.browser.execute(
+        let count = self.tab().execute(
             "return document.querySelectorAll(arguments[0]).length;",
             json!([css]),
         );
@@ -148,6 +214,6 @@ impl ChatPage {
     }
 
     pub fn script(&self, body: &str) -> Value {
-        self.browser.execute(body, json!([]))
+        self.tab().execute(body, json!([]))
     }
 }

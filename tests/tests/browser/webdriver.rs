@@ -1,7 +1,8 @@
 //! Just enough of the W3C WebDriver protocol, as JSON over HTTP, to drive Debian's
 //! headless Chromium through `chromedriver`: open a page, run a script, type, click,
-//! take a screenshot.
+//! take a screenshot, open and close tabs.
 
+use std::cell::RefCell;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -105,6 +106,7 @@ impl Driver {
         Browser {
             http: self.http.clone(),
             session: format!("{}/session/{id}", self.url),
+            window: RefCell::new(None),
             _profile: profile,
         }
     }
@@ -117,15 +119,63 @@ impl Drop for Driver {
     }
 }
 
-/// One browser window; closed when dropped.
+/// One browser (a WebDriver session) and its tabs; closed when dropped.
 pub struct Browser {
     http: Client,
     /// `http://127.0.0.1:PORT/session/ID`
     session: String,
+    /// The tab commands go to, once a test switched tabs.
+    window: RefCell<Option<String>>,
     _profile: TempDir,
 }
 
 impl Browser {
+    /// The handle of the tab commands go to.
+    pub fn window(&self) -> String {
+        let handle = self.get("window");
+        handle.as_str().expect("a window handle").to_string()
+    }
+
+    /// Opens a new tab of this browser (the same origin storage, Web Locks and
+    /// broadcast channels) and returns its handle; commands still go to the
+    /// current tab.
+    pub fn new_tab(&self) -> String {
+        let created = self.post("window/new", json!({ "type": "tab" }));
+        created["handle"]
+            .as_str()
+            .expect("a new tab has a handle")
+            .to_string()
+    }
+
+    /// Sends the following commands to the tab `handle`.
+    pub fn switch_to(&self, handle: &str) {
+        if self.window.borrow().as_deref() == Some(handle) {
+            return;
+        }
+        self.post("window", json!({ "handle": handle }));
+        *self.window.borrow_mut() = Some(handle.to_string());
+    }
+
+    /// Closes the tab `handle`, as a person closing it would.
+    pub fn close_tab(&self, handle: &str) {
+        self.switch_to(handle);
+        let request = self.http.delete(format!("{}/window", self.session));
+        send(request, &json!(null)).unwrap_or_else(|e| panic!("DELETE window: {e}"));
+        *self.window.borrow_mut() = None;
+    }
+
+    /// Runs `source` in every page this tab loads from now on, before the
+    /// page's own scripts (Chromium's DevTools command, through chromedriver).
+    pub fn run_before_page_scripts(&self, source: &str) {
+        self.post(
+            "goog/cdp/execute",
+            json!({
+                "cmd": "Page.addScriptToEvaluateOnNewDocument",
+                "params": { "source": source },
+            }),
+        );
+    }
+
     pub fn goto(&self, url: &str) {
         self.post("url", json!({ "url": url }));
     }

@@ -1,5 +1,5 @@
-//! The all-in-one `crier` binary: embedded broker, both services and the demo page
-//! on one port.
+//! The all-in-one `crier` binary: embedded broker, both services, the demo page
+//! and its client module on one port.
 
 use protocol::{Message, topic};
 use reqwest::StatusCode;
@@ -32,6 +32,24 @@ async fn crier_serves_the_demo_page_posts_and_streams_on_one_port() {
     ] {
         assert!(html.contains(element), "demo page has {element}");
     }
+    assert!(
+        html.contains(r#"import { Crier } from "./crier.js";"#),
+        "the page imports the client module next to it"
+    );
+    let module = http
+        .get(format!("{}/crier.js", crier.url))
+        .send()
+        .await
+        .expect("GET /crier.js");
+    assert_eq!(module.status(), StatusCode::OK);
+    let content_type = module.headers().get("content-type").cloned();
+    assert_eq!(
+        content_type.as_ref().and_then(|v| v.to_str().ok()),
+        Some("text/javascript; charset=utf-8"),
+        "browsers run a module only with a JavaScript type"
+    );
+    let module = module.text().await.expect("module text");
+    assert!(module.contains("export const Crier"), "the client module");
 
     let channel = new_channel();
     let mut stream = open_stream(&http, &crier.url, channel, None).await;
