@@ -53,6 +53,28 @@ thread_local! {
 }
 
 /// `count` message events were written to a client by this thread.
+/// Event streams open in this process (a stream of several channels is one).
+static OPEN_STREAMS: AtomicU64 = AtomicU64::new(0);
+
+/// Counts a stream while the returned guard lives.
+pub fn stream_opened() -> OpenStream {
+    OPEN_STREAMS.fetch_add(1, Ordering::Relaxed);
+    OpenStream(())
+}
+
+/// One open stream in [`open_streams`]; dropped with its stream.
+pub struct OpenStream(());
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        OPEN_STREAMS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pub fn open_streams() -> u64 {
+    OPEN_STREAMS.load(Ordering::Relaxed)
+}
+
 pub fn count_events_sent(count: u32) {
     EVENTS_SENT.with(|sent| sent.fetch_add(u64::from(count), Ordering::Relaxed));
 }
@@ -133,7 +155,7 @@ pub fn render(state: &AppState) -> String {
 /// Sets the gauges read from the service's state.
 pub fn set_gauges(state: &AppState) {
     counter!(names::SSE_EVENTS_SENT).absolute(events_sent());
-    gauge!(names::SSE_CONNECTIONS).set(state.hub.listener_count() as f64);
+    gauge!(names::SSE_CONNECTIONS).set(open_streams() as f64);
     gauge!(names::CHANNELS_ACTIVE).set(state.hub.channel_count() as f64);
     let connected = f64::from(u8::from(state.broker.is_connected()));
     gauge!(names::BROKER_CONNECTED, "connection" => "subscriber").set(connected);

@@ -229,7 +229,10 @@ pub async fn run_with_hub(server: Server, hub: Hub, task: JoinHandle<()>) -> std
     let server = tokio::spawn(server);
     tokio::select! {
         () = stop_signal() => {
-            log::info!("stopping: ending {} open streams", hub.listener_count());
+            log::info!(
+                "stopping: ending {} open streams",
+                crate::metrics::open_streams()
+            );
             hub.shut_down();
             handle.stop(true).await;
             Ok(())

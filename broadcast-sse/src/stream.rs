@@ -69,6 +69,7 @@ pub struct ClientStream {
     /// `?presence=1`: each channel's names across nodes, and those told so far
     /// (boxed: most streams do not follow presence).
     presence: Option<Box<[PresenceFeed]>>,
+    _open: metrics::OpenStream,
 }
 
 /// The channels of a stream. A stream of one channel is what most clients open
@@ -222,6 +223,7 @@ impl ClientStream {
             expires_at: None,
             _slot: None,
             presence: None,
+            _open: metrics::stream_opened(),
         };
         stream.push(Bytes::from(format!("retry: {retry_ms}\n\n")));
         stream
