@@ -170,24 +170,24 @@ fn stream_head(request: &httparse::Request) -> Option<StreamHead> {
     Some(StreamHead { uri, headers })
 }
 
-/// Writes the application's answer to a stream request: a stream is pumped
-/// until it ends or the client leaves; any other answer is written whole and
-/// the connection closed.
-pub async fn answer(io: TcpStream, response: Response<BoxBody>) {
+/// The application's answer to a stream request: the pump of a stream, to
+/// run until it ends or the client leaves, or `None` once any other answer
+/// was written whole and the connection closed.
+pub async fn answer(io: TcpStream, response: Response<BoxBody>) -> Option<Pump> {
     match Answer::of(response) {
-        // Only the pump is kept while a stream is open, not the response head.
-        Answer::Stream(head) => {
+        Answer::Stream(head, body) => {
             let _ = io.set_nodelay(true);
-            let (head, body) = *head;
-            Pump::new(io, head, body).await;
+            Some(Pump::new(io, head, body))
         }
-        // Boxed: the task of an open stream does not keep room for it.
-        Answer::Sized(head, body) => Box::pin(write_sized(io, head, body)).await,
+        Answer::Sized(head, body) => {
+            write_sized(io, head, body).await;
+            None
+        }
     }
 }
 
 enum Answer {
-    Stream(Box<(Bytes, BoxBody)>),
+    Stream(Bytes, BoxBody),
     Sized(Response<()>, BoxBody),
 }
 
@@ -195,7 +195,7 @@ impl Answer {
     fn of(response: Response<BoxBody>) -> Self {
         let (head, body) = response.into_parts();
         match body.size() {
-            BodySize::Stream => Answer::Stream(Box::new((response_head(&head, None), body))),
+            BodySize::Stream => Answer::Stream(response_head(&head, None), body),
             _ => Answer::Sized(head, body),
         }
     }
@@ -321,7 +321,10 @@ pub async fn refuse_silent(io: TcpStream) {
         "request_timeout",
         "no request arrived in time",
     );
-    answer(io, error.error_response().map_into_boxed_body().into()).await;
+    let answer = answer(io, error.error_response().map_into_boxed_body().into());
+    if let Some(pump) = answer.await {
+        pump.await;
+    }
 }
 
 fn put_date(bytes: &mut BytesMut) {

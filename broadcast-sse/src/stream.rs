@@ -23,18 +23,20 @@
 
 use std::collections::{BTreeSet, VecDeque};
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 use protocol::ChannelId;
+use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::watch;
 
 use crate::error::BroadcastError;
 use crate::history::{HistoryError, HistorySource, PAGE};
-use crate::hub::{Frame, Hub, Membership, Recent, Signals};
+use crate::hub::{Frame, Hub, ListenerGuard, Membership, Recent, Signals};
 use crate::limits::StreamSlot;
 use crate::metrics::{self, STREAMS};
 use crate::presence::Joined;
@@ -62,8 +64,9 @@ pub struct ClientStream {
     first_live: Option<u32>,
     signals: watch::Receiver<Signals>,
     ended: bool,
-    /// When the client's token expires (authentication on).
-    expires_at: Option<tokio::time::Instant>,
+    /// When the client's token expires (authentication on); boxed, so that a
+    /// stream without one does not carry a timer.
+    expiry: Option<Pin<Box<tokio::time::Sleep>>>,
     /// The client address's stream slot, given back when the stream ends.
     _slot: Option<StreamSlot>,
     /// `?presence=1`: each channel's names across nodes, and those told so far
@@ -85,7 +88,9 @@ enum Follows {
 /// One channel of a stream: its place in the hub and how far the client got.
 struct Follow {
     channel: ChannelId,
-    membership: Membership,
+    ring: broadcast::Receiver<Frame>,
+    /// The stream's place among the channel's listeners, until it ends.
+    _listening: ListenerGuard,
     /// Id of the last message (or gap) of this channel written to the client.
     last_sent: Option<u64>,
     /// Catching up after `last_sent` until the recent buffer or history says we
@@ -114,11 +119,13 @@ struct PresenceFeed {
 
 impl Follow {
     fn new(opening: Opening) -> Self {
+        let membership = opening.membership;
         Follow {
             channel: opening.channel,
-            last_sent: opening.resume_after.or(opening.membership.last_id_at_join),
+            last_sent: opening.resume_after.or(membership.last_id_at_join),
             catching_up: opening.resume_after.is_some(),
-            membership: opening.membership,
+            ring: membership.ring,
+            _listening: membership.guard,
             catch_up_to: None,
             stalls: 0,
             _joined: None,
@@ -157,14 +164,14 @@ impl Follows {
     /// The next frame (or ring error) of any channel, with the channel's index.
     async fn next_frame(&mut self) -> (usize, Result<Frame, RecvError>) {
         match self {
-            Follows::One(follow) => (0, follow.membership.ring.recv().await),
+            Follows::One(follow) => (0, follow.ring.recv().await),
             Follows::Many(follows) if follows.is_empty() => std::future::pending().await,
             Follows::Many(follows) => {
                 // Dropping the other receives loses nothing: a ring keeps its
                 // frames until every receiver took them.
                 let receives = follows
                     .iter_mut()
-                    .map(|follow| Box::pin(follow.membership.ring.recv()));
+                    .map(|follow| Box::pin(follow.ring.recv()));
                 let (received, index, _) = futures_util::future::select_all(receives).await;
                 (index, received)
             }
@@ -220,7 +227,7 @@ impl ClientStream {
             first_live: None,
             signals: hub.signals(),
             ended: false,
-            expires_at: None,
+            expiry: None,
             _slot: None,
             presence: None,
             _open: metrics::stream_opened(),
@@ -236,7 +243,7 @@ impl ClientStream {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
         let left = Duration::from_secs(exp).saturating_sub(now);
-        self.expires_at = Some(tokio::time::Instant::now() + left);
+        self.expiry = Some(Box::pin(tokio::time::sleep(left)));
         self
     }
 
@@ -294,8 +301,9 @@ impl ClientStream {
 
     fn end_if_expired(&mut self) {
         if self
-            .expires_at
-            .is_some_and(|expires_at| expires_at <= tokio::time::Instant::now())
+            .expiry
+            .as_ref()
+            .is_some_and(|expiry| expiry.deadline() <= tokio::time::Instant::now())
         {
             self.expire();
         }
@@ -389,7 +397,6 @@ impl ClientStream {
                 }
                 continue;
             }
-            let expiry = self.expires_at;
             tokio::select! {
                 biased;
                 _ = self.signals.changed() => {
@@ -398,7 +405,7 @@ impl ClientStream {
                     }
                     self.ended = true;
                 }
-                _ = sleep_until_some(expiry) => self.expire(),
+                _ = token_expired(&mut self.expiry) => self.expire(),
                 _ = presence_changed(&mut self.presence) => self.tell_presence(),
                 (index, received) = self.follows.next_frame() => self.receive(index, received),
             }
@@ -421,7 +428,7 @@ impl ClientStream {
     fn drain_ready_frames(&mut self) {
         for index in 0..self.follows.all().len() {
             while !self.follow(index).catching_up && self.pending_bytes < MAX_CHUNK_BYTES {
-                match self.follow(index).membership.ring.try_recv() {
+                match self.follow(index).ring.try_recv() {
                     Ok(frame) => self.accept(index, frame),
                     Err(TryRecvError::Lagged(_)) => self.fell_behind(index),
                     Err(_) => break,
@@ -663,10 +670,10 @@ async fn presence_changed(feeds: &mut Option<Box<[PresenceFeed]>>) {
     }
 }
 
-/// Waits until `deadline`, or forever without one.
-async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
+/// Waits until the token expires, or forever without one.
+async fn token_expired(expiry: &mut Option<Pin<Box<tokio::time::Sleep>>>) {
+    match expiry {
+        Some(sleep) => sleep.as_mut().await,
         None => std::future::pending().await,
     }
 }

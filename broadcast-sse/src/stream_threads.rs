@@ -22,7 +22,7 @@ use actix_web::dev::AppConfig;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use crate::http1::{self, StreamHead};
+use crate::http1::{self, Pump, StreamHead};
 
 /// Stream requests waiting for their thread; a worker handing over one more
 /// waits for room.
@@ -44,7 +44,7 @@ type App = BoxService<Request, Response<BoxBody>, actix_web::Error>;
 /// handle is dropped and their streams have ended.
 #[derive(Clone)]
 pub struct StreamThreads {
-    queues: Arc<[mpsc::Sender<Handover>]>,
+    queues: Arc<[mpsc::Sender<Box<Handover>>]>,
     next: Arc<AtomicUsize>,
 }
 
@@ -79,7 +79,7 @@ impl StreamThreads {
         };
         let index = self.next.fetch_add(1, Ordering::Relaxed) % self.queues.len();
         if self.queues[index]
-            .send(Handover { io, head })
+            .send(Box::new(Handover { io, head }))
             .await
             .is_err()
         {
@@ -92,7 +92,7 @@ fn start_thread<F, I, S, B>(
     index: usize,
     app: F,
     config: AppConfig,
-) -> std::io::Result<mpsc::Sender<Handover>>
+) -> std::io::Result<mpsc::Sender<Box<Handover>>>
 where
     F: Fn() -> I + Send + 'static,
     I: IntoServiceFactory<S, Request>,
@@ -146,7 +146,7 @@ where
 fn run_thread(
     runtime: &tokio::runtime::Runtime,
     streams: tokio::task::LocalSet,
-    mut receiver: mpsc::Receiver<Handover>,
+    mut receiver: mpsc::Receiver<Box<Handover>>,
     app: Rc<App>,
 ) {
     streams.block_on(runtime, async {
@@ -158,17 +158,27 @@ fn run_thread(
     let _ = runtime.block_on(tokio::time::timeout(STOP_GRACE, streams));
 }
 
-/// Runs the request through the application and writes its answer.
-async fn serve(handover: Handover, app: Rc<App>) {
-    let io = match TcpStream::from_std(handover.io) {
-        Ok(io) => io,
-        Err(e) => return log::debug!("cannot take a stream over: {e}"),
-    };
-    let request = handover.head.into_request(io.peer_addr().ok());
+/// Serves one stream request. Arguments and the state of every await are
+/// kept for a future's whole life, so the request is boxed and opened by a
+/// boxed future: while the stream is open its task holds only the pump.
+async fn serve(handover: Box<Handover>, app: Rc<App>) {
+    if let Some(pump) = Box::pin(open(handover, app)).await {
+        pump.await;
+    }
+}
+
+/// Runs the request through the application: the pump of a stream, or `None`
+/// once any other answer was written.
+async fn open(handover: Box<Handover>, app: Rc<App>) -> Option<Pump> {
+    let Handover { io, head } = *handover;
+    let io = TcpStream::from_std(io)
+        .map_err(|e| log::debug!("cannot take a stream over: {e}"))
+        .ok()?;
+    let request = head.into_request(io.peer_addr().ok());
     let response = match app.call(request).await {
         Ok(response) => response,
         Err(e) => e.error_response().map_into_boxed_body().into(),
     };
     drop(app);
-    http1::answer(io, response).await;
+    http1::answer(io, response).await
 }

@@ -85,7 +85,8 @@ impl ChannelEntry {
             epoch,
             last_id: None,
             first_id: None,
-            recent: VecDeque::with_capacity(recent_cap.min(64)),
+            // Grows with use: most followed channels are quiet.
+            recent: VecDeque::new(),
             recent_cap: recent_cap.max(1),
             backfill: None,
         }
