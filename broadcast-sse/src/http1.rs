@@ -8,8 +8,8 @@
 //! `GET /channels/{channel}/events` is read and answered here, writing the
 //! stream's frames to the socket (the body ends when the connection closes);
 //! everything else (other routes, cross-origin requests, bodies, upgrades,
-//! percent-encoded channels) goes to actix untouched, since only peeked bytes
-//! were looked at. Both paths open streams through [`crate::routes::events`], so
+//! percent-encoded channels, and HTTP/2) goes to actix untouched, since only
+//! peeked bytes were looked at. Both paths open streams through [`crate::routes::events`], so
 //! they check and answer alike.
 
 use std::convert::Infallible;
@@ -25,6 +25,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::Stream;
 use protocol::ApiError;
 use protocol::auth::{Cookies, TokenCarriers};
+use protocol::plain_server::{self, Preface};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -51,6 +52,8 @@ const MAX_PROBES: usize = 16;
 pub enum FirstRequest {
     /// A stream request, read off the socket.
     Stream(StreamHead),
+    /// The HTTP/2 preface (h2c with prior knowledge), left unread for actix.
+    Http2,
     /// Anything else, left unread for actix.
     Other,
     /// Nothing arrived within the request-header timeout.
@@ -87,6 +90,7 @@ pub async fn first_request(io: &mut TcpStream, header_timeout: Duration) -> Firs
                     Err(_) => FirstRequest::Gone,
                 };
             }
+            Parsed::Http2 => return FirstRequest::Http2,
             Parsed::Other => return FirstRequest::Other,
             Parsed::Partial if peeked == buffer.len() => return FirstRequest::Other,
             Parsed::Partial => {}
@@ -103,11 +107,18 @@ pub async fn first_request(io: &mut TcpStream, header_timeout: Duration) -> Firs
 enum Parsed {
     /// A complete stream request: its head's length and parts.
     Stream(usize, StreamHead),
+    /// The HTTP/2 preface.
+    Http2,
     Partial,
     Other,
 }
 
 fn parse_head(bytes: &[u8]) -> Parsed {
+    match plain_server::preface(bytes) {
+        Preface::Complete => return Parsed::Http2,
+        Preface::Partial => return Parsed::Partial,
+        Preface::Not => {}
+    }
     let start = bytes.len().min(STREAM_REQUEST_START.len());
     if bytes[..start] != STREAM_REQUEST_START[..start] {
         return Parsed::Other;
@@ -388,6 +399,14 @@ mod tests {
         let raw = format!("GET /channels/{CHANNEL}/events HTTP/1.1\r\nHost: x\r\n");
         assert!(matches!(parse(&raw), Parsed::Partial));
         assert!(matches!(parse("GET /chan"), Parsed::Partial));
+    }
+
+    #[test]
+    fn the_http2_preface_goes_to_actix_as_http2() {
+        let mut opening = plain_server::H2_PREFACE.to_vec();
+        opening.extend_from_slice(b"\0\0\x12\x04\0\0\0\0\0");
+        assert!(matches!(parse_head(&opening), Parsed::Http2));
+        assert!(matches!(parse("PRI * HTTP/2.0\r\n"), Parsed::Partial));
     }
 
     #[test]
