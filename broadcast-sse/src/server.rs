@@ -17,6 +17,7 @@ use actix_service::{IntoServiceFactory, ServiceFactory};
 use actix_web::body::MessageBody;
 use actix_web::dev::AppConfig;
 use actix_web::{HttpServer, web};
+use protocol::http1_response::refuse_silent;
 use protocol::plain_server::{self, Dispatch, Options};
 use tokio::net::TcpStream;
 
@@ -84,7 +85,7 @@ async fn serve_connection(
 ) {
     match Box::pin(http1::first_request(&mut io, header_timeout)).await {
         FirstRequest::Stream(head) => threads.open(io, head).await,
-        FirstRequest::Silent => Box::pin(http1::refuse_silent(io)).await,
+        FirstRequest::Silent => Box::pin(refuse_silent(io)).await,
         FirstRequest::Gone => {}
         FirstRequest::Http2 => dispatch(io, Protocol::Http2).await,
         FirstRequest::Other => dispatch(io, Protocol::Http1).await,

@@ -14,6 +14,7 @@
 //! - [`openapi`]: the OpenAPI document served at `/openapi.json`.
 //! - [`server`]: HTTP server settings shared by every binary.
 //! - [`plain_server`]: the server without TLS: HTTP/1.1 and h2c on one port.
+//! - [`http1_response`]: HTTP/1.1 responses written straight to a socket.
 //! - [`tls`]: rustls configurations from PEM files.
 //! - [`topic`]: MQTT topic names for channels.
 //! - [`cors`]: the `--cors-origin` middleware.
@@ -28,6 +29,7 @@ pub mod config_file;
 pub mod cors;
 pub mod error;
 pub mod health;
+pub mod http1_response;
 pub mod message;
 pub mod metrics;
 pub mod mqtt;

@@ -27,6 +27,8 @@ use actix_web::body::MessageBody;
 use actix_web::dev::AppConfig;
 use tokio::net::TcpStream;
 
+use crate::http1_response::refuse_silent;
+
 /// The client connection preface of HTTP/2 (RFC 9113 §3.4).
 pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -162,8 +164,11 @@ where
 pub async fn serve(io: TcpStream, dispatch: Dispatch, header_timeout: Duration) {
     match opening(&io, header_timeout).await {
         Opening::Http2 => dispatch(io, Protocol::Http2).await,
-        // actix's HTTP/1 timer answers a client that said nothing with `408`.
-        Opening::Http1 | Opening::Silent => dispatch(io, Protocol::Http1).await,
+        Opening::Http1 => dispatch(io, Protocol::Http1).await,
+        // Answered here: actix's HTTP/1 dispatcher would give the client the
+        // whole timeout again, from a clock read up to 500 ms before; with a
+        // short timeout that deadline is past when set, and then never fires.
+        Opening::Silent => Box::pin(refuse_silent(io)).await,
         Opening::Gone => {}
     }
 }
