@@ -9,8 +9,8 @@
 //! stream's frames to the socket (the body ends when the connection closes);
 //! everything else (other routes, cross-origin requests, bodies, upgrades,
 //! percent-encoded channels, and HTTP/2) goes to actix untouched, since only
-//! peeked bytes were looked at. Both paths open streams through [`crate::routes::events`], so
-//! they check and answer alike.
+//! peeked bytes were looked at. Both paths open streams through
+//! [`crate::routes::events`], so they check and answer alike.
 
 use std::convert::Infallible;
 use std::net::IpAddr;

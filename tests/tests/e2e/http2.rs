@@ -356,3 +356,45 @@ async fn plain_crier_speaks_h2c_with_prior_knowledge() {
     wait_for_ready(&crate::helpers::http_client(), &crier.url).await;
     h2c_stream_receives_an_h2c_post(&curl, &crier.url, &crier.url).await;
 }
+
+/// actix-http's HTTP/2 dispatcher does not watch for a client's reset while a
+/// stream's body waits: the stream is dropped at its next write, which the
+/// heartbeat bounds.
+#[tokio::test]
+async fn an_http2_stream_whose_client_left_is_dropped_by_its_next_heartbeat() {
+    let Some(curl) = Curl::find() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut args: Vec<String> = ["--listen", "127.0.0.1:0", "--heartbeat-secs", "1"]
+        .map(String::from)
+        .to_vec();
+    args.extend([
+        "--data-dir".into(),
+        dir.path().join("data").display().to_string(),
+    ]);
+    let crier = start(CRIER, &args, &dir, "crier.log");
+    let http = crate::helpers::http_client();
+    wait_for_ready(&http, &crier.url).await;
+    let listeners = || async {
+        let ready: serde_json::Value = http
+            .get(format!("{}/readyz", crier.url))
+            .send()
+            .await
+            .expect("readyz")
+            .json()
+            .await
+            .expect("JSON");
+        ready["listeners"].as_u64().expect("listeners")
+    };
+
+    let url = format!("{}/channels/{}/events", crier.url, new_channel());
+    let mut streams = curl.open_streams("--http2-prior-knowledge", &[url], dir.path());
+    streams.all_started().await;
+    assert_eq!(listeners().await, 1);
+    streams.curl.kill().await.expect("kill curl");
+    eventually("the stream of the client that left is dropped", || async {
+        listeners().await == 0
+    })
+    .await;
+}
