@@ -11,21 +11,20 @@
 //! errors included, and the same handler as every other stream), then writes
 //! the response to the socket and pumps its body (the body ends when the
 //! connection closes). Everything else (other routes, bodies, upgrades, heads
-//! too long for [`MAX_HEAD_BYTES`]) goes to actix-http untouched, since only
+//! too long for [`MAX_HEAD_BYTES`], and HTTP/2) goes to actix-http untouched, since only
 //! peeked bytes were looked at. So this module is a transport, not a second
 //! server: what a stream answers is decided in one place.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use actix_http::body::{BodySize, BoxBody, MessageBody};
 use actix_http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_http::{Method, Request, Response, Uri, Version};
-use actix_web::ResponseError;
-use actix_web::http::StatusCode;
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use protocol::ApiError;
+use bytes::{Buf, BufMut, Bytes};
+use protocol::http1_response::response_head;
+use protocol::plain_server::{self, Preface};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -50,6 +49,8 @@ const MAX_ANSWER_BYTES: usize = 64 * 1024;
 pub enum FirstRequest {
     /// A stream request, read off the socket.
     Stream(StreamHead),
+    /// The HTTP/2 preface (h2c with prior knowledge), left unread for actix.
+    Http2,
     /// Anything else, left unread for actix.
     Other,
     /// Nothing arrived within the request-header timeout.
@@ -97,6 +98,7 @@ pub async fn first_request(io: &mut TcpStream, header_timeout: Duration) -> Firs
                     Err(_) => FirstRequest::Gone,
                 };
             }
+            Parsed::Http2 => return FirstRequest::Http2,
             Parsed::Other => return FirstRequest::Other,
             Parsed::Partial if peeked == buffer.len() => return FirstRequest::Other,
             Parsed::Partial => {}
@@ -113,11 +115,18 @@ pub async fn first_request(io: &mut TcpStream, header_timeout: Duration) -> Firs
 enum Parsed {
     /// A complete stream request: its head's length and parts.
     Stream(usize, StreamHead),
+    /// The HTTP/2 preface.
+    Http2,
     Partial,
     Other,
 }
 
 fn parse_head(bytes: &[u8]) -> Parsed {
+    match plain_server::preface(bytes) {
+        Preface::Complete => return Parsed::Http2,
+        Preface::Partial => return Parsed::Partial,
+        Preface::Not => {}
+    }
     let may_be_stream = STREAM_REQUEST_STARTS.iter().any(|start| {
         let length = bytes.len().min(start.len());
         bytes[..length] == start[..length]
@@ -195,7 +204,10 @@ impl Answer {
     fn of(response: Response<BoxBody>) -> Self {
         let (head, body) = response.into_parts();
         match body.size() {
-            BodySize::Stream => Answer::Stream(response_head(&head, None), body),
+            BodySize::Stream => {
+                let head = response_head(head.status(), head.headers(), None);
+                Answer::Stream(head.freeze(), body)
+            }
             _ => Answer::Sized(head, body),
         }
     }
@@ -207,7 +219,7 @@ async fn write_sized(mut io: TcpStream, head: Response<()>, body: BoxBody) {
         Ok(Ok(bytes)) => bytes,
         _ => return log::warn!("an answer to a stream request could not be read"),
     };
-    let mut bytes = BytesMut::from(&response_head(&head, Some(body.len()))[..]);
+    let mut bytes = response_head(head.status(), head.headers(), Some(body.len()));
     bytes.put_slice(&body);
     if io.write_all(&bytes).await.is_ok() {
         let _ = io.shutdown().await;
@@ -292,53 +304,6 @@ impl Future for Pump {
     }
 }
 
-/// The status line and headers of `head`; the body is delimited by the
-/// connection's close, with `content-length` when it is known.
-fn response_head(head: &Response<()>, content_length: Option<usize>) -> Bytes {
-    let status = head.status();
-    let mut bytes = BytesMut::with_capacity(256);
-    bytes.put_slice(b"HTTP/1.1 ");
-    bytes.put_slice(status.as_str().as_bytes());
-    bytes.put_u8(b' ');
-    bytes.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    bytes.put_slice(b"\r\n");
-    for (name, value) in head.headers() {
-        put_header(&mut bytes, name.as_str(), value.as_bytes());
-    }
-    if let Some(length) = content_length {
-        put_header(&mut bytes, "content-length", length.to_string().as_bytes());
-    }
-    put_header(&mut bytes, "connection", b"close");
-    put_date(&mut bytes);
-    bytes.put_slice(b"\r\n");
-    bytes.freeze()
-}
-
-/// Answers a connection that sent nothing within the request-header timeout.
-pub async fn refuse_silent(io: TcpStream) {
-    let error = ApiError::new(
-        StatusCode::REQUEST_TIMEOUT,
-        "request_timeout",
-        "no request arrived in time",
-    );
-    let answer = answer(io, error.error_response().map_into_boxed_body().into());
-    if let Some(pump) = answer.await {
-        pump.await;
-    }
-}
-
-fn put_date(bytes: &mut BytesMut) {
-    let now = httpdate::fmt_http_date(SystemTime::now());
-    put_header(bytes, "date", now.as_bytes());
-}
-
-fn put_header(bytes: &mut BytesMut, name: &str, value: &[u8]) {
-    bytes.put_slice(name.as_bytes());
-    bytes.put_slice(b": ");
-    bytes.put_slice(value);
-    bytes.put_slice(b"\r\n");
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -393,7 +358,6 @@ mod tests {
             "GET /channels//events HTTP/1.1\r\n\r\n".to_string(),
             format!("GET /channels/{CHANNEL}/events/more HTTP/1.1\r\n\r\n"),
             "GET /channels/\0 nonsense\r\n\r\n".to_string(),
-            "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_string(),
         ];
         for raw in others {
             assert!(matches!(parse(&raw), Parsed::Other), "{raw:?}");
@@ -401,23 +365,10 @@ mod tests {
     }
 
     #[test]
-    fn a_sized_answer_has_its_length_and_closes() {
-        let error = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_streams",
-            "slow down",
-        )
-        .with_retry_after(5);
-        let response: Response<BoxBody> = error.error_response().map_into_boxed_body().into();
-        let (head, _) = response.into_parts();
-        let text = String::from_utf8(response_head(&head, Some(42)).to_vec()).expect("text");
-        assert!(
-            text.starts_with("HTTP/1.1 429 Too Many Requests\r\n"),
-            "{text}"
-        );
-        assert!(text.contains("retry-after: 5\r\n"), "{text}");
-        assert!(text.contains("content-length: 42\r\n"), "{text}");
-        assert!(text.contains("connection: close\r\n"), "{text}");
-        assert!(text.ends_with("\r\n\r\n"), "{text}");
+    fn the_http2_preface_goes_to_actix_as_http2() {
+        let mut opening = plain_server::H2_PREFACE.to_vec();
+        opening.extend_from_slice(b"\0\0\x12\x04\0\0\0\0\0");
+        assert!(matches!(parse_head(&opening), Parsed::Http2));
+        assert!(matches!(parse("PRI * HTTP/2.0\r\n"), Parsed::Partial));
     }
 }

@@ -12,8 +12,9 @@
 //! # Layout
 //! - [`config`]: flags (`--listen`, `--mqtt-url`, `--history-url`, …).
 //! - [`startup`]: binds the listener, starts the broker and heartbeat tasks.
-//! - [`server`]: the HTTP server; [`http1`]: plain HTTP/1 streams served on the
-//!   socket itself, on the [`stream_threads`] apart from the HTTP workers.
+//! - [`server`]: the HTTP server (HTTP/1.1, and HTTP/2 by ALPN or h2c);
+//!   [`http1`]: plain HTTP/1 streams served on the socket itself, on the
+//!   [`stream_threads`] apart from the HTTP workers.
 //! - [`routes`]: `events` (the SSE endpoint) and `health`.
 //! - [`hub`]: per-channel rings, recent frames, held frames, listener counts and
 //!   subscribe/unsubscribe decisions.

@@ -11,8 +11,9 @@ use protocol::error::{
     json_error_bodies, method_not_allowed, not_found, path_config, query_config,
 };
 use protocol::mqtt::{BrokerStatus, BrokerUrl};
+use protocol::plain_server::{self, Options};
 use protocol::presence::Watcher;
-use protocol::server::{ServerSettings, listen};
+use protocol::server::ServerSettings;
 use tokio::task::JoinHandle;
 
 use crate::access::Access;
@@ -292,6 +293,14 @@ impl Application {
     }
 }
 
+/// What actix-web's `HttpServer` uses by default: connections per worker,
+/// the listen backlog; and seconds a graceful stop waits for requests in flight.
+const MAX_CONNECTIONS_PER_WORKER: usize = 25_000;
+const BACKLOG: u32 = 1024;
+const SHUTDOWN_TIMEOUT_SECS: u64 = 5;
+
+/// Serves the API over HTTPS (HTTP/2 or HTTP/1.1 by ALPN) with `tls`, else
+/// over HTTP/1.1 and h2c.
 fn serve(
     listener: TcpListener,
     state: AppState,
@@ -301,7 +310,7 @@ fn serve(
     let state = web::Data::new(state);
     let header_timeout = settings.request_header_timeout();
     let metrics_here = settings.metrics_on_main_listener();
-    let server = HttpServer::new(move || {
+    let app = move || {
         App::new()
             .wrap(actix_web::middleware::from_fn(
                 protocol::server::limit_request_head,
@@ -319,8 +328,24 @@ fn serve(
                 }
             })
             .default_service(web::to(not_found))
+    };
+    if let Some(tls) = tls {
+        let server = HttpServer::new(app)
+            .max_connections(MAX_CONNECTIONS_PER_WORKER)
+            .backlog(BACKLOG)
+            .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
+            .client_request_timeout(header_timeout);
+        return Ok(server.listen_rustls_0_23(listener, tls)?.run());
+    }
+    let options = Options {
+        max_connections: MAX_CONNECTIONS_PER_WORKER,
+        backlog: BACKLOG,
+        shutdown_timeout_secs: SHUTDOWN_TIMEOUT_SECS,
+        header_timeout,
+        h1_allow_half_closed: true,
+        handle_signals: true,
+    };
+    plain_server::start(app, listener, options, move |io, dispatch| {
+        plain_server::serve(io, dispatch, header_timeout)
     })
-    .shutdown_timeout(5)
-    .client_request_timeout(header_timeout);
-    Ok(listen(server, listener, tls)?.run())
 }

@@ -3,7 +3,7 @@
 //!
 //! Small, so both services (and anything else that speaks to Crier) agree on one
 //! definition. The little I/O here is what both services run alike: the
-//! presence watcher and the separate metrics listener.
+//! presence watcher, the separate metrics listener and the plain-HTTP server.
 //!
 //! # Layout
 //! - [`auth`]: JSON Web Tokens: keys, claims, where a request carries its token.
@@ -13,6 +13,8 @@
 //! - [`presence`]: who is in a channel across nodes, through the broker.
 //! - [`openapi`]: the OpenAPI document served at `/openapi.json`.
 //! - [`server`]: HTTP server settings shared by every binary.
+//! - [`plain_server`]: the server without TLS: HTTP/1.1 and h2c on one port.
+//! - [`http1_response`]: HTTP/1.1 responses written straight to a socket.
 //! - [`tls`]: rustls configurations from PEM files.
 //! - [`topic`]: MQTT topic names for channels.
 //! - [`cors`]: the `--cors-origin` middleware.
@@ -27,10 +29,12 @@ pub mod config_file;
 pub mod cors;
 pub mod error;
 pub mod health;
+pub mod http1_response;
 pub mod message;
 pub mod metrics;
 pub mod mqtt;
 pub mod openapi;
+pub mod plain_server;
 pub mod presence;
 pub mod server;
 pub mod tls;

@@ -1,10 +1,9 @@
-//! HTTP server settings every binary shares: cross-origin access and time limits.
+//! HTTP server settings every binary shares: cross-origin access, time limits
+//! and TLS.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use actix_web::HttpServer;
 use clap::Args;
 
 use crate::cors::CorsSettings;
@@ -69,28 +68,6 @@ pub fn header_text(value: &[u8]) -> Option<&str> {
         .iter()
         .all(|&byte| byte == b'\t' || (b' '..=b'~').contains(&byte));
     visible.then(|| std::str::from_utf8(value).ok()).flatten()
-}
-
-/// Binds `server` to `listener`, with TLS when `tls` is set.
-pub fn listen<F, I, S, B>(
-    server: HttpServer<F, I, S, B>,
-    listener: TcpListener,
-    tls: Option<rustls::ServerConfig>,
-) -> std::io::Result<HttpServer<F, I, S, B>>
-where
-    F: Fn() -> I + Send + Clone + 'static,
-    I: actix_service::IntoServiceFactory<S, actix_http::Request>,
-    S: actix_web::dev::ServiceFactory<actix_http::Request, Config = actix_web::dev::AppConfig>
-        + 'static,
-    S::Error: Into<actix_web::Error> + 'static,
-    S::InitError: std::fmt::Debug,
-    S::Response: Into<actix_http::Response<B>> + 'static,
-    B: actix_web::body::MessageBody + 'static,
-{
-    match tls {
-        Some(config) => server.listen_rustls_0_23(listener, config),
-        None => server.listen(listener),
-    }
 }
 
 impl Default for ServerSettings {

@@ -31,16 +31,19 @@ pub fn install_crypto_provider() {
 }
 
 /// A server configuration from a certificate chain and its private key.
+///
+/// Its ALPN list is left empty: actix-http puts `h2` and `http/1.1` in front of
+/// whatever it holds (`h2` because actix-web's `http2` feature is on), so one
+/// port serves browsers over HTTP/2 and older clients over HTTP/1.1.
 pub fn server_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, TlsError> {
     let chain = certificates(cert)?;
     let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Key {
         path: key.display().to_string(),
         reason: e.to_string(),
     })?;
-    let mut config = rustls::ServerConfig::builder()
+    let config = rustls::ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(chain, key)?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }
 

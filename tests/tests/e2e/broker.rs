@@ -216,8 +216,9 @@ impl Drop for BrokerProcess {
     }
 }
 
-/// A Mosquitto program, or `None` when it is not installed and not required.
-fn required_sbin(name: &str) -> Option<PathBuf> {
+/// An outside program the tests drive (Mosquitto's, curl), or `None` when it is
+/// not installed and not required.
+pub fn required_sbin(name: &str) -> Option<PathBuf> {
     let found = find_sbin(name);
     if found.is_none() {
         assert!(

@@ -101,6 +101,19 @@ async fn a_client_that_sends_nothing_is_answered_408_in_json() {
     assert_eq!(body["error"]["code"], "request_timeout");
 }
 
+/// chat-service waits for a connection's first bytes (HTTP/1.1 or the HTTP/2
+/// preface) no longer than for a request's headers.
+#[tokio::test]
+async fn chat_service_cuts_off_a_client_that_sends_nothing() {
+    let flags = ["--request-header-timeout-ms", "300"];
+    let app = TestApp::with_options(Broker::embedded(), &flags, &[]).await;
+    let answer = answer_to_raw(app.chat_url(), b"").await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    let body = answer.split_once("\r\n\r\n").map(|(_, body)| body);
+    let body: serde_json::Value = serde_json::from_str(body.unwrap_or("")).expect("JSON body");
+    assert_eq!(body["error"]["code"], "request_timeout");
+}
+
 /// Sends `bytes` (a request cut short, or nothing) on a new connection to `url`
 /// and reads until the server closes it, which it must do within 5 s.
 async fn answer_to_raw(url: &str, bytes: &'static [u8]) -> String {

@@ -12,6 +12,7 @@ mod cluster;
 mod config_file;
 mod faults;
 mod helpers;
+mod http2;
 mod limits;
 mod metrics;
 mod mqtt_posts;

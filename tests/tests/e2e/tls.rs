@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use reqwest::StatusCode;
 use serde_json::json;
 use tempfile::TempDir;
@@ -14,21 +14,30 @@ use crate::helpers::{BROADCAST_SSE, CHAT_SERVICE, EventStream, new_channel, wait
 use crate::process::Service;
 
 /// A CA and a server certificate for `localhost` and `127.0.0.1`, as PEM files.
-struct Certificates {
+pub struct Certificates {
     dir: TempDir,
 }
 
 impl Certificates {
-    fn new() -> Certificates {
+    pub fn new() -> Certificates {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        // Names of their own: OpenSSL (curl) takes a certificate whose issuer
+        // reads like its subject for a self-signed one, and rcgen gives both the
+        // same default name.
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "Crier test CA");
         let ca_key = KeyPair::generate().expect("CA key");
         let ca = CertifiedIssuer::self_signed(ca_params, ca_key).expect("CA certificate");
         let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
         let server_key = KeyPair::generate().expect("server key");
-        let server = CertificateParams::new(names)
-            .expect("server params")
+        let mut server_params = CertificateParams::new(names).expect("server params");
+        server_params
+            .distinguished_name
+            .push(DnType::CommonName, "localhost");
+        let server = server_params
             .signed_by(&server_key, &ca)
             .expect("server certificate");
         let write = |name: &str, pem: String| {
@@ -40,11 +49,11 @@ impl Certificates {
         Certificates { dir }
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
-    fn tls_flags(&self) -> Vec<String> {
+    pub fn tls_flags(&self) -> Vec<String> {
         vec![
             "--tls-cert".into(),
             self.path("server.pem").display().to_string(),
@@ -54,7 +63,7 @@ impl Certificates {
     }
 
     /// An HTTP client that trusts this CA (and nothing else).
-    fn trusting_client(&self) -> reqwest::Client {
+    pub fn trusting_client(&self) -> reqwest::Client {
         client_trusting(Some(&self.path("ca.pem")))
     }
 }
