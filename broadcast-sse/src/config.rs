@@ -56,7 +56,7 @@ pub struct Config {
 #[derive(Debug, Clone, Copy, Args)]
 pub struct BroadcastSettings {
     /// Recent messages kept per channel for listeners that resume or fall behind
-    /// (the live ring is half of it, at most 32 slots); a listener further behind
+    /// (the live ring is half of it, at most 16 slots); a listener further behind
     /// is caught up from history.
     #[arg(long, env = "CRIER_RING_SIZE", default_value_t = 1024)]
     pub ring_size: usize,

@@ -38,7 +38,7 @@ pub const BACKFILL_CONCURRENCY: usize = 4;
 /// bytes each), so a large ring costs tens of KB per followed channel even when
 /// idle; a listener that overruns this one is caught up from the recent buffer,
 /// which grows only as messages arrive.
-const MAX_LIVE_RING: usize = 32;
+const MAX_LIVE_RING: usize = 16;
 
 /// The live ring for a recent buffer of `ring_size`: half of it (so a listener
 /// that overruns the ring usually finds what it missed in the buffer), at most
