@@ -15,6 +15,8 @@ pub enum BroadcastError {
     InvalidLastEventId(String),
     #[error("invalid name: {0}")]
     InvalidName(String),
+    #[error("invalid presence: {0:?} is not one of 1, true, 0, false")]
+    InvalidPresence(String),
     #[error("history is unavailable, try again: {0}")]
     HistoryUnavailable(String),
     /// Already in its final form (authentication and authorization).
@@ -30,6 +32,7 @@ impl BroadcastError {
             }
             BroadcastError::InvalidLastEventId(_) => "invalid_last_event_id",
             BroadcastError::InvalidName(_) => "invalid_name",
+            BroadcastError::InvalidPresence(_) => "invalid_presence",
             BroadcastError::HistoryUnavailable(_) => "history_unavailable",
             BroadcastError::Api(_) => "api_error",
         }

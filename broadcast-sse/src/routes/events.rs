@@ -222,11 +222,20 @@ impl PresenceWishes {
                     let name = protocol::presence::check_name(&value);
                     wishes.name = Some(name.map_err(BroadcastError::InvalidName)?);
                 }
-                "presence" => wishes.follow = matches!(value.as_ref(), "1" | "true"),
+                "presence" => wishes.follow = follows_presence(&value)?,
                 _ => {}
             }
         }
         Ok(wishes)
+    }
+}
+
+/// `?presence=`: `1` or `true` to follow presence, `0` or `false` not to.
+fn follows_presence(value: &str) -> Result<bool, BroadcastError> {
+    match value {
+        "1" | "true" => Ok(true),
+        "0" | "false" => Ok(false),
+        _ => Err(BroadcastError::InvalidPresence(value.to_string())),
     }
 }
 

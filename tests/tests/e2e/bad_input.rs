@@ -302,6 +302,20 @@ fn bad_requests(chat: &str, sse: &str, channel: ChannelId) -> Vec<BadRequest> {
             "invalid_last_event_id",
         ),
         request(
+            "presence is neither 1, true, 0 nor false",
+            get.clone(),
+            format!("{events}?presence=yes"),
+            BAD,
+            "invalid_presence",
+        ),
+        request(
+            "presence is not a flag on a stream of several channels",
+            get.clone(),
+            format!("{several}&presence=AAA"),
+            BAD,
+            "invalid_presence",
+        ),
+        request(
             "a stream of several channels names none",
             get.clone(),
             format!("{sse}/events?name=ann"),
