@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Checks the running API against its OpenAPI document with schemathesis (from
 # PyPI): no 5xx, and every answer matches the document. Starts its own all-in-one
-# crier on a free loopback port with a fresh data dir; the endless SSE route is
-# left out.
+# crier on a free loopback port with a fresh data dir; the endless SSE routes
+# are left out (a valid request opens a stream that never ends, which
+# schemathesis would wait on for good); their bad input is checked by the
+# bad-input table of the end-to-end tests.
 #
 #   .ci/schemathesis.sh [crier binary]     (default: target/debug/crier)
 set -euo pipefail
@@ -30,6 +32,7 @@ wait_ready "http://127.0.0.1:$port"
 "$work/venv/bin/schemathesis" --config-file .ci/schemathesis.toml run \
   "http://127.0.0.1:$port/openapi.json" \
   --exclude-path '/channels/{channel}/events' \
+  --exclude-path '/events' \
   --max-examples 100 \
   --generation-deterministic \
   --report-dir "$work/report" \
