@@ -325,63 +325,10 @@ pub enum TokenSources {
     HeaderQueryOrCookie,
 }
 
-/// The parts of a request that may carry a token, whichever server parsed it.
-#[derive(Debug, Clone, Copy)]
-pub struct TokenCarriers<'a> {
-    /// The raw `Authorization` header.
-    pub authorization: Option<&'a [u8]>,
-    /// The query string, without the `?`.
-    pub query: &'a str,
-    pub cookies: Cookies<'a>,
-}
-
-/// Where a request's cookies are, read only when no other carrier has a token.
-#[derive(Debug, Clone, Copy)]
-pub enum Cookies<'a> {
-    /// Every `Cookie` header of an actix request.
-    Request(&'a HttpRequest),
-    /// The one raw `Cookie` header, if any.
-    Header(Option<&'a str>),
-}
-
-impl Cookies<'_> {
-    /// The [`TOKEN_COOKIE`] value.
-    fn token(self) -> Option<String> {
-        match self {
-            Cookies::Request(req) => req.cookie(TOKEN_COOKIE).map(|c| c.value().to_string()),
-            Cookies::Header(header) => header?
-                .split(';')
-                .map(str::trim)
-                .filter(|part| !part.is_empty())
-                .filter_map(|part| actix_web::cookie::Cookie::parse_encoded(part).ok())
-                .find(|cookie| cookie.name() == TOKEN_COOKIE)
-                .map(|cookie| cookie.value().to_string()),
-        }
-    }
-}
-
-impl<'a> TokenCarriers<'a> {
-    pub fn of(req: &'a HttpRequest) -> Self {
-        TokenCarriers {
-            authorization: req
-                .headers()
-                .get(header::AUTHORIZATION)
-                .map(|value| value.as_bytes()),
-            query: req.query_string(),
-            cookies: Cookies::Request(req),
-        }
-    }
-}
-
 /// The request's token, or `401 missing_token`.
 pub fn token_of(req: &HttpRequest, sources: TokenSources) -> Result<String, ApiError> {
-    token_in(TokenCarriers::of(req), sources)
-}
-
-/// The token `carriers` hold, or `401 missing_token`.
-pub fn token_in(carriers: TokenCarriers, sources: TokenSources) -> Result<String, ApiError> {
-    if let Some(value) = carriers.authorization {
-        let value = crate::server::header_text(value)
+    if let Some(value) = req.headers().get(header::AUTHORIZATION) {
+        let value = crate::server::header_text(value.as_bytes())
             .ok_or_else(|| invalid_token("the Authorization header is not ASCII".into()))?;
         return match value.split_once(' ') {
             Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
@@ -393,11 +340,11 @@ pub fn token_in(carriers: TokenCarriers, sources: TokenSources) -> Result<String
         };
     }
     if sources == TokenSources::HeaderQueryOrCookie {
-        if let Some(token) = query_token(carriers.query) {
+        if let Some(token) = query_token(req.query_string()) {
             return Ok(token);
         }
-        if let Some(cookie) = carriers.cookies.token() {
-            return Ok(cookie);
+        if let Some(cookie) = req.cookie(TOKEN_COOKIE) {
+            return Ok(cookie.value().to_string());
         }
     }
     Err(ApiError::new(
@@ -433,19 +380,10 @@ pub fn claims_of(
     req: &HttpRequest,
     sources: TokenSources,
 ) -> Result<Option<Claims>, ApiError> {
-    claims_in(verifier, TokenCarriers::of(req), sources)
-}
-
-/// [`claims_of`] for a request read by other means than actix.
-pub fn claims_in(
-    verifier: Option<&Verifier>,
-    carriers: TokenCarriers,
-    sources: TokenSources,
-) -> Result<Option<Claims>, ApiError> {
     let Some(verifier) = verifier else {
         return Ok(None);
     };
-    let token = token_in(carriers, sources)?;
+    let token = token_of(req, sources)?;
     verifier.verify(&token).map(Some)
 }
 
@@ -467,14 +405,6 @@ mod tests {
     use serde_json::json;
 
     const SECRET: &str = "test secret";
-
-    #[test]
-    fn the_token_cookie_is_found_among_others_in_a_raw_header() {
-        let header = Cookies::Header(Some("theme=dark; crier_token=abc%20d;x=1"));
-        assert_eq!(header.token().as_deref(), Some("abc d"));
-        assert_eq!(Cookies::Header(Some("theme=dark")).token(), None);
-        assert_eq!(Cookies::Header(None).token(), None);
-    }
 
     fn verifier() -> Verifier {
         let settings = AuthSettings {

@@ -1,16 +1,15 @@
-//! `GET /channels/{channel}/events`: the SSE stream.
+//! `GET /channels/{channel}/events` and `GET /events?channel=…`: the SSE streams.
 //!
-//! Opening a stream is split from the server that read the request: [`admit`]
-//! checks a [`StreamRequest`] (no waiting), [`open`] joins the channel and reads
-//! what a resume needs. The actix handler below and the plain HTTP/1 path
-//! ([`crate::http1`]) both go through them, so both answer alike.
+//! Opening a stream takes two steps: [`admit`] checks the request (no waiting),
+//! [`open`] joins the channels and reads what a resume needs. Every transport
+//! (actix-http, or the socket path of [`crate::http1`]) runs the request
+//! through these handlers, so every stream answers alike.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
-use protocol::auth::{TokenCarriers, TokenSources, claims_in, require_subscribe};
+use protocol::auth::{TokenSources, claims_of, require_subscribe};
 use protocol::server::header_text;
 use protocol::{ApiError, ChannelId};
 use tokio::sync::watch;
@@ -20,13 +19,12 @@ use crate::error::BroadcastError;
 use crate::limits::StreamSlot;
 use crate::stream::{ClientStream, Opening, cursor};
 
-/// Longest wait for the broker to confirm a new channel subscription before the
-/// stream starts anyway (it then relies on gap detection and history).
+/// Longest wait for the broker to confirm a new stream's channel subscriptions
+/// (all of them together) before the stream starts anyway (it then relies on gap detection and history).
 const SUBSCRIBE_WAIT: Duration = Duration::from_secs(5);
 
-/// The headers of a stream's response, whichever server writes it (proxies must
-/// not buffer it).
-pub const STREAM_HEADERS: [(&str, &str); 3] = [
+/// The headers of a stream's response (proxies must not buffer it).
+const STREAM_HEADERS: [(&str, &str); 3] = [
     ("content-type", "text/event-stream"),
     ("cache-control", "no-cache"),
     ("x-accel-buffering", "no"),
@@ -34,26 +32,15 @@ pub const STREAM_HEADERS: [(&str, &str); 3] = [
 
 /// Which channels a request streams.
 #[derive(Clone, Copy)]
-pub enum StreamTarget<'a> {
+enum StreamTarget<'a> {
     /// `/channels/{channel}/events`: the path segment, percent-decoded.
     Channel(&'a str),
     /// `/events?channel=…&channel=…`: the channels are in the query.
     Query,
 }
 
-/// What opening a stream needs from a request, whichever server read it.
-pub struct StreamRequest<'a> {
-    pub target: StreamTarget<'a>,
-    /// The raw `Last-Event-ID` header.
-    pub last_event_id: Option<&'a [u8]>,
-    /// The query string, without the `?`.
-    pub query: &'a str,
-    pub tokens: TokenCarriers<'a>,
-    pub peer: Option<IpAddr>,
-}
-
 /// A request that may open its stream.
-pub struct Admission {
+struct Admission {
     channels: Vec<ChannelId>,
     /// The last id the client has of each channel, where it said.
     resume_after: Vec<Option<u64>>,
@@ -88,14 +75,7 @@ async fn respond(
     target: StreamTarget<'_>,
     state: &AppState,
 ) -> Result<HttpResponse, BroadcastError> {
-    let request = StreamRequest {
-        target,
-        last_event_id: last_event_id_of(req)?,
-        query: req.query_string(),
-        tokens: TokenCarriers::of(req),
-        peer: req.peer_addr().map(|address| address.ip()),
-    };
-    let admission = admit(state, request)?;
+    let admission = admit(state, req, target)?;
     let stream = open(state, admission).await?;
     let mut response = HttpResponse::Ok();
     for header in STREAM_HEADERS {
@@ -118,22 +98,28 @@ fn last_event_id_of(req: &HttpRequest) -> Result<Option<&[u8]>, BroadcastError> 
 
 /// Checks the channels, the token, the resume point and the limits; takes the
 /// client address's stream slot.
-pub fn admit(state: &AppState, request: StreamRequest) -> Result<Admission, BroadcastError> {
-    let (channels, several) = match request.target {
+fn admit(
+    state: &AppState,
+    req: &HttpRequest,
+    target: StreamTarget,
+) -> Result<Admission, BroadcastError> {
+    let last_event_id = last_event_id_of(req)?;
+    let query = req.query_string();
+    let (channels, several) = match target {
         StreamTarget::Channel(channel) => (vec![ChannelId::parse(channel)?], false),
         StreamTarget::Query => (
-            channels_in(request.query, state.settings.max_channels_per_stream)?,
+            channels_in(query, state.settings.max_channels_per_stream)?,
             true,
         ),
     };
     let sources = TokenSources::HeaderQueryOrCookie;
-    let claims = claims_in(state.verifier.as_deref(), request.tokens, sources)?;
+    let claims = claims_of(state.verifier.as_deref(), req, sources)?;
     if let Some(claims) = &claims {
         for channel in &channels {
             require_subscribe(claims, *channel)?;
         }
     }
-    let raw_resume = resume_text(request.last_event_id, request.query)?;
+    let raw_resume = resume_text(last_event_id, query)?;
     let resume_after = match (several, raw_resume) {
         (_, None) => vec![None; channels.len()],
         (false, Some(raw)) => vec![Some(resume_point(raw)?)],
@@ -141,12 +127,14 @@ pub fn admit(state: &AppState, request: StreamRequest) -> Result<Admission, Broa
             cursor::parse(&raw, &channels).map_err(BroadcastError::InvalidLastEventId)?
         }
     };
-    let wishes = PresenceWishes::of(request.query)?;
+    let wishes = PresenceWishes::of(query)?;
     let name = match &claims {
         Some(claims) => claims.name.clone(),
         None => wishes.name,
     };
-    let slot = state.stream_slots.acquire(request.peer)?;
+    let slot = state
+        .stream_slots
+        .acquire(req.peer_addr().map(|address| address.ip()))?;
     let max = state.settings.max_channels;
     if channels
         .iter()
@@ -241,7 +229,7 @@ fn follows_presence(value: &str) -> Result<bool, BroadcastError> {
 
 /// Joins the channels, waits for the broker subscriptions and reads the first
 /// step of a resume: when this returns, a message posted later is on the stream.
-pub async fn open(state: &AppState, admission: Admission) -> Result<ClientStream, BroadcastError> {
+async fn open(state: &AppState, admission: Admission) -> Result<ClientStream, BroadcastError> {
     let retry_ms = state.settings.retry_ms;
     let mut stream = if admission.several {
         let openings = join_all(state, &admission.channels, &admission.resume_after).await?;
@@ -249,7 +237,7 @@ pub async fn open(state: &AppState, admission: Admission) -> Result<ClientStream
     } else {
         let channel = admission.channels[0];
         let mut membership = state.hub.join(channel);
-        wait_until_subscribed(&mut membership.subscribed).await;
+        wait_until_subscribed([&mut membership.subscribed]).await;
         let history = state.history.clone();
         let resume_after = admission.resume_after[0];
         ClientStream::new(
@@ -314,9 +302,10 @@ async fn join_all(
             resume_after,
         });
     }
-    for opening in &mut openings {
-        wait_until_subscribed(&mut opening.membership.subscribed).await;
-    }
+    let subscriptions = openings
+        .iter_mut()
+        .map(|opening| &mut opening.membership.subscribed);
+    wait_until_subscribed(subscriptions).await;
     Ok(openings)
 }
 
@@ -347,11 +336,19 @@ fn resume_point(raw: std::borrow::Cow<'_, str>) -> Result<u64, BroadcastError> {
     })
 }
 
-/// When the stream's first bytes reach the client, the node is subscribed: a message
-/// posted after that is on the stream.
-async fn wait_until_subscribed(subscribed: &mut watch::Receiver<bool>) {
-    let wait = subscribed.wait_for(|is_subscribed| *is_subscribed);
-    if tokio::time::timeout(SUBSCRIBE_WAIT, wait).await.is_err() {
+/// When the stream's first bytes reach the client, the node is subscribed to
+/// each of its channels: a message posted after that is on the stream. One
+/// deadline covers them all.
+async fn wait_until_subscribed<'a>(
+    subscriptions: impl IntoIterator<Item = &'a mut watch::Receiver<bool>>,
+) {
+    let all = async {
+        for subscribed in subscriptions {
+            // An error means the channel's entry is gone: nothing to wait for.
+            let _ = subscribed.wait_for(|is_subscribed| *is_subscribed).await;
+        }
+    };
+    if tokio::time::timeout(SUBSCRIBE_WAIT, all).await.is_err() {
         log::warn!("broker did not confirm a subscription in time; starting the stream anyway");
     }
 }
