@@ -115,9 +115,24 @@ pub async fn limit_request_head(
         .map(actix_web::dev::ServiceResponse::map_into_left_body)
 }
 
+/// The length of `uri` as it is written, without writing it (this runs for
+/// every request).
+fn uri_length(uri: &actix_web::http::Uri) -> usize {
+    let scheme = uri
+        .scheme_str()
+        .map_or(0, |scheme| scheme.len() + "://".len());
+    let authority = uri
+        .authority()
+        .map_or(0, |authority| authority.as_str().len());
+    let path_and_query = uri
+        .path_and_query()
+        .map_or(0, |target| target.as_str().len());
+    scheme + authority + path_and_query
+}
+
 /// About what the request line and headers took on the wire.
 fn request_head_bytes(req: &actix_web::HttpRequest) -> usize {
-    let line = req.method().as_str().len() + req.uri().to_string().len() + 12;
+    let line = req.method().as_str().len() + uri_length(req.uri()) + 12;
     let headers: usize = req
         .headers()
         .iter()
@@ -129,6 +144,19 @@ fn request_head_bytes(req: &actix_web::HttpRequest) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uri_length_is_the_length_of_the_written_uri() {
+        for text in [
+            "/channels/c/messages?author=ann",
+            "/",
+            "*",
+            "http://example.com:8080/events?channel=a",
+        ] {
+            let uri: actix_web::http::Uri = text.parse().expect("URI");
+            assert_eq!(uri_length(&uri), uri.to_string().len(), "{text}");
+        }
+    }
 
     #[test]
     fn header_text_accepts_what_actix_calls_text() {
