@@ -52,7 +52,6 @@ thread_local! {
     static WRITES: Cell<u32> = const { Cell::new(0) };
 }
 
-/// `count` message events were written to a client by this thread.
 /// Event streams open in this process (a stream of several channels is one).
 static OPEN_STREAMS: AtomicU64 = AtomicU64::new(0);
 
@@ -75,6 +74,7 @@ pub fn open_streams() -> u64 {
     OPEN_STREAMS.load(Ordering::Relaxed)
 }
 
+/// `count` message events were written to a client by this thread.
 pub fn count_events_sent(count: u32) {
     EVENTS_SENT.with(|sent| sent.fetch_add(u64::from(count), Ordering::Relaxed));
 }

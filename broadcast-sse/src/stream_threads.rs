@@ -19,6 +19,7 @@ use actix_http::{Request, Response};
 use actix_service::boxed::{BoxService, service};
 use actix_service::{IntoServiceFactory, Service, ServiceExt, ServiceFactory};
 use actix_web::dev::AppConfig;
+use futures_util::future::LocalBoxFuture;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
@@ -63,7 +64,12 @@ impl StreamThreads {
     {
         let count = std::thread::available_parallelism().map_or(1, |n| n.get());
         let queues = (0..count)
-            .map(|index| start_thread(index, app.clone(), config.clone()))
+            .map(|index| {
+                let (app, config) = (app.clone(), config.clone());
+                start_thread(index, move || {
+                    Box::pin(make_app(app().into_factory(), config))
+                })
+            })
             .collect::<std::io::Result<Vec<_>>>()?;
         Ok(StreamThreads {
             queues: queues.into(),
@@ -88,20 +94,12 @@ impl StreamThreads {
     }
 }
 
-fn start_thread<F, I, S, B>(
+/// Starts a stream thread; `make_app` makes the thread's instance of the
+/// application, on the thread.
+fn start_thread(
     index: usize,
-    app: F,
-    config: AppConfig,
-) -> std::io::Result<mpsc::Sender<Box<Handover>>>
-where
-    F: Fn() -> I + Send + 'static,
-    I: IntoServiceFactory<S, Request>,
-    S: ServiceFactory<Request, Config = AppConfig> + 'static,
-    S::Error: Into<actix_web::Error> + 'static,
-    S::InitError: std::fmt::Debug,
-    S::Response: Into<Response<B>> + 'static,
-    B: MessageBody + 'static,
-{
+    make_app: impl FnOnce() -> LocalBoxFuture<'static, Option<App>> + Send + 'static,
+) -> std::io::Result<mpsc::Sender<Box<Handover>>> {
     let (sender, receiver) = mpsc::channel(QUEUE_PER_THREAD);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -110,7 +108,7 @@ where
         .name(format!("crier-streams-{index}"))
         .spawn(move || {
             let streams = tokio::task::LocalSet::new();
-            let app = streams.block_on(&runtime, make_app(app, config));
+            let app = streams.block_on(&runtime, make_app());
             match app {
                 Some(app) => run_thread(&runtime, streams, receiver, Rc::new(app)),
                 None => log::error!("a stream thread could not start the application"),
@@ -121,17 +119,15 @@ where
 
 /// This thread's instance of the application, answering every request with a
 /// response (errors become their JSON answers).
-async fn make_app<F, I, S, B>(app: F, config: AppConfig) -> Option<App>
+async fn make_app<S, B>(factory: S, config: AppConfig) -> Option<App>
 where
-    F: Fn() -> I,
-    I: IntoServiceFactory<S, Request>,
     S: ServiceFactory<Request, Config = AppConfig> + 'static,
     S::Error: Into<actix_web::Error> + 'static,
     S::InitError: std::fmt::Debug,
     S::Response: Into<Response<B>> + 'static,
     B: MessageBody + 'static,
 {
-    let instance = app().into_factory().new_service(config).await;
+    let instance = factory.new_service(config).await;
     let instance = instance
         .map_err(|e| log::error!("cannot start the application: {e:?}"))
         .ok()?;
