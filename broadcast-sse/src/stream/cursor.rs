@@ -18,9 +18,19 @@ const MAX_CURSOR_LEN: usize = 4096;
 
 /// A channel's name in a cursor.
 pub fn key(channel: ChannelId) -> String {
-    let mut text = channel.to_string();
-    text.truncate(KEY_LEN);
+    let mut text = String::with_capacity(KEY_LEN);
+    push_key(&mut text, channel);
     text
+}
+
+/// Writes a channel's key: the first `KEY_LEN` hex digits of its UUID are its
+/// first `KEY_LEN / 2` bytes. Written in place, since a cursor is rendered for
+/// every event of a stream.
+fn push_key(text: &mut String, channel: ChannelId) {
+    use std::fmt::Write;
+    for byte in &channel.as_bytes()[..KEY_LEN / 2] {
+        let _ = write!(text, "{byte:02x}");
+    }
 }
 
 /// Two channels of one stream whose keys are the same cannot share a cursor.
@@ -34,14 +44,14 @@ pub fn first_shared_key(channels: &[ChannelId]) -> Option<String> {
 
 /// The cursor of `(channel, last id)` pairs.
 pub fn render(positions: impl Iterator<Item = (ChannelId, u64)>) -> String {
+    use std::fmt::Write;
     let mut cursor = String::with_capacity(64);
     for (index, (channel, id)) in positions.enumerate() {
         if index > 0 {
             cursor.push(',');
         }
-        cursor.push_str(&key(channel));
-        cursor.push(':');
-        cursor.push_str(&id.to_string());
+        push_key(&mut cursor, channel);
+        let _ = write!(cursor, ":{id}");
     }
     cursor
 }
@@ -85,6 +95,13 @@ mod tests {
             channel("0f8fad5b-d9cb-469f-a165-70867728950e"),
             channel("1a2b3c4d-0000-4000-8000-000000000001"),
         ]
+    }
+
+    #[test]
+    fn a_key_is_the_start_of_the_channel_uuid() {
+        for channel in two() {
+            assert_eq!(key(channel), channel.to_string()[..KEY_LEN]);
+        }
     }
 
     #[test]
