@@ -3,8 +3,9 @@
 //!
 //! The outbox itself is the store: every message above a channel's acknowledged
 //! watermark is owed to the broker. This keeps the write path to one insert per
-//! message; the watermark is persisted as acknowledgements arrive and, after a
-//! restart or a reconnect, everything above it is published again in id order.
+//! message; the watermark is persisted shortly after acknowledgements arrive
+//! (within the publisher's `WATERMARK_INTERVAL`) and, after a restart or a
+//! reconnect, everything above it is published again in id order.
 //! Only channels that owe something are kept here: a channel is dropped once the
 //! broker acknowledged all of it, and resumes from its persisted watermark.
 
@@ -156,6 +157,11 @@ impl Outbox {
         }
     }
 
+    /// Whether an acknowledged watermark moved since the last [`Outbox::take_moved`].
+    pub fn has_moved(&self) -> bool {
+        !self.moved.is_empty()
+    }
+
     /// Acknowledged watermarks that moved since the last call, to persist. A
     /// channel whose every stored message is now acknowledged is dropped.
     pub fn take_moved(&mut self) -> Vec<(ChannelId, u64)> {
@@ -256,5 +262,18 @@ mod tests {
         assert_eq!(outbox.backlog(), [(channel(1), 10)]);
         assert_eq!(outbox.sent_through(channel(1)), 7);
         assert_eq!(outbox.depth(), 3);
+    }
+
+    #[test]
+    fn a_moved_watermark_is_reported_until_taken() {
+        let mut outbox = Outbox::default();
+        assert!(!outbox.has_moved());
+        outbox.sent(channel(1), 1);
+        outbox.packet_id_assigned(3);
+        assert!(!outbox.has_moved(), "sent is not acknowledged");
+        outbox.acknowledged(3);
+        assert!(outbox.has_moved());
+        assert_eq!(outbox.take_moved(), [(channel(1), 1)]);
+        assert!(!outbox.has_moved());
     }
 }
