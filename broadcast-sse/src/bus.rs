@@ -6,10 +6,12 @@
 //! broker acknowledges, the hub backfills each of them from its last delivered id.
 //! Incoming messages are parsed and framed once, then handed to the hub.
 //!
-//! With `follow_all` it instead holds one wildcard subscription to every channel:
-//! for a node that sees all traffic anyway (the all-in-one binary and its embedded
-//! broker, whose router matches each message against every filter one by one, so
-//! a thousand per-channel filters cost more than the messages themselves).
+//! With `follow_all` it instead holds one wildcard subscription to every channel
+//! while any channel has a local listener: for a node that sees all traffic
+//! anyway (the all-in-one binary and its embedded broker, whose router matches
+//! each message against every filter one by one, so a thousand per-channel
+//! filters cost more than the messages themselves). A node nobody listens to
+//! receives nothing, as with per-channel subscriptions.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -53,7 +55,8 @@ pub fn start(
         refresh_topic: refresh_topic(prefix),
         status: status.clone(),
         follow_all,
-        following_all: false,
+        wildcard: Wildcard::Released,
+        wildcard_requests: 0,
         sent: VecDeque::new(),
         awaiting_ack: HashMap::new(),
     };
@@ -73,19 +76,34 @@ struct Subscriber {
     status: BrokerStatus,
     /// Subscribe once to every channel instead of channel by channel.
     follow_all: bool,
-    /// The broker acknowledged the wildcard subscription on this connection.
-    following_all: bool,
+    /// The wildcard subscription on this connection (with `follow_all`).
+    wildcard: Wildcard,
+    /// Wildcard SUBSCRIBE requests made so far: tells a SUBACK that answers the
+    /// latest request from one that a release overtook.
+    wildcard_requests: u64,
     /// SUBSCRIBE requests not yet written, in request order.
     sent: VecDeque<Subscription>,
     /// Written SUBSCRIBE packets, by packet id, until their SUBACK.
     awaiting_ack: HashMap<u16, Subscription>,
 }
 
+/// Where a `follow_all` node's wildcard subscription stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wildcard {
+    /// Not subscribed (no local listener, or not connected).
+    Released,
+    /// SUBSCRIBE sent (this request number), no SUBACK yet.
+    Requested(u64),
+    /// Acknowledged: every channel's messages arrive.
+    Held,
+}
+
 /// What one SUBSCRIBE packet asks for.
 #[derive(Debug)]
 enum Subscription {
     Channels(Vec<ChannelId>),
-    All,
+    /// The wildcard, by request number.
+    All(u64),
     /// Requests for this node's presence (see [`crate::presence`]).
     PresenceRefresh,
 }
@@ -117,7 +135,9 @@ impl Subscriber {
                 self.status.set(true);
                 self.subscribe_presence_refresh();
                 if self.follow_all {
-                    self.subscribe_all();
+                    if self.hub.channel_count() > 0 {
+                        self.subscribe_all();
+                    }
                 } else {
                     self.subscribe(self.hub.active_channels());
                 }
@@ -140,8 +160,12 @@ impl Subscriber {
     fn on_subscribed(&mut self, subscription: Subscription) {
         let channels = match subscription {
             Subscription::Channels(channels) => channels,
-            Subscription::All => {
-                self.following_all = true;
+            Subscription::All(request) => {
+                if self.wildcard != Wildcard::Requested(request) {
+                    // Released since: an UNSUBSCRIBE followed this request.
+                    return;
+                }
+                self.wildcard = Wildcard::Held;
                 self.hub.active_channels()
             }
             Subscription::PresenceRefresh => return,
@@ -157,7 +181,7 @@ impl Subscriber {
             self.hub.anchor_undelivered();
         }
         self.status.set(false);
-        self.following_all = false;
+        self.wildcard = Wildcard::Released;
         self.sent.clear();
         self.awaiting_ack.clear();
         self.hub.mark_all_unsubscribed();
@@ -170,12 +194,7 @@ impl Subscriber {
             return;
         }
         if self.follow_all {
-            // Already subscribed to every channel once the wildcard is acknowledged;
-            // until then its SUBACK marks every active channel.
-            if let (SubscriptionChange::Subscribe(channel), true) = (change, self.following_all) {
-                self.hub.mark_subscribed(&[channel]);
-            }
-            return;
+            return self.on_change_following_all(change);
         }
         match change {
             SubscriptionChange::Subscribe(channel) => self.subscribe(vec![channel]),
@@ -183,6 +202,25 @@ impl Subscriber {
                 let topic = topic::channel_topic(&self.prefix, channel);
                 if let Err(e) = self.client.try_unsubscribe(topic) {
                     log::warn!("could not unsubscribe from {channel}: {e}");
+                }
+            }
+        }
+    }
+
+    /// Subscribed to every channel once the wildcard is acknowledged (until
+    /// then its SUBACK marks every active channel); released when the last
+    /// channel with a listener here is left.
+    fn on_change_following_all(&mut self, change: SubscriptionChange) {
+        match (change, self.wildcard) {
+            (SubscriptionChange::Subscribe(channel), Wildcard::Held) => {
+                self.hub.mark_subscribed(&[channel]);
+            }
+            (SubscriptionChange::Subscribe(_), Wildcard::Released) => self.subscribe_all(),
+            (SubscriptionChange::Subscribe(_), Wildcard::Requested(_)) => {}
+            (SubscriptionChange::Unsubscribe(_), Wildcard::Released) => {}
+            (SubscriptionChange::Unsubscribe(_), _) => {
+                if self.hub.channel_count() == 0 {
+                    self.release_all();
                 }
             }
         }
@@ -205,9 +243,22 @@ impl Subscriber {
 
     fn subscribe_all(&mut self) {
         let filter = topic::all_channels_filter(&self.prefix);
+        self.wildcard_requests += 1;
+        let request = self.wildcard_requests;
         match self.client.try_subscribe(filter, QoS::AtLeastOnce) {
-            Ok(()) => self.sent.push_back(Subscription::All),
+            Ok(()) => {
+                self.sent.push_back(Subscription::All(request));
+                self.wildcard = Wildcard::Requested(request);
+            }
             Err(e) => log::warn!("could not subscribe to every channel: {e}"),
+        }
+    }
+
+    fn release_all(&mut self) {
+        let filter = topic::all_channels_filter(&self.prefix);
+        match self.client.try_unsubscribe(filter) {
+            Ok(()) => self.wildcard = Wildcard::Released,
+            Err(e) => log::warn!("could not unsubscribe from every channel: {e}"),
         }
     }
 

@@ -37,8 +37,9 @@ pub struct Config {
     pub history_token: Option<String>,
 
     /// Subscribe to every channel's topic with one wildcard instead of one
-    /// subscription per watched channel: for a node that sees most traffic anyway
-    /// (a broker matches each message against every filter).
+    /// subscription per watched channel, held while any stream is open: for a
+    /// node that sees most traffic anyway (a broker matches each message
+    /// against every filter).
     #[arg(long, env = "CRIER_SUBSCRIBE_ALL")]
     pub subscribe_all: bool,
 

@@ -104,6 +104,47 @@ async fn crier_resets_a_cursor_past_the_newest_id_also_after_its_data_was_emptie
     assert_eq!(stream.next_message().await, fresh);
 }
 
+/// The all-in-one holds its wildcard subscription only while a stream is open:
+/// once the last one left, a new stream still gets what it missed and then the
+/// live messages.
+#[tokio::test]
+async fn crier_streams_again_after_every_stream_left() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let http = crate::helpers::http_client();
+    let channel = new_channel();
+    let crier = start_crier(&dir, &[]);
+    wait_for_ready(&http, &crier.url).await;
+    let mut stream = open_stream(&http, &crier.url, channel, None).await;
+    let first = post(&http, &crier.url, channel, "one").await;
+    assert_eq!(stream.next_message().await, first);
+    drop(stream);
+    eventually("the last stream left", || {
+        listeners_are(&http, &crier.url, 0)
+    })
+    .await;
+    let missed = post(&http, &crier.url, channel, "while nobody listened").await;
+    let mut stream = open_stream(&http, &crier.url, channel, Some(first.id)).await;
+    assert_eq!(stream.next_message().await, missed, "from history");
+    let live = post(&http, &crier.url, channel, "live again").await;
+    assert_eq!(
+        stream.next_message().await,
+        live,
+        "live after resubscribing"
+    );
+}
+
+async fn listeners_are(http: &reqwest::Client, base: &str, expected: u64) -> bool {
+    let ready: serde_json::Value = http
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .expect("GET /readyz")
+        .json()
+        .await
+        .expect("readyz JSON");
+    ready["listeners"].as_u64() == Some(expected)
+}
+
 /// The all-in-one delivers through its broker exactly like the split deployment:
 /// with the broker down it still stores (and answers `201`), and once the broker
 /// is back the outbox is published and streams get everything, in order.

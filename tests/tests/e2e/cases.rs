@@ -8,7 +8,7 @@ use protocol::{Message, topic};
 use reqwest::StatusCode;
 use rumqttc::{AsyncClient, Event, Incoming, QoS};
 
-use crate::helpers::{TestApp, WAIT, new_channel};
+use crate::helpers::{TestApp, WAIT, eventually, new_channel};
 
 pub async fn a_posted_message_reaches_an_open_stream(app: TestApp) {
     let channel = new_channel();
@@ -20,6 +20,31 @@ pub async fn a_posted_message_reaches_an_open_stream(app: TestApp) {
         stream.next_message().await,
         posted,
         "stream carries the stored message"
+    );
+}
+
+/// A node lets its subscription go when its last stream leaves; a stream opened
+/// afterwards gets what it missed from history, then live messages again.
+pub async fn a_stream_opened_after_every_stream_left_gets_the_missed_and_the_live(app: TestApp) {
+    let channel = new_channel();
+    let mut stream = app.open_stream(channel, None).await;
+    let first = app.post_message(channel, "ann", "one").await;
+    assert_eq!(stream.next_message().await, first);
+    drop(stream);
+    eventually("the last stream left", || async {
+        app.sse_listeners().await == 0
+    })
+    .await;
+    let missed = app
+        .post_message(channel, "ann", "while nobody listened")
+        .await;
+    let mut stream = app.open_stream(channel, Some(first.id)).await;
+    assert_eq!(stream.next_message().await, missed, "from history");
+    let live = app.post_message(channel, "ann", "live again").await;
+    assert_eq!(
+        stream.next_message().await,
+        live,
+        "live after resubscribing"
     );
 }
 

@@ -57,6 +57,7 @@ macro_rules! on_both_brokers {
 
 on_both_brokers!(
     a_posted_message_reaches_an_open_stream,
+    a_stream_opened_after_every_stream_left_gets_the_missed_and_the_live,
     the_broker_sees_every_message_as_json,
     history_pages_in_id_order,
     resume_with_last_event_id_replays_then_goes_live_while_messages_flow,
@@ -158,6 +159,12 @@ mod subscribe_all {
     async fn a_posted_message_reaches_an_open_stream() {
         let app = TestApp::with_options(Broker::embedded(), &[], &["--subscribe-all"]).await;
         cases::a_posted_message_reaches_an_open_stream(app).await;
+    }
+
+    #[tokio::test]
+    async fn a_stream_opened_after_every_stream_left_gets_the_missed_and_the_live() {
+        let app = TestApp::with_options(Broker::embedded(), &[], &["--subscribe-all"]).await;
+        cases::a_stream_opened_after_every_stream_left_gets_the_missed_and_the_live(app).await;
     }
 
     #[tokio::test]
