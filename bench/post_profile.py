@@ -57,8 +57,7 @@ def thread(comm):
         "sled-io-N": "sled's I/O threads",
         "crier": "main thread (publisher, subscriber, hub)",
         "bare-actix": "main thread",
-        "store-writer": "store writer",
-        "store-commit": "store commit (sync)",
+        "store-writer": "store writer (insert and sync)",
         "embedded-mqtt": "embedded broker",
         "tokio-runtime-w": "blocking pool (sled reads)",
     }.get(comm, comm)

@@ -87,7 +87,7 @@ pub fn start(
 }
 
 struct PublisherTask {
-    /// Declared (so dropped) before the store: the store's commit thread may wait
+    /// Declared (so dropped) before the store: the store's writer thread may wait
     /// for room in this channel, and dropping the last store handle waits for
     /// that thread.
     announcements: Announcements,

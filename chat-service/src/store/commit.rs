@@ -1,17 +1,14 @@
-//! Group commit: one thread owns syncing. It takes every written batch queued,
-//! syncs once, answers every request that waits for the disk, and then
-//! announces the batches' messages to the publisher. Only one flush is ever in
-//! flight (sled 0.34's `flush_async` deadlocks its own thread pool when many run
-//! at once), and nothing else runs here: the announcement is a send on a bounded
-//! channel that another task consumes.
+//! Group commit: after each write, the writer thread syncs once for every
+//! request it took, answers those that wait for the disk, and then announces
+//! the write's messages to the publisher. Only one flush is ever in flight
+//! (sled 0.34's `flush_async` deadlocks its own thread pool when many run at
+//! once), and the announcement is a send on a bounded channel that another
+//! task consumes.
 //!
 //! A message is announced only once it is synced, so no subscriber ever sees an
 //! id that a restart could give to another message.
 
-use std::sync::mpsc::Receiver;
 use std::time::Instant;
-
-use protocol::metrics::names;
 
 use tokio::sync::mpsc;
 
@@ -25,31 +22,26 @@ pub(super) struct Written {
     pub waiters: Vec<(Reply, Vec<Appended>)>,
 }
 
-pub(super) fn run(
+/// Syncs a written batch, answers its waiting requests and announces its
+/// messages.
+pub(super) fn sync(
     db: &sled::Db,
-    written: &Receiver<Written>,
+    written: Written,
     announce: &mpsc::Sender<Vec<Stored>>,
+    sync_duration: &metrics::Histogram,
 ) {
-    let sync_duration = metrics::histogram!(names::STORE_COMMIT_DURATION);
-    while let Ok(first) = written.recv() {
-        let batches: Vec<Written> = std::iter::once(first).chain(written.try_iter()).collect();
-        let started = Instant::now();
-        let outcome = db.flush().map(drop).map_err(|e| e.to_string());
-        sync_duration.record(started.elapsed());
-        let mut stored = Vec::new();
-        for batch in batches {
-            stored.extend(batch.stored);
-            for (reply, appended) in batch.waiters {
-                let answer = outcome.clone().map(|()| appended);
-                let _ = reply.send(answer.map_err(StoreError::Storage));
-            }
-        }
-        announce_synced(outcome, stored, announce);
+    let started = Instant::now();
+    let outcome = db.flush().map(drop).map_err(|e| e.to_string());
+    sync_duration.record(started.elapsed());
+    for (reply, appended) in written.waiters {
+        let answer = outcome.clone().map(|()| appended);
+        let _ = reply.send(answer.map_err(StoreError::Storage));
     }
+    announce_synced(outcome, written.stored, announce);
 }
 
 /// Hands synced messages to the publisher, waiting for room when it is behind
-/// (the writer then waits too, and the ingest queue fills). Messages whose sync
+/// (the writer waits, and the ingest queue fills). Messages whose sync
 /// failed are announced to nobody: they may not survive a restart, which could
 /// give their ids to others. Their requests were answered with the error.
 fn announce_synced(

@@ -7,12 +7,13 @@
 //!
 //! Appends go through a bounded queue to one writer thread ([`writer`]), which
 //! numbers each channel, checks idempotency keys and inserts a batch of messages
-//! and their keys atomically; the commit thread ([`commit`]) then syncs the batch
-//! and answers the requests that wait for the disk. Once synced, the stored
-//! messages are announced in id order on a bounded channel ([`Announcements`])
-//! that the publisher consumes on its own task: nothing of ours runs inside sled
-//! or on the commit thread, and a slow consumer holds up new appends (the queue
-//! fills, and a POST is answered `503`) rather than growing a queue.
+//! and their keys atomically, then syncs the batch ([`commit`]) and answers the
+//! requests that wait for the disk. Once synced, the stored messages are
+//! announced in id order on a bounded channel ([`Announcements`]) that the
+//! publisher consumes on its own task: nothing of ours runs inside sled, the
+//! writer thread only stores and syncs, and a slow consumer holds up new
+//! appends (the queue fills, and a POST is answered `503`) rather than growing
+//! a queue.
 
 mod commit;
 mod keys;
@@ -122,8 +123,6 @@ pub enum StoreError {
 pub struct StoreSettings {
     /// Append requests waiting for the writer; past this, appends are refused.
     pub ingest_queue: usize,
-    /// Written batches waiting for the commit thread.
-    pub commit_queue: usize,
     /// Synced batches waiting for the publisher.
     pub announce_queue: usize,
     /// A channel not appended to for this long is dropped from memory (its last
@@ -135,7 +134,6 @@ impl Default for StoreSettings {
     fn default() -> Self {
         StoreSettings {
             ingest_queue: 4096,
-            commit_queue: 16,
             announce_queue: 64,
             idle_channel: Duration::from_secs(300),
         }
@@ -153,7 +151,7 @@ struct Inner {
     /// This store's own id, made once and kept with the data (see [`Store::node_id`]).
     node_id: uuid::Uuid,
     ingest: SyncSender<writer::Request>,
-    /// The writer and commit threads, joined when the last handle goes.
+    /// The writer thread, joined when the last handle goes.
     threads: writer::Threads,
 }
 

@@ -150,11 +150,10 @@ async fn a_full_ingest_queue_refuses_appends_and_keeps_every_accepted_one() {
     let dir = tempfile::tempdir().expect("tempdir");
     let settings = StoreSettings {
         ingest_queue: 4,
-        commit_queue: 1,
         announce_queue: 1,
         ..StoreSettings::default()
     };
-    // Nobody takes the announcements: the commit thread, then the writer, stall.
+    // Nobody takes the announcements: the writer stalls.
     let (store, announcements) = Store::open(dir.path(), settings).expect("open");
     let (mut pending, mut accepted) = (Vec::new(), Vec::new());
     let mut refused = false;

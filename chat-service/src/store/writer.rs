@@ -1,8 +1,8 @@
 //! The writer thread: takes every queued append request, numbers its messages
 //! (each channel in order, with no lock: this thread alone numbers), looks up
 //! their idempotency keys, and inserts each message with its key in one atomic
-//! write. Then it hands the batch to the commit thread. Requests that do not
-//! wait for the disk are answered here.
+//! write. Requests that do not wait for the disk are answered at once; then it
+//! syncs the write for the others ([`commit`]) before it takes the next one.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,6 +12,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use bytes::Bytes;
+use protocol::metrics::names;
 use protocol::{ChannelId, Message};
 use sled::Transactional;
 use sled::transaction::TransactionError;
@@ -35,12 +36,11 @@ pub(super) struct Request {
     pub reply: Reply,
 }
 
-/// The writer and commit threads. Dropping it waits for both to end, which they
-/// do once the ingest queue's sender is gone, so the database (and its file
-/// lock) is released when the store is.
+/// The writer thread. Dropping it waits for it to end, which it does once the
+/// ingest queue's sender is gone, so the database (and its file lock) is
+/// released when the store is.
 pub(super) struct Threads {
     writer: Option<JoinHandle<()>>,
-    committer: Option<JoinHandle<()>>,
     /// Channels the writer numbers from memory, as of its last batch.
     channels: Arc<AtomicUsize>,
 }
@@ -51,40 +51,33 @@ impl Threads {
     }
 
     pub fn are_running(&self) -> bool {
-        [&self.writer, &self.committer]
-            .iter()
-            .all(|thread| thread.as_ref().is_some_and(|thread| !thread.is_finished()))
+        self.writer
+            .as_ref()
+            .is_some_and(|thread| !thread.is_finished())
     }
 }
 
 impl Drop for Threads {
     fn drop(&mut self) {
-        for thread in [self.writer.take(), self.committer.take()]
-            .into_iter()
-            .flatten()
-        {
+        if let Some(thread) = self.writer.take() {
             let _ = thread.join();
         }
     }
 }
 
-/// Starts both threads; returns the ingest queue's sender.
+/// Starts the writer thread; returns the ingest queue's sender.
 pub(super) fn start(
     trees: Trees,
     settings: StoreSettings,
     announce: mpsc::Sender<Vec<Stored>>,
 ) -> std::io::Result<(SyncSender<Request>, Threads)> {
     let (ingest, requests) = sync_channel(settings.ingest_queue.max(1));
-    let (commits, written) = sync_channel(settings.commit_queue.max(1));
-    let db = trees.db.clone();
-    let committer = std::thread::Builder::new()
-        .name("store-commit".into())
-        .spawn(move || commit::run(&db, &written, &announce))?;
     let channels = Arc::new(AtomicUsize::new(0));
     let writer = Writer {
         trees,
         numbers: Numbers::new(settings.idle_channel),
-        commits,
+        announce,
+        sync_duration: metrics::histogram!(names::STORE_COMMIT_DURATION),
         channels: channels.clone(),
     };
     let writer = std::thread::Builder::new()
@@ -92,7 +85,6 @@ pub(super) fn start(
         .spawn(move || writer.run(&requests))?;
     let threads = Threads {
         writer: Some(writer),
-        committer: Some(committer),
         channels,
     };
     Ok((ingest, threads))
@@ -101,7 +93,9 @@ pub(super) fn start(
 struct Writer {
     trees: Trees,
     numbers: Numbers,
-    commits: SyncSender<Written>,
+    /// Where synced messages go (the publisher).
+    announce: mpsc::Sender<Vec<Stored>>,
+    sync_duration: metrics::Histogram,
     channels: Arc<AtomicUsize>,
 }
 
@@ -123,11 +117,8 @@ impl Writer {
                 .chain(requests.try_iter().take(MAX_REQUESTS - 1))
                 .collect();
             let now = Instant::now();
-            if let Some(written) = self.write(batch, now)
-                && self.commits.send(written).is_err()
-            {
-                log::error!("the store's commit thread has stopped");
-                return;
+            if let Some(written) = self.write(batch, now) {
+                commit::sync(&self.trees.db, written, &self.announce, &self.sync_duration);
             }
             self.numbers.sweep(now);
             self.channels.store(self.numbers.len(), Ordering::Relaxed);
@@ -135,7 +126,7 @@ impl Writer {
     }
 
     /// Stores every request's messages in one atomic write, answers those that
-    /// do not wait for the disk, and returns what the commit thread must sync.
+    /// do not wait for the disk, and returns what is left to sync.
     fn write(&mut self, requests: Vec<Request>, now: Instant) -> Option<Written> {
         let mut staged = Staged::default();
         let outcome = self
