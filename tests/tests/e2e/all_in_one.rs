@@ -6,7 +6,9 @@ use reqwest::StatusCode;
 use rumqttc::{AsyncClient, Event, Incoming, QoS};
 
 use crate::broker::Broker;
-use crate::helpers::{CRIER, WAIT, eventually, new_channel, open_stream, wait_for_ready};
+use crate::helpers::{
+    CRIER, WAIT, eventually, listeners, new_channel, open_stream, wait_for_ready,
+};
 use crate::process::Service;
 
 #[tokio::test]
@@ -118,8 +120,8 @@ async fn crier_streams_again_after_every_stream_left() {
     let first = post(&http, &crier.url, channel, "one").await;
     assert_eq!(stream.next_message().await, first);
     drop(stream);
-    eventually("the last stream left", || {
-        listeners_are(&http, &crier.url, 0)
+    eventually("the last stream left", || async {
+        listeners(&http, &crier.url).await == 0
     })
     .await;
     let missed = post(&http, &crier.url, channel, "while nobody listened").await;
@@ -131,18 +133,6 @@ async fn crier_streams_again_after_every_stream_left() {
         live,
         "live after resubscribing"
     );
-}
-
-async fn listeners_are(http: &reqwest::Client, base: &str, expected: u64) -> bool {
-    let ready: serde_json::Value = http
-        .get(format!("{base}/readyz"))
-        .send()
-        .await
-        .expect("GET /readyz")
-        .json()
-        .await
-        .expect("readyz JSON");
-    ready["listeners"].as_u64() == Some(expected)
 }
 
 /// The all-in-one delivers through its broker exactly like the split deployment:

@@ -216,16 +216,7 @@ impl TestApp {
 
     /// Open streams on broadcast-sse, as its `/readyz` reports them.
     pub async fn sse_listeners(&self) -> u64 {
-        let ready: serde_json::Value = self
-            .http
-            .get(format!("{}/readyz", self.sse.url))
-            .send()
-            .await
-            .expect("GET /readyz")
-            .json()
-            .await
-            .expect("readyz JSON");
-        ready["listeners"].as_u64().expect("listeners count")
+        listeners(&self.http, &self.sse.url).await
     }
 
     pub async fn history(&self, channel: ChannelId, query: &str) -> Vec<Message> {
@@ -250,6 +241,20 @@ impl TestApp {
         );
         EventStream::from_request(self.http.get(url)).await
     }
+}
+
+/// Open streams on the server at `base` (broadcast-sse or crier), as its
+/// `/readyz` reports them.
+pub async fn listeners(http: &reqwest::Client, base: &str) -> u64 {
+    let ready: serde_json::Value = http
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .expect("GET /readyz")
+        .json()
+        .await
+        .expect("readyz JSON");
+    ready["listeners"].as_u64().expect("listeners count")
 }
 
 /// Sends a history request; it must answer `200` with a page.
