@@ -44,8 +44,12 @@ trap cleanup EXIT
 # the script stops halfway), measures, stops them and leaves POST/s in $rps.
 
 # wrk against a base URL (target crier or nchan); prints requests/s, fails on any error.
+# A second of the same load goes first and is not counted: in its first second a
+# server may still be connecting to what it stores in (Nchan+Redis answered a few
+# 5xx then), and that start-up is not what this measures.
 load() {
   local base=$1 target=$2 rps
+  BENCH_TARGET=$target wrk -t2 -c"$connections" -d1s -s bench/post.lua "$base" >/dev/null
   rps=$(BENCH_TARGET=$target wrk -t2 -c"$connections" -d"${seconds}s" -s bench/post.lua "$base" |
     tee "$work/wrk.out" | awk '/Requests\/sec/ {print $2}')
   if grep -q "Non-2xx\|Socket errors" "$work/wrk.out"; then
