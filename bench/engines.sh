@@ -19,6 +19,8 @@ messages=${2:-1000000}
 group=${3:-17}
 engines=${BENCH_ENGINES:-sled sled-fdatasync fjall sled-nosync fjall-nosync}
 root=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$root/bench/lib.sh"
 cd "$root/bench/engines"
 cargo build --release --quiet
 work=$(mktemp -d "$root/bench/engines/run.XXXXXX")
@@ -36,5 +38,5 @@ done
 echo "median CPU per message of $runs runs, $messages messages, a sync every $group:"
 for engine in $engines; do
   # shellcheck disable=SC2086 # one figure per word
-  printf '  %-16s %s us\n' "$engine" "$(printf '%s\n' ${cpu[$engine]} | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')"
+  printf '  %-16s %s us\n' "$engine" "$(printf '%s\n' ${cpu[$engine]} | median)"
 done

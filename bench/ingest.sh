@@ -127,8 +127,6 @@ describe() {
   esac
 }
 
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-
 declare -A rates=()
 for run in $(seq 1 "$runs"); do
   line="run $run:"

@@ -92,3 +92,6 @@ start_chat_service() {
   # shellcheck disable=SC2034 # for the caller
   chat_pid=$!
 }
+
+# The median of the numbers on standard input, one per line.
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
