@@ -1,6 +1,6 @@
 //! The store writer's pattern, without the rest of Crier: messages of the
 //! ingest benchmark's size appended round-robin to 64 channels (key
-//! `channel ++ id`), one sync after every group of `--group` messages, on one
+//! `channel ++ id`), one sync after every GROUP messages, on one
 //! thread. Prints the process's CPU time and the wall time per message, so
 //! that engines are compared on the work Crier gives them.
 //!
@@ -101,13 +101,16 @@ fn message_json(channel: u64, id: u64) -> Vec<u8> {
 /// the engines' background threads included).
 fn process_cpu_seconds() -> Result<f64> {
     let stat = std::fs::read_to_string("/proc/self/stat")?;
-    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = after_name.split_whitespace().collect();
     // utime and stime are fields 14 and 15 of stat(5); 12 and 13 after the name.
-    let ticks: f64 = [11, 12]
-        .iter()
-        .filter_map(|&i| fields.get(i)?.parse::<f64>().ok())
-        .sum();
+    let mut ticks = 0.0;
+    for index in [11, 12] {
+        let field = fields
+            .get(index)
+            .ok_or("/proc/self/stat is shorter than stat(5)")?;
+        ticks += field.parse::<f64>()?;
+    }
     // Linux reports them in USER_HZ, 100 per second on every architecture.
     Ok(ticks / 100.0)
 }
