@@ -11,15 +11,19 @@
 # ansible-playbook must be on PATH. Must run as root: the playbook installs packages
 # and gives files to the broker's user.
 #
-# Checks, in order: the play refuses to run without crier_mqtt_password; a first run
-# succeeds and a second reports changed=0; anonymous clients are refused, `crier` is
-# accepted and kept to crier/#, the read-only user can watch but not publish; the
-# WebSocket and TLS listeners answer on loopback only; chat-service and
-# broadcast-sse connect with mqtt://crier:<password>@127.0.0.1:<port> and a POSTed
-# message reaches an SSE client and an MQTT watcher; the plain mosquitto.conf and
-# bridge.conf examples start and the bridge carries crier/# both ways; a changed
-# password is applied by a reload (same broker process) and the run after it is
-# quiet again; every broker it started is stopped at the end, on failure too.
+# Checks, in order: the play refuses to run without crier_mqtt_password, and with the
+# poster and read-only users sharing a name; the README's invocation (only
+# crier_mqtt_password in secrets.yml) succeeds, sets up `crier` alone and the broker
+# accepts it; a run adding the optional users and listeners succeeds and the next
+# reports changed=0; anonymous clients are refused, `crier` is accepted and kept to
+# crier/#, the read-only user can watch but not publish; the WebSocket and TLS
+# listeners answer on loopback only; chat-service and broadcast-sse connect with
+# mqtt://crier:<password>@127.0.0.1:<port> and a POSTed message reaches an SSE
+# client and an MQTT watcher; the plain mosquitto.conf and bridge.conf examples
+# start and the bridge carries crier/# both ways; a changed password is applied by
+# a reload (same broker process) and the run after it is quiet again; the README's
+# invocation run again removes the optional users; every broker it started is
+# stopped at the end, on failure too.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -122,8 +126,9 @@ if command -v openssl >/dev/null; then
   have_tls=true
 fi
 
-# Everything but the password: the first run is made without it.
-cat >"$work/settings.yml" <<EOF
+# Where this test's broker lives (its own port and directories, the daemon mode):
+# given to every run, so that the README's invocation is otherwise unchanged.
+cat >"$work/place.yml" <<EOF
 crier_mqtt_port: $mqtt_port
 crier_mqtt_bind: 127.0.0.1
 crier_mqtt_config_dir: $work/etc
@@ -131,6 +136,9 @@ crier_mqtt_data_dir: $work/data
 crier_mqtt_pid_file: $pid_file
 crier_mqtt_log_dir: $work/log
 crier_mqtt_service_manager: daemon
+EOF
+# The optional users and listeners, added after the README's run.
+cat >"$work/settings.yml" <<EOF
 crier_mqtt_websockets_port: $ws_port
 crier_mqtt_readonly_user: watcher
 crier_mqtt_poster_user: poster
@@ -142,6 +150,14 @@ crier_mqtt_tls_cert: $work/tls/cert.pem
 crier_mqtt_tls_key: $work/tls/key.pem
 EOF
 fi
+# secrets.yml as the README writes it: crier_mqtt_password and nothing else.
+readme_secrets() {
+  (
+    umask 077
+    printf 'crier_mqtt_password: "%s"\n' "$1" >"$work/secrets.yml"
+  )
+}
+# secrets.yml with the optional users' passwords too.
 write_secrets() {
   (
     umask 077
@@ -154,12 +170,14 @@ write_secrets() {
 export ANSIBLE_NOCOLOR=1 ANSIBLE_FORCE_COLOR=0 ANSIBLE_PIPELINING=1
 export ANSIBLE_LOCAL_TEMP=$work/ansible-tmp ANSIBLE_RETRY_FILES_ENABLED=0
 run=0
-# Runs the playbook; leaves its output in $work/play-N.log and the host's PLAY
-# RECAP counters in $recap ("ok=.. changed=.. ... failed=..").
+# Runs the playbook as the README does, plus place.yml; leaves its output in
+# $work/play-N.log and the host's PLAY RECAP counters in $recap ("ok=.. changed=..
+# ... failed=..").
 play() {
   run=$((run + 1))
   local log=$work/play-$run.log status=0
-  (cd "$here" && timeout 300 ansible-playbook -i inventory/local.ini install.yml "$@") \
+  (cd "$here" && timeout 300 ansible-playbook -i inventory/local.ini install.yml \
+    -e "@$work/place.yml" "$@") \
     >"$log" 2>&1 || status=$?
   recap=$(sed -n '/^PLAY RECAP/,$p' "$log" | grep '^localhost' || true)
   return "$status"
@@ -167,8 +185,22 @@ play() {
 counter() { sed -n "s/.*[[:space:]]$1=\([0-9]*\).*/\1/p" <<<"$recap"; }
 show_log() { cat "$work/play-$run.log" >&2; }
 
+# Every MQTT client is bounded (timeout; -W for mosquitto_sub). MQTT v5, so that a
+# refused publish is reported ("Not authorized") instead of silently dropped.
+pub() { timeout 10 mosquitto_pub -h 127.0.0.1 -p "$mqtt_port" -V 5 -q 1 "$@" 2>&1; }
+
+# The users of the password file and of the ACL must both be exactly $1
+# (space-separated, sorted).
+check_users() {
+  local got
+  got=$(cut -d: -f1 "$work/etc/crier.passwd" | sort | xargs)
+  [ "$got" = "$1" ] || fail "crier.passwd holds the users '$got', not '$1'"
+  got=$(sed -n 's/^user //p' "$work/etc/crier.acl" | sort | xargs)
+  [ "$got" = "$1" ] || fail "crier.acl names the users '$got', not '$1'"
+}
+
 say "a run without crier_mqtt_password fails with a clear message"
-if play -e "@$work/settings.yml"; then
+if play; then
   show_log
   fail "the play ran without crier_mqtt_password"
 fi
@@ -178,14 +210,39 @@ grep -q 'crier_mqtt_password is required' "$work/play-$run.log" || {
 }
 [ ! -e "$work/etc" ] || fail "the play changed the host before checking its variables"
 
-say "first run"
+say "a poster user named like the read-only user is refused"
+write_secrets "$password"
+if play -e "@$work/settings.yml" -e "@$work/secrets.yml" -e crier_mqtt_poster_user=watcher; then
+  show_log
+  fail "the play accepted the same name for the poster and read-only users"
+fi
+grep -q 'the three users differ' "$work/play-$run.log" || {
+  show_log
+  fail "no clear message about the clashing users"
+}
+[ ! -e "$work/etc" ] || fail "the play changed the host before checking its variables"
+
+say "the README's invocation: only crier_mqtt_password in secrets.yml"
+readme_secrets "$password"
+play -e "@$work/secrets.yml" || {
+  show_log
+  fail "the README's invocation failed"
+}
+echo "   $recap"
+[ "$(counter changed)" -gt 0 ] || fail "the README's invocation changed nothing"
+check_users crier
+out=$(pub -u crier -P "$password" -t crier/check -m hello) || fail "crier refused: $out"
+! grep -qi 'not authori' <<<"$out" || fail "crier may not publish under crier/#: $out"
+
+say "a run adding the optional users and listeners"
 write_secrets "$password"
 play -e "@$work/settings.yml" -e "@$work/secrets.yml" || {
   show_log
-  fail "first run failed"
+  fail "the run adding the optional users failed"
 }
 echo "   $recap"
-[ "$(counter changed)" -gt 0 ] || fail "first run changed nothing"
+[ "$(counter changed)" -gt 0 ] || fail "adding the optional users changed nothing"
+check_users "crier poster watcher"
 
 say "second run reports changed=0"
 play -e "@$work/settings.yml" -e "@$work/secrets.yml" || {
@@ -198,10 +255,6 @@ echo "   $recap"
   fail "second run is not idempotent"
 }
 broker_pid=$(cat "$pid_file")
-
-# Every MQTT client is bounded (timeout; -W for mosquitto_sub). MQTT v5, so that a
-# refused publish is reported ("Not authorized") instead of silently dropped.
-pub() { timeout 10 mosquitto_pub -h 127.0.0.1 -p "$mqtt_port" -V 5 -q 1 "$@" 2>&1; }
 
 say "anonymous clients are refused"
 out=$(timeout 10 mosquitto_sub -h 127.0.0.1 -p "$mqtt_port" -t 'crier/#' -C 1 -W 5 2>&1) &&
@@ -407,7 +460,23 @@ play -e "@$work/settings.yml" -e "@$work/secrets.yml" || {
 }
 [ "$(counter changed)" = 0 ] || fail "run after the password change is not idempotent: $recap"
 
+say "the README's invocation again removes the optional users"
+readme_secrets "$new_password"
+play -e "@$work/secrets.yml" || {
+  show_log
+  fail "the README's invocation after the optional users failed"
+}
+echo "   $recap"
+check_users crier
+out=$(pub -u crier -P "$new_password" -t crier/check -m hello) || fail "crier refused: $out"
+! grep -qi 'not authori' <<<"$out" || fail "crier may not publish under crier/#: $out"
+out=$(pub -u watcher -P "$watch_password" -t crier/check -m hello) &&
+  fail "the removed watcher is still accepted: $out"
+out=$(pub -u poster -P "$poster_password" -t "$posts/post" -m '{"author":"dev","text":"hi"}') &&
+  fail "the removed poster is still accepted: $out"
+
 say "the broker is stopped"
+broker_pid=$(cat "$pid_file")
 stop_broker
 [ ! -d "/proc/$broker_pid" ] || fail "the broker (pid $broker_pid) is still running"
 if (exec 3<>"/dev/tcp/127.0.0.1/$mqtt_port") 2>/dev/null; then
