@@ -11,13 +11,13 @@ pub struct StoreHistory(pub Store);
 impl HistorySource for StoreHistory {
     fn after(&self, channel: ChannelId, after: u64, limit: usize) -> HistoryFuture {
         let store = self.0.clone();
-        Box::pin(read(move || store.after(channel, after, limit)))
+        Box::pin(read(move || store.synced().after(channel, after, limit)))
     }
 
     fn latest_id(&self, channel: ChannelId) -> LatestFuture {
         let store = self.0.clone();
         Box::pin(async move {
-            let latest = read(move || store.latest(channel, 1)).await?;
+            let latest = read(move || store.synced().latest(channel, 1)).await?;
             Ok(latest.last().map(|message| message.id))
         })
     }

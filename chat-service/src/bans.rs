@@ -1,7 +1,7 @@
-//! Bans (ChatUp's): a name that may not post to a channel until a time. Stored in
-//! sled next to history, so they survive a restart, and kept in memory too, so
-//! the check every POST makes reads no storage on the HTTP worker. Bans are few
-//! (an admin sets each) and expired ones are dropped as they are found.
+//! Bans (ChatUp's): a name that may not post to a channel until a time. Stored
+//! by the store next to history, so they survive a restart, and kept in memory
+//! too, so the check every POST makes reads no storage on the HTTP worker. Bans
+//! are few (an admin sets each) and expired ones are dropped as they are found.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -11,6 +11,8 @@ use actix_web::http::StatusCode;
 use protocol::{ApiError, ChannelId};
 use serde::Serialize;
 
+use crate::store::{Store, StoreError};
+
 /// Longest ban, in seconds (ten years).
 pub const MAX_BAN_SECS: u64 = 10 * 365 * 86_400;
 
@@ -19,7 +21,8 @@ type InForce = HashMap<(ChannelId, String), u64>;
 
 #[derive(Clone)]
 pub struct Bans {
-    tree: sled::Tree,
+    /// Where bans are kept; the store's writer makes every change.
+    store: Store,
     /// A std lock: held for a map lookup or update, never across an `.await`.
     in_force: Arc<RwLock<InForce>>,
 }
@@ -33,17 +36,16 @@ pub struct Ban {
 }
 
 impl Bans {
-    /// Loads the bans stored in `tree`.
-    pub fn open(tree: sled::Tree) -> Result<Self, sled::Error> {
-        let mut in_force = InForce::new();
-        for entry in tree.iter() {
-            let (key, value) = entry?;
-            if let Some(channel_and_name) = split_key(&key) {
-                in_force.insert(channel_and_name, decode(&value));
-            }
-        }
+    /// Loads the bans the store holds (a read of the store: call it where
+    /// blocking is allowed, as at start-up).
+    pub fn open(store: Store) -> Result<Self, sled::Error> {
+        let in_force = store
+            .bans()?
+            .into_iter()
+            .map(|(channel, name, expires_at)| ((channel, name), expires_at))
+            .collect();
         Ok(Bans {
-            tree,
+            store,
             in_force: Arc::new(RwLock::new(in_force)),
         })
     }
@@ -61,11 +63,16 @@ impl Bans {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Bans `name` on `channel` for `seconds` from now (replacing an earlier ban).
-    pub fn ban(&self, channel: ChannelId, name: &str, seconds: u64) -> Result<Ban, sled::Error> {
+    /// Bans `name` on `channel` for `seconds` from now (replacing an earlier
+    /// ban); answers once the ban is on disk.
+    pub async fn ban(
+        &self,
+        channel: ChannelId,
+        name: &str,
+        seconds: u64,
+    ) -> Result<Ban, StoreError> {
         let expires_at = now().saturating_add(seconds);
-        self.tree
-            .insert(key(channel, name), &expires_at.to_be_bytes())?;
+        self.store.set_ban(channel, name, Some(expires_at)).await?;
         self.in_force_mut()
             .insert((channel, name.to_string()), expires_at);
         Ok(Ban {
@@ -98,52 +105,32 @@ impl Bans {
         ))
     }
 
-    /// Every ban still in force; expired ones are removed on the way.
-    pub fn list(&self) -> Result<Vec<Ban>, sled::Error> {
+    /// Every ban still in force, by channel and name; expired ones are
+    /// forgotten on the way (in memory; the store keeps them until lifted or
+    /// replaced, and they load as expired).
+    pub fn list(&self) -> Vec<Ban> {
         let now = now();
-        let mut bans = Vec::new();
-        for entry in self.tree.iter() {
-            let (key, value) = entry?;
-            let expires_at = decode(&value);
-            match split_key(&key) {
-                Some((channel, name)) if expires_at > now => bans.push(Ban {
-                    name,
-                    channel,
-                    expires_at,
-                }),
-                _ => {
-                    self.tree.remove(&key)?;
-                    if let Some(channel_and_name) = split_key(&key) {
-                        self.in_force_mut().remove(&channel_and_name);
-                    }
-                }
-            }
-        }
-        Ok(bans)
+        let mut in_force = self.in_force_mut();
+        in_force.retain(|_, expires_at| *expires_at > now);
+        let mut bans: Vec<Ban> = in_force
+            .iter()
+            .map(|((channel, name), expires_at)| Ban {
+                name: name.clone(),
+                channel: *channel,
+                expires_at: *expires_at,
+            })
+            .collect();
+        bans.sort_by(|a, b| (a.channel, &a.name).cmp(&(b.channel, &b.name)));
+        bans
     }
 
-    /// Lifts a ban; `false` when there was none in force.
-    pub fn lift(&self, channel: ChannelId, name: &str) -> Result<bool, sled::Error> {
-        let removed = self.tree.remove(key(channel, name))?;
+    /// Lifts a ban; `false` when there was none in force. Answers once the
+    /// lift is on disk.
+    pub async fn lift(&self, channel: ChannelId, name: &str) -> Result<bool, StoreError> {
+        let expired_at = self.store.set_ban(channel, name, None).await?;
         self.in_force_mut().remove(&(channel, name.to_string()));
-        Ok(removed.is_some_and(|value| decode(&value) > now()))
+        Ok(expired_at > now())
     }
-}
-
-fn key(channel: ChannelId, name: &str) -> Vec<u8> {
-    let mut key = channel.as_bytes().to_vec();
-    key.extend_from_slice(name.as_bytes());
-    key
-}
-
-fn split_key(key: &[u8]) -> Option<(ChannelId, String)> {
-    let channel: [u8; 16] = key.get(..16)?.try_into().ok()?;
-    let name = String::from_utf8(key.get(16..)?.to_vec()).ok()?;
-    Some((ChannelId::from_bytes(channel), name))
-}
-
-fn decode(value: &[u8]) -> u64 {
-    value.try_into().map(u64::from_be_bytes).unwrap_or(0)
 }
 
 fn now() -> u64 {
@@ -155,21 +142,15 @@ fn now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::tests::open;
 
-    fn bans() -> (tempfile::TempDir, Bans) {
+    #[tokio::test]
+    async fn a_ban_blocks_its_name_on_its_channel_only() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let db = sled::Config::new().path(dir.path()).open().expect("open");
-        (
-            dir,
-            Bans::open(db.open_tree("bans").expect("tree")).expect("bans"),
-        )
-    }
-
-    #[test]
-    fn a_ban_blocks_its_name_on_its_channel_only() {
-        let (_dir, bans) = bans();
+        let (store, _announcements) = open(dir.path());
+        let bans = Bans::open(store).expect("bans");
         let channel = ChannelId::from_bytes([1; 16]);
-        bans.ban(channel, "mallory", 60).expect("ban");
+        bans.ban(channel, "mallory", 60).await.expect("ban");
         let error = bans.check(channel, "mallory").expect_err("banned");
         assert_eq!(
             (error.status, error.code.as_ref()),
@@ -180,33 +161,34 @@ mod tests {
             bans.check(ChannelId::from_bytes([2; 16]), "mallory")
                 .is_ok()
         );
-        assert_eq!(bans.list().expect("list").len(), 1);
-        assert!(bans.lift(channel, "mallory").expect("lift"));
+        assert_eq!(bans.list().len(), 1);
+        assert!(bans.lift(channel, "mallory").await.expect("lift"));
         assert!(bans.check(channel, "mallory").is_ok());
-        assert!(!bans.lift(channel, "mallory").expect("lift again"));
+        assert!(!bans.lift(channel, "mallory").await.expect("lift again"));
     }
 
-    #[test]
-    fn bans_in_force_are_loaded_again_on_open() {
+    #[tokio::test]
+    async fn bans_in_force_are_loaded_again_on_open() {
         let dir = tempfile::tempdir().expect("tempdir");
         let channel = ChannelId::from_bytes([1; 16]);
         {
-            let db = sled::Config::new().path(dir.path()).open().expect("open");
-            let bans = Bans::open(db.open_tree("bans").expect("tree")).expect("bans");
-            bans.ban(channel, "mallory", 60).expect("ban");
-            db.flush().expect("flush");
+            let (store, _announcements) = open(dir.path());
+            let bans = Bans::open(store).expect("bans");
+            bans.ban(channel, "mallory", 60).await.expect("ban");
         }
-        let db = sled::Config::new().path(dir.path()).open().expect("reopen");
-        let bans = Bans::open(db.open_tree("bans").expect("tree")).expect("bans");
+        let (store, _announcements) = open(dir.path());
+        let bans = Bans::open(store).expect("bans");
         assert!(bans.check(channel, "mallory").is_err());
     }
 
-    #[test]
-    fn an_expired_ban_no_longer_blocks_and_is_not_listed() {
-        let (_dir, bans) = bans();
+    #[tokio::test]
+    async fn an_expired_ban_no_longer_blocks_and_is_not_listed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, _announcements) = open(dir.path());
+        let bans = Bans::open(store).expect("bans");
         let channel = ChannelId::from_bytes([1; 16]);
-        bans.ban(channel, "mallory", 0).expect("ban");
+        bans.ban(channel, "mallory", 0).await.expect("ban");
         assert!(bans.check(channel, "mallory").is_ok());
-        assert!(bans.list().expect("list").is_empty());
+        assert!(bans.list().is_empty());
     }
 }

@@ -8,7 +8,10 @@ use protocol::auth::AuthSettings;
 use protocol::mqtt::MqttSettings;
 use protocol::server::ServerSettings;
 
-use crate::store::StoreSettings;
+use crate::store::{DEFAULT_CACHE_BYTES, StoreSettings};
+
+/// `--store-cache`'s default, in MiB: the store's own default.
+const STORE_CACHE_MIB: u64 = DEFAULT_CACHE_BYTES / (1024 * 1024);
 use crate::store::retention::RetentionPolicy;
 
 /// `chat-service`: REST ingest and history for Crier.
@@ -55,6 +58,12 @@ pub struct ChatSettings {
     /// a POST is answered `503` with `Retry-After` and nothing is stored.
     #[arg(long, env = "CRIER_INGEST_QUEUE", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
     pub ingest_queue: u32,
+
+    /// MiB of memory for the store's page cache (sled's cache). What the
+    /// store keeps in memory beyond it is small and bounded (see the README's
+    /// "Memory").
+    #[arg(long, env = "CRIER_STORE_CACHE", default_value_t = STORE_CACHE_MIB, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    pub store_cache: u64,
 
     #[command(flatten)]
     pub limits: Limits,
@@ -119,6 +128,7 @@ impl ChatSettings {
     pub fn store(&self) -> StoreSettings {
         StoreSettings {
             ingest_queue: self.ingest_queue as usize,
+            cache_bytes: self.store_cache * 1024 * 1024,
             ..StoreSettings::default()
         }
     }

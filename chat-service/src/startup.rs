@@ -64,8 +64,7 @@ impl AppState {
         };
         let (store, announcements) =
             Store::open(&settings.data_dir, settings.store()).map_err(storage_error)?;
-        let bans =
-            Bans::open(store.open_tree("bans").map_err(storage_error)?).map_err(storage_error)?;
+        let bans = Bans::open(store.clone()).map_err(storage_error)?;
         let (publisher, task) = publish::start(broker, topic_prefix, store.clone(), announcements)
             .map_err(storage_error)?;
         let retention = settings.retention;

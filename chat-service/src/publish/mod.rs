@@ -345,10 +345,10 @@ impl PublisherTask {
     /// acknowledged is then dropped from memory (it resumes from what is written).
     fn persist_watermarks(&mut self) {
         self.watermarks_due = None;
-        for (channel, acked) in self.outbox.take_moved() {
-            if let Err(e) = self.store.set_published_through(channel, acked) {
-                log::error!("cannot record what the broker acknowledged on {channel}: {e}");
-            }
+        if let Err(e) = self.store.record_published(self.outbox.take_moved()) {
+            log::warn!(
+                "cannot record what the broker acknowledged ({e}): it is published again after a restart"
+            );
         }
     }
 
@@ -393,7 +393,7 @@ async fn read_outbox_page(
     channel: ChannelId,
     after: u64,
 ) -> Result<Vec<(u64, Bytes)>, Ended> {
-    let read = tokio::task::spawn_blocking(move || store.after_raw(channel, after, BATCH));
+    let read = tokio::task::spawn_blocking(move || store.synced().after_raw(channel, after, BATCH));
     match read.await {
         Ok(Ok(page)) => Ok(page),
         Ok(Err(e)) => Err(Ended::Lost(format!("cannot read the outbox: {e}"))),

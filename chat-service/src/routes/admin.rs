@@ -53,16 +53,10 @@ pub async fn add_bans(
         .enumerate()
         .map(|(index, item)| check_ban(index, item, &state))
         .collect::<Result<Vec<_>, _>>()?;
-    let store_bans = state.bans.clone();
-    let bans = state
-        .read_store(move |_| {
-            checked
-                .into_iter()
-                .map(|(channel, name, seconds)| store_bans.ban(channel, &name, seconds))
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .await?;
-    state.store.flush().await?;
+    let mut bans = Vec::with_capacity(checked.len());
+    for (channel, name, seconds) in checked {
+        bans.push(state.bans.ban(channel, &name, seconds).await?);
+    }
     Ok(HttpResponse::Created().json(json!({ "bans": bans })))
 }
 
@@ -86,9 +80,7 @@ pub async fn list_bans(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ChatError> {
     state.access.admin(&req)?;
-    let bans = state.bans.clone();
-    let bans = state.read_store(move |_| bans.list()).await?;
-    Ok(HttpResponse::Ok().json(json!({ "bans": bans })))
+    Ok(HttpResponse::Ok().json(json!({ "bans": state.bans.list() })))
 }
 
 /// `DELETE /bans/{channel}/{name}` → `204`, or `404 ban_not_found`.
@@ -100,12 +92,7 @@ pub async fn lift_ban(
     state.access.admin(&req)?;
     let (channel, name) = path.into_inner();
     let channel = ChannelId::parse(&channel)?;
-    let bans = state.bans.clone();
-    let lifted_name = name.clone();
-    let lifted = state
-        .read_store(move |_| bans.lift(channel, &lifted_name))
-        .await?;
-    if !lifted {
+    if !state.bans.lift(channel, &name).await? {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "ban_not_found",
@@ -113,7 +100,6 @@ pub async fn lift_ban(
         )
         .into());
     }
-    state.store.flush().await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -35,7 +35,7 @@ pub async fn stats(
     let channel = ChannelId::parse(&channel)?;
     state.access.reader(&req, channel)?;
     let held = state
-        .read_store(move |store| store.channel_stats(channel))
+        .read_store(move |store| store.synced().channel_stats(channel))
         .await?;
     let subscribers = state.presence.channel(channel).subscribers;
     Ok(HttpResponse::Ok().json(Stats {

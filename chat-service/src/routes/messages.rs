@@ -117,8 +117,8 @@ pub async fn list_messages(
     let after = query.after;
     let messages = state
         .read_store(move |store| match after {
-            Some(after) => store.after(channel, after, limit),
-            None => store.latest(channel, limit),
+            Some(after) => store.synced().after(channel, after, limit),
+            None => store.synced().latest(channel, limit),
         })
         .await?;
     Ok(HttpResponse::Ok().json(HistoryPage { messages }))
@@ -138,7 +138,7 @@ pub async fn get_message(
         .filter(|id| *id > 0)
         .ok_or_else(|| ChatError::InvalidMessageId(id.chars().take(40).collect()))?;
     let message = state
-        .read_store(move |store| store.get(channel, id))
+        .read_store(move |store| store.synced().get(channel, id))
         .await?
         .ok_or(ChatError::MessageNotFound { id })?;
     Ok(HttpResponse::Ok().json(message))

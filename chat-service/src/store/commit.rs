@@ -5,34 +5,56 @@
 //! once), and the announcement is a send on a bounded channel that another
 //! task consumes.
 //!
-//! A message is announced only once it is synced, so no subscriber ever sees an
-//! id that a restart could give to another message.
+//! A message is announced, answered as durable and readable (its hold in
+//! [`Unsynced`] released) only once it is synced, so no subscriber and no
+//! reader ever sees an id that a restart could give to another message.
 
 use std::time::Instant;
 
 use tokio::sync::mpsc;
 
-use super::writer::Reply;
+use super::unsynced::Unsynced;
+use super::writer::{ChangeReply, Reply};
 use super::{Appended, StoreError, Stored};
 
-/// A batch the writer inserted: its messages, and the requests waiting for the
-/// disk with their answers.
+/// A batch the writer made: its messages, the requests waiting for the disk
+/// with their answers, and the changes to answer once synced.
+#[derive(Default)]
 pub(super) struct Written {
     pub stored: Vec<Stored>,
     pub waiters: Vec<(Reply, Vec<Appended>)>,
+    pub changes: Vec<(ChangeReply, Result<u64, StoreError>)>,
 }
 
-/// Syncs a written batch, answers its waiting requests and announces its
-/// messages.
+impl Written {
+    /// Nothing to sync, answer or announce.
+    pub fn is_empty(&self) -> bool {
+        self.stored.is_empty() && self.waiters.is_empty() && self.changes.is_empty()
+    }
+}
+
+/// Syncs a written batch, lets readers see it, answers its waiting requests
+/// and announces its messages. After a failed sync, what the writer holds
+/// stays hidden until a later sync succeeds.
 pub(super) fn sync(
     db: &sled::Db,
     written: Written,
     announce: &mpsc::Sender<Vec<Stored>>,
+    unsynced: &Unsynced,
     sync_duration: &metrics::Histogram,
 ) {
+    #[cfg(test)]
+    unsynced.wait_for_sync();
     let started = Instant::now();
     let outcome = db.flush().map(drop).map_err(|e| e.to_string());
     sync_duration.record(started.elapsed());
+    if outcome.is_ok() {
+        unsynced.release_all();
+    }
+    for (reply, changed) in written.changes {
+        let answer = outcome.clone().map_err(StoreError::Storage);
+        let _ = reply.send(answer.and(changed));
+    }
     for (reply, appended) in written.waiters {
         let answer = outcome.clone().map(|()| appended);
         let _ = reply.send(answer.map_err(StoreError::Storage));

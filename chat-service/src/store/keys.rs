@@ -35,10 +35,18 @@ pub fn next_channel_start(channel: ChannelId) -> Option<[u8; CHANNEL_LEN]> {
     value.checked_add(1).map(u128::to_be_bytes)
 }
 
-pub fn idempotency_key(channel: ChannelId, key: &str) -> Vec<u8> {
+/// `channel ++ key`: an idempotency key, or a banned name, of the channel.
+pub fn channel_key(channel: ChannelId, key: &str) -> Vec<u8> {
     let mut tree_key = channel.as_bytes().to_vec();
     tree_key.extend_from_slice(key.as_bytes());
     tree_key
+}
+
+/// The channel and the text of a [`channel_key`].
+pub fn split_channel_key(key: &[u8]) -> Option<(ChannelId, String)> {
+    let channel = channel_of_key(key)?;
+    let text = String::from_utf8(key.get(CHANNEL_LEN..)?.to_vec()).ok()?;
+    Some((channel, text))
 }
 
 pub fn decode_u64(value: &[u8]) -> u64 {

@@ -15,10 +15,13 @@
 //! appends (the queue fills, and a POST is answered `503`) rather than growing
 //! a queue.
 
+mod changes;
 mod commit;
 mod keys;
 mod numbers;
+mod reads;
 pub mod retention;
+mod unsynced;
 mod writer;
 
 use std::collections::HashMap;
@@ -31,7 +34,10 @@ use bytes::Bytes;
 use protocol::{ChannelId, Message};
 use tokio::sync::{mpsc, oneshot};
 
-use keys::{decode_u64, id_of_key, message_key};
+use changes::Change;
+use keys::{decode_u64, id_of_key};
+pub use reads::SyncedHistory;
+use unsynced::Unsynced;
 
 use crate::domain::NewMessage;
 
@@ -128,6 +134,8 @@ pub struct StoreSettings {
     /// A channel not appended to for this long is dropped from memory (its last
     /// id is read from the store again on its next append).
     pub idle_channel: Duration,
+    /// Bytes of sled's page cache (see `--store-cache`).
+    pub cache_bytes: u64,
 }
 
 impl Default for StoreSettings {
@@ -136,9 +144,14 @@ impl Default for StoreSettings {
             ingest_queue: 4096,
             announce_queue: 64,
             idle_channel: Duration::from_secs(300),
+            cache_bytes: DEFAULT_CACHE_BYTES,
         }
     }
 }
+
+/// sled's page cache by default: 128 MiB, sized for a small machine (sled's
+/// own default is 1 GiB).
+pub const DEFAULT_CACHE_BYTES: u64 = 128 * 1024 * 1024;
 
 /// Cheap-to-clone handle to the store, shared by every request.
 #[derive(Clone)]
@@ -147,7 +160,11 @@ pub struct Store {
 }
 
 struct Inner {
+    #[cfg(test)]
+    unsynced: Arc<Unsynced>,
     trees: Trees,
+    /// Every read of messages, capped at what is synced.
+    history: SyncedHistory,
     /// This store's own id, made once and kept with the data (see [`Store::node_id`]).
     node_id: uuid::Uuid,
     ingest: SyncSender<writer::Request>,
@@ -163,6 +180,7 @@ pub(crate) struct Trees {
     idempotency: sled::Tree,
     published: sled::Tree,
     trimmed: sled::Tree,
+    bans: sled::Tree,
 }
 
 impl Store {
@@ -172,19 +190,31 @@ impl Store {
         dir: &Path,
         settings: StoreSettings,
     ) -> Result<(Store, Announcements), sled::Error> {
-        let db = sled::Config::new().path(dir).open()?;
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(settings.cache_bytes)
+            .open()?;
         let trees = Trees {
             messages: db.open_tree("messages")?,
             idempotency: db.open_tree("idempotency")?,
             published: db.open_tree("published")?,
             trimmed: db.open_tree("trimmed")?,
+            bans: db.open_tree("bans")?,
             db,
         };
+        // What recovery found may sit in the OS's cache only: sync it before
+        // anyone reads it, so nothing read can be undone by a later crash.
+        trees.db.flush()?;
         let node_id = node_id(&trees.db)?;
+        let unsynced = Arc::new(Unsynced::default());
+        let history = SyncedHistory::new(trees.messages.clone(), unsynced.clone());
         let (announce, announcements) = mpsc::channel(settings.announce_queue.max(1));
-        let (ingest, threads) = writer::start(trees.clone(), settings, announce)?;
+        let (ingest, threads) = writer::start(trees.clone(), settings, announce, unsynced.clone())?;
         let inner = Inner {
+            #[cfg(test)]
+            unsynced,
             trees,
+            history,
             node_id,
             ingest,
             threads,
@@ -213,16 +243,27 @@ impl Store {
     /// awaited separately.
     pub fn submit(&self, entries: Vec<Entry>, durable: bool) -> Result<Pending, StoreError> {
         let (reply, outcome) = oneshot::channel();
-        let request = writer::Request {
+        self.request(writer::Request::Append {
             entries,
             durable,
             reply,
-        };
+        })?;
+        Ok(Pending(outcome))
+    }
+
+    /// Queues a request for the writer, or refuses it when the queue is full.
+    fn request(&self, request: writer::Request) -> Result<(), StoreError> {
         self.inner.ingest.try_send(request).map_err(|e| match e {
             TrySendError::Full(_) => StoreError::Busy,
             TrySendError::Disconnected(_) => StoreError::Stopped,
-        })?;
-        Ok(Pending(outcome))
+        })
+    }
+
+    /// Has the writer make `change`, and waits for its answer.
+    async fn change(&self, change: Change) -> Result<u64, StoreError> {
+        let (reply, outcome) = oneshot::channel();
+        self.request(writer::Request::Change { change, reply })?;
+        outcome.await.map_err(|_| StoreError::Stopped)?
     }
 
     /// Appends one message (see [`Store::append`]).
@@ -236,82 +277,11 @@ impl Store {
         self.append(Vec::new(), true).await.map(drop)
     }
 
-    /// Up to `limit` messages with ids greater than `after`, ascending.
-    pub fn after(
-        &self,
-        channel: ChannelId,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<Message>, sled::Error> {
-        Ok(self
-            .after_raw(channel, after, limit)?
-            .iter()
-            .filter_map(|(_, json)| decode(json))
-            .collect())
-    }
-
-    /// Like [`Store::after`], but the stored JSON as it is, with its id: what the
-    /// outbox re-publishes.
-    pub fn after_raw(
-        &self,
-        channel: ChannelId,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<(u64, Bytes)>, sled::Error> {
-        let start = message_key(channel, after.saturating_add(1));
-        let end = message_key(channel, u64::MAX);
-        self.inner
-            .trees
-            .messages
-            .range(start..=end)
-            .take(limit)
-            .map(|entry| entry.map(|(key, value)| (id_of_key(&key), Bytes::from(value.to_vec()))))
-            .collect()
-    }
-
-    /// The last `limit` messages of the channel, ascending.
-    pub fn latest(&self, channel: ChannelId, limit: usize) -> Result<Vec<Message>, sled::Error> {
-        let mut newest_first: Vec<Message> = self
-            .inner
-            .trees
-            .messages
-            .scan_prefix(channel.as_bytes())
-            .rev()
-            .take(limit)
-            .map(|entry| entry.map(|(_, value)| decode(&value)))
-            .filter_map(Result::transpose)
-            .collect::<Result<_, _>>()?;
-        newest_first.reverse();
-        Ok(newest_first)
-    }
-
-    /// How many messages the channel holds, and its first and last ids.
-    pub fn channel_stats(&self, channel: ChannelId) -> Result<ChannelStats, sled::Error> {
-        let keys = self
-            .inner
-            .trees
-            .messages
-            .scan_prefix(channel.as_bytes())
-            .keys();
-        let empty = ChannelStats {
-            messages: 0,
-            first_id: None,
-            last_id: None,
-        };
-        keys.map(|key| key.map(|key| id_of_key(&key)))
-            .try_fold(empty, |stats, id| {
-                let id = id?;
-                Ok(ChannelStats {
-                    messages: stats.messages + 1,
-                    first_id: stats.first_id.or(Some(id)),
-                    last_id: Some(id),
-                })
-            })
-    }
-
-    pub fn get(&self, channel: ChannelId, id: u64) -> Result<Option<Message>, sled::Error> {
-        let value = self.inner.trees.messages.get(message_key(channel, id))?;
-        Ok(value.and_then(|value| decode(&value)))
+    /// Every read of stored messages: capped, per channel, at what is synced
+    /// (with `--durable-ack false`, at what is written), so no reader sees a
+    /// message that a crash could take back and a restart number again.
+    pub fn synced(&self) -> &SyncedHistory {
+        &self.inner.history
     }
 
     /// An id made when the data directory was first used and kept with it: the
@@ -321,9 +291,38 @@ impl Store {
         self.inner.node_id
     }
 
-    /// Another tree of the same database (bans live next to history).
-    pub fn open_tree(&self, name: &str) -> Result<sled::Tree, sled::Error> {
-        self.inner.trees.db.open_tree(name)
+    /// Every ban stored, expired or not: `(channel, name, expires_at)`.
+    pub fn bans(&self) -> Result<Vec<(ChannelId, String, u64)>, sled::Error> {
+        self.inner
+            .trees
+            .bans
+            .iter()
+            .filter_map(|entry| match entry {
+                Ok((key, value)) => {
+                    let (channel, name) = keys::split_channel_key(&key)?;
+                    Some(Ok((channel, name, decode_u64(&value))))
+                }
+                Err(e) => Some(Err(e)),
+            })
+            .collect()
+    }
+
+    /// Stores a ban of `name` on `channel` until `expires_at` (seconds since
+    /// the Unix epoch), or lifts it with `None`; answers once synced, with the
+    /// expiry of the ban it replaced or lifted (0: none).
+    pub async fn set_ban(
+        &self,
+        channel: ChannelId,
+        name: &str,
+        expires_at: Option<u64>,
+    ) -> Result<u64, StoreError> {
+        let name = name.to_string();
+        self.change(Change::Ban {
+            channel,
+            name,
+            expires_at,
+        })
+        .await
     }
 
     /// Channels whose last id the writer holds in memory (see
@@ -354,15 +353,18 @@ impl Store {
         Ok(value.map_or(0, |value| decode_u64(&value)))
     }
 
-    /// Records that the broker acknowledged every message of `channel` up to `id`.
-    /// Not flushed on its own: losing it in a crash only means re-publishing
-    /// messages subscribers already have, and they drop those by id.
-    pub fn set_published_through(&self, channel: ChannelId, id: u64) -> Result<(), sled::Error> {
-        self.inner
-            .trees
-            .published
-            .insert(channel.as_bytes(), &id.to_be_bytes())?;
-        Ok(())
+    /// Records that the broker acknowledged every message of each channel up
+    /// to its id, without waiting: the writer stores them with its next batch
+    /// and does not sync for them (losing them in a crash only means
+    /// re-publishing messages subscribers already have, and they drop those by
+    /// id). `Busy` when the writer's queue is full: nothing is recorded.
+    pub fn record_published(&self, watermarks: Vec<(ChannelId, u64)>) -> Result<(), StoreError> {
+        if watermarks.is_empty() {
+            return Ok(());
+        }
+        let (reply, _unread) = oneshot::channel();
+        let change = Change::Published(watermarks);
+        self.request(writer::Request::Change { change, reply })
     }
 
     /// Every id of `channel` up to this one was removed by retention (0: none).
@@ -409,7 +411,7 @@ impl Trees {
 
     /// The id an idempotency key of `channel` points at, if any.
     fn idempotent_id(&self, channel: ChannelId, key: &str) -> Result<Option<u64>, sled::Error> {
-        let value = self.idempotency.get(keys::idempotency_key(channel, key))?;
+        let value = self.idempotency.get(keys::channel_key(channel, key))?;
         Ok(value.map(|id| decode_u64(&id)))
     }
 }

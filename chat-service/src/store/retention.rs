@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use protocol::{ChannelId, Message};
 
-use super::Store;
-use super::keys::{decode_u64, id_of_key, message_key};
+use super::changes::{Change, TRIM_BATCH};
+use super::keys::{id_of_key, message_key};
+use super::{Store, StoreError};
 
-/// Keys removed per sled batch, so trimming a long history never builds one huge
-/// batch in memory.
-const DELETE_BATCH: usize = 10_000;
+/// How long retention waits when the writer's queue is full.
+const BUSY_PAUSE: Duration = Duration::from_millis(50);
 
 /// What to keep. `None` keeps everything.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -30,9 +30,39 @@ impl RetentionPolicy {
 
 impl Store {
     /// One pass over every channel; returns how many messages were removed.
-    pub fn trim(&self, policy: &RetentionPolicy) -> Result<u64, sled::Error> {
-        let cutoff = policy.max_age.map(Message::timestamp_before);
+    /// Finding what to remove reads the store on the blocking pool; the
+    /// removals are the writer's, a bounded batch per request.
+    pub async fn trim(&self, policy: &RetentionPolicy) -> Result<u64, StoreError> {
+        let store = self.clone();
+        let policy = *policy;
+        let plan = tokio::task::spawn_blocking(move || store.trim_plan(&policy))
+            .await
+            .map_err(|_| StoreError::Stopped)?
+            .map_err(|e| StoreError::Storage(e.to_string()))?;
         let mut removed = 0;
+        for (channel, through) in plan {
+            loop {
+                let batch = match self.change(Change::Trim { channel, through }).await {
+                    Err(StoreError::Busy) => {
+                        // Appends come first; retention waits for room.
+                        tokio::time::sleep(BUSY_PAUSE).await;
+                        continue;
+                    }
+                    batch => batch?,
+                };
+                removed += batch;
+                if batch < TRIM_BATCH as u64 {
+                    break;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Per channel with something to remove, the id up to which to remove.
+    fn trim_plan(&self, policy: &RetentionPolicy) -> Result<Vec<(ChannelId, u64)>, sled::Error> {
+        let cutoff = policy.max_age.map(Message::timestamp_before);
+        let mut plan = Vec::new();
         for (channel, last) in self.last_ids()? {
             let trimmed = self.trimmed_through(channel)?;
             let mut through = trimmed;
@@ -43,10 +73,10 @@ impl Store {
                 through = through.max(self.newest_older_than(channel, through, cutoff)?);
             }
             if through > trimmed {
-                removed += self.trim_through(channel, trimmed, through)?;
+                plan.push((channel, through));
             }
         }
-        Ok(removed)
+        Ok(plan)
     }
 
     /// The id of the newest message stored before `cutoff` (timestamps compare as
@@ -73,50 +103,6 @@ impl Store {
         }
         Ok(newest)
     }
-
-    /// Removes ids `from + 1 ..= through` and the idempotency keys that point at them.
-    fn trim_through(
-        &self,
-        channel: ChannelId,
-        from: u64,
-        through: u64,
-    ) -> Result<u64, sled::Error> {
-        self.inner
-            .trees
-            .trimmed
-            .insert(channel.as_bytes(), &through.to_be_bytes())?;
-        let range = message_key(channel, from.saturating_add(1))..=message_key(channel, through);
-        let mut removed = 0;
-        let mut batch = sled::Batch::default();
-        let mut batched = 0;
-        for key in self.inner.trees.messages.range(range).keys() {
-            batch.remove(key?);
-            batched += 1;
-            if batched == DELETE_BATCH {
-                self.inner
-                    .trees
-                    .messages
-                    .apply_batch(std::mem::take(&mut batch))?;
-                removed += batched as u64;
-                batched = 0;
-            }
-        }
-        self.inner.trees.messages.apply_batch(batch)?;
-        removed += batched as u64;
-        self.forget_idempotency_keys(channel, through)?;
-        Ok(removed)
-    }
-
-    fn forget_idempotency_keys(&self, channel: ChannelId, through: u64) -> Result<(), sled::Error> {
-        let mut batch = sled::Batch::default();
-        for entry in self.inner.trees.idempotency.scan_prefix(channel.as_bytes()) {
-            let (key, id) = entry?;
-            if decode_u64(&id) <= through {
-                batch.remove(key);
-            }
-        }
-        self.inner.trees.idempotency.apply_batch(batch)
-    }
 }
 
 /// Trims in the background every `interval` until the process ends.
@@ -128,12 +114,10 @@ pub async fn run(store: Store, policy: RetentionPolicy, interval: Duration) {
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        let store = store.clone();
-        match tokio::task::spawn_blocking(move || store.trim(&policy)).await {
-            Ok(Ok(0)) => {}
-            Ok(Ok(removed)) => log::debug!("retention removed {removed} messages"),
-            Ok(Err(e)) => log::error!("retention pass failed: {e}"),
-            Err(e) => log::error!("retention pass panicked: {e}"),
+        match store.trim(&policy).await {
+            Ok(0) => {}
+            Ok(removed) => log::debug!("retention removed {removed} messages"),
+            Err(e) => log::error!("retention pass failed: {e}"),
         }
     }
 }
@@ -157,11 +141,11 @@ mod tests {
             max_per_channel: Some(10),
             max_age: None,
         };
-        assert_eq!(store.trim(&policy).expect("trim"), 15);
+        assert_eq!(store.trim(&policy).await.expect("trim"), 15);
         assert_eq!(ids(&store, channel(1)), (16..=25).collect::<Vec<_>>());
         assert_eq!(ids(&store, channel(2)), (1..=5).collect::<Vec<_>>());
         assert_eq!(store.trimmed_through(channel(1)).expect("trimmed"), 15);
-        assert_eq!(store.trim(&policy).expect("trim again"), 0);
+        assert_eq!(store.trim(&policy).await.expect("trim again"), 0);
     }
 
     #[tokio::test]
@@ -177,7 +161,7 @@ mod tests {
             };
             // Every message is older than "now" once a millisecond has passed.
             std::thread::sleep(Duration::from_millis(2));
-            assert_eq!(store.trim(&policy).expect("trim"), 5);
+            assert_eq!(store.trim(&policy).await.expect("trim"), 5);
             assert!(ids(&store, channel(1)).is_empty());
         }
         let (store, _announcements) = open(dir.path());
@@ -198,7 +182,7 @@ mod tests {
             max_per_channel: None,
             max_age: Some(Duration::from_secs(3600)),
         };
-        assert_eq!(store.trim(&policy).expect("trim"), 0);
+        assert_eq!(store.trim(&policy).await.expect("trim"), 0);
         assert_eq!(ids(&store, channel(1)), [1, 2, 3, 4]);
     }
 }

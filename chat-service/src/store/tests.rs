@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::config::Limits;
+use keys::message_key;
 
 pub(crate) fn open(dir: &Path) -> (Store, Announcements) {
     Store::open(dir, StoreSettings::default()).expect("open")
@@ -27,7 +28,7 @@ pub(crate) async fn append(store: &Store, channel: ChannelId, count: usize, key:
 }
 
 pub(crate) fn ids(store: &Store, channel: ChannelId) -> Vec<u64> {
-    let messages = store.after(channel, 0, 1000).expect("after");
+    let messages = store.synced().after(channel, 0, 1000).expect("after");
     messages.iter().map(|m| m.id).collect()
 }
 
@@ -278,4 +279,74 @@ async fn append_keyed_until_killed(dir: &Path) {
     for appender in appenders {
         appender.await.expect("appender");
     }
+}
+
+#[tokio::test]
+async fn no_read_returns_a_message_written_but_not_yet_synced() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, _announcements) = open(dir.path());
+    append(&store, channel(1), 2, None).await;
+    let gate = store.inner.unsynced.gate_syncs();
+    let pending = store
+        .submit(vec![entry(channel(1), "not yet", None)], true)
+        .expect("queued");
+    let written = message_key(channel(1), 3);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !store
+        .inner
+        .trees
+        .messages
+        .contains_key(written)
+        .expect("read")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the writer inserts #3"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let history = store.synced();
+    assert_eq!(ids(&store, channel(1)), [1, 2], "after: only synced ids");
+    let latest: Vec<u64> = history
+        .latest(channel(1), 10)
+        .expect("latest")
+        .iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(latest, [1, 2], "latest: only synced ids");
+    assert!(
+        history.get(channel(1), 3).expect("get").is_none(),
+        "get: #3 is not synced"
+    );
+    let raw = history.after_raw(channel(1), 0, 10).expect("raw");
+    assert_eq!(raw.len(), 2, "the outbox reads only synced ids");
+    let stats = history.channel_stats(channel(1)).expect("stats");
+    assert_eq!(
+        (stats.messages, stats.last_id),
+        (2, Some(2)),
+        "stats count synced ids"
+    );
+    gate.allow_one();
+    let appended = pending.outcome().await.expect("synced");
+    assert_eq!(appended[0].message.id, 3);
+    assert_eq!(ids(&store, channel(1)), [1, 2, 3], "readable once synced");
+    drop(gate);
+}
+
+#[tokio::test]
+async fn a_write_that_does_not_wait_for_the_disk_is_readable_once_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, _announcements) = open(dir.path());
+    let gate = store.inner.unsynced.gate_syncs();
+    let appended = store
+        .append_one(entry(channel(1), "fast", None), false)
+        .await
+        .expect("written");
+    assert_eq!(appended.message.id, 1);
+    assert_eq!(
+        ids(&store, channel(1)),
+        [1],
+        "--durable-ack false reads what is written"
+    );
+    drop(gate);
 }

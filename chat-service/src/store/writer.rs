@@ -18,9 +18,11 @@ use sled::Transactional;
 use sled::transaction::TransactionError;
 use tokio::sync::{mpsc, oneshot};
 
+use super::changes::Change;
 use super::commit::{self, Written};
-use super::keys::{idempotency_key, message_key};
+use super::keys::{channel_key, message_key};
 use super::numbers::Numbers;
+use super::unsynced::Unsynced;
 use super::{Appended, Entry, StoreError, StoreSettings, Stored, Trees, decode};
 
 /// Requests taken into one write at most, so one batch stays a bounded size.
@@ -29,11 +31,26 @@ const MAX_REQUESTS: usize = 512;
 /// Told the outcome of an append request.
 pub(super) type Reply = oneshot::Sender<Result<Vec<Appended>, StoreError>>;
 
-/// An append request: an empty one only waits for a flush.
-pub(super) struct Request {
-    pub entries: Vec<Entry>,
-    pub durable: bool,
-    pub reply: Reply,
+/// Told the outcome of a change (see [`Change::apply`]).
+pub(super) type ChangeReply = oneshot::Sender<Result<u64, StoreError>>;
+
+/// A request to the writer thread.
+pub(super) enum Request {
+    /// Appends `entries`; an empty append only waits for a flush.
+    Append {
+        entries: Vec<Entry>,
+        durable: bool,
+        reply: Reply,
+    },
+    /// Any other write (`reply` may be dropped by a caller that does not wait).
+    Change { change: Change, reply: ChangeReply },
+}
+
+/// An append request, once the writer took it.
+struct Append {
+    entries: Vec<Entry>,
+    durable: bool,
+    reply: Reply,
 }
 
 /// The writer thread. Dropping it waits for it to end, which it does once the
@@ -70,6 +87,7 @@ pub(super) fn start(
     trees: Trees,
     settings: StoreSettings,
     announce: mpsc::Sender<Vec<Stored>>,
+    unsynced: Arc<Unsynced>,
 ) -> std::io::Result<(SyncSender<Request>, Threads)> {
     let (ingest, requests) = sync_channel(settings.ingest_queue.max(1));
     let channels = Arc::new(AtomicUsize::new(0));
@@ -77,6 +95,7 @@ pub(super) fn start(
         trees,
         numbers: Numbers::new(settings.idle_channel),
         announce,
+        unsynced,
         sync_duration: metrics::histogram!(names::STORE_COMMIT_DURATION),
         channels: channels.clone(),
     };
@@ -95,6 +114,8 @@ struct Writer {
     numbers: Numbers,
     /// Where synced messages go (the publisher).
     announce: mpsc::Sender<Vec<Stored>>,
+    /// What readers may not see yet (see [`Unsynced`]).
+    unsynced: Arc<Unsynced>,
     sync_duration: metrics::Histogram,
     channels: Arc<AtomicUsize>,
 }
@@ -113,25 +134,71 @@ struct Staged {
 impl Writer {
     fn run(mut self, requests: &Receiver<Request>) {
         while let Ok(first) = requests.recv() {
-            let batch: Vec<Request> = std::iter::once(first)
-                .chain(requests.try_iter().take(MAX_REQUESTS - 1))
-                .collect();
+            let mut appends = Vec::new();
+            let mut changes = Vec::new();
+            for request in std::iter::once(first).chain(requests.try_iter().take(MAX_REQUESTS - 1))
+            {
+                match request {
+                    Request::Append {
+                        entries,
+                        durable,
+                        reply,
+                    } => appends.push(Append {
+                        entries,
+                        durable,
+                        reply,
+                    }),
+                    Request::Change { change, reply } => changes.push((change, reply)),
+                }
+            }
             let now = Instant::now();
-            if let Some(written) = self.write(batch, now) {
-                commit::sync(&self.trees.db, written, &self.announce, &self.sync_duration);
+            let mut written = self.write(appends, now);
+            self.change(changes, &mut written);
+            if !written.is_empty() {
+                commit::sync(
+                    &self.trees.db,
+                    written,
+                    &self.announce,
+                    &self.unsynced,
+                    &self.sync_duration,
+                );
             }
             self.numbers.sweep(now);
             self.channels.store(self.numbers.len(), Ordering::Relaxed);
         }
     }
 
-    /// Stores every request's messages in one atomic write, answers those that
-    /// do not wait for the disk, and returns what is left to sync.
-    fn write(&mut self, requests: Vec<Request>, now: Instant) -> Option<Written> {
+    /// Makes each change; those that must be synced are answered after the
+    /// sync, the others at once.
+    fn change(&self, changes: Vec<(Change, ChangeReply)>, written: &mut Written) {
+        for (change, reply) in changes {
+            let outcome = change.apply(&self.trees).map_err(|e| {
+                log::error!("cannot make a change to the store: {e}");
+                StoreError::Storage(e.to_string())
+            });
+            if change.wants_sync() && outcome.is_ok() {
+                written.changes.push((reply, outcome));
+            } else {
+                let _ = reply.send(outcome);
+            }
+        }
+    }
+
+    /// Stores every request's messages in one write, answers those that do
+    /// not wait for the disk, and returns what is left to sync. The messages
+    /// of durable requests are held from readers until that sync.
+    fn write(&mut self, requests: Vec<Append>, now: Instant) -> Written {
+        let mut written = Written::default();
+        if requests.is_empty() {
+            return written;
+        }
         let mut staged = Staged::default();
         let outcome = self
             .stage_all(&requests, now, &mut staged)
-            .and_then(|appended| self.apply(&staged).map(|()| appended));
+            .and_then(|appended| {
+                self.hold_durable(&requests, &appended);
+                self.apply(&staged).map(|()| appended)
+            });
         let appended = match outcome {
             Ok(appended) => appended,
             Err(e) => {
@@ -140,27 +207,36 @@ impl Writer {
                 for request in requests {
                     let _ = request.reply.send(Err(StoreError::Storage(e.clone())));
                 }
-                return None;
+                return written;
             }
         };
-        let mut waiters = Vec::new();
         for (request, appended) in requests.into_iter().zip(appended) {
             if request.durable {
-                waiters.push((request.reply, appended));
+                written.waiters.push((request.reply, appended));
             } else {
                 let _ = request.reply.send(Ok(appended));
             }
         }
-        let nothing_to_sync = staged.stored.is_empty() && waiters.is_empty();
-        (!nothing_to_sync).then_some(Written {
-            stored: staged.stored,
-            waiters,
-        })
+        written.stored = staged.stored;
+        written
+    }
+
+    /// Hides the new messages of durable requests from readers until they are
+    /// synced (those of requests that do not wait for the disk are readable
+    /// once written: that mode promises less).
+    fn hold_durable(&self, requests: &[Append], appended: &[Vec<Appended>]) {
+        let held = requests
+            .iter()
+            .zip(appended)
+            .filter(|(request, _)| request.durable)
+            .flat_map(|(_, appended)| appended.iter().filter(|a| a.created))
+            .map(|appended| (appended.message.channel, appended.message.id));
+        self.unsynced.hold(held);
     }
 
     fn stage_all(
         &mut self,
-        requests: &[Request],
+        requests: &[Append],
         now: Instant,
         staged: &mut Staged,
     ) -> Result<Vec<Vec<Appended>>, String> {
@@ -214,7 +290,7 @@ impl Writer {
         if let Some(key) = &entry.idempotency_key {
             staged
                 .keys
-                .insert(idempotency_key(channel, key), &id.to_be_bytes()[..]);
+                .insert(channel_key(channel, key), &id.to_be_bytes()[..]);
             let replay = Appended {
                 created: false,
                 ..appended.clone()

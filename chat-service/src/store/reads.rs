@@ -1,0 +1,125 @@
+//! History reads, each capped at what a crash cannot take back.
+//!
+//! [`SyncedHistory`] is the only way to read messages out of the store: history
+//! pages, single messages, stats, the outbox, and through them replay and
+//! backfill for every stream. Each read takes the tree first, then drops what
+//! the writer still holds as unsynced ([`Unsynced`]): a message written by a
+//! durable append becomes readable when its sync succeeds, the same moment its
+//! `201` is sent and it is announced to the publisher. A non-durable append
+//! (`--durable-ack false`) is readable once written: that mode promises less.
+//!
+//! A read that races a write may come back a little short (the newest
+//! messages it found were not synced yet); it is never wrong.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use protocol::{ChannelId, Message};
+
+use super::keys::{id_of_key, message_key};
+use super::unsynced::Unsynced;
+use super::{ChannelStats, decode};
+
+/// Reads of the messages tree, capped per channel at the synced id.
+#[derive(Clone)]
+pub struct SyncedHistory {
+    messages: sled::Tree,
+    unsynced: Arc<Unsynced>,
+}
+
+impl SyncedHistory {
+    pub(super) fn new(messages: sled::Tree, unsynced: Arc<Unsynced>) -> Self {
+        SyncedHistory { messages, unsynced }
+    }
+
+    /// Up to `limit` synced messages with ids greater than `after`, ascending.
+    pub fn after(
+        &self,
+        channel: ChannelId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Message>, sled::Error> {
+        Ok(self
+            .after_raw(channel, after, limit)?
+            .iter()
+            .filter_map(|(_, json)| decode(json))
+            .collect())
+    }
+
+    /// Like [`SyncedHistory::after`], but the stored JSON as it is, with its id:
+    /// what the outbox re-publishes.
+    pub fn after_raw(
+        &self,
+        channel: ChannelId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Bytes)>, sled::Error> {
+        let bound = self.unsynced.readable_through(channel);
+        if after >= bound {
+            return Ok(Vec::new());
+        }
+        let range = message_key(channel, after.saturating_add(1))..=message_key(channel, bound);
+        let mut page = self
+            .messages
+            .range(range)
+            .take(limit)
+            .map(|entry| entry.map(|(key, value)| (id_of_key(&key), Bytes::from(value.to_vec()))))
+            .collect::<Result<Vec<_>, _>>()?;
+        let synced = self.unsynced.readable_through(channel);
+        page.retain(|(id, _)| *id <= synced);
+        Ok(page)
+    }
+
+    /// The last `limit` synced messages of the channel, ascending.
+    pub fn latest(&self, channel: ChannelId, limit: usize) -> Result<Vec<Message>, sled::Error> {
+        let bound = self.unsynced.readable_through(channel);
+        let range = message_key(channel, 0)..=message_key(channel, bound);
+        let newest_first = self
+            .messages
+            .range(range)
+            .rev()
+            .take(limit)
+            .collect::<Result<Vec<_>, _>>()?;
+        let synced = self.unsynced.readable_through(channel);
+        Ok(newest_first
+            .iter()
+            .rev()
+            .filter(|(key, _)| id_of_key(key) <= synced)
+            .filter_map(|(_, value)| decode(value))
+            .collect())
+    }
+
+    /// How many synced messages the channel holds, and their first and last ids.
+    pub fn channel_stats(&self, channel: ChannelId) -> Result<ChannelStats, sled::Error> {
+        let bound = self.unsynced.readable_through(channel);
+        let ids = self
+            .messages
+            .range(message_key(channel, 0)..=message_key(channel, bound))
+            .keys()
+            .map(|key| key.map(|key| id_of_key(&key)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let synced = self.unsynced.readable_through(channel);
+        let mut ids = ids.into_iter().filter(|id| *id <= synced);
+        let first_id = ids.next();
+        let (count, last_id) = ids.fold((u64::from(first_id.is_some()), first_id), |(n, _), id| {
+            (n + 1, Some(id))
+        });
+        Ok(ChannelStats {
+            messages: count,
+            first_id,
+            last_id,
+        })
+    }
+
+    /// One synced message by id.
+    pub fn get(&self, channel: ChannelId, id: u64) -> Result<Option<Message>, sled::Error> {
+        if id > self.unsynced.readable_through(channel) {
+            return Ok(None);
+        }
+        let value = self.messages.get(message_key(channel, id))?;
+        if id > self.unsynced.readable_through(channel) {
+            return Ok(None);
+        }
+        Ok(value.and_then(|value| decode(&value)))
+    }
+}
