@@ -132,11 +132,12 @@ impl BrokerUrl {
     }
 }
 
+/// Percent-decodes a URL's user or password (RFC 3986 userinfo: a `+` is a
+/// plus, not a space as in a form).
 fn decode(raw: &str) -> String {
-    url::form_urlencoded::parse(format!("x={raw}").as_bytes())
-        .next()
-        .map(|(_, value)| value.into_owned())
-        .unwrap_or_default()
+    percent_encoding::percent_decode_str(raw)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// The URL without its password, for logs and error messages.
@@ -186,6 +187,20 @@ mod tests {
         assert_eq!(url.port, 1884);
         assert_eq!(url.username.as_deref(), Some("crier"));
         assert_eq!(url.password.as_deref(), Some("p@ss"));
+    }
+
+    #[test]
+    fn a_password_keeps_plus_percent_at_and_colon() {
+        let raw = "mqtt://cr%2Bier:a+b%25c%40d%3Ae:f&g=h@127.0.0.1";
+        let url = BrokerUrl::parse(raw, None).expect("valid");
+        assert_eq!(url.username.as_deref(), Some("cr+ier"));
+        assert_eq!(url.password.as_deref(), Some("a+b%c@d:e:f&g=h"));
+        let login = url.options("test").credentials().expect("credentials");
+        assert_eq!(
+            (login.username.as_str(), login.password.as_str()),
+            ("cr+ier", "a+b%c@d:e:f&g=h"),
+            "the broker is sent the password as written"
+        );
     }
 
     #[test]
