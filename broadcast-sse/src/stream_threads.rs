@@ -151,7 +151,12 @@ fn run_thread(
         }
     });
     drop(app);
-    let _ = runtime.block_on(tokio::time::timeout(STOP_GRACE, streams));
+    // The timeout's timer is made inside `block_on`: made outside, it finds no
+    // runtime entered, panics, and the grace never applies.
+    let finished = runtime.block_on(async { tokio::time::timeout(STOP_GRACE, streams).await });
+    if finished.is_err() {
+        log::warn!("streams still open {STOP_GRACE:?} after the stop are cut");
+    }
 }
 
 /// Serves one stream request. Arguments and the state of every await are

@@ -468,6 +468,11 @@ pub async fn sigterm_with_100_open_streams_exits_cleanly_and_loses_nothing(mut a
         sse_status.is_some_and(|s| s.success()),
         "broadcast-sse exit {sse_status:?} after {sse_took:?}"
     );
+    app.chat
+        .as_ref()
+        .expect("chat-service")
+        .assert_no_thread_panicked();
+    app.sse.assert_no_thread_panicked();
     poster.await.expect("poster ended");
 
     app.kill_chat_service();

@@ -232,6 +232,7 @@ async fn twenty_streams_share_one_tls_connection_over_http2_and_all_receive_a_po
         status.is_some_and(|s| s.success()),
         "crier exits cleanly after its HTTP/2 streams ended: {status:?} after {took:?}"
     );
+    crier.assert_no_thread_panicked();
     assert_eq!(reports.len(), 20, "{reports:?}");
     let mut connections = 0;
     for report in &reports {

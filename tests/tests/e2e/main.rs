@@ -10,6 +10,7 @@ mod cases;
 mod channels;
 mod cluster;
 mod config_file;
+mod crash_reads;
 mod faults;
 mod helpers;
 mod http2;

@@ -107,6 +107,20 @@ impl Service {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// Fails with the log's panic lines if any thread of the process panicked.
+    pub fn assert_no_thread_panicked(&self) {
+        let log = self.log_text();
+        let panics: Vec<&str> = log
+            .lines()
+            .filter(|line| line.contains("panicked"))
+            .collect();
+        assert!(
+            panics.is_empty(),
+            "a thread panicked:\n{}",
+            panics.join("\n")
+        );
+    }
 }
 
 impl Drop for Service {
