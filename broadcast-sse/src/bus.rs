@@ -15,11 +15,10 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use std::time::Duration;
-
+use protocol::mqtt::connection::{self, Driven, Reconnect};
 use protocol::mqtt::{BrokerStatus, BrokerUrl};
 use protocol::{ChannelId, Message, topic};
-use rumqttc::{AsyncClient, Event, EventLoop, Incoming, Outgoing, QoS, SubscribeFilter};
+use rumqttc::{AsyncClient, Event, Incoming, Outgoing, QoS, SubscribeFilter};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -27,8 +26,9 @@ use crate::hub::{Frame, Hub, SubscriptionChange};
 use crate::presence::LocalPresence;
 use protocol::presence::refresh_topic;
 
-const RECONNECT_DELAY: Duration = Duration::from_millis(500);
 const REQUEST_CAPACITY: usize = 4096;
+/// Broker events waiting for the subscriber.
+const EVENT_CAPACITY: usize = 1024;
 /// Topics per SUBSCRIBE packet when re-subscribing many channels at once.
 const FILTERS_PER_PACKET: usize = 100;
 
@@ -61,7 +61,8 @@ pub fn start(
         awaiting_ack: HashMap::new(),
     };
     let presence_client = subscriber.client.clone();
-    let task = tokio::spawn(subscriber.run(eventloop, changes));
+    let (driven, _driver) = connection::drive(eventloop, EVENT_CAPACITY, Reconnect::Backoff);
+    let task = tokio::spawn(subscriber.run(driven, changes));
     (status, presence_client, task)
 }
 
@@ -109,19 +110,20 @@ enum Subscription {
 }
 
 impl Subscriber {
+    /// Handles the connection's events and the hub's changes as they come. The
+    /// event loop is polled by its own task ([`connection::drive`]), so a
+    /// change arriving mid-reconnect cannot cancel the handshake.
     async fn run(
         mut self,
-        mut eventloop: EventLoop,
+        mut driven: mpsc::Receiver<Driven>,
         mut changes: mpsc::UnboundedReceiver<SubscriptionChange>,
     ) {
         loop {
             tokio::select! {
-                event = eventloop.poll() => match event {
-                    Ok(event) => self.on_event(event),
-                    Err(e) => {
-                        self.on_connection_lost(&e.to_string());
-                        tokio::time::sleep(RECONNECT_DELAY).await;
-                    }
+                driven = driven.recv() => match driven {
+                    Some(Driven::Event(event)) => self.on_event(event),
+                    Some(Driven::Lost(reason)) => self.on_connection_lost(&reason),
+                    None => return log::error!("the MQTT connection's driver stopped"),
                 },
                 Some(change) = changes.recv() => self.on_change(change),
             }

@@ -1,5 +1,7 @@
 //! Broker settings every binary shares, and `mqtt://` / `mqtts://` URL parsing.
 
+pub mod connection;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

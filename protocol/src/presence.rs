@@ -16,7 +16,6 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, EventLoop, Incoming, QoS};
 use serde::{Deserialize, Serialize};
@@ -24,10 +23,12 @@ use tokio::sync::watch;
 
 use crate::ChannelId;
 use crate::mqtt::BrokerUrl;
+use crate::mqtt::connection::{Driven, Reconnect, drive};
 
 /// Longest presence name, in characters (an author's default limit).
 pub const MAX_NAME_CHARS: usize = 64;
-const RECONNECT_DELAY: Duration = Duration::from_millis(500);
+/// Broker events waiting for a watcher.
+const EVENT_CAPACITY: usize = 64;
 
 /// `{prefix}/presence/{channel}/{node}`: one node's streams on one channel.
 pub fn presence_topic(prefix: &str, channel: ChannelId, node: &str) -> String {
@@ -184,18 +185,16 @@ struct Follow {
 }
 
 impl Follow {
-    async fn run(self, mut eventloop: EventLoop) {
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Incoming::ConnAck(_))) => self.subscribe().await,
-                Ok(Event::Incoming(Incoming::Publish(publish))) => {
+    async fn run(self, eventloop: EventLoop) {
+        let (mut driven, _driver) = drive(eventloop, EVENT_CAPACITY, Reconnect::Backoff);
+        while let Some(driven) = driven.recv().await {
+            match driven {
+                Driven::Event(Event::Incoming(Incoming::ConnAck(_))) => self.subscribe().await,
+                Driven::Event(Event::Incoming(Incoming::Publish(publish))) => {
                     self.on_publish(&publish.topic, &publish.payload).await;
                 }
-                Ok(_) => {}
-                Err(e) => {
-                    log::debug!("presence: broker connection lost: {e}");
-                    tokio::time::sleep(RECONNECT_DELAY).await;
-                }
+                Driven::Event(_) => {}
+                Driven::Lost(e) => log::debug!("presence: broker connection lost: {e}"),
             }
         }
     }

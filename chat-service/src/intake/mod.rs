@@ -31,6 +31,7 @@ use std::time::Duration;
 use actix_web::http::StatusCode;
 use protocol::ApiError;
 use protocol::error::ErrorBody;
+use protocol::mqtt::connection::{self, Driven, Reconnect};
 use protocol::mqtt::{BrokerStatus, BrokerUrl};
 use protocol::topic;
 use rumqttc::{AsyncClient, Event, EventLoop, Incoming, Publish, QoS, SubscribeReasonCode};
@@ -52,7 +53,8 @@ pub const MAX_PENDING: usize = 256;
 /// twice [`MAX_PENDING`], so the acknowledging task never waits on the poll
 /// loop while the poll loop waits on it.
 const REQUEST_CAPACITY: usize = 4 * MAX_PENDING;
-const RECONNECT_DELAY: Duration = Duration::from_millis(500);
+/// Broker events waiting for the intake.
+const EVENT_CAPACITY: usize = 64;
 /// How long to wait before offering a post to a full ingest queue again.
 const BUSY_DELAY: Duration = Duration::from_millis(5);
 
@@ -126,16 +128,17 @@ enum Outcome {
 }
 
 impl Intake {
-    async fn run(self, mut eventloop: EventLoop) {
-        loop {
-            let event = match eventloop.poll().await {
-                Ok(event) => event,
-                Err(e) => {
+    async fn run(self, eventloop: EventLoop) {
+        let (mut driven, _driver) =
+            connection::drive(eventloop, EVENT_CAPACITY, Reconnect::Backoff);
+        while let Some(driven) = driven.recv().await {
+            let event = match driven {
+                Driven::Event(event) => event,
+                Driven::Lost(e) => {
                     if self.status.is_connected() {
                         log::warn!("MQTT posts: connection lost: {e}");
                     }
                     self.status.set(false);
-                    tokio::time::sleep(RECONNECT_DELAY).await;
                     continue;
                 }
             };

@@ -21,6 +21,7 @@ mod openapi;
 mod presence;
 mod process;
 mod restart;
+mod resubscribe;
 mod tls;
 
 use broker::Broker;
