@@ -128,14 +128,20 @@ mod tests {
         assert_eq!(backoff.next(), FIRST_RETRY);
     }
 
-    #[tokio::test]
-    async fn a_refused_connection_is_reported_and_retried_until_the_receiver_goes() {
+    /// A client of a loopback port nobody listens on (the listener that
+    /// picked it is gone).
+    fn refused_client() -> (rumqttc::AsyncClient, EventLoop) {
         let port = {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
             listener.local_addr().expect("address").port()
         };
         let options = rumqttc::MqttOptions::new("driver-test", "127.0.0.1", port);
-        let (_client, eventloop) = rumqttc::AsyncClient::new(options, 10);
+        rumqttc::AsyncClient::new(options, 10)
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_reported_and_retried_until_the_receiver_goes() {
+        let (_client, eventloop) = refused_client();
         let (mut driven, task) = drive(eventloop, 4, Reconnect::Backoff);
         for attempt in 0..2 {
             let event = tokio::time::timeout(Duration::from_secs(5), driven.recv())
@@ -155,12 +161,7 @@ mod tests {
 
     #[tokio::test]
     async fn never_reconnect_stops_after_the_first_error() {
-        let port = {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-            listener.local_addr().expect("address").port()
-        };
-        let options = rumqttc::MqttOptions::new("driver-test", "127.0.0.1", port);
-        let (_client, eventloop) = rumqttc::AsyncClient::new(options, 10);
+        let (_client, eventloop) = refused_client();
         let (mut driven, task) = drive(eventloop, 4, Reconnect::Never);
         let event = tokio::time::timeout(Duration::from_secs(5), driven.recv())
             .await
