@@ -227,8 +227,12 @@ impl Store {
         ))
     }
 
-    /// Numbers and stores `entries` (in order) as one atomic write. With
-    /// `durable`, answers once they are synced to disk; else once they are
+    /// Numbers and stores `entries`, in order. What is atomic: each message
+    /// with its idempotency key (a crash keeps both or neither), and a write
+    /// with any key as a whole; messages without keys go in one by one, so a
+    /// crash before the sync keeps a prefix of them (none was answered as
+    /// durable, read or announced). With `durable`, answers once they are
+    /// synced to disk, and readers see them from then on; else once they are
     /// written. `Busy` when the ingest queue is full: then nothing is stored.
     pub async fn append(
         &self,
