@@ -35,11 +35,9 @@ impl Change {
     pub fn apply(&self, trees: &Trees) -> Result<u64, sled::Error> {
         match self {
             Change::Published(watermarks) => {
-                let mut batch = sled::Batch::default();
                 for (channel, id) in watermarks {
-                    batch.insert(&channel.as_bytes()[..], &id.to_be_bytes()[..]);
+                    trees.published.insert(channel.as_bytes(), &id.to_be_bytes())?;
                 }
-                trees.published.apply_batch(batch)?;
                 Ok(0)
             }
             Change::Ban {
@@ -71,6 +69,12 @@ impl Change {
 /// still continues past every id ever given out, then removes up to
 /// [`TRIM_BATCH`] of the channel's oldest messages up to `through`; once none
 /// are left, the idempotency keys that point at them.
+///
+/// Every key goes on its own, never in an atomic batch: sled's atomic writes
+/// wait for any flush in progress, and this runs on the writer thread, where
+/// such a wait holds up every append behind it (see the writer's `apply`).
+/// Nothing needs them together: the watermark already says they are gone,
+/// and a key a crash leaves behind is removed by the next pass.
 fn trim(trees: &Trees, channel: ChannelId, through: u64) -> Result<u64, sled::Error> {
     if through > trees.trimmed_through(channel)? {
         trees
@@ -78,13 +82,16 @@ fn trim(trees: &Trees, channel: ChannelId, through: u64) -> Result<u64, sled::Er
             .insert(channel.as_bytes(), &through.to_be_bytes())?;
     }
     let range = message_key(channel, 0)..=message_key(channel, through);
-    let mut batch = sled::Batch::default();
-    let mut removed = 0;
-    for key in trees.messages.range(range).keys().take(TRIM_BATCH) {
-        batch.remove(key?);
-        removed += 1;
+    let keys = trees
+        .messages
+        .range(range)
+        .keys()
+        .take(TRIM_BATCH)
+        .collect::<Result<Vec<_>, _>>()?;
+    for key in &keys {
+        trees.messages.remove(key)?;
     }
-    trees.messages.apply_batch(batch)?;
+    let removed = keys.len() as u64;
     if removed < TRIM_BATCH as u64 {
         forget_idempotency_keys(trees, channel, through)?;
     }
@@ -96,12 +103,11 @@ fn forget_idempotency_keys(
     channel: ChannelId,
     through: u64,
 ) -> Result<(), sled::Error> {
-    let mut batch = sled::Batch::default();
     for entry in trees.idempotency.scan_prefix(channel.as_bytes()) {
         let (key, id) = entry?;
         if decode_u64(&id) <= through {
-            batch.remove(key);
+            trees.idempotency.remove(key)?;
         }
     }
-    trees.idempotency.apply_batch(batch)
+    Ok(())
 }
