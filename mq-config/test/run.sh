@@ -199,28 +199,29 @@ check_users() {
   [ "$got" = "$1" ] || fail "crier.acl names the users '$got', not '$1'"
 }
 
-say "a run without crier_mqtt_password fails with a clear message"
-if play; then
-  show_log
-  fail "the play ran without crier_mqtt_password"
-fi
-grep -q 'crier_mqtt_password is required' "$work/play-$run.log" || {
-  show_log
-  fail "no clear message about the missing password"
+# refused WHAT MESSAGE [play arguments...]: the play fails, says MESSAGE, and
+# has not touched the host.
+refused() {
+  local what=$1 message=$2
+  shift 2
+  if play "$@"; then
+    show_log
+    fail "the play ran $what"
+  fi
+  grep -q "$message" "$work/play-$run.log" || {
+    show_log
+    fail "no clear message ('$message') when run $what"
+  }
+  [ ! -e "$work/etc" ] || fail "the play changed the host before checking its variables"
 }
-[ ! -e "$work/etc" ] || fail "the play changed the host before checking its variables"
+
+say "a run without crier_mqtt_password fails with a clear message"
+refused "without crier_mqtt_password" 'crier_mqtt_password is required'
 
 say "a poster user named like the read-only user is refused"
 write_secrets "$password"
-if play -e "@$work/settings.yml" -e "@$work/secrets.yml" -e crier_mqtt_poster_user=watcher; then
-  show_log
-  fail "the play accepted the same name for the poster and read-only users"
-fi
-grep -q 'the three users differ' "$work/play-$run.log" || {
-  show_log
-  fail "no clear message about the clashing users"
-}
-[ ! -e "$work/etc" ] || fail "the play changed the host before checking its variables"
+refused "with the same name for the poster and read-only users" 'the three users differ' \
+  -e "@$work/settings.yml" -e "@$work/secrets.yml" -e crier_mqtt_poster_user=watcher
 
 say "the README's invocation: only crier_mqtt_password in secrets.yml"
 readme_secrets "$password"
