@@ -106,13 +106,24 @@ impl Bans {
     }
 
     /// Every ban still in force, by channel and name; expired ones are
-    /// forgotten on the way (in memory; the store keeps them until lifted or
-    /// replaced, and they load as expired).
-    pub fn list(&self) -> Vec<Ban> {
+    /// removed on the way, from memory and from the store.
+    pub async fn list(&self) -> Result<Vec<Ban>, StoreError> {
         let now = now();
-        let mut in_force = self.in_force_mut();
-        in_force.retain(|_, expires_at| *expires_at > now);
-        let mut bans: Vec<Ban> = in_force
+        let expired: Vec<(ChannelId, String)> = {
+            let mut in_force = self.in_force_mut();
+            let expired = in_force
+                .iter()
+                .filter(|(_, expires_at)| **expires_at <= now)
+                .map(|(key, _)| key.clone())
+                .collect();
+            in_force.retain(|_, expires_at| *expires_at > now);
+            expired
+        };
+        for (channel, name) in expired {
+            self.store.set_ban(channel, &name, None).await?;
+        }
+        let mut bans: Vec<Ban> = self
+            .in_force()
             .iter()
             .map(|((channel, name), expires_at)| Ban {
                 name: name.clone(),
@@ -121,7 +132,7 @@ impl Bans {
             })
             .collect();
         bans.sort_by(|a, b| (a.channel, &a.name).cmp(&(b.channel, &b.name)));
-        bans
+        Ok(bans)
     }
 
     /// Lifts a ban; `false` when there was none in force. Answers once the
@@ -161,7 +172,7 @@ mod tests {
             bans.check(ChannelId::from_bytes([2; 16]), "mallory")
                 .is_ok()
         );
-        assert_eq!(bans.list().len(), 1);
+        assert_eq!(bans.list().await.expect("list").len(), 1);
         assert!(bans.lift(channel, "mallory").await.expect("lift"));
         assert!(bans.check(channel, "mallory").is_ok());
         assert!(!bans.lift(channel, "mallory").await.expect("lift again"));
@@ -185,10 +196,14 @@ mod tests {
     async fn an_expired_ban_no_longer_blocks_and_is_not_listed() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (store, _announcements) = open(dir.path());
-        let bans = Bans::open(store).expect("bans");
+        let bans = Bans::open(store.clone()).expect("bans");
         let channel = ChannelId::from_bytes([1; 16]);
         bans.ban(channel, "mallory", 0).await.expect("ban");
         assert!(bans.check(channel, "mallory").is_ok());
-        assert!(bans.list().is_empty());
+        assert!(bans.list().await.expect("list").is_empty());
+        assert!(
+            store.bans().expect("stored bans").is_empty(),
+            "an expired ban is removed from the store too"
+        );
     }
 }

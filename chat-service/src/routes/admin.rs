@@ -80,7 +80,7 @@ pub async fn list_bans(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ChatError> {
     state.access.admin(&req)?;
-    Ok(HttpResponse::Ok().json(json!({ "bans": state.bans.list() })))
+    Ok(HttpResponse::Ok().json(json!({ "bans": state.bans.list().await? })))
 }
 
 /// `DELETE /bans/{channel}/{name}` → `204`, or `404 ban_not_found`.
