@@ -113,9 +113,6 @@ impl SyncedHistory {
 
     /// One synced message by id.
     pub fn get(&self, channel: ChannelId, id: u64) -> Result<Option<Message>, sled::Error> {
-        if id > self.unsynced.readable_through(channel) {
-            return Ok(None);
-        }
         let value = self.messages.get(message_key(channel, id))?;
         if id > self.unsynced.readable_through(channel) {
             return Ok(None);
