@@ -36,7 +36,9 @@ impl Change {
         match self {
             Change::Published(watermarks) => {
                 for (channel, id) in watermarks {
-                    trees.published.insert(channel.as_bytes(), &id.to_be_bytes())?;
+                    trees
+                        .published
+                        .insert(channel.as_bytes(), &id.to_be_bytes())?;
                 }
                 Ok(0)
             }
