@@ -7,9 +7,7 @@ use std::sync::Arc;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{App, web};
 use protocol::auth::Verifier;
-use protocol::error::{
-    json_error_bodies, method_not_allowed, not_found, path_config, query_config,
-};
+use protocol::error::{json_error_bodies, not_found, path_config, query_config};
 use protocol::mqtt::BrokerUrl;
 use protocol::server::ServerSettings;
 use tokio::task::JoinHandle;
@@ -134,24 +132,12 @@ pub enum StartError {
     },
 }
 
-/// The API routes. The caller registers `web::Data<AppState>`; the all-in-one
-/// binary mounts this next to the chat-service.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/channels/{channel}/events")
-            .route(web::get().to(events::events))
-            .default_service(method_not_allowed("GET")),
-    );
-    cfg.service(
-        web::resource("/events")
-            .route(web::get().to(events::channels_events))
-            .default_service(method_not_allowed("GET")),
-    );
+// The API routes; the all-in-one binary mounts them next to the
+// chat-service's.
+protocol::routes! {
+    "/channels/{channel}/events" => { GET => events::events },
+    "/events" => { GET => events::channels_events },
 }
-
-/// Every `(METHOD, path)` [`configure`] serves; the OpenAPI document must describe
-/// exactly these (a test compares them).
-pub const ROUTES: &[(&str, &str)] = &[("GET", "/channels/{channel}/events"), ("GET", "/events")];
 
 /// `/healthz` and `/readyz` of the standalone service.
 pub fn configure_health(cfg: &mut web::ServiceConfig) {

@@ -7,9 +7,7 @@ use std::sync::Arc;
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
 use protocol::auth::Verifier;
-use protocol::error::{
-    json_error_bodies, method_not_allowed, not_found, path_config, query_config,
-};
+use protocol::error::{json_error_bodies, not_found, path_config, query_config};
 use protocol::mqtt::{BrokerStatus, BrokerUrl};
 use protocol::plain_server::{self, Options};
 use protocol::presence::Watcher;
@@ -156,60 +154,20 @@ pub enum StartError {
     },
 }
 
-/// Every `(METHOD, path)` [`configure`] serves; the OpenAPI document must describe
-/// exactly these (a test compares them).
-pub const ROUTES: &[(&str, &str)] = &[
-    ("POST", "/bans"),
-    ("GET", "/bans"),
-    ("DELETE", "/bans/{channel}/{name}"),
-    ("POST", "/publish"),
-    ("POST", "/channels/{channel}/messages"),
-    ("GET", "/channels/{channel}/messages"),
-    ("GET", "/channels/{channel}/messages/{id}"),
-    ("GET", "/channels/{channel}/stats"),
-    ("GET", "/channels/{channel}/presence"),
-];
-
-/// The API routes (the table of contents of the service). The caller registers
-/// `web::Data<AppState>`; the all-in-one binary mounts this next to broadcast-sse.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/bans")
-            .route(web::post().to(admin::add_bans))
-            .route(web::get().to(admin::list_bans))
-            .default_service(method_not_allowed("GET, POST")),
-    )
-    .service(
-        web::resource("/bans/{channel}/{name}")
-            .route(web::delete().to(admin::lift_ban))
-            .default_service(method_not_allowed("DELETE")),
-    )
-    .service(
-        web::resource("/publish")
-            .route(web::post().to(admin::publish))
-            .default_service(method_not_allowed("POST")),
-    )
-    .service(
-        web::resource("/channels/{channel}/messages")
-            .route(web::post().to(messages::post_message))
-            .route(web::get().to(messages::list_messages))
-            .default_service(method_not_allowed("GET, POST")),
-    )
-    .service(
-        web::resource("/channels/{channel}/messages/{id}")
-            .route(web::get().to(messages::get_message))
-            .default_service(method_not_allowed("GET")),
-    )
-    .service(
-        web::resource("/channels/{channel}/stats")
-            .route(web::get().to(channels::stats))
-            .default_service(method_not_allowed("GET")),
-    )
-    .service(
-        web::resource("/channels/{channel}/presence")
-            .route(web::get().to(channels::presence))
-            .default_service(method_not_allowed("GET")),
-    );
+// The API routes, the table of contents of the service; the all-in-one
+// binary mounts them next to broadcast-sse's. Each resource answers any other
+// method `405` with an `Allow` header naming these.
+protocol::routes! {
+    "/bans" => { GET => admin::list_bans, POST => admin::add_bans },
+    "/bans/{channel}/{name}" => { DELETE => admin::lift_ban },
+    "/publish" => { POST => admin::publish },
+    "/channels/{channel}/messages" => {
+        GET => messages::list_messages,
+        POST => messages::post_message,
+    },
+    "/channels/{channel}/messages/{id}" => { GET => messages::get_message },
+    "/channels/{channel}/stats" => { GET => channels::stats },
+    "/channels/{channel}/presence" => { GET => channels::presence },
 }
 
 /// `/healthz` and `/readyz`, separate from [`configure`] because the all-in-one

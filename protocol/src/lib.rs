@@ -20,6 +20,7 @@
 //! - [`cors`]: the `--cors-origin` middleware.
 //! - [`error`]: the JSON error body and actix glue that maps every error to it.
 //! - [`health`]: the `/healthz` and `/readyz` answers.
+//! - [`routes`]: `routes!`, a service's routes and their list, declared once.
 //! - [`mqtt`]: broker settings shared by every binary and `mqtt://` URL parsing.
 //! - [`metrics`]: the Prometheus recorder and `GET /metrics`.
 
@@ -36,6 +37,7 @@ pub mod mqtt;
 pub mod openapi;
 pub mod plain_server;
 pub mod presence;
+pub mod routes;
 pub mod server;
 pub mod tls;
 pub mod topic;
