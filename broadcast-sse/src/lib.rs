@@ -18,7 +18,7 @@
 //! - [`routes`]: `events` (the SSE endpoint) and `health`.
 //! - [`hub`]: per-channel rings, recent frames, held frames, listener counts and
 //!   subscribe/unsubscribe decisions.
-//! - [`limits`]: open streams per client address.
+//! - [`stream_slots`]: open streams per client address.
 //! - [`presence`]: this node's streams per channel and name, published for
 //!   presence across nodes.
 //! - [`metrics`]: what the service records for `GET /metrics`.
@@ -35,13 +35,13 @@ pub mod error;
 pub mod history;
 pub mod http1;
 pub mod hub;
-pub mod limits;
 pub mod metrics;
 pub mod presence;
 pub mod routes;
 pub mod server;
 pub mod startup;
 pub mod stream;
+pub mod stream_slots;
 pub mod stream_threads;
 #[cfg(test)]
 mod testing;

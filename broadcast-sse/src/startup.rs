@@ -16,9 +16,9 @@ use crate::bus;
 use crate::config::{BroadcastSettings, Config};
 use crate::history::{HistorySource, HttpHistory};
 use crate::hub::Hub;
-use crate::limits::StreamSlots;
 use crate::presence::{self, LocalPresence};
 use crate::routes::{events, health};
+use crate::stream_slots::StreamSlots;
 use protocol::mqtt::BrokerStatus;
 use protocol::presence::Watcher;
 

@@ -37,9 +37,9 @@ use tokio::sync::watch;
 use crate::error::BroadcastError;
 use crate::history::{HistoryError, HistorySource, PAGE};
 use crate::hub::{Frame, Hub, ListenerGuard, Membership, Recent, Signals};
-use crate::limits::StreamSlot;
 use crate::metrics::{self, STREAMS};
 use crate::presence::Joined;
+use crate::stream_slots::StreamSlot;
 use protocol::message::stored_millis_of_frame;
 
 pub mod cursor;
@@ -79,14 +79,14 @@ pub struct ClientStream {
 /// and what an idle node holds by the thousand, so it costs no extra allocation.
 enum Follows {
     /// `/channels/{c}/events`: each event's `id:` is the message's id.
-    One(Follow),
+    One(FollowedChannel),
     /// `/events?channel=…`: each event's `id:` is a cursor of every channel's
     /// last id ([`cursor`]).
-    Many(Box<[Follow]>),
+    Many(Box<[FollowedChannel]>),
 }
 
 /// One channel of a stream: its place in the hub and how far the client got.
-struct Follow {
+struct FollowedChannel {
     channel: ChannelId,
     ring: broadcast::Receiver<Frame>,
     /// The stream's place among the channel's listeners, until it ends.
@@ -117,10 +117,10 @@ struct PresenceFeed {
     told: Arc<BTreeSet<String>>,
 }
 
-impl Follow {
+impl FollowedChannel {
     fn new(opening: Opening) -> Self {
         let membership = opening.membership;
-        Follow {
+        FollowedChannel {
             channel: opening.channel,
             last_sent: opening.resume_after.or(membership.last_id_at_join),
             catching_up: opening.resume_after.is_some(),
@@ -134,14 +134,14 @@ impl Follow {
 }
 
 impl Follows {
-    fn all(&self) -> &[Follow] {
+    fn all(&self) -> &[FollowedChannel] {
         match self {
             Follows::One(follow) => std::slice::from_ref(follow),
             Follows::Many(follows) => follows,
         }
     }
 
-    fn all_mut(&mut self) -> &mut [Follow] {
+    fn all_mut(&mut self) -> &mut [FollowedChannel] {
         match self {
             Follows::One(follow) => std::slice::from_mut(follow),
             Follows::Many(follows) => follows,
@@ -195,7 +195,12 @@ impl ClientStream {
             membership,
             resume_after,
         };
-        Self::with_follows(Follows::One(Follow::new(opening)), hub, history, retry_ms)
+        Self::with_follows(
+            Follows::One(FollowedChannel::new(opening)),
+            hub,
+            history,
+            retry_ms,
+        )
     }
 
     /// A stream of several channels, each resumed after its `resume_after` or,
@@ -207,7 +212,7 @@ impl ClientStream {
         history: Arc<dyn HistorySource>,
         retry_ms: u64,
     ) -> Self {
-        let follows = openings.into_iter().map(Follow::new).collect();
+        let follows = openings.into_iter().map(FollowedChannel::new).collect();
         Self::with_follows(Follows::Many(follows), hub, history, retry_ms)
     }
 
@@ -329,7 +334,7 @@ impl ClientStream {
         Ok(())
     }
 
-    fn follow(&mut self, index: usize) -> &mut Follow {
+    fn follow(&mut self, index: usize) -> &mut FollowedChannel {
         &mut self.follows.all_mut()[index]
     }
 

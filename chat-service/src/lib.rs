@@ -9,7 +9,7 @@
 //! - [`startup`]: binds the listener, builds the app, starts the broker task.
 //! - [`routes`]: one file per resource (`messages`, `admin`, `health`).
 //! - [`access`]: who may post, read and administer (JWT, off without a key).
-//! - [`limits`]: POST rate limits per publisher.
+//! - [`rate_limit`]: POST rate limits per publisher.
 //! - [`metrics`]: what the service records for `GET /metrics`.
 //! - [`bans`]: names that may not post to a channel for a while.
 //! - [`domain`]: `Author`, `Text` and `NewMessage`, with the limits inside.
@@ -29,9 +29,9 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod intake;
-pub mod limits;
 pub mod metrics;
 pub mod publish;
+pub mod rate_limit;
 pub mod routes;
 pub mod startup;
 pub mod store;

@@ -19,9 +19,9 @@ use crate::bans::Bans;
 use crate::config::{ChatSettings, Config, Limits};
 use crate::error::ChatError;
 use crate::intake::{self, Forwarder, IntakeSettings};
-use crate::limits::RateLimiter;
 use crate::publish::link::BrokerTarget;
 use crate::publish::{self, Publisher};
+use crate::rate_limit::RateLimiter;
 use crate::routes::{admin, channels, health, messages};
 use crate::store::{self, Store};
 

@@ -132,7 +132,7 @@ impl Watcher {
         };
         let options = broker.options(&crate::mqtt::client_id("presence"));
         let (client, eventloop) = AsyncClient::new(options, 256);
-        let follow = Follow {
+        let follow = WatcherTask {
             watcher: watcher.clone(),
             client,
             prefix: prefix.to_string(),
@@ -178,13 +178,13 @@ impl Watcher {
 }
 
 /// The task that keeps a watcher's table.
-struct Follow {
+struct WatcherTask {
     watcher: Watcher,
     client: AsyncClient,
     prefix: String,
 }
 
-impl Follow {
+impl WatcherTask {
     async fn run(self, eventloop: EventLoop) {
         let (mut driven, _driver) = drive(eventloop, EVENT_CAPACITY, Reconnect::Backoff);
         while let Some(driven) = driven.recv().await {

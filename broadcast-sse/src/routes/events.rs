@@ -16,8 +16,8 @@ use tokio::sync::watch;
 
 use crate::AppState;
 use crate::error::BroadcastError;
-use crate::limits::StreamSlot;
 use crate::stream::{ClientStream, Opening, cursor};
+use crate::stream_slots::StreamSlot;
 
 /// Longest wait for the broker to confirm a new stream's channel subscriptions
 /// (all of them together) before the stream starts anyway (it then relies on gap detection and history).

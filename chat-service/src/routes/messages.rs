@@ -12,8 +12,8 @@ use crate::AppState;
 use crate::body::{parse_fields, read_limited};
 use crate::domain::{Author, NewMessage};
 use crate::error::ChatError;
-use crate::limits::Sender;
 use crate::metrics::{self, Source};
+use crate::rate_limit::Sender;
 use crate::store::Entry;
 
 /// Default and largest page of a history read.
