@@ -1,17 +1,23 @@
 //! POST rate limits: a token bucket per publisher (the token's name when tokens
-//! are checked, else the client address). Over the limit is `429` with
-//! `Retry-After`.
+//! are checked, else the client address), kept by governor's keyed limiter
+//! (GCRA, state sharded over a concurrent map, so concurrent POSTs do not
+//! queue on one lock). Over the limit is `429` with `Retry-After`.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
+use std::num::NonZeroU32;
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix_web::http::StatusCode;
+use governor::clock::Clock;
+use governor::{DefaultKeyedRateLimiter, Quota};
 use protocol::ApiError;
 
-/// Buckets kept before idle ones (full again) are dropped.
+/// Senders tracked before the limiter forgets those whose bucket is full again.
 const MAX_TRACKED: usize = 100_000;
+/// The sweep past [`MAX_TRACKED`] runs at most this often, so a limiter full of
+/// active senders does not sweep on every POST.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// Who a limit applies to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -22,65 +28,68 @@ pub enum Sender {
 }
 
 pub struct RateLimiter {
-    per_sec: f64,
-    burst: f64,
-    buckets: Mutex<HashMap<Sender, Bucket>>,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    updated: Instant,
+    /// `None`: no limit.
+    limiter: Option<DefaultKeyedRateLimiter<Sender>>,
+    per_sec: u32,
+    /// When the last sweep ran. A std lock, only tried, never waited for.
+    swept: Mutex<Instant>,
 }
 
 impl RateLimiter {
     /// `per_sec` 0 switches limiting off.
     pub fn new(per_sec: u32, burst: u32) -> Self {
+        let limiter = NonZeroU32::new(per_sec).map(|rate| {
+            let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+            DefaultKeyedRateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
+        });
         RateLimiter {
-            per_sec: f64::from(per_sec),
-            burst: f64::from(burst.max(1)),
-            buckets: Mutex::new(HashMap::new()),
+            limiter,
+            per_sec,
+            swept: Mutex::new(Instant::now()),
         }
     }
 
     /// Takes one POST from `sender`'s bucket, or says when to try again.
     pub fn check(&self, sender: Sender) -> Result<(), ApiError> {
-        if self.per_sec <= 0.0 {
+        let Some(limiter) = &self.limiter else {
             return Ok(());
-        }
-        let now = Instant::now();
-        let mut buckets = self
-            .buckets
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if buckets.len() >= MAX_TRACKED {
-            self.forget_full(&mut buckets, now);
-        }
-        let bucket = buckets.entry(sender).or_insert(Bucket {
-            tokens: self.burst,
-            updated: now,
-        });
-        let refill = now.duration_since(bucket.updated).as_secs_f64() * self.per_sec;
-        bucket.tokens = (bucket.tokens + refill).min(self.burst);
-        bucket.updated = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
+        };
+        self.sweep_if_large(limiter);
+        let Err(not_until) = limiter.check_key(&sender) else {
             return Ok(());
-        }
-        let wait = ((1.0 - bucket.tokens) / self.per_sec).ceil().max(1.0) as u64;
+        };
+        let wait = not_until.wait_time_from(limiter.clock().now());
+        let wait = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
         Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",
             format!("too many messages: at most {} per second", self.per_sec),
         )
-        .with_retry_after(wait))
+        .with_retry_after(wait.max(1)))
     }
 
-    fn forget_full(&self, buckets: &mut HashMap<Sender, Bucket>, now: Instant) {
-        buckets.retain(|_, bucket| {
-            let refill = now.duration_since(bucket.updated).as_secs_f64() * self.per_sec;
-            bucket.tokens + refill < self.burst
-        });
+    /// Senders the limiter tracks now.
+    pub fn tracked(&self) -> usize {
+        self.limiter
+            .as_ref()
+            .map_or(0, DefaultKeyedRateLimiter::len)
+    }
+
+    /// Past [`MAX_TRACKED`] senders, forgets those whose bucket is full again
+    /// (at most once per [`SWEEP_EVERY`], by whichever POST gets there first).
+    fn sweep_if_large(&self, limiter: &DefaultKeyedRateLimiter<Sender>) {
+        if limiter.len() < MAX_TRACKED {
+            return;
+        }
+        let Ok(mut swept) = self.swept.try_lock() else {
+            return;
+        };
+        if swept.elapsed() < SWEEP_EVERY {
+            return;
+        }
+        *swept = Instant::now();
+        limiter.retain_recent();
+        limiter.shrink_to_fit();
     }
 }
 
@@ -101,6 +110,23 @@ mod tests {
         assert!(
             limiter.check(Sender::Name("bob".into())).is_ok(),
             "per sender"
+        );
+    }
+
+    #[test]
+    fn senders_back_to_a_full_bucket_are_forgotten_past_the_bound() {
+        let limiter = RateLimiter::new(1_000, 1);
+        for n in 0..MAX_TRACKED as u32 {
+            let sender = Sender::Address(IpAddr::from(n.to_be_bytes()));
+            assert!(limiter.check(sender).is_ok());
+        }
+        assert_eq!(limiter.tracked(), MAX_TRACKED);
+        std::thread::sleep(SWEEP_EVERY + Duration::from_millis(10));
+        assert!(limiter.check(Sender::Unknown).is_ok());
+        assert!(
+            limiter.tracked() < 10,
+            "after a sweep only recent senders are kept: {}",
+            limiter.tracked()
         );
     }
 
