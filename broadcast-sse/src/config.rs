@@ -92,13 +92,27 @@ impl BroadcastSettings {
 
 impl Default for BroadcastSettings {
     fn default() -> Self {
-        BroadcastSettings {
-            ring_size: 1024,
-            heartbeat_secs: 15,
-            retry_ms: 2000,
-            max_streams_per_address: 1000,
-            max_channels: 100_000,
-            max_channels_per_stream: 32,
-        }
+        protocol::defaults::from_flags()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_settings_default_to_their_documented_flags() {
+        let settings = BroadcastSettings::default();
+        assert_eq!(
+            (
+                settings.ring_size,
+                settings.heartbeat_secs,
+                settings.retry_ms,
+                settings.max_streams_per_address,
+                settings.max_channels,
+                settings.max_channels_per_stream
+            ),
+            (1024, 15, 2000, 1000, 100_000, 32)
+        );
     }
 }

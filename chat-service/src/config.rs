@@ -168,11 +168,7 @@ impl Retention {
 
 impl Default for Retention {
     fn default() -> Self {
-        Retention {
-            history_max_per_channel: 10_000,
-            history_max_age: None,
-            retention_interval_secs: 5,
-        }
+        protocol::defaults::from_flags()
     }
 }
 
@@ -228,13 +224,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            max_author_chars: 64,
-            max_text_chars: 4000,
-            max_body_bytes: 64 * 1024,
-            post_rate_per_sec: 20,
-            post_burst: 100,
-        }
+        protocol::defaults::from_flags()
     }
 }
 
@@ -250,6 +240,24 @@ mod tests {
         assert!(parse_age("7w").is_err());
         assert!(parse_age("d").is_err());
         assert!(parse_age("99999999999999999999d").is_err());
+    }
+
+    #[test]
+    fn limits_default_to_their_documented_flags() {
+        let limits = Limits::default();
+        assert_eq!(
+            (
+                limits.max_author_chars,
+                limits.max_text_chars,
+                limits.max_body_bytes,
+                limits.post_rate_per_sec,
+                limits.post_burst
+            ),
+            (64, 4000, 64 * 1024, 20, 100)
+        );
+        let retention = Retention::default();
+        assert_eq!(retention.history_max_age, None);
+        assert_eq!(retention.interval(), Duration::from_secs(5));
     }
 
     #[test]

@@ -18,6 +18,7 @@
 //! - [`tls`]: rustls configurations from PEM files.
 //! - [`topic`]: MQTT topic names for channels.
 //! - [`cors`]: the `--cors-origin` middleware.
+//! - [`defaults`]: settings' defaults, read from their flags.
 //! - [`error`]: the JSON error body and actix glue that maps every error to it.
 //! - [`health`]: the `/healthz` and `/readyz` answers.
 //! - [`routes`]: `routes!`, a service's routes and their list, declared once.
@@ -28,6 +29,7 @@ pub mod auth;
 pub mod channel;
 pub mod config_file;
 pub mod cors;
+pub mod defaults;
 pub mod error;
 pub mod health;
 pub mod http1_response;

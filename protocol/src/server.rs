@@ -72,13 +72,7 @@ pub fn header_text(value: &[u8]) -> Option<&str> {
 
 impl Default for ServerSettings {
     fn default() -> Self {
-        ServerSettings {
-            cors: CorsSettings::default(),
-            request_header_timeout_ms: 5000,
-            tls_cert: None,
-            tls_key: None,
-            metrics_listen: None,
-        }
+        crate::defaults::from_flags()
     }
 }
 
@@ -144,6 +138,14 @@ fn request_head_bytes(req: &actix_web::HttpRequest) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_settings_default_to_their_documented_flags() {
+        let settings = ServerSettings::default();
+        assert_eq!(settings.request_header_timeout_ms, 5000);
+        assert!(settings.cors.cors_origins.is_empty());
+        assert!(settings.tls_cert.is_none() && settings.metrics_listen.is_none());
+    }
 
     #[test]
     fn uri_length_is_the_length_of_the_written_uri() {
