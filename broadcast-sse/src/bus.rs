@@ -4,7 +4,8 @@
 //! unsubscribes when the last one leaves. rumqttc does not restore subscriptions
 //! after a reconnect, so every ConnAck re-subscribes all active channels; once the
 //! broker acknowledges, the hub backfills each of them from its last delivered id.
-//! Incoming messages are parsed and framed once, then handed to the hub.
+//! Incoming messages are checked for a message's shape and framed as they
+//! came (no second serialisation), then handed to the hub.
 //!
 //! With `follow_all` it instead holds one wildcard subscription to every channel
 //! while any channel has a local listener: for a node that sees all traffic
@@ -15,9 +16,10 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use protocol::message::MessageCheck;
 use protocol::mqtt::connection::{self, Driven, Reconnect};
 use protocol::mqtt::{BrokerStatus, BrokerUrl};
-use protocol::{ChannelId, Message, topic};
+use protocol::{ChannelId, topic};
 use rumqttc::{AsyncClient, Event, Incoming, Outgoing, QoS, SubscribeFilter};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -284,9 +286,10 @@ impl Subscriber {
             log::debug!("ignoring a message on foreign topic {topic:?}");
             return;
         };
-        match serde_json::from_slice::<Message>(&publish.payload) {
+        match MessageCheck::of(&publish.payload) {
             Ok(message) if message.channel == channel && message.id > 0 => {
-                self.hub.deliver(channel, Frame::from_message(&message));
+                self.hub
+                    .deliver(channel, Frame::from_json(message.id, &publish.payload));
             }
             Ok(_) => log::warn!("dropping a message whose channel or id does not match {topic}"),
             Err(e) => log::warn!("dropping an unreadable message on {topic}: {e}"),

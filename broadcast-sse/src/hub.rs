@@ -62,11 +62,22 @@ impl Frame {
         }
     }
 
-    /// The frame of message `id` already serialized as `json`.
+    /// The frame of message `id` as `json` carries it, copied as it is: the
+    /// store's serialisation is the one every socket gets. JSON spread over
+    /// several lines (not what the chat-service writes, but valid on the
+    /// topic) is put on one line first, as one `data:` field needs.
     pub fn from_json(id: u64, json: &[u8]) -> Self {
+        let one_line = if json.iter().any(|&byte| byte == b'\n' || byte == b'\r') {
+            serde_json::from_slice::<Message>(json)
+                .and_then(|message| serde_json::to_vec(&message))
+                .map(std::borrow::Cow::Owned)
+                .unwrap_or(std::borrow::Cow::Borrowed(json))
+        } else {
+            std::borrow::Cow::Borrowed(json)
+        };
         Frame {
             id,
-            bytes: Bytes::from(protocol::message::sse_frame_of(id, json)),
+            bytes: Bytes::from(protocol::message::sse_frame_of(id, &one_line)),
         }
     }
 }

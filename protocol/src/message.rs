@@ -1,7 +1,9 @@
 //! The message as stored, published and streamed.
 
+use std::borrow::Cow;
 use std::io::Write;
 
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 
 use crate::ChannelId;
@@ -20,6 +22,30 @@ pub struct Message {
     /// Public profile of the poster taken from their token, when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<serde_json::Value>,
+}
+
+/// A message's JSON checked for the shape of [`Message`] without copying it:
+/// what a subscriber needs to frame the JSON as it came (the one serialisation
+/// of a message, made by the store, is the one every socket gets).
+#[derive(Debug, Deserialize)]
+pub struct MessageCheck<'a> {
+    pub id: u64,
+    pub channel: ChannelId,
+    #[serde(borrow, rename = "author")]
+    _author: Cow<'a, str>,
+    #[serde(borrow, rename = "text")]
+    _text: Cow<'a, str>,
+    #[serde(borrow, rename = "ts")]
+    _ts: Cow<'a, str>,
+    #[serde(default, rename = "user")]
+    _user: Option<IgnoredAny>,
+}
+
+impl<'a> MessageCheck<'a> {
+    /// The message's id and channel, when `json` has the shape of a [`Message`].
+    pub fn of(json: &'a [u8]) -> serde_json::Result<Self> {
+        serde_json::from_slice(json)
+    }
 }
 
 impl Message {
@@ -51,8 +77,6 @@ impl Message {
     }
 }
 
-/// The SSE event of a message already serialized as `json` (what
-/// [`Message::sse_frame`] gives for it).
 /// When the message of an SSE frame (as [`sse_frame_of`] makes it) was
 /// stored, in milliseconds since the Unix epoch: read from its `"ts"`.
 pub fn stored_millis_of_frame(frame: &[u8]) -> Option<i64> {
@@ -65,6 +89,8 @@ pub fn stored_millis_of_frame(frame: &[u8]) -> Option<i64> {
     Some(stored.timestamp_millis())
 }
 
+/// The SSE event of a message already serialized as one line of `json` (what
+/// [`Message::sse_frame`] gives for it).
 pub fn sse_frame_of(id: u64, json: &[u8]) -> Vec<u8> {
     let mut frame = Vec::with_capacity(json.len() + 48);
     frame_into(&mut frame, id, json);
@@ -81,6 +107,27 @@ fn frame_into(out: &mut Vec<u8>, id: u64, json: &[u8]) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_check_accepts_what_a_message_parses_and_refuses_what_it_does_not() {
+        let message = sample();
+        let json = serde_json::to_vec(&message).expect("json");
+        let check = MessageCheck::of(&json).expect("a message");
+        assert_eq!((check.id, check.channel), (message.id, message.channel));
+        for bad in [
+            &br#"{"id":1,"channel":"6f9619ff-8b86-d011-b42d-00cf4fc964ff","author":"a","ts":"t"}"#[..],
+            br#"{"id":1,"channel":"nope","author":"a","text":"x","ts":"t"}"#,
+            br#"{"id":-1,"channel":"6f9619ff-8b86-d011-b42d-00cf4fc964ff","author":"a","text":"x","ts":"t"}"#,
+            br#"{"id":1,"channel":"6f9619ff-8b86-d011-b42d-00cf4fc964ff","author":3,"text":"x","ts":"t"}"#,
+        ] {
+            assert!(
+                MessageCheck::of(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+            assert!(serde_json::from_slice::<Message>(bad).is_err(), "Message agrees");
+        }
+    }
 
     #[test]
     fn the_stored_time_is_read_from_a_frame() {
