@@ -21,36 +21,39 @@
 //! the node delivered), the stream ends with `event: reconnect` and the browser
 //! resumes with its `Last-Event-ID`, losing nothing.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 use protocol::ChannelId;
-use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::watch;
 
-use crate::error::BroadcastError;
-use crate::history::{HistoryError, HistorySource, PAGE};
-use crate::hub::{Frame, Hub, ListenerGuard, Membership, Recent, Signals};
+use crate::history::HistorySource;
+use crate::hub::{Frame, Hub, Membership, Signals};
 use crate::metrics::{self, STREAMS};
-use crate::presence::Joined;
 use crate::stream_slots::StreamSlot;
 use protocol::message::stored_millis_of_frame;
 
+mod catch_up;
 pub mod cursor;
+mod events;
+mod expiry;
+mod follows;
+mod presence_feed;
+
+use events::{frame_fields_after_id, reconnect_event};
+use expiry::token_expired;
+pub use follows::Opening;
+use follows::{FollowedChannel, Follows};
+use presence_feed::{PresenceFeed, presence_changed};
 
 /// Frames coalesced into one write when a stream has several ready.
 const MAX_CHUNK_BYTES: usize = 64 * 1024;
 const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
-/// History answers that end before an id this node already delivered, tolerated
-/// (with a growing pause) before the stream asks the client to reconnect.
-const MAX_STALLS: u32 = 3;
-const STALL_PAUSE: Duration = Duration::from_millis(100);
 
 pub struct ClientStream {
     follows: Follows,
@@ -73,110 +76,6 @@ pub struct ClientStream {
     /// (boxed: most streams do not follow presence).
     presence: Option<Box<[PresenceFeed]>>,
     _open: metrics::OpenStream,
-}
-
-/// The channels of a stream. A stream of one channel is what most clients open
-/// and what an idle node holds by the thousand, so it costs no extra allocation.
-enum Follows {
-    /// `/channels/{c}/events`: each event's `id:` is the message's id.
-    One(FollowedChannel),
-    /// `/events?channel=…`: each event's `id:` is a cursor of every channel's
-    /// last id ([`cursor`]).
-    Many(Box<[FollowedChannel]>),
-}
-
-/// One channel of a stream: its place in the hub and how far the client got.
-struct FollowedChannel {
-    channel: ChannelId,
-    ring: broadcast::Receiver<Frame>,
-    /// The stream's place among the channel's listeners, until it ends.
-    _listening: ListenerGuard,
-    /// Id of the last message (or gap) of this channel written to the client.
-    last_sent: Option<u64>,
-    /// Catching up after `last_sent` until the recent buffer or history says we
-    /// are current.
-    catching_up: bool,
-    /// Highest live id seen ahead of `last_sent`: the catch-up must get there.
-    catch_up_to: Option<u64>,
-    stalls: u32,
-    /// This stream's place in the channel's presence, until it ends.
-    _joined: Option<Joined>,
-}
-
-/// A channel a stream opens with: its membership and, for a resume, the last id
-/// the client has.
-pub struct Opening {
-    pub channel: ChannelId,
-    pub membership: Membership,
-    pub resume_after: Option<u64>,
-}
-
-struct PresenceFeed {
-    channel: ChannelId,
-    names: watch::Receiver<Arc<BTreeSet<String>>>,
-    told: Arc<BTreeSet<String>>,
-}
-
-impl FollowedChannel {
-    fn new(opening: Opening) -> Self {
-        let membership = opening.membership;
-        FollowedChannel {
-            channel: opening.channel,
-            last_sent: opening.resume_after.or(membership.last_id_at_join),
-            catching_up: opening.resume_after.is_some(),
-            ring: membership.ring,
-            _listening: membership.guard,
-            catch_up_to: None,
-            stalls: 0,
-            _joined: None,
-        }
-    }
-}
-
-impl Follows {
-    fn all(&self) -> &[FollowedChannel] {
-        match self {
-            Follows::One(follow) => std::slice::from_ref(follow),
-            Follows::Many(follows) => follows,
-        }
-    }
-
-    fn all_mut(&mut self) -> &mut [FollowedChannel] {
-        match self {
-            Follows::One(follow) => std::slice::from_mut(follow),
-            Follows::Many(follows) => follows,
-        }
-    }
-
-    /// The `id:` of an event sent now: the channel's last id on a one-channel
-    /// stream, else the cursor of all channels.
-    fn event_id(&self) -> String {
-        match self {
-            Follows::One(follow) => follow.last_sent.unwrap_or(0).to_string(),
-            Follows::Many(follows) => cursor::render(
-                follows
-                    .iter()
-                    .map(|follow| (follow.channel, follow.last_sent.unwrap_or(0))),
-            ),
-        }
-    }
-
-    /// The next frame (or ring error) of any channel, with the channel's index.
-    async fn next_frame(&mut self) -> (usize, Result<Frame, RecvError>) {
-        match self {
-            Follows::One(follow) => (0, follow.ring.recv().await),
-            Follows::Many(follows) if follows.is_empty() => std::future::pending().await,
-            Follows::Many(follows) => {
-                // Dropping the other receives loses nothing: a ring keeps its
-                // frames until every receiver took them.
-                let receives = follows
-                    .iter_mut()
-                    .map(|follow| Box::pin(follow.ring.recv()));
-                let (received, index, _) = futures_util::future::select_all(receives).await;
-                (index, received)
-            }
-        }
-    }
 }
 
 impl ClientStream {
@@ -241,135 +140,13 @@ impl ClientStream {
         stream
     }
 
-    /// Ends the stream, with `event: reconnect`, when the client's token expires
-    /// (`exp`, seconds since the Unix epoch): it reconnects with a fresh token.
-    pub fn expiring_at(mut self, exp: u64) -> Self {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        let left = Duration::from_secs(exp).saturating_sub(now);
-        self.expiry = Some(Box::pin(tokio::time::sleep(left)));
-        self
-    }
-
     pub fn holding(mut self, slot: Option<StreamSlot>) -> Self {
         self._slot = slot;
         self
     }
 
-    /// Counts the stream in its channels' presence while it is open (`joined`,
-    /// one per channel in order) and, with `names` (one per channel), tells it
-    /// who is there now and then who joins and leaves (`event: presence`).
-    pub fn present(
-        mut self,
-        joined: Vec<Joined>,
-        names: Option<Vec<watch::Receiver<Arc<BTreeSet<String>>>>>,
-    ) -> Self {
-        for (follow, joined) in self.follows.all_mut().iter_mut().zip(joined) {
-            follow._joined = Some(joined);
-        }
-        if let Some(names) = names {
-            let channels = self.follows.all().iter().map(|follow| follow.channel);
-            let feeds = channels.zip(names).map(|(channel, names)| PresenceFeed {
-                channel,
-                names,
-                told: Arc::new(BTreeSet::new()),
-            });
-            self.presence = Some(feeds.collect());
-            self.tell_presence();
-        }
-        self
-    }
-
-    /// Sends, per channel, the names that joined and left since the last
-    /// presence event.
-    fn tell_presence(&mut self) {
-        let Some(feeds) = &mut self.presence else {
-            return;
-        };
-        let mut events = Vec::new();
-        for feed in feeds.iter_mut() {
-            let now = feed.names.borrow_and_update().clone();
-            let joined: Vec<&String> = now.difference(&feed.told).collect();
-            let left: Vec<&String> = feed.told.difference(&now).collect();
-            if joined.is_empty() && left.is_empty() && !feed.told.is_empty() {
-                continue;
-            }
-            let data = serde_json::json!({
-                "channel": feed.channel, "joined": joined, "left": left,
-            });
-            events.push(Bytes::from(format!("event: presence\ndata: {data}\n\n")));
-            feed.told = now;
-        }
-        events.into_iter().for_each(|event| self.push(event));
-    }
-
-    fn end_if_expired(&mut self) {
-        if self
-            .expiry
-            .as_ref()
-            .is_some_and(|expiry| expiry.deadline() <= tokio::time::Instant::now())
-        {
-            self.expire();
-        }
-    }
-
-    fn expire(&mut self) {
-        self.ended = true;
-        self.push(reconnect_event("the token has expired"));
-    }
-
-    /// Reads the first step of a replay before the response starts, so an
-    /// unreachable history is a `503` the client can see, not a silent empty stream.
-    pub async fn prefetch(&mut self) -> Result<(), BroadcastError> {
-        let unavailable = |e: HistoryError| BroadcastError::HistoryUnavailable(e.0);
-        for index in 0..self.follows.all().len() {
-            if self.follows.all()[index].catching_up {
-                self.reset_if_ahead(index).await.map_err(unavailable)?;
-            }
-        }
-        if let Some(index) = self.catching_up_index() {
-            self.catch_up_step(index).await.map_err(unavailable)?;
-        }
-        Ok(())
-    }
-
     fn follow(&mut self, index: usize) -> &mut FollowedChannel {
         &mut self.follows.all_mut()[index]
-    }
-
-    /// The first channel still catching up, if any.
-    fn catching_up_index(&self) -> Option<usize> {
-        self.follows
-            .all()
-            .iter()
-            .position(|follow| follow.catching_up)
-    }
-
-    /// A resume point above the channel's newest stored id cannot be served: the
-    /// server's data was reset or restored, or the channel moved. The client is
-    /// told with `event: reset` and gets the channel again from its oldest kept
-    /// message, instead of silently missing ids up to its cursor.
-    async fn reset_if_ahead(&mut self, index: usize) -> Result<(), HistoryError> {
-        let follow = self.follow(index);
-        let channel = follow.channel;
-        let Some(cursor) = follow.last_sent.filter(|cursor| *cursor > 0) else {
-            return Ok(());
-        };
-        let delivered = self.hub.last_id(channel);
-        if delivered.is_some_and(|delivered| delivered >= cursor) {
-            return Ok(());
-        }
-        let newest = self.history.latest_id(channel).await?.unwrap_or(0);
-        if newest < cursor {
-            log::info!(
-                "a stream of {channel} resumed from {cursor}, past the newest id {newest}: reset"
-            );
-            self.follow(index).last_sent = Some(0);
-            let event = reset_event(channel, newest, &self.follows.event_id());
-            self.push(event);
-        }
-        Ok(())
     }
 
     /// The response body: chunks of complete SSE events.
@@ -483,114 +260,6 @@ impl ClientStream {
         self.send(index, frame);
     }
 
-    /// The ring ran past this channel: it catches up from the recent buffer or
-    /// history.
-    fn fell_behind(&mut self, index: usize) {
-        STREAMS.slow_clients.increment(1);
-        self.start_catching_up(index);
-    }
-
-    fn start_catching_up(&mut self, index: usize) {
-        let channel = self.follow(index).channel;
-        if self.follow(index).last_sent.is_none() {
-            // Joined before this node delivered anything: everything from the first
-            // delivery on is owed.
-            let first = self.hub.first_id(channel).unwrap_or(1);
-            self.follow(index).last_sent = Some(first.saturating_sub(1));
-        }
-        self.follow(index).catching_up = true;
-    }
-
-    /// One step of a catch-up: a page from the recent buffer, else from history.
-    async fn catch_up_step(&mut self, index: usize) -> Result<(), HistoryError> {
-        let follow = self.follow(index);
-        let (channel, after) = (follow.channel, follow.last_sent.unwrap_or(0));
-        match self.hub.recent_after(channel, after, PAGE) {
-            Recent::Frames { frames, complete } => {
-                frames
-                    .into_iter()
-                    .for_each(|frame| self.replay(index, frame));
-                if complete {
-                    self.finish_catching_up(index);
-                }
-                Ok(())
-            }
-            Recent::Current => {
-                self.finish_catching_up(index);
-                Ok(())
-            }
-            Recent::Missing => self.catch_up_from_history(index, after).await,
-        }
-    }
-
-    async fn catch_up_from_history(
-        &mut self,
-        index: usize,
-        after: u64,
-    ) -> Result<(), HistoryError> {
-        let channel = self.follow(index).channel;
-        let page = self.history.after(channel, after, PAGE).await?;
-        if let Some(first) = page
-            .first()
-            .filter(|first| first.id > after.saturating_add(1))
-        {
-            // Ids only disappear by retention trimming the oldest: these are gone.
-            let to = first.id - 1;
-            self.follow(index).last_sent = Some(to);
-            let event = gap_event(
-                channel,
-                after.saturating_add(1),
-                to,
-                &self.follows.event_id(),
-            );
-            self.push(event);
-        }
-        let short = page.len() < PAGE;
-        for message in &page {
-            if self
-                .follow(index)
-                .last_sent
-                .is_none_or(|last| message.id > last)
-            {
-                self.replay(index, Frame::from_message(message));
-            }
-        }
-        if !short {
-            return Ok(());
-        }
-        let follow = self.follow(index);
-        match follow.catch_up_to {
-            Some(target) if follow.last_sent.unwrap_or(0) < target => {
-                self.stall(index, target).await
-            }
-            _ => {
-                self.finish_catching_up(index);
-                Ok(())
-            }
-        }
-    }
-
-    /// History ended before an id this node delivered: it may not show it yet. Ask
-    /// again after a pause, a few times, then let the client reconnect.
-    async fn stall(&mut self, index: usize, target: u64) -> Result<(), HistoryError> {
-        let follow = self.follow(index);
-        follow.stalls += 1;
-        if follow.stalls > MAX_STALLS {
-            return Err(HistoryError(format!(
-                "history does not reach id {target} of a live message"
-            )));
-        }
-        tokio::time::sleep(STALL_PAUSE * follow.stalls).await;
-        Ok(())
-    }
-
-    fn finish_catching_up(&mut self, index: usize) {
-        let follow = self.follow(index);
-        follow.catching_up = false;
-        follow.catch_up_to = None;
-        follow.stalls = 0;
-    }
-
     fn push(&mut self, bytes: Bytes) {
         self.pending_bytes += bytes.len();
         self.pending.push_back(bytes);
@@ -629,65 +298,6 @@ impl ClientStream {
         }
         chunk.freeze()
     }
-}
-
-/// Where a message frame's fields after its `id:` line start: a stream of
-/// several channels writes its cursor in place of that line and shares the rest.
-fn frame_fields_after_id(frame: &[u8]) -> usize {
-    if !frame.starts_with(b"id: ") {
-        return 0;
-    }
-    frame
-        .iter()
-        .position(|byte| *byte == b'\n')
-        .map_or(0, |newline| newline + 1)
-}
-
-/// Tells the client that ids `from..=to` of `channel` no longer exist. The
-/// `id:` (`to`, or the cursor with `to`) moves the browser's `Last-Event-ID`
-/// past them, so a reconnect does not report them again.
-fn gap_event(channel: ChannelId, from: u64, to: u64, id: &str) -> Bytes {
-    Bytes::from(format!(
-        "event: gap\nid: {id}\ndata: {{\"channel\":\"{channel}\",\"from\":{from},\"to\":{to}}}\n\n"
-    ))
-}
-
-/// Tells the client that its cursor of `channel` is past the newest stored id
-/// (`last_id`) and that the channel follows from its start. The `id:` (`0`, or
-/// the cursor with `0`) moves the browser's `Last-Event-ID` back, so a reconnect
-/// does not report the stale cursor again.
-fn reset_event(channel: ChannelId, last_id: u64, id: &str) -> Bytes {
-    Bytes::from(format!(
-        "event: reset\nid: {id}\ndata: {{\"channel\":\"{channel}\",\"last_id\":{last_id}}}\n\n"
-    ))
-}
-
-/// Waits until a channel's names change, or forever for a stream that does
-/// not follow presence (or once the watcher is gone).
-async fn presence_changed(feeds: &mut Option<Box<[PresenceFeed]>>) {
-    let Some(feeds) = feeds else {
-        return std::future::pending().await;
-    };
-    let changes = feeds.iter_mut().map(|feed| Box::pin(feed.names.changed()));
-    let (changed, _, _) = futures_util::future::select_all(changes).await;
-    if changed.is_err() {
-        std::future::pending::<()>().await;
-    }
-}
-
-/// Waits until the token expires, or forever without one.
-async fn token_expired(expiry: &mut Option<Pin<Box<tokio::time::Sleep>>>) {
-    match expiry {
-        Some(sleep) => sleep.as_mut().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Tells the client to reconnect (its `Last-Event-ID` makes that lossless) when the
-/// stream cannot be kept complete right now.
-fn reconnect_event(reason: &str) -> Bytes {
-    let data = serde_json::json!({ "reason": reason });
-    Bytes::from(format!("event: reconnect\ndata: {data}\n\n"))
 }
 
 #[cfg(test)]

@@ -1,7 +1,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::catch_up::MAX_STALLS;
+use super::events::{gap_event, reset_event};
 use super::*;
+use crate::history::PAGE;
 use crate::testing::{FakeHistory, Shared, channel, frame, hub_with_empty_history};
 
 /// A stream whose `retry:` line was already taken.
