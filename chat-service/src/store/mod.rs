@@ -1,19 +1,22 @@
 //! The store: the one component that owns sled.
 //!
-//! Trees: `messages` keyed `channel ++ id` (one channel's history is one ordered
-//! range), `idempotency` (`channel ++ key` → id), and two per-channel watermarks:
-//! `published` (every id up to it was acknowledged by the broker; the ids above it
-//! are the outbox) and `trimmed` (every id up to it was removed by retention).
+//! Trees ([`trees`]): `messages` keyed `channel ++ id` (one channel's history is
+//! one ordered range), `idempotency` (`channel ++ key` → id), `bans`
+//! (`channel ++ name` → expiry), and two per-channel watermarks: `published`
+//! (every id up to it was acknowledged by the broker; the ids above it are the
+//! outbox) and `trimmed` (every id up to it was removed by retention).
 //!
-//! Appends go through a bounded queue to one writer thread ([`writer`]), which
-//! numbers each channel, checks idempotency keys and inserts a batch of messages
-//! and their keys atomically, then syncs the batch ([`commit`]) and answers the
-//! requests that wait for the disk. Once synced, the stored messages are
-//! announced in id order on a bounded channel ([`Announcements`]) that the
-//! publisher consumes on its own task: nothing of ours runs inside sled, the
-//! writer thread only stores and syncs, and a slow consumer holds up new
-//! appends (the queue fills, and a POST is answered `503`) rather than growing
-//! a queue.
+//! Every write goes through a bounded queue to one writer thread ([`writer`]):
+//! appends, which it numbers per channel, checks for idempotency keys and
+//! inserts (each message atomically with its key), and the other changes
+//! ([`changes`]: bans, retention's trims, the publisher's watermarks). It then
+//! syncs the batch ([`commit`]), lets readers see it ([`unsynced`]), answers
+//! the requests that wait for the disk, and announces the stored messages in id
+//! order on a bounded channel ([`Announcements`]) that the publisher consumes on
+//! its own task. Every read of messages is capped at what is synced
+//! ([`reads`]). Nothing of ours runs inside sled, and a slow consumer holds up
+//! new appends (the queue fills, and a POST is answered `503`) rather than
+//! growing a queue.
 
 mod changes;
 mod commit;
@@ -21,6 +24,7 @@ mod keys;
 mod numbers;
 mod reads;
 pub mod retention;
+mod trees;
 mod unsynced;
 mod writer;
 
@@ -35,8 +39,9 @@ use protocol::{ChannelId, Message};
 use tokio::sync::{mpsc, oneshot};
 
 use changes::Change;
-use keys::{decode_u64, id_of_key};
+use keys::decode_u64;
 pub use reads::SyncedHistory;
+use trees::{Trees, watermarks};
 use unsynced::Unsynced;
 
 use crate::domain::NewMessage;
@@ -172,17 +177,6 @@ struct Inner {
     threads: writer::Threads,
 }
 
-/// The database and its trees (each a cheap handle).
-#[derive(Clone)]
-pub(crate) struct Trees {
-    db: sled::Db,
-    messages: sled::Tree,
-    idempotency: sled::Tree,
-    published: sled::Tree,
-    trimmed: sled::Tree,
-    bans: sled::Tree,
-}
-
 impl Store {
     /// Opens the store and starts its threads; the publisher takes the
     /// [`Announcements`].
@@ -190,22 +184,8 @@ impl Store {
         dir: &Path,
         settings: StoreSettings,
     ) -> Result<(Store, Announcements), sled::Error> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(settings.cache_bytes)
-            .open()?;
-        let trees = Trees {
-            messages: db.open_tree("messages")?,
-            idempotency: db.open_tree("idempotency")?,
-            published: db.open_tree("published")?,
-            trimmed: db.open_tree("trimmed")?,
-            bans: db.open_tree("bans")?,
-            db,
-        };
-        // What recovery found may sit in the OS's cache only: sync it before
-        // anyone reads it, so nothing read can be undone by a later crash.
-        trees.db.flush()?;
-        let node_id = node_id(&trees.db)?;
+        let trees = Trees::open(dir, settings.cache_bytes)?;
+        let node_id = trees.node_id()?;
         let unsynced = Arc::new(Unsynced::default());
         let history = SyncedHistory::new(trees.messages.clone(), unsynced.clone());
         let (announce, announcements) = mpsc::channel(settings.announce_queue.max(1));
@@ -375,75 +355,6 @@ impl Store {
     pub fn trimmed_through(&self, channel: ChannelId) -> Result<u64, sled::Error> {
         self.inner.trees.trimmed_through(channel)
     }
-}
-
-impl Trees {
-    /// The last id given out in `channel`: its newest stored message, or what
-    /// retention removed when nothing newer is left, so numbering never restarts.
-    fn last_id(&self, channel: ChannelId) -> Result<u64, sled::Error> {
-        let newest = self
-            .messages
-            .scan_prefix(channel.as_bytes())
-            .keys()
-            .next_back()
-            .transpose()?
-            .map_or(0, |key| id_of_key(&key));
-        Ok(newest.max(self.trimmed_through(channel)?))
-    }
-
-    fn trimmed_through(&self, channel: ChannelId) -> Result<u64, sled::Error> {
-        let value = self.trimmed.get(channel.as_bytes())?;
-        Ok(value.map_or(0, |value| decode_u64(&value)))
-    }
-
-    /// The last id of every channel, stepping from one channel's range to the next.
-    fn last_ids(&self) -> Result<HashMap<ChannelId, u64>, sled::Error> {
-        let mut last_ids = watermarks(&self.trimmed)?;
-        let mut start = [0u8; keys::CHANNEL_LEN];
-        while let Some((key, _)) = self.messages.range(start..).next().transpose()? {
-            let Some(channel) = keys::channel_of_key(&key) else {
-                break;
-            };
-            last_ids.insert(channel, self.last_id(channel)?);
-            match keys::next_channel_start(channel) {
-                Some(next) => start = next,
-                None => break,
-            }
-        }
-        Ok(last_ids)
-    }
-
-    /// The id an idempotency key of `channel` points at, if any.
-    fn idempotent_id(&self, channel: ChannelId, key: &str) -> Result<Option<u64>, sled::Error> {
-        let value = self.idempotency.get(keys::channel_key(channel, key))?;
-        Ok(value.map(|id| decode_u64(&id)))
-    }
-}
-
-/// Reads the store's node id, or makes one and syncs it on first use.
-fn node_id(db: &sled::Db) -> Result<uuid::Uuid, sled::Error> {
-    const KEY: &[u8] = b"node_id";
-    let meta = db.open_tree("meta")?;
-    if let Some(bytes) = meta.get(KEY)?
-        && let Ok(id) = uuid::Uuid::from_slice(&bytes)
-    {
-        return Ok(id);
-    }
-    let id = uuid::Uuid::new_v4();
-    meta.insert(KEY, id.as_bytes())?;
-    meta.flush()?;
-    Ok(id)
-}
-
-fn watermarks(tree: &sled::Tree) -> Result<HashMap<ChannelId, u64>, sled::Error> {
-    tree.iter()
-        .map(|entry| entry.map(|(key, value)| (keys::channel_of_key(&key), decode_u64(&value))))
-        .filter_map(|entry| match entry {
-            Ok((Some(channel), id)) => Some(Ok((channel, id))),
-            Ok((None, _)) => None,
-            Err(e) => Some(Err(e)),
-        })
-        .collect()
 }
 
 /// A stored value that does not parse is logged and skipped rather than failing
