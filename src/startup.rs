@@ -18,6 +18,7 @@ use protocol::error::{json_error_bodies, not_found, path_config, query_config};
 use protocol::health::readiness;
 use protocol::mqtt::BrokerUrl;
 use protocol::server::ServerSettings;
+use protocol::tasks::Background;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
@@ -63,6 +64,7 @@ pub struct Application {
     server: Server,
     hub: Hub,
     tasks: JoinHandle<()>,
+    background: Background,
     store: chat_service::store::Store,
 }
 
@@ -81,24 +83,32 @@ impl Application {
         let listener = TcpListener::bind(&config.listen).map_err(listen_error)?;
         let http = listener.local_addr().map_err(listen_error)?;
         let verifier = protocol::auth::start_verifier(&config.auth)?;
+        let background =
+            Background::on_current_runtime().ok_or(chat_service::startup::StartError::NoRuntime)?;
         let (chat, publisher) = chat_service::AppState::start(
             &config.chat,
             broker,
             subscriber_broker.clone(),
             &config.topic_prefix,
             verifier.clone(),
+            &background,
         )?;
         let store = chat.store.clone();
         let history = Arc::new(StoreHistory(store.clone()));
+        let bus = broadcast_sse::startup::Bus {
+            broker: &subscriber_broker,
+            topic_prefix: &config.topic_prefix,
+            // One process sees all traffic anyway: one wildcard subscription.
+            subscribe_all: true,
+        };
         let (broadcast, subscriber) = broadcast_sse::AppState::start(
             config.broadcast,
-            &subscriber_broker,
-            &config.topic_prefix,
-            true,
+            bus,
             history,
             verifier,
             // One process, one view of presence: the chat-service's serves both.
             chat.presence.clone(),
+            &background,
         );
         let hub = broadcast.hub.clone();
         let tls = config.server.tls()?;
@@ -120,7 +130,7 @@ impl Application {
         }
         let server =
             serve(listener, chat, broadcast, config.server.clone(), tls).map_err(listen_error)?;
-        let tasks = tokio::spawn(async move {
+        let tasks = background.spawn(async move {
             tokio::select! {
                 _ = publisher => log::error!("the MQTT publisher stopped"),
                 _ = subscriber => log::error!("the MQTT subscriber stopped"),
@@ -136,6 +146,7 @@ impl Application {
             server,
             hub,
             tasks,
+            background,
             store,
         })
     }
@@ -148,9 +159,7 @@ impl Application {
     /// streams end at once, in-flight requests finish, and the store is flushed.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let result = run_with_hub(self.server, self.hub, self.tasks).await;
-        if let Err(e) = self.store.flush().await {
-            log::error!("final flush failed: {e}");
-        }
+        chat_service::startup::stop_in_order(&self.background, &self.store).await;
         result
     }
 }

@@ -19,6 +19,7 @@ use std::collections::{HashMap, VecDeque};
 use protocol::message::MessageCheck;
 use protocol::mqtt::connection::{self, Driven, Reconnect};
 use protocol::mqtt::{BrokerStatus, BrokerUrl};
+use protocol::tasks::Background;
 use protocol::{ChannelId, topic};
 use rumqttc::{AsyncClient, Event, Incoming, Outgoing, QoS, SubscribeFilter};
 use tokio::sync::mpsc;
@@ -44,6 +45,7 @@ pub fn start(
     hub: Hub,
     changes: mpsc::UnboundedReceiver<SubscriptionChange>,
     presence: &LocalPresence,
+    background: &Background,
 ) -> (BrokerStatus, AsyncClient, JoinHandle<()>) {
     let mut options = broker.options(&protocol::mqtt::client_id("sse"));
     presence.will_on(&mut options, prefix);
@@ -64,7 +66,7 @@ pub fn start(
     };
     let presence_client = subscriber.client.clone();
     let (driven, _driver) = connection::drive(eventloop, EVENT_CAPACITY, Reconnect::Backoff);
-    let task = tokio::spawn(subscriber.run(driven, changes));
+    let task = background.spawn(subscriber.run(driven, changes));
     (status, presence_client, task)
 }
 

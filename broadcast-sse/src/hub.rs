@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
+use protocol::tasks::Background;
 use protocol::{ChannelId, Message};
 use tokio::sync::{Semaphore, broadcast, mpsc, watch};
 
@@ -105,6 +106,9 @@ struct Inner {
     live_ring: usize,
     /// Where backfills read the ids a gap or an outage left out.
     history: Arc<dyn HistorySource>,
+    /// Where backfills run (none: they are abandoned, as in a hub without a
+    /// runtime).
+    background: Option<Background>,
     permits: Semaphore,
     /// Backfills started and not yet finished (also those waiting for a permit).
     backfills: watch::Sender<usize>,
@@ -148,8 +152,9 @@ impl Hub {
     pub fn new(
         ring_size: usize,
         history: Arc<dyn HistorySource>,
+        backfills: Option<Background>,
     ) -> (Hub, mpsc::UnboundedReceiver<SubscriptionChange>) {
-        Self::build(ring_size, live_ring_for(ring_size), history)
+        Self::build(ring_size, live_ring_for(ring_size), history, backfills)
     }
 
     /// Like [`Hub::new`] with a live ring of half of `ring_size`, however
@@ -159,13 +164,15 @@ impl Hub {
         ring_size: usize,
         history: Arc<dyn HistorySource>,
     ) -> (Hub, mpsc::UnboundedReceiver<SubscriptionChange>) {
-        Self::build(ring_size, (ring_size / 2).max(1), history)
+        let backfills = Background::on_current_runtime();
+        Self::build(ring_size, (ring_size / 2).max(1), history, backfills)
     }
 
     fn build(
         ring_size: usize,
         live_ring: usize,
         history: Arc<dyn HistorySource>,
+        backfills: Option<Background>,
     ) -> (Hub, mpsc::UnboundedReceiver<SubscriptionChange>) {
         let (changes, changes_rx) = mpsc::unbounded_channel();
         let hub = Hub {
@@ -175,6 +182,7 @@ impl Hub {
                 ring_size: ring_size.max(1),
                 live_ring,
                 history,
+                background: backfills,
                 permits: Semaphore::new(BACKFILL_CONCURRENCY),
                 backfills: watch::Sender::new(0),
                 epochs: AtomicU64::new(0),

@@ -21,6 +21,7 @@ use crate::routes::{events, health};
 use crate::stream_slots::StreamSlots;
 use protocol::mqtt::BrokerStatus;
 use protocol::presence::Watcher;
+use protocol::tasks::Background;
 
 /// Everything a handler needs, cheap to clone.
 #[derive(Clone)]
@@ -39,23 +40,40 @@ pub struct AppState {
     pub watcher: Option<Watcher>,
 }
 
+/// Where a node's messages come from: the broker, under a topic prefix, with
+/// one wildcard subscription (`subscribe_all`) or one per channel.
+pub struct Bus<'a> {
+    pub broker: &'a BrokerUrl,
+    pub topic_prefix: &'a str,
+    pub subscribe_all: bool,
+}
+
 impl AppState {
     /// Creates the hub (which backfills gaps from `history`) and starts the subscriber
-    /// and heartbeat tasks; streams that follow presence are fed by `watcher`.
-    /// The handle ends only if the subscriber task fails.
+    /// and heartbeat tasks in `background`; streams that follow presence are fed by
+    /// `watcher`. The handle ends when the subscriber task ends (it fails, or the
+    /// service stops).
     pub fn start(
         settings: BroadcastSettings,
-        broker: &BrokerUrl,
-        topic_prefix: &str,
-        subscribe_all: bool,
+        bus: Bus<'_>,
         history: Arc<dyn HistorySource>,
         verifier: Option<Arc<Verifier>>,
         watcher: Watcher,
+        background: &Background,
     ) -> (AppState, JoinHandle<()>) {
+        let Bus {
+            broker,
+            topic_prefix,
+            subscribe_all,
+        } = bus;
         // Before anything records: metric handles made earlier would record nowhere.
         protocol::metrics::Metrics::install();
         crate::metrics::register();
-        let (hub, changes) = Hub::new(settings.ring_size, history.clone());
+        let (hub, changes) = Hub::new(
+            settings.ring_size,
+            history.clone(),
+            Some(background.clone()),
+        );
         let presence = LocalPresence::new();
         let (status, client, subscriber) = bus::start(
             broker,
@@ -64,26 +82,23 @@ impl AppState {
             hub.clone(),
             changes,
             &presence,
+            background,
         );
         let prefix = topic_prefix.to_string();
-        tokio::spawn(presence::publish(
+        background.spawn(presence::publish(
             presence.clone(),
             client,
             status.clone(),
             prefix,
         ));
+        background.spawn(beat_hearts(hub.clone(), settings));
         let mut state = AppState::new(hub, status, settings, history, verifier);
         state.presence = presence;
         state.watcher = Some(watcher);
-        let task = tokio::spawn(async move {
-            if let Err(e) = subscriber.await {
-                log::error!("MQTT subscriber task failed: {e}");
-            }
-        });
-        (state, task)
+        (state, subscriber)
     }
 
-    /// The state around `hub`, whose heartbeat task it starts.
+    /// The state around `hub`.
     fn new(
         hub: Hub,
         broker: BrokerStatus,
@@ -91,7 +106,6 @@ impl AppState {
         history: Arc<dyn HistorySource>,
         verifier: Option<Arc<Verifier>>,
     ) -> AppState {
-        tokio::spawn(beat_hearts(hub.clone(), settings));
         AppState {
             hub,
             history,
@@ -125,6 +139,8 @@ pub enum StartError {
     Auth(#[from] protocol::auth::KeyError),
     #[error("TLS: {0}")]
     Tls(#[from] protocol::tls::TlsError),
+    #[error("the service must start inside a tokio runtime")]
+    NoRuntime,
     #[error("cannot listen on {address}: {source}")]
     Listen {
         address: String,
@@ -150,7 +166,11 @@ pub struct Application {
     server: Server,
     hub: Hub,
     subscriber_task: JoinHandle<()>,
+    background: Background,
 }
+
+/// How long a stop waits for the background tasks once the server stopped.
+const BACKGROUND_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Application {
     pub async fn build(config: Config) -> Result<Self, StartError> {
@@ -167,14 +187,19 @@ impl Application {
         };
         let listener = TcpListener::bind(&config.listen).map_err(listen_error)?;
         let address = listener.local_addr().map_err(listen_error)?;
+        let background = Background::on_current_runtime().ok_or(StartError::NoRuntime)?;
+        let bus = Bus {
+            broker: &broker,
+            topic_prefix: &config.mqtt.topic_prefix,
+            subscribe_all: config.subscribe_all,
+        };
         let (state, subscriber_task) = AppState::start(
             config.broadcast,
-            &broker,
-            &config.mqtt.topic_prefix,
-            config.subscribe_all,
+            bus,
             history,
             verifier,
-            Watcher::start(&broker, &config.mqtt.topic_prefix),
+            Watcher::start(&broker, &config.mqtt.topic_prefix, &background),
+            &background,
         );
         let hub = state.hub.clone();
         let tls = config.server.tls()?;
@@ -193,6 +218,7 @@ impl Application {
             server,
             hub,
             subscriber_task,
+            background,
         })
     }
 
@@ -202,9 +228,16 @@ impl Application {
     }
 
     /// Runs until SIGINT/SIGTERM (streams end at once, the server stops gracefully)
-    /// or until the subscriber fails.
+    /// or until the subscriber fails; then stops the background tasks.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        run_with_hub(self.server, self.hub, self.subscriber_task).await
+        let result = run_with_hub(self.server, self.hub, self.subscriber_task).await;
+        if !self.background.stop(BACKGROUND_GRACE).await {
+            log::warn!(
+                "{} background tasks still running {BACKGROUND_GRACE:?} after the stop",
+                self.background.running()
+            );
+        }
+        result
     }
 }
 

@@ -19,7 +19,11 @@ pub fn hub_with_empty_history(
     Hub,
     tokio::sync::mpsc::UnboundedReceiver<SubscriptionChange>,
 ) {
-    Hub::new(ring_size, Arc::new(Shared(FakeHistory::new())))
+    Hub::new(
+        ring_size,
+        Arc::new(Shared(FakeHistory::new())),
+        protocol::tasks::Background::on_current_runtime(),
+    )
 }
 
 pub fn channel(n: u8) -> ChannelId {

@@ -12,6 +12,7 @@ use protocol::mqtt::{BrokerStatus, BrokerUrl};
 use protocol::plain_server::{self, Options};
 use protocol::presence::Watcher;
 use protocol::server::ServerSettings;
+use protocol::tasks::Background;
 use tokio::task::JoinHandle;
 
 use crate::access::Access;
@@ -45,13 +46,15 @@ pub struct AppState {
 impl AppState {
     /// Opens the store, connects the publisher to `broker` and takes MQTT posts
     /// from `posts_broker` (the same broker, over the network; both keep
-    /// retrying in the background if it is not there yet).
+    /// retrying in the background if it is not there yet). Every task it
+    /// starts runs in `background`.
     pub fn start(
         settings: &ChatSettings,
         broker: BrokerTarget,
         posts_broker: BrokerUrl,
         topic_prefix: &str,
         verifier: Option<Arc<Verifier>>,
+        background: &Background,
     ) -> Result<(AppState, JoinHandle<()>), StartError> {
         // Before anything records: metric handles made earlier would record nowhere.
         protocol::metrics::Metrics::install();
@@ -63,10 +66,16 @@ impl AppState {
         let (store, announcements) =
             Store::open(&settings.data_dir, settings.store()).map_err(storage_error)?;
         let bans = Bans::open(store.clone()).map_err(storage_error)?;
-        let (publisher, task) = publish::start(broker, topic_prefix, store.clone(), announcements)
-            .map_err(storage_error)?;
+        let (publisher, task) = publish::start(
+            broker,
+            topic_prefix,
+            store.clone(),
+            announcements,
+            background,
+        )
+        .map_err(storage_error)?;
         let retention = settings.retention;
-        tokio::spawn(store::retention::run(
+        background.spawn(store::retention::run(
             store.clone(),
             retention.policy(),
             retention.interval(),
@@ -83,10 +92,10 @@ impl AppState {
             limits: settings.limits,
             durable_ack: settings.durable_ack,
             mqtt_posts: None,
-            presence: Watcher::start(&posts_broker, topic_prefix),
+            presence: Watcher::start(&posts_broker, topic_prefix, background),
         };
         Ok((
-            state.take_mqtt_posts(settings, posts_broker, topic_prefix)?,
+            state.take_mqtt_posts(settings, posts_broker, topic_prefix, background)?,
             task,
         ))
     }
@@ -97,6 +106,7 @@ impl AppState {
         settings: &ChatSettings,
         broker: BrokerUrl,
         prefix: &str,
+        background: &Background,
     ) -> Result<Self, StartError> {
         let posts = &settings.mqtt_posts;
         if !posts.mqtt_posts {
@@ -117,7 +127,7 @@ impl AppState {
             group: posts.group(prefix),
             forward,
         };
-        intake::start(self.clone(), intake, status);
+        intake::start(self.clone(), intake, status, background);
         Ok(self)
     }
 }
@@ -145,6 +155,8 @@ pub enum StartError {
     Auth(#[from] protocol::auth::KeyError),
     #[error("TLS: {0}")]
     Tls(#[from] protocol::tls::TlsError),
+    #[error("the service must start inside a tokio runtime")]
+    NoRuntime,
     #[error("cannot set up the relay of MQTT posts: {0}")]
     Relay(String),
     #[error("cannot listen on {address}: {source}")]
@@ -181,8 +193,13 @@ pub struct Application {
     address: SocketAddr,
     server: Server,
     publisher_task: JoinHandle<()>,
+    background: Background,
     store: Store,
 }
+
+/// How long a stop waits for the background tasks (the publisher persisting
+/// its watermarks among them) once the server has stopped.
+pub const BACKGROUND_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Application {
     pub async fn build(config: Config) -> Result<Self, StartError> {
@@ -196,12 +213,14 @@ impl Application {
             source,
         })?;
         let verifier = protocol::auth::start_verifier(&config.auth)?;
+        let background = Background::on_current_runtime().ok_or(StartError::NoRuntime)?;
         let (state, publisher_task) = AppState::start(
             &config.chat,
             BrokerTarget::Network(broker.clone()),
             broker,
             &config.mqtt.topic_prefix,
             verifier,
+            &background,
         )?;
         let store = state.store.clone();
         let tls = config.server.tls()?;
@@ -224,6 +243,7 @@ impl Application {
             address,
             server,
             publisher_task,
+            background,
             store,
         })
     }
@@ -235,7 +255,8 @@ impl Application {
 
     /// Runs until the server stops or the publisher fails. On SIGINT/SIGTERM actix
     /// stops accepting and lets in-flight requests finish (each POST flushes before
-    /// it answers); the store is flushed once more before returning.
+    /// it answers); then the background tasks stop (the publisher persists its
+    /// watermarks last) and the store is flushed once more before returning.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let result = tokio::select! {
             result = self.server => result,
@@ -243,10 +264,23 @@ impl Application {
                 Err(std::io::Error::other("the MQTT publisher stopped"))
             }
         };
-        if let Err(e) = self.store.flush().await {
-            log::error!("final flush failed: {e}");
-        }
+        stop_in_order(&self.background, &self.store).await;
         result
+    }
+}
+
+/// The end of a stop, once the server no longer takes requests: the background
+/// tasks end (within [`BACKGROUND_GRACE`]), then the store is flushed, with
+/// whatever they wrote last.
+pub async fn stop_in_order(background: &Background, store: &Store) {
+    if !background.stop(BACKGROUND_GRACE).await {
+        log::warn!(
+            "{} background tasks still running {BACKGROUND_GRACE:?} after the stop",
+            background.running()
+        );
+    }
+    if let Err(e) = store.flush().await {
+        log::error!("final flush failed: {e}");
     }
 }
 

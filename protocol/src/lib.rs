@@ -15,6 +15,7 @@
 //! - [`server`]: HTTP server settings shared by every binary.
 //! - [`plain_server`]: the server without TLS: HTTP/1.1 and h2c on one port.
 //! - [`http1_response`]: HTTP/1.1 responses written straight to a socket.
+//! - [`tasks`]: a service's background tasks, tracked and stopped together.
 //! - [`tls`]: rustls configurations from PEM files.
 //! - [`topic`]: MQTT topic names for channels.
 //! - [`cors`]: the `--cors-origin` middleware.
@@ -41,6 +42,7 @@ pub mod plain_server;
 pub mod presence;
 pub mod routes;
 pub mod server;
+pub mod tasks;
 pub mod tls;
 pub mod topic;
 

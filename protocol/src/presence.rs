@@ -24,6 +24,7 @@ use tokio::sync::watch;
 use crate::ChannelId;
 use crate::mqtt::BrokerUrl;
 use crate::mqtt::connection::{Driven, Reconnect, drive};
+use crate::tasks::Background;
 
 /// Longest presence name, in characters (an author's default limit).
 pub const MAX_NAME_CHARS: usize = 64;
@@ -122,8 +123,8 @@ struct Shared {
 }
 
 impl Watcher {
-    /// Connects to `broker` and follows presence under `prefix`.
-    pub fn start(broker: &BrokerUrl, prefix: &str) -> Watcher {
+    /// Connects to `broker` and follows presence under `prefix`, in `background`.
+    pub fn start(broker: &BrokerUrl, prefix: &str, background: &Background) -> Watcher {
         let watcher = Watcher {
             shared: Arc::new(Shared {
                 table: Mutex::new(Table::default()),
@@ -137,7 +138,7 @@ impl Watcher {
             client,
             prefix: prefix.to_string(),
         };
-        tokio::spawn(follow.run(eventloop));
+        background.spawn(follow.run(eventloop));
         watcher
     }
 

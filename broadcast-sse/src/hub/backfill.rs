@@ -44,7 +44,7 @@ impl Hub {
     /// yet ask history for their newest id, so the heal after the reconnect has a
     /// place to read from.
     pub fn anchor_undelivered(&self) {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        let Some(background) = &self.inner.background else {
             return;
         };
         let history = &self.inner.history;
@@ -62,7 +62,7 @@ impl Hub {
             .collect();
         for (channel, epoch) in undelivered {
             let in_progress = InProgress::new(self.clone());
-            runtime.spawn(anchor(history.clone(), channel, epoch, in_progress));
+            background.spawn(anchor(history.clone(), channel, epoch, in_progress));
         }
     }
 
@@ -81,14 +81,14 @@ impl Hub {
     }
 
     pub(super) fn spawn_backfill(&self, channel: ChannelId, epoch: u64) {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        let Some(background) = &self.inner.background else {
             self.abandon_backfill(channel, epoch);
             return;
         };
         let history = self.inner.history.clone();
         let in_progress = InProgress::new(self.clone());
         crate::metrics::backfill_started();
-        runtime.spawn(run(history, channel, epoch, in_progress));
+        background.spawn(run(history, channel, epoch, in_progress));
     }
 
     pub(crate) async fn backfill_permit(&self) -> Option<SemaphorePermit<'_>> {

@@ -368,7 +368,7 @@ async fn a_history_that_cannot_tell_its_newest_id_leaves_the_channel_as_it_was()
             Box::pin(std::future::ready(Ok(Vec::new())))
         }
     }
-    let hub = Hub::new(64, Arc::new(AfterOnly)).0;
+    let hub = Hub::new(64, Arc::new(AfterOnly), Background::on_current_runtime()).0;
     let channel = channel(1);
     let mut member = hub.join(channel);
     hub.anchor_undelivered();

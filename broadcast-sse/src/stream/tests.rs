@@ -242,7 +242,12 @@ async fn hub_backfill_reaches_a_listener_without_its_own_history_read() {
     let history = FakeHistory::new();
     let channel = channel(1);
     history.store(channel, 1..=4);
-    let hub = Hub::new(64, Arc::new(Shared(history.clone()))).0;
+    let hub = Hub::new(
+        64,
+        Arc::new(Shared(history.clone())),
+        protocol::tasks::Background::on_current_runtime(),
+    )
+    .0;
     let mut stream = open(&hub, &history, channel, None).await;
     hub.deliver(channel, frame(channel, 1));
     hub.deliver(channel, frame(channel, 4));

@@ -33,6 +33,7 @@ use protocol::ApiError;
 use protocol::error::ErrorBody;
 use protocol::mqtt::connection::{self, Driven, Reconnect};
 use protocol::mqtt::{BrokerStatus, BrokerUrl};
+use protocol::tasks::Background;
 use protocol::topic;
 use rumqttc::{AsyncClient, Event, EventLoop, Incoming, Publish, QoS, SubscribeReasonCode};
 use serde::Serialize;
@@ -81,7 +82,12 @@ impl IntakeSettings {
 }
 
 /// Starts taking posts; `status` tells whether the subscription is in place.
-pub fn start(state: AppState, settings: IntakeSettings, status: BrokerStatus) -> JoinHandle<()> {
+pub fn start(
+    state: AppState,
+    settings: IntakeSettings,
+    status: BrokerStatus,
+    background: &Background,
+) -> JoinHandle<()> {
     let client_id = format!("crier-chat-posts-{}", state.store.node_id().simple());
     let mut options = settings.broker.options(&client_id);
     options.set_clean_session(false);
@@ -91,7 +97,7 @@ pub fn start(state: AppState, settings: IntakeSettings, status: BrokerStatus) ->
     let errors = topic::errors_topic(&settings.prefix);
     let filter = settings.filter();
     let relaying = settings.forward.is_some();
-    tokio::spawn(acknowledge(client.clone(), taken, errors, settings.forward));
+    background.spawn(acknowledge(client.clone(), taken, errors, settings.forward));
     let intake = Intake {
         state,
         relaying,
@@ -101,7 +107,7 @@ pub fn start(state: AppState, settings: IntakeSettings, status: BrokerStatus) ->
         status,
         pending,
     };
-    tokio::spawn(intake.run(eventloop))
+    background.spawn(intake.run(eventloop))
 }
 
 struct Intake {

@@ -139,6 +139,14 @@ impl Connection {
     }
 }
 
+/// A connection's poller ends with it, also when the publisher is dropped at a
+/// stop without closing it.
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.poller.abort();
+    }
+}
+
 /// A rumqttc client: publishes are queued to its event loop, which reports
 /// their packet ids as it writes them.
 struct NetworkPublisher(AsyncClient);

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use protocol::mqtt::BrokerStatus;
+use protocol::tasks::{Background, CancellationToken};
 use protocol::{ChannelId, topic};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -60,12 +61,14 @@ impl Publisher {
 }
 
 /// Starts the publisher task, which connects (and reconnects) in the background.
-/// The handle ends only if the task panics.
+/// The handle ends when the service stops (see [`Background`]) or if the task
+/// panics.
 pub fn start(
     broker: BrokerTarget,
     prefix: &str,
     store: Store,
     announcements: Announcements,
+    background: &Background,
 ) -> Result<(Publisher, JoinHandle<()>), sled::Error> {
     let outbox = Outbox::new(store.last_ids()?, &store.published_watermarks()?);
     let status = BrokerStatus::default();
@@ -83,7 +86,8 @@ pub fn start(
         reported_unreachable: false,
         watermarks_due: None,
     };
-    Ok((publisher, tokio::spawn(task.run())))
+    let task = background.spawn_until_stopped(task.run_until(background.stopping()));
+    Ok((publisher, task))
 }
 
 struct PublisherTask {
@@ -110,7 +114,17 @@ enum Ended {
 }
 
 impl PublisherTask {
-    async fn run(mut self) {
+    /// Publishes until the service stops, then persists the acknowledged
+    /// watermarks, last: a restart then re-publishes nothing the broker had.
+    async fn run_until(mut self, stopping: CancellationToken) {
+        tokio::select! {
+            () = self.run() => {}
+            () = stopping.cancelled() => {}
+        }
+        self.persist_watermarks();
+    }
+
+    async fn run(&mut self) {
         loop {
             let Some(mut connection) = self.connector.connect() else {
                 log::error!("the broker link is gone for good; messages stay in the outbox");

@@ -44,8 +44,9 @@ pub enum Reconnect {
 
 /// Starts the task that polls `eventloop`, and returns its events (at most
 /// `capacity` waiting: a client that falls behind stops the polling, and the
-/// broker's flow control takes over). The task ends when the receiver is
-/// dropped, or after the first error with [`Reconnect::Never`].
+/// broker's flow control takes over). The task ends as soon as the receiver
+/// is dropped (its client ended: its lifetime is the client's), or after the
+/// first error with [`Reconnect::Never`].
 pub fn drive(
     eventloop: EventLoop,
     capacity: usize,
@@ -63,7 +64,13 @@ async fn poll_until_dropped(
 ) {
     let mut pause = Backoff::default();
     loop {
-        let driven = match eventloop.poll().await {
+        // Cancelling the poll (a handshake included) is right only here: once
+        // the client is gone, nothing waits for the connection.
+        let polled = tokio::select! {
+            polled = eventloop.poll() => polled,
+            () = events.closed() => return,
+        };
+        let driven = match polled {
             Ok(event) => {
                 if matches!(event, Event::Incoming(Incoming::ConnAck(_))) {
                     pause.reset();

@@ -12,6 +12,7 @@ mod cluster;
 mod config_file;
 mod crash_reads;
 mod faults;
+mod graceful_stop;
 mod helpers;
 mod http2;
 mod limits;
