@@ -172,29 +172,18 @@ impl Default for Retention {
     }
 }
 
-/// A whole number with a unit: `s`, `m`, `h` or `d` (a bare number is seconds).
+/// An age as humantime writes it (`90s`, `30m`, `12h`, `7d`, `1h 30m`), or a
+/// bare number of seconds.
 fn parse_age(raw: &str) -> Result<Duration, String> {
     let raw = raw.trim();
-    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
-    let (number, unit) = raw.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{raw:?} is not an age like 90s, 30m, 12h or 7d"))?;
-    let unit_secs = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => {
-            return Err(format!(
-                "unknown unit {unit:?} in {raw:?}: use s, m, h or d"
-            ));
-        }
-    };
-    number
-        .checked_mul(unit_secs)
-        .map(Duration::from_secs)
-        .ok_or_else(|| format!("{raw:?} is too long an age"))
+    if !raw.is_empty() && raw.bytes().all(|byte| byte.is_ascii_digit()) {
+        return raw
+            .parse()
+            .map(Duration::from_secs)
+            .map_err(|_| format!("{raw:?} is too long an age"));
+    }
+    humantime::parse_duration(raw)
+        .map_err(|e| format!("{raw:?} is not an age like 90s, 30m, 12h or 7d: {e}"))
 }
 
 /// Input limits; every violation is a `400` (or `413` for the body) with a JSON error.
@@ -237,9 +226,12 @@ mod tests {
         assert_eq!(parse_age("90"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_age("30m"), Ok(Duration::from_secs(1800)));
         assert_eq!(parse_age("7d"), Ok(Duration::from_secs(7 * 86_400)));
-        assert!(parse_age("7w").is_err());
+        assert_eq!(parse_age("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert!(parse_age("7 fortnights").is_err());
         assert!(parse_age("d").is_err());
+        assert!(parse_age("").is_err());
         assert!(parse_age("99999999999999999999d").is_err());
+        assert!(parse_age("99999999999999999999").is_err());
     }
 
     #[test]
