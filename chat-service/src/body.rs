@@ -114,7 +114,10 @@ fn parse_form(text: &str) -> Result<RawFields, ChatError> {
     Ok(fields)
 }
 
-/// `+` is a space and `%XX` a byte; the decoded bytes must be UTF-8.
+/// `+` is a space and `%XX` a byte; the decoded bytes must be UTF-8. Not the
+/// `url` crate's form decoder: it replaces bytes that are not UTF-8 with U+FFFD
+/// and stores the result, where a bad body must be a `400 invalid_encoding`
+/// that stores nothing.
 fn form_decode(raw: &str) -> Result<String, ChatError> {
     let replaced = raw.replace('+', " ");
     let decoded: Vec<u8> = percent_encoding::percent_decode_str(&replaced).collect();
