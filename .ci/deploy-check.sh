@@ -116,7 +116,7 @@ else
 fi
 
 # --- Grafana dashboard -------------------------------------------------------
-# Valid JSON, and every metric name in protocol/src/metrics.rs is on a panel.
+# Valid JSON, and every metric name in server/src/metrics.rs is on a panel.
 dashboard=deploy/grafana/crier.json
 if ! python3 -m json.tool "$dashboard" >/dev/null; then
   echo "FAIL $dashboard is not valid JSON"
@@ -125,12 +125,12 @@ else
   absent=()
   while read -r name; do
     grep -q "$name" "$dashboard" || absent+=("$name")
-  done < <(grep -o '"crier_[a-z_]*"' protocol/src/metrics.rs | tr -d '"' | sort -u)
+  done < <(grep -o '"crier_[a-z_]*"' server/src/metrics.rs | tr -d '"' | sort -u)
   if [ ${#absent[@]} -gt 0 ]; then
     echo "FAIL $dashboard has no panel for: ${absent[*]}"
     failed=1
   else
-    echo "ok   $dashboard: JSON, every metric of protocol/src/metrics.rs"
+    echo "ok   $dashboard: JSON, every metric of server/src/metrics.rs"
   fi
 fi
 

@@ -3,9 +3,9 @@
 use broadcast_sse::config::BroadcastSettings;
 use chat_service::config::ChatSettings;
 use clap::Parser;
-use protocol::auth::AuthSettings;
-use protocol::server::ServerSettings;
 use protocol::topic::DEFAULT_PREFIX;
+use server::auth::AuthSettings;
+use server::settings::ServerSettings;
 
 /// `crier`: chat fan-out on one port — REST ingest, SSE streams, an embedded MQTT
 /// broker and the demo page.

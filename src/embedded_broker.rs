@@ -10,7 +10,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use crate::broker_link::InProcessBroker;
-use protocol::mqtt::MAX_PACKET_BYTES;
+use server::mqtt::MAX_PACKET_BYTES;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -101,7 +101,7 @@ fn run(listeners: Listeners, mut broker: rumqttd::Broker) -> Result<Listeners, B
 
 fn link_to(broker: &rumqttd::Broker) -> Result<InProcessBroker, BrokerError> {
     let (tx, rx) = broker
-        .link(&protocol::mqtt::client_id("chat"))
+        .link(&server::mqtt::client_id("chat"))
         .map_err(|e| BrokerError::Link(e.to_string()))?;
     Ok(InProcessBroker::new(tx, rx))
 }

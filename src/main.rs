@@ -18,8 +18,8 @@ const NAME: &str = "crier";
 #[actix_web::main]
 async fn main() -> std::process::ExitCode {
     init_logging();
-    protocol::tls::install_crypto_provider();
-    let config = protocol::config_file::parse::<Config>();
+    server::tls::install_crypto_provider();
+    let config = server::config_file::parse::<Config>();
     let data_dir = config.chat.data_dir.display().to_string();
     let scheme = config.server.scheme();
     let prefix = config.topic_prefix.clone();

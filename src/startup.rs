@@ -14,11 +14,11 @@ use actix_web::{App, HttpResponse, web};
 use broadcast_sse::hub::Hub;
 use broadcast_sse::startup::run_with_hub;
 use chat_service::publish::link::BrokerTarget;
-use protocol::error::{json_error_bodies, not_found, path_config, query_config};
-use protocol::health::readiness;
-use protocol::mqtt::BrokerUrl;
-use protocol::server::ServerSettings;
-use protocol::tasks::Background;
+use server::error::{json_error_bodies, not_found, path_config, query_config};
+use server::health::readiness;
+use server::mqtt::BrokerUrl;
+use server::settings::ServerSettings;
+use server::tasks::Background;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
@@ -34,13 +34,13 @@ pub enum StartError {
     #[error(transparent)]
     Broker(#[from] embedded_broker::BrokerError),
     #[error(transparent)]
-    BrokerUrl(#[from] protocol::mqtt::MqttUrlError),
+    BrokerUrl(#[from] server::mqtt::MqttUrlError),
     #[error(transparent)]
     Chat(#[from] chat_service::startup::StartError),
     #[error("JWT key: {0}")]
-    Auth(#[from] protocol::auth::KeyError),
+    Auth(#[from] server::auth::KeyError),
     #[error("TLS: {0}")]
-    Tls(#[from] protocol::tls::TlsError),
+    Tls(#[from] server::tls::TlsError),
     #[error("cannot listen on {address}: {source}")]
     Listen {
         address: String,
@@ -82,7 +82,7 @@ impl Application {
         };
         let listener = TcpListener::bind(&config.listen).map_err(listen_error)?;
         let http = listener.local_addr().map_err(listen_error)?;
-        let verifier = protocol::auth::start_verifier(&config.auth)?;
+        let verifier = server::auth::start_verifier(&config.auth)?;
         let background =
             Background::on_current_runtime().ok_or(chat_service::startup::StartError::NoRuntime)?;
         let (chat, publisher) = chat_service::AppState::start(
@@ -121,7 +121,7 @@ impl Application {
                 cfg.app_data(chat.clone()).app_data(broadcast.clone());
                 cfg.route("/metrics", web::get().to(metrics));
             };
-            protocol::metrics::serve_alone(address, metrics).map_err(|source| {
+            server::metrics::serve_alone(address, metrics).map_err(|source| {
                 StartError::Listen {
                     address: address.clone(),
                     source,
@@ -183,7 +183,7 @@ fn broker_for(config: &Config) -> Result<BrokerInUse, StartError> {
         return Ok(BrokerInUse {
             target: BrokerTarget::Network(broker.clone()),
             url: broker,
-            shown: protocol::mqtt::redact(url),
+            shown: server::mqtt::redact(url),
             websocket: None,
         });
     }
@@ -214,7 +214,7 @@ fn serve(
     let app = move || {
         App::new()
             .wrap(actix_web::middleware::from_fn(
-                protocol::server::limit_request_head,
+                server::settings::limit_request_head,
             ))
             .wrap(settings.cors.middleware())
             .wrap(json_error_bodies())
@@ -226,7 +226,7 @@ fn serve(
             .configure(broadcast_sse::configure)
             .route("/", web::get().to(demo_page))
             .route("/crier.js", web::get().to(client_module))
-            .configure(|cfg| protocol::health::configure(cfg, web::get().to(readyz)))
+            .configure(|cfg| server::health::configure(cfg, web::get().to(readyz)))
             .configure(|cfg| {
                 if metrics_here {
                     cfg.route("/metrics", web::get().to(metrics));
@@ -234,7 +234,7 @@ fn serve(
             })
             .default_service(web::to(not_found))
     };
-    broadcast_sse::server::start(app, listener, tls, header_timeout)
+    broadcast_sse::transport::start(app, listener, tls, header_timeout)
 }
 
 async fn demo_page() -> HttpResponse {
@@ -257,7 +257,7 @@ async fn metrics(
 ) -> HttpResponse {
     chat_service::metrics::set_gauges(&chat);
     broadcast_sse::metrics::set_gauges(&broadcast);
-    protocol::metrics::response(protocol::metrics::Metrics::install().render())
+    server::metrics::response(server::metrics::Metrics::install().render())
 }
 
 /// Ready when the store answers and both the publisher and the subscriber are
@@ -270,7 +270,7 @@ async fn readyz(
     let subscribed = broadcast.broker.is_connected();
     report.insert(
         "subscriber".into(),
-        protocol::health::connection(subscribed).into(),
+        server::health::connection(subscribed).into(),
     );
     report.insert("listeners".into(), broadcast.hub.listener_count().into());
     if !subscribed {

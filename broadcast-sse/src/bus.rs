@@ -17,17 +17,17 @@
 use std::collections::{HashMap, VecDeque};
 
 use protocol::message::MessageCheck;
-use protocol::mqtt::connection::{self, Driven, Reconnect};
-use protocol::mqtt::{BrokerStatus, BrokerUrl};
-use protocol::tasks::Background;
 use protocol::{ChannelId, topic};
 use rumqttc::{AsyncClient, Event, Incoming, Outgoing, QoS, SubscribeFilter};
+use server::mqtt::connection::{self, Driven, Reconnect};
+use server::mqtt::{BrokerStatus, BrokerUrl};
+use server::tasks::Background;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::hub::{Frame, Hub, SubscriptionChange};
 use crate::presence::LocalPresence;
-use protocol::presence::refresh_topic;
+use server::presence::refresh_topic;
 
 const REQUEST_CAPACITY: usize = 4096;
 /// Broker events waiting for the subscriber.
@@ -47,7 +47,7 @@ pub fn start(
     presence: &LocalPresence,
     background: &Background,
 ) -> (BrokerStatus, AsyncClient, JoinHandle<()>) {
-    let mut options = broker.options(&protocol::mqtt::client_id("sse"));
+    let mut options = broker.options(&server::mqtt::client_id("sse"));
     presence.will_on(&mut options, prefix);
     let (client, eventloop) = AsyncClient::new(options, REQUEST_CAPACITY);
     let status = BrokerStatus::default();

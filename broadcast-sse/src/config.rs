@@ -3,9 +3,9 @@
 use std::time::Duration;
 
 use clap::{Args, Parser};
-use protocol::auth::AuthSettings;
-use protocol::mqtt::MqttSettings;
-use protocol::server::ServerSettings;
+use server::auth::AuthSettings;
+use server::mqtt::MqttSettings;
+use server::settings::ServerSettings;
 
 /// `broadcast-sse`: Server-Sent-Events fan-out for Crier.
 #[derive(Debug, Clone, Parser)]
@@ -92,7 +92,7 @@ impl BroadcastSettings {
 
 impl Default for BroadcastSettings {
     fn default() -> Self {
-        protocol::defaults::from_flags()
+        server::defaults::from_flags()
     }
 }
 

@@ -2,8 +2,8 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
-use protocol::ApiError;
 use protocol::channel::InvalidChannel;
+use server::error::ApiError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BroadcastError {

@@ -5,9 +5,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use protocol::auth::HistoryCredentials;
 use protocol::{ChannelId, Message};
 use serde::Deserialize;
+use server::auth::HistoryCredentials;
 
 /// Messages per history request; also bounds what one stream holds in memory.
 pub const PAGE: usize = 200;
@@ -49,7 +49,7 @@ struct HistoryPage {
 
 impl HttpHistory {
     pub fn new(base: &str, credentials: HistoryCredentials) -> Result<Self, HistoryError> {
-        protocol::tls::install_crypto_provider();
+        server::tls::install_crypto_provider();
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .pool_max_idle_per_host(64)

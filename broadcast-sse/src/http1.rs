@@ -23,8 +23,8 @@ use actix_http::body::{BodySize, BoxBody, MessageBody};
 use actix_http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_http::{Method, Request, Response, Uri, Version};
 use bytes::{Buf, BufMut, Bytes};
-use protocol::http1_response::response_head;
-use protocol::plain_server::{self, Preface};
+use server::http1_response::response_head;
+use server::plain_server::{self, Preface};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 

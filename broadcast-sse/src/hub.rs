@@ -22,8 +22,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
-use protocol::tasks::Background;
 use protocol::{ChannelId, Message};
+use server::tasks::Background;
 use tokio::sync::{Semaphore, broadcast, mpsc, watch};
 
 use channel::{Arrival, ChannelEntry};

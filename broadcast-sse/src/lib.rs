@@ -12,7 +12,7 @@
 //! # Layout
 //! - [`config`]: flags (`--listen`, `--mqtt-url`, `--history-url`, …).
 //! - [`startup`]: binds the listener, starts the broker and heartbeat tasks.
-//! - [`server`]: the HTTP server (HTTP/1.1, and HTTP/2 by ALPN or h2c);
+//! - [`transport`]: the HTTP server (HTTP/1.1, and HTTP/2 by ALPN or h2c);
 //!   [`http1`]: plain HTTP/1 streams served on the socket itself, on the
 //!   [`stream_threads`] apart from the HTTP workers.
 //! - [`routes`]: `events` (the SSE endpoint) and `health`.
@@ -38,12 +38,12 @@ pub mod hub;
 pub mod metrics;
 pub mod presence;
 pub mod routes;
-pub mod server;
 pub mod startup;
 pub mod stream;
 pub mod stream_slots;
 pub mod stream_threads;
 #[cfg(test)]
 mod testing;
+pub mod transport;
 
 pub use startup::{AppState, Application, configure};

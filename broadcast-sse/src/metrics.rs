@@ -1,4 +1,4 @@
-//! What broadcast-sse records (names in [`protocol::metrics::names`]).
+//! What broadcast-sse records (names in [`server::metrics::names`]).
 //!
 //! A write to a client must cost next to nothing: the events it carries are
 //! added to a counter of the writing thread's own (summed when `/metrics` is
@@ -18,7 +18,7 @@ use metrics::{
     Counter, Histogram, Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge,
     histogram,
 };
-use protocol::metrics::{Metrics, names, response};
+use server::metrics::{Metrics, names, response};
 
 use crate::AppState;
 

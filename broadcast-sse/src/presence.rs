@@ -1,6 +1,6 @@
 //! This node's part of presence: the streams it holds per channel and the
 //! names they joined under, published on the broker for every node to sum
-//! ([`protocol::presence`]).
+//! ([`server::presence`]).
 //!
 //! A stream holds a [`Joined`] for as long as it is open. Changes are gathered
 //! and published at most every [`PUBLISH_EVERY`] per channel, so a room of
@@ -17,9 +17,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use protocol::ChannelId;
-use protocol::mqtt::BrokerStatus;
-use protocol::presence::{NodePresence, node_topic, presence_topic};
 use rumqttc::{AsyncClient, LastWill, MqttOptions, QoS};
+use server::mqtt::BrokerStatus;
+use server::presence::{NodePresence, node_topic, presence_topic};
 
 /// How often gathered changes go out.
 pub const PUBLISH_EVERY: Duration = Duration::from_millis(250);

@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{App, web};
-use protocol::auth::Verifier;
-use protocol::error::{json_error_bodies, not_found, path_config, query_config};
-use protocol::mqtt::BrokerUrl;
-use protocol::server::ServerSettings;
+use server::auth::Verifier;
+use server::error::{json_error_bodies, not_found, path_config, query_config};
+use server::mqtt::BrokerUrl;
+use server::settings::ServerSettings;
 use tokio::task::JoinHandle;
 
 use crate::bus;
@@ -19,9 +19,9 @@ use crate::hub::Hub;
 use crate::presence::{self, LocalPresence};
 use crate::routes::{events, health};
 use crate::stream_slots::StreamSlots;
-use protocol::mqtt::BrokerStatus;
-use protocol::presence::Watcher;
-use protocol::tasks::Background;
+use server::mqtt::BrokerStatus;
+use server::presence::Watcher;
+use server::tasks::Background;
 
 /// Everything a handler needs, cheap to clone.
 #[derive(Clone)]
@@ -67,7 +67,7 @@ impl AppState {
             subscribe_all,
         } = bus;
         // Before anything records: metric handles made earlier would record nowhere.
-        protocol::metrics::Metrics::install();
+        server::metrics::Metrics::install();
         crate::metrics::register();
         let (hub, changes) = Hub::new(
             settings.ring_size,
@@ -132,13 +132,13 @@ async fn beat_hearts(hub: Hub, settings: BroadcastSettings) {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
-    BrokerUrl(#[from] protocol::mqtt::MqttUrlError),
+    BrokerUrl(#[from] server::mqtt::MqttUrlError),
     #[error("{0}")]
     History(#[from] crate::history::HistoryError),
     #[error("JWT key: {0}")]
-    Auth(#[from] protocol::auth::KeyError),
+    Auth(#[from] server::auth::KeyError),
     #[error("TLS: {0}")]
-    Tls(#[from] protocol::tls::TlsError),
+    Tls(#[from] server::tls::TlsError),
     #[error("the service must start inside a tokio runtime")]
     NoRuntime,
     #[error("cannot listen on {address}: {source}")]
@@ -150,14 +150,14 @@ pub enum StartError {
 
 // The API routes; the all-in-one binary mounts them next to the
 // chat-service's.
-protocol::routes! {
+server::routes! {
     "/channels/{channel}/events" => { GET => events::events },
     "/events" => { GET => events::channels_events },
 }
 
 /// `/healthz` and `/readyz` of the standalone service.
 pub fn configure_health(cfg: &mut web::ServiceConfig) {
-    protocol::health::configure(cfg, web::get().to(health::readyz));
+    server::health::configure(cfg, web::get().to(health::readyz));
 }
 
 /// A running broadcast-sse: its address and the tasks to watch.
@@ -175,7 +175,7 @@ const BACKGROUND_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 impl Application {
     pub async fn build(config: Config) -> Result<Self, StartError> {
         let broker = config.mqtt.broker()?;
-        let verifier = protocol::auth::start_verifier(&config.auth)?;
+        let verifier = server::auth::start_verifier(&config.auth)?;
         let credentials = config
             .auth
             .history_credentials(config.history_token.clone())?;
@@ -205,7 +205,7 @@ impl Application {
         let tls = config.server.tls()?;
         if let Some(address) = &config.server.metrics_listen {
             let metrics = crate::metrics::configure;
-            protocol::metrics::serve_alone_with(address, state.clone(), metrics).map_err(
+            server::metrics::serve_alone_with(address, state.clone(), metrics).map_err(
                 |source| StartError::Listen {
                     address: address.clone(),
                     source,
@@ -296,7 +296,7 @@ fn serve(
     let app = move || {
         App::new()
             .wrap(actix_web::middleware::from_fn(
-                protocol::server::limit_request_head,
+                server::settings::limit_request_head,
             ))
             .wrap(settings.cors.middleware())
             .wrap(json_error_bodies())
@@ -312,5 +312,5 @@ fn serve(
             })
             .default_service(web::to(not_found))
     };
-    crate::server::start(app, listener, tls, header_timeout)
+    crate::transport::start(app, listener, tls, header_timeout)
 }

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use actix_web::http::StatusCode;
-use protocol::ApiError;
+use server::error::ApiError;
 
 /// Seconds a refused client is asked to wait before trying again.
 const RETRY_AFTER_SECS: u64 = 5;

@@ -22,7 +22,7 @@ pub fn hub_with_empty_history(
     Hub::new(
         ring_size,
         Arc::new(Shared(FakeHistory::new())),
-        protocol::tasks::Background::on_current_runtime(),
+        server::tasks::Background::on_current_runtime(),
     )
 }
 

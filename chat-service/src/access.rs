@@ -1,11 +1,12 @@
 //! Who may do what: the chat-service's use of the shared JWT rules
-//! ([`protocol::auth`]). With no key configured everything is allowed.
+//! ([`server::auth`]). With no key configured everything is allowed.
 
 use std::sync::Arc;
 
 use actix_web::HttpRequest;
-use protocol::auth::{Claims, TokenSources, Verifier, claims_of, forbidden, require_subscribe};
-use protocol::{ApiError, ChannelId};
+use protocol::ChannelId;
+use server::auth::{Claims, TokenSources, Verifier, claims_of, forbidden, require_subscribe};
+use server::error::ApiError;
 
 #[derive(Clone, Default)]
 pub struct Access {

@@ -8,8 +8,9 @@ use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use actix_web::http::StatusCode;
-use protocol::{ApiError, ChannelId};
+use protocol::ChannelId;
 use serde::Serialize;
+use server::error::ApiError;
 
 use crate::store::{Store, StoreError};
 

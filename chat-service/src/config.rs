@@ -4,9 +4,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser};
-use protocol::auth::AuthSettings;
-use protocol::mqtt::MqttSettings;
-use protocol::server::ServerSettings;
+use server::auth::AuthSettings;
+use server::mqtt::MqttSettings;
+use server::settings::ServerSettings;
 
 use crate::store::{DEFAULT_CACHE_BYTES, StoreSettings};
 
@@ -168,7 +168,7 @@ impl Retention {
 
 impl Default for Retention {
     fn default() -> Self {
-        protocol::defaults::from_flags()
+        server::defaults::from_flags()
     }
 }
 
@@ -213,7 +213,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        protocol::defaults::from_flags()
+        server::defaults::from_flags()
     }
 }
 

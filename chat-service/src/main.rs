@@ -13,9 +13,9 @@ const NAME: &str = "chat-service";
 #[actix_web::main]
 async fn main() -> std::process::ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    protocol::tls::install_crypto_provider();
-    let config = protocol::config_file::parse::<Config>();
-    let mqtt_url = protocol::mqtt::redact(&config.mqtt.mqtt_url);
+    server::tls::install_crypto_provider();
+    let config = server::config_file::parse::<Config>();
+    let mqtt_url = server::mqtt::redact(&config.mqtt.mqtt_url);
     let scheme = config.server.scheme();
     let app = match Application::build(config).await {
         Ok(app) => app,

@@ -1,4 +1,4 @@
-//! What chat-service records (names in [`protocol::metrics::names`]): messages
+//! What chat-service records (names in [`server::metrics::names`]): messages
 //! accepted and refused by source, POST and sync durations, and, read when
 //! `/metrics` is scraped, the outbox depth, the broker connection and the
 //! channels the store holds in memory. `crier_broker_connected` has a
@@ -12,7 +12,7 @@ use actix_web::{HttpResponse, web};
 use metrics::{
     Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
 };
-use protocol::metrics::{Metrics, names, response};
+use server::metrics::{Metrics, names, response};
 
 use crate::AppState;
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use actix_web::http::StatusCode;
 use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota};
-use protocol::ApiError;
+use server::error::ApiError;
 
 /// Senders tracked before the limiter forgets those whose bucket is full again.
 const MAX_TRACKED: usize = 100_000;

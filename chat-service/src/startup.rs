@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
-use protocol::auth::Verifier;
-use protocol::error::{json_error_bodies, not_found, path_config, query_config};
-use protocol::mqtt::{BrokerStatus, BrokerUrl};
-use protocol::plain_server::{self, Options};
-use protocol::presence::Watcher;
-use protocol::server::ServerSettings;
-use protocol::tasks::Background;
+use server::auth::Verifier;
+use server::error::{json_error_bodies, not_found, path_config, query_config};
+use server::mqtt::{BrokerStatus, BrokerUrl};
+use server::plain_server::{self, Options};
+use server::presence::Watcher;
+use server::settings::ServerSettings;
+use server::tasks::Background;
 use tokio::task::JoinHandle;
 
 use crate::access::Access;
@@ -57,7 +57,7 @@ impl AppState {
         background: &Background,
     ) -> Result<(AppState, JoinHandle<()>), StartError> {
         // Before anything records: metric handles made earlier would record nowhere.
-        protocol::metrics::Metrics::install();
+        server::metrics::Metrics::install();
         crate::metrics::register();
         let storage_error = |source| StartError::Storage {
             path: settings.data_dir.display().to_string(),
@@ -150,11 +150,11 @@ pub enum StartError {
     #[error("cannot open the history store at {path}: {source}")]
     Storage { path: String, source: sled::Error },
     #[error(transparent)]
-    BrokerUrl(#[from] protocol::mqtt::MqttUrlError),
+    BrokerUrl(#[from] server::mqtt::MqttUrlError),
     #[error("JWT key: {0}")]
-    Auth(#[from] protocol::auth::KeyError),
+    Auth(#[from] server::auth::KeyError),
     #[error("TLS: {0}")]
-    Tls(#[from] protocol::tls::TlsError),
+    Tls(#[from] server::tls::TlsError),
     #[error("the service must start inside a tokio runtime")]
     NoRuntime,
     #[error("cannot set up the relay of MQTT posts: {0}")]
@@ -169,7 +169,7 @@ pub enum StartError {
 // The API routes, the table of contents of the service; the all-in-one
 // binary mounts them next to broadcast-sse's. Each resource answers any other
 // method `405` with an `Allow` header naming these.
-protocol::routes! {
+server::routes! {
     "/bans" => { GET => admin::list_bans, POST => admin::add_bans },
     "/bans/{channel}/{name}" => { DELETE => admin::lift_ban },
     "/publish" => { POST => admin::publish },
@@ -185,7 +185,7 @@ protocol::routes! {
 /// `/healthz` and `/readyz`, separate from [`configure`] because the all-in-one
 /// binary answers them for both services at once.
 pub fn configure_health(cfg: &mut web::ServiceConfig) {
-    protocol::health::configure(cfg, web::get().to(health::readyz));
+    server::health::configure(cfg, web::get().to(health::readyz));
 }
 
 /// A running chat-service: its port and the tasks to watch.
@@ -212,7 +212,7 @@ impl Application {
             address: config.listen.clone(),
             source,
         })?;
-        let verifier = protocol::auth::start_verifier(&config.auth)?;
+        let verifier = server::auth::start_verifier(&config.auth)?;
         let background = Background::on_current_runtime().ok_or(StartError::NoRuntime)?;
         let (state, publisher_task) = AppState::start(
             &config.chat,
@@ -226,7 +226,7 @@ impl Application {
         let tls = config.server.tls()?;
         if let Some(address) = &config.server.metrics_listen {
             let metrics = crate::metrics::configure;
-            protocol::metrics::serve_alone_with(address, state.clone(), metrics).map_err(
+            server::metrics::serve_alone_with(address, state.clone(), metrics).map_err(
                 |source| StartError::Listen {
                     address: address.clone(),
                     source,
@@ -304,7 +304,7 @@ fn serve(
     let app = move || {
         App::new()
             .wrap(actix_web::middleware::from_fn(
-                protocol::server::limit_request_head,
+                server::settings::limit_request_head,
             ))
             .wrap(settings.cors.middleware())
             .wrap(json_error_bodies())

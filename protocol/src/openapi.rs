@@ -1,15 +1,7 @@
 //! The OpenAPI 3 document of Crier's HTTP API (chat-service and the stream route of
 //! broadcast-sse), served at `/openapi.json` by every binary.
 
-use actix_web::HttpResponse;
-
 pub const DOCUMENT: &str = include_str!("../openapi/crier.json");
-
-pub async fn openapi() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("application/json")
-        .body(DOCUMENT)
-}
 
 /// Every `(METHOD, path)` the document describes, sorted.
 pub fn operations() -> Vec<(String, String)> {

@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
-use protocol::auth::{TokenSources, claims_of, require_subscribe};
-use protocol::server::header_text;
-use protocol::{ApiError, ChannelId};
+use protocol::ChannelId;
+use server::auth::{TokenSources, claims_of, require_subscribe};
+use server::error::ApiError;
+use server::settings::header_text;
 use tokio::sync::watch;
 
 use crate::AppState;
@@ -207,7 +208,7 @@ impl PresenceWishes {
         for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
             match key.as_ref() {
                 "name" => {
-                    let name = protocol::presence::check_name(&value);
+                    let name = server::presence::check_name(&value);
                     wishes.name = Some(name.map_err(BroadcastError::InvalidName)?);
                 }
                 "presence" => wishes.follow = follows_presence(&value)?,

@@ -2,8 +2,8 @@
 //! the channels being backfilled from history.
 
 use actix_web::{HttpResponse, web};
-use protocol::health::{connection, readiness};
 use serde_json::Map;
+use server::health::{connection, readiness};
 
 use crate::AppState;
 

@@ -245,7 +245,7 @@ async fn hub_backfill_reaches_a_listener_without_its_own_history_read() {
     let hub = Hub::new(
         64,
         Arc::new(Shared(history.clone())),
-        protocol::tasks::Background::on_current_runtime(),
+        server::tasks::Background::on_current_runtime(),
     )
     .0;
     let mut stream = open(&hub, &history, channel, None).await;

@@ -41,7 +41,7 @@ struct Body<'a> {
 
 impl Forwarder {
     pub fn new(base: &str, token: Option<String>) -> Result<Self, reqwest::Error> {
-        protocol::tls::install_crypto_provider();
+        server::tls::install_crypto_provider();
         let client = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .build()?;

@@ -29,14 +29,14 @@ mod post;
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
-use protocol::ApiError;
 use protocol::error::ErrorBody;
-use protocol::mqtt::connection::{self, Driven, Reconnect};
-use protocol::mqtt::{BrokerStatus, BrokerUrl};
-use protocol::tasks::Background;
 use protocol::topic;
 use rumqttc::{AsyncClient, Event, EventLoop, Incoming, Publish, QoS, SubscribeReasonCode};
 use serde::Serialize;
+use server::error::ApiError;
+use server::mqtt::connection::{self, Driven, Reconnect};
+use server::mqtt::{BrokerStatus, BrokerUrl};
+use server::tasks::Background;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 

@@ -10,8 +10,8 @@ use std::future::Future;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use protocol::mqtt::BrokerUrl;
 use rumqttc::{AsyncClient, Event, EventLoop, Incoming, MqttOptions, Outgoing, QoS};
+use server::mqtt::BrokerUrl;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -66,7 +66,7 @@ impl Connector {
     pub fn new(target: BrokerTarget, in_flight: u16) -> Self {
         match target {
             BrokerTarget::Network(broker) => {
-                let mut options = broker.options(&protocol::mqtt::client_id("chat"));
+                let mut options = broker.options(&server::mqtt::client_id("chat"));
                 options.set_inflight(in_flight);
                 Connector::Network(Box::new(options))
             }

@@ -17,9 +17,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use protocol::mqtt::BrokerStatus;
-use protocol::tasks::{Background, CancellationToken};
 use protocol::{ChannelId, topic};
+use server::mqtt::BrokerStatus;
+use server::tasks::{Background, CancellationToken};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;

@@ -4,9 +4,10 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
-use protocol::{ApiError, ChannelId, Message};
+use protocol::{ChannelId, Message};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use server::error::ApiError;
 
 use crate::AppState;
 use crate::bans::MAX_BAN_SECS;

@@ -1,6 +1,6 @@
 //! `/channels/{channel}/stats` and `/channels/{channel}/presence`: what a
 //! channel holds and who follows it, over every broadcast-sse node (summed
-//! from what the nodes publish on the broker, [`protocol::presence`]).
+//! from what the nodes publish on the broker, [`server::presence`]).
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use protocol::ChannelId;

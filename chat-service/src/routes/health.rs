@@ -2,9 +2,9 @@
 //! (stored messages the broker has not acknowledged yet).
 
 use actix_web::{HttpResponse, web};
-use protocol::health::{connection, readiness};
-use protocol::mqtt::BrokerStatus;
 use serde_json::{Map, Value};
+use server::health::{connection, readiness};
+use server::mqtt::BrokerStatus;
 
 use crate::AppState;
 

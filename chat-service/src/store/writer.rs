@@ -12,8 +12,8 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use bytes::Bytes;
-use protocol::metrics::names;
 use protocol::{ChannelId, Message};
+use server::metrics::names;
 use sled::Transactional;
 use sled::transaction::TransactionError;
 use tokio::sync::{mpsc, oneshot};

@@ -33,7 +33,7 @@ impl Crier {
         let dir = tempfile::tempdir().expect("temp dir");
         let flags: Vec<String> = flags.iter().map(|flag| flag.to_string()).collect();
         let service = start_on("127.0.0.1:0", &dir, &flags);
-        protocol::tls::install_crypto_provider();
+        server::tls::install_crypto_provider();
         let http = Client::builder()
             .timeout(WAIT)
             .build()

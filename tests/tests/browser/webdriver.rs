@@ -50,7 +50,7 @@ impl Driver {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", chromedriver.display()));
-        protocol::tls::install_crypto_provider();
+        server::tls::install_crypto_provider();
         let http = Client::builder()
             .timeout(COMMAND_TIMEOUT)
             .build()

@@ -190,7 +190,7 @@ async fn crier_publishes_what_it_stores_to_its_embedded_broker_at_qos_1() {
     wait_for_ready(&http, &crier.url).await;
 
     let channel = new_channel();
-    let broker = protocol::mqtt::BrokerUrl::parse(&format!("mqtt://{broker_address}"), None);
+    let broker = server::mqtt::BrokerUrl::parse(&format!("mqtt://{broker_address}"), None);
     let options = broker.expect("broker url").options("crier-test-watcher");
     let (client, mut eventloop) = AsyncClient::new(options, 64);
     client
@@ -251,7 +251,7 @@ async fn a_batch_of_in_process_publishes_reaches_subscribers_in_order_once_sent(
     let mut connection = Connector::new(BrokerTarget::Link(Box::new(link)), 512)
         .connect()
         .expect("the in-process link opens");
-    let broker = protocol::mqtt::BrokerUrl::parse(&format!("mqtt://{address}"), None);
+    let broker = server::mqtt::BrokerUrl::parse(&format!("mqtt://{address}"), None);
     let options = broker
         .expect("broker url")
         .options("crier-test-batch-watcher");

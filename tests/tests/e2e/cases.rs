@@ -50,7 +50,7 @@ pub async fn a_stream_opened_after_every_stream_left_gets_the_missed_and_the_liv
 
 pub async fn the_broker_sees_every_message_as_json(app: TestApp) {
     let channel = new_channel();
-    let broker = protocol::mqtt::BrokerUrl::parse(&app.broker.url, None).expect("broker url");
+    let broker = server::mqtt::BrokerUrl::parse(&app.broker.url, None).expect("broker url");
     let (client, mut eventloop) = AsyncClient::new(broker.options("crier-test-watcher"), 64);
     client
         .subscribe(topic::all_channels_filter(&app.prefix), QoS::AtLeastOnce)

@@ -323,7 +323,7 @@ where
 
 /// An HTTP client (TLS-capable, so the process needs its crypto provider first).
 pub fn http_client() -> reqwest::Client {
-    protocol::tls::install_crypto_provider();
+    server::tls::install_crypto_provider();
     reqwest::Client::new()
 }
 

@@ -2,10 +2,10 @@
 //! the open streams, the all-in-one serves both services' metrics, and
 //! `--metrics-listen` moves them to an address of their own.
 
-use protocol::metrics::names;
 use protocol::topic;
 use reqwest::StatusCode;
 use serde_json::json;
+use server::metrics::names;
 
 use crate::broker::Broker;
 use crate::helpers::{CRIER, TestApp, eventually, new_channel, open_stream, wait_for_ready};

@@ -10,7 +10,7 @@ fn served_routes() -> Vec<(String, String)> {
     let mut routes: Vec<(String, String)> = chat_service::startup::ROUTES
         .iter()
         .chain(broadcast_sse::startup::ROUTES)
-        .chain(protocol::health::ROUTES)
+        .chain(server::health::ROUTES)
         .map(|(method, path)| (method.to_string(), path.to_string()))
         .collect();
     routes.sort();

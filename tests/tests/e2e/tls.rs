@@ -70,14 +70,14 @@ impl Certificates {
 
 fn client_trusting(ca: Option<&Path>) -> reqwest::Client {
     let config = match ca {
-        Some(ca) => protocol::tls::client_config(Some(ca)).expect("client config"),
+        Some(ca) => server::tls::client_config(Some(ca)).expect("client config"),
         None => Arc::new(
             rustls::ClientConfig::builder()
                 .with_root_certificates(rustls::RootCertStore::empty())
                 .with_no_client_auth(),
         ),
     };
-    protocol::tls::install_crypto_provider();
+    server::tls::install_crypto_provider();
     reqwest::Client::builder()
         .use_preconfigured_tls((*config).clone())
         .build()

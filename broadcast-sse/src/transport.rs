@@ -1,6 +1,6 @@
 //! The HTTP server of every binary that holds streams.
 //!
-//! Plain HTTP ([`protocol::plain_server`]): each new connection's first request
+//! Plain HTTP ([`server::plain_server`]): each new connection's first request
 //! is peeked at ([`crate::http1`]). A plain HTTP/1 stream request is handed to
 //! the stream threads ([`crate::stream_threads`]) and served on the socket
 //! directly; a connection that opens with the HTTP/2 preface (h2c) goes to
@@ -17,8 +17,8 @@ use actix_service::{IntoServiceFactory, ServiceFactory};
 use actix_web::HttpServer;
 use actix_web::body::MessageBody;
 use actix_web::dev::AppConfig;
-use protocol::http1_response::refuse_silent;
-use protocol::plain_server::{self, Dispatch, Options};
+use server::http1_response::refuse_silent;
+use server::plain_server::{self, Dispatch, Options};
 use tokio::net::TcpStream;
 
 use crate::http1::{self, FirstRequest};

@@ -14,24 +14,22 @@
 //!
 //! # Layout
 //! - [`keys`]: the settings and the keys they name, checked at start.
-//! - [`claims`]: what a token says.
 //! - [`request`]: where a request carries its token; `401` and `403` answers.
 //! - [`history_credentials`]: broadcast-sse's credentials for history.
 
-mod claims;
 mod history_credentials;
 mod keys;
 mod request;
 
-use claims::RawClaims;
-pub use claims::{Claims, Grant};
 pub use history_credentials::HistoryCredentials;
 pub use keys::{AuthSettings, KeyError, LEEWAY_SECS, TOKEN_COOKIE, start_verifier};
+use protocol::claims::RawClaims;
+pub use protocol::claims::{Claims, Grant};
 pub use request::{TokenSources, claims_of, forbidden, invalid_token, require_subscribe, token_of};
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 
-use crate::ApiError;
+use crate::error::ApiError;
 
 /// Checks tokens against the configured keys.
 pub struct Verifier {
@@ -84,9 +82,9 @@ impl Verifier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ChannelId;
     use actix_web::http::StatusCode;
     use jsonwebtoken::{EncodingKey, Header, encode};
+    use protocol::ChannelId;
     use serde_json::Value;
     use serde_json::json;
 

@@ -12,7 +12,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::ApiError;
+use crate::error::ApiError;
 
 /// Answers a connection that sent nothing within the request-header timeout.
 pub async fn refuse_silent(mut io: TcpStream) {

@@ -10,7 +10,7 @@
 //! plain HTTP/1 streams itself).
 //!
 //! With TLS, actix-web's `HttpServer` serves everything, `h2` chosen by ALPN
-//! ([`crate::server::listen`]).
+//! ([`crate::settings::listen`]).
 
 use std::net::{SocketAddr, TcpListener};
 use std::pin::Pin;

@@ -20,8 +20,9 @@ pub struct Claims {
     pub expires_at: u64,
 }
 
+/// A token's payload as it is written; [`Claims`] is what it grants.
 #[derive(Deserialize)]
-pub(super) struct RawClaims {
+pub struct RawClaims {
     name: Option<String>,
     user: Option<Value>,
     #[serde(rename = "_public")]

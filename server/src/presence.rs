@@ -21,10 +21,10 @@ use rumqttc::{AsyncClient, Event, EventLoop, Incoming, QoS};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::ChannelId;
 use crate::mqtt::BrokerUrl;
 use crate::mqtt::connection::{Driven, Reconnect, drive};
 use crate::tasks::Background;
+use protocol::ChannelId;
 
 /// Longest presence name, in characters (an author's default limit).
 pub const MAX_NAME_CHARS: usize = 64;

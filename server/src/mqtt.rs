@@ -11,7 +11,7 @@ use clap::Args;
 use rumqttc::MqttOptions;
 use url::Url;
 
-use crate::topic::DEFAULT_PREFIX;
+use protocol::topic::DEFAULT_PREFIX;
 
 /// Largest MQTT packet either side accepts. A message JSON is at most a few times the
 /// 64 KiB body limit (escaping), and rumqttc's 10 KiB default would tear the
@@ -36,7 +36,7 @@ pub struct MqttSettings {
         long,
         env = "CRIER_TOPIC_PREFIX",
         default_value = DEFAULT_PREFIX,
-        value_parser = crate::topic::parse_prefix
+        value_parser = protocol::topic::parse_prefix
     )]
     pub topic_prefix: String,
 }

@@ -93,7 +93,7 @@ pub async fn limit_request_head(
 > {
     let size = request_head_bytes(req.request());
     if size > MAX_REQUEST_HEAD_BYTES {
-        let error = crate::ApiError::new(
+        let error = crate::error::ApiError::new(
             actix_web::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             "request_head_too_large",
             format!(

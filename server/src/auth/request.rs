@@ -4,7 +4,8 @@
 use actix_web::HttpRequest;
 use actix_web::http::{StatusCode, header};
 
-use crate::{ApiError, ChannelId};
+use crate::error::ApiError;
+use protocol::ChannelId;
 
 use super::{Claims, TOKEN_COOKIE, Verifier};
 
@@ -21,7 +22,7 @@ pub enum TokenSources {
 /// The request's token, or `401 missing_token`.
 pub fn token_of(req: &HttpRequest, sources: TokenSources) -> Result<String, ApiError> {
     if let Some(value) = req.headers().get(header::AUTHORIZATION) {
-        let value = crate::server::header_text(value.as_bytes())
+        let value = crate::settings::header_text(value.as_bytes())
             .ok_or_else(|| invalid_token("the Authorization header is not ASCII".into()))?;
         return match value.split_once(' ') {
             Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
