@@ -6,19 +6,20 @@
 //! What only the all-in-one has is glue: the embedded broker (reached in process
 //! by the publisher), and history read straight from the store.
 
-use std::net::{SocketAddr, TcpListener};
+use std::fmt::Write;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use actix_web::dev::Server;
-use actix_web::{App, HttpResponse, web};
+use actix_web::{HttpResponse, web};
 use broadcast_sse::hub::Hub;
-use broadcast_sse::startup::run_with_hub;
+use broadcast_sse::startup::serve_streams;
 use chat_service::publish::link::BrokerTarget;
-use server::error::{json_error_bodies, not_found, path_config, query_config};
+use server::binary::Binary;
 use server::health::readiness;
 use server::mqtt::BrokerUrl;
-use server::settings::ServerSettings;
+use server::service::{Running, Service};
 use server::tasks::Background;
+use server::transport::Transport;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
@@ -39,49 +40,41 @@ pub enum StartError {
     Chat(#[from] chat_service::startup::StartError),
     #[error("JWT key: {0}")]
     Auth(#[from] server::auth::KeyError),
-    #[error("TLS: {0}")]
-    Tls(#[from] server::tls::TlsError),
-    #[error("cannot listen on {address}: {source}")]
-    Listen {
-        address: String,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Serve(#[from] server::service::ServeError),
 }
 
 /// Where the running all-in-one can be reached.
-#[derive(Debug, Clone)]
-pub struct Endpoints {
-    pub http: SocketAddr,
+struct Endpoints {
+    http: SocketAddr,
     /// The broker in use: `mqtt://…` (password hidden).
-    pub broker: String,
+    broker: String,
     /// The embedded broker's MQTT-over-WebSocket address, when it has one.
-    pub broker_websocket: Option<SocketAddr>,
-    pub broker_is_embedded: bool,
+    broker_websocket: Option<SocketAddr>,
+    broker_is_embedded: bool,
 }
 
 pub struct Application {
-    endpoints: Endpoints,
-    server: Server,
+    server: Running,
     hub: Hub,
     tasks: JoinHandle<()>,
     background: Background,
     store: chat_service::store::Store,
+    banner: String,
 }
 
-impl Application {
-    pub async fn build(config: Config) -> Result<Self, StartError> {
+impl Binary for Application {
+    const NAME: &'static str = "crier";
+    type Config = Config;
+    type Error = StartError;
+
+    async fn build(config: Config) -> Result<Self, StartError> {
         let BrokerInUse {
             target: broker,
             url: subscriber_broker,
             shown: endpoint,
             websocket,
         } = broker_for(&config)?;
-        let listen_error = |source| StartError::Listen {
-            address: config.listen.clone(),
-            source,
-        };
-        let listener = TcpListener::bind(&config.listen).map_err(listen_error)?;
-        let http = listener.local_addr().map_err(listen_error)?;
         let verifier = server::auth::start_verifier(&config.auth)?;
         let background =
             Background::on_current_runtime().ok_or(chat_service::startup::StartError::NoRuntime)?;
@@ -94,7 +87,10 @@ impl Application {
             &background,
         )?;
         let store = chat.store.clone();
-        let history = Arc::new(StoreHistory(store.clone()));
+        let history = Arc::new(StoreHistory {
+            store: store.clone(),
+            background: background.clone(),
+        });
         let bus = broadcast_sse::startup::Bus {
             broker: &subscriber_broker,
             topic_prefix: &config.topic_prefix,
@@ -111,25 +107,22 @@ impl Application {
             &background,
         );
         let hub = broadcast.hub.clone();
-        let tls = config.server.tls()?;
-        if let Some(address) = &config.server.metrics_listen {
-            let (chat, broadcast) = (
-                web::Data::new(chat.clone()),
-                web::Data::new(broadcast.clone()),
-            );
-            let metrics = move |cfg: &mut web::ServiceConfig| {
-                cfg.app_data(chat.clone()).app_data(broadcast.clone());
-                cfg.route("/metrics", web::get().to(metrics));
-            };
-            server::metrics::serve_alone(address, metrics).map_err(|source| {
-                StartError::Listen {
-                    address: address.clone(),
-                    source,
-                }
-            })?;
-        }
-        let server =
-            serve(listener, chat, broadcast, config.server.clone(), tls).map_err(listen_error)?;
+        let server = Service::new(config.server.clone(), readyz)
+            .data(chat)
+            .data(broadcast)
+            .routes(chat_service::configure)
+            .routes(broadcast_sse::configure)
+            .routes(demo_routes)
+            .metrics(metrics)
+            .transport(Transport::Streams(broadcast_sse::startup::is_stream_path))
+            .start(&config.listen)?;
+        let endpoints = Endpoints {
+            http: server.address(),
+            broker: endpoint,
+            broker_websocket: websocket,
+            broker_is_embedded: config.mqtt_url.is_none(),
+        };
+        let banner = banner(&endpoints, &config);
         let tasks = background.spawn(async move {
             tokio::select! {
                 _ = publisher => log::error!("the MQTT publisher stopped"),
@@ -137,31 +130,58 @@ impl Application {
             }
         });
         Ok(Application {
-            endpoints: Endpoints {
-                http,
-                broker: endpoint,
-                broker_websocket: websocket,
-                broker_is_embedded: config.mqtt_url.is_none(),
-            },
             server,
             hub,
             tasks,
             background,
             store,
+            banner,
         })
-    }
-
-    pub fn endpoints(&self) -> &Endpoints {
-        &self.endpoints
     }
 
     /// Runs until SIGINT/SIGTERM or until a broker task fails. On a signal, open
     /// streams end at once, in-flight requests finish, and the store is flushed.
-    pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let result = run_with_hub(self.server, self.hub, self.tasks).await;
+    async fn run_until_stopped(self) -> std::io::Result<()> {
+        let result = serve_streams(self.server, &self.hub, self.tasks).await;
         chat_service::startup::stop_in_order(&self.background, &self.store).await;
         result
     }
+
+    fn banner(&self) -> &str {
+        &self.banner
+    }
+}
+
+/// Where everything is, for a person who just started it.
+fn banner(endpoints: &Endpoints, config: &Config) -> String {
+    let scheme = config.server.scheme();
+    let http = endpoints.http;
+    let kind = if endpoints.broker_is_embedded {
+        "embedded"
+    } else {
+        "external"
+    };
+    let mut banner = format!("crier listening on {scheme}://{http}\n");
+    let _ = writeln!(banner, "  demo page:   {scheme}://{http}/");
+    let _ = writeln!(
+        banner,
+        "  post:        POST {scheme}://{http}/channels/{{uuid}}/messages"
+    );
+    let _ = writeln!(
+        banner,
+        "  stream:      GET  {scheme}://{http}/channels/{{uuid}}/events"
+    );
+    let _ = writeln!(banner, "  MQTT broker: {} ({kind})", endpoints.broker);
+    if let Some(websocket) = endpoints.broker_websocket {
+        let _ = writeln!(banner, "  MQTT over WebSocket: ws://{websocket}/mqtt");
+    }
+    let _ = writeln!(
+        banner,
+        "  MQTT post:   {{\"author\",\"text\"}} to {}/channels/{{uuid}}/post",
+        config.topic_prefix
+    );
+    let _ = write!(banner, "  history in:  {}", config.chat.data_dir.display());
+    banner
 }
 
 /// The broker the all-in-one uses.
@@ -200,41 +220,10 @@ fn broker_for(config: &Config) -> Result<BrokerInUse, StartError> {
     })
 }
 
-fn serve(
-    listener: TcpListener,
-    chat: chat_service::AppState,
-    broadcast: broadcast_sse::AppState,
-    settings: ServerSettings,
-    tls: Option<rustls::ServerConfig>,
-) -> std::io::Result<Server> {
-    let chat = web::Data::new(chat);
-    let broadcast = web::Data::new(broadcast);
-    let header_timeout = settings.request_header_timeout();
-    let metrics_here = settings.metrics_on_main_listener();
-    let app = move || {
-        App::new()
-            .wrap(actix_web::middleware::from_fn(
-                server::settings::limit_request_head,
-            ))
-            .wrap(settings.cors.middleware())
-            .wrap(json_error_bodies())
-            .app_data(chat.clone())
-            .app_data(broadcast.clone())
-            .app_data(query_config())
-            .app_data(path_config())
-            .configure(chat_service::configure)
-            .configure(broadcast_sse::configure)
-            .route("/", web::get().to(demo_page))
-            .route("/crier.js", web::get().to(client_module))
-            .configure(|cfg| server::health::configure(cfg, web::get().to(readyz)))
-            .configure(|cfg| {
-                if metrics_here {
-                    cfg.route("/metrics", web::get().to(metrics));
-                }
-            })
-            .default_service(web::to(not_found))
-    };
-    broadcast_sse::transport::start(app, listener, tls, header_timeout)
+/// The demo page and the browser client it imports.
+fn demo_routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/", web::get().to(demo_page))
+        .route("/crier.js", web::get().to(client_module));
 }
 
 async fn demo_page() -> HttpResponse {

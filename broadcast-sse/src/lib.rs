@@ -12,9 +12,8 @@
 //! # Layout
 //! - [`config`]: flags (`--listen`, `--mqtt-url`, `--history-url`, …).
 //! - [`startup`]: binds the listener, starts the broker and heartbeat tasks.
-//! - [`transport`]: the HTTP server (HTTP/1.1, and HTTP/2 by ALPN or h2c);
-//!   [`http1`]: plain HTTP/1 streams served on the socket itself, on the
-//!   [`stream_threads`] apart from the HTTP workers.
+//!   Its streams are pumped on the socket by the server crate's transport
+//!   ([`startup::is_stream_path`] names them).
 //! - [`routes`]: `events` (the SSE endpoint) and `health`.
 //! - [`hub`]: per-channel rings, recent frames, held frames, listener counts and
 //!   subscribe/unsubscribe decisions.
@@ -33,7 +32,6 @@ pub mod bus;
 pub mod config;
 pub mod error;
 pub mod history;
-pub mod http1;
 pub mod hub;
 pub mod metrics;
 pub mod presence;
@@ -41,9 +39,7 @@ pub mod routes;
 pub mod startup;
 pub mod stream;
 pub mod stream_slots;
-pub mod stream_threads;
 #[cfg(test)]
 mod testing;
-pub mod transport;
 
 pub use startup::{AppState, Application, configure};

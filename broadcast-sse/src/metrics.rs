@@ -165,8 +165,3 @@ pub fn set_gauges(state: &AppState) {
 pub async fn scrape(state: web::Data<AppState>) -> HttpResponse {
     response(render(&state))
 }
-
-/// Registers `GET /metrics` (the caller provides `web::Data<AppState>`).
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/metrics", web::get().to(scrape));
-}

@@ -1,15 +1,13 @@
 //! Builds broadcast-sse: the route table, its shared state and background tasks,
 //! and a server bound to a listener whose real port is known (tests bind port 0).
 
-use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
-use actix_web::dev::{Server, ServerHandle};
-use actix_web::{App, web};
 use server::auth::Verifier;
-use server::error::{json_error_bodies, not_found, path_config, query_config};
+use server::binary::Binary;
 use server::mqtt::BrokerUrl;
-use server::settings::ServerSettings;
+use server::service::{Running, Service};
+use server::transport::Transport;
 use tokio::task::JoinHandle;
 
 use crate::bus;
@@ -137,15 +135,10 @@ pub enum StartError {
     History(#[from] crate::history::HistoryError),
     #[error("JWT key: {0}")]
     Auth(#[from] server::auth::KeyError),
-    #[error("TLS: {0}")]
-    Tls(#[from] server::tls::TlsError),
+    #[error(transparent)]
+    Serve(#[from] server::service::ServeError),
     #[error("the service must start inside a tokio runtime")]
     NoRuntime,
-    #[error("cannot listen on {address}: {source}")]
-    Listen {
-        address: String,
-        source: std::io::Error,
-    },
 }
 
 // The API routes; the all-in-one binary mounts them next to the
@@ -155,25 +148,31 @@ server::routes! {
     "/events" => { GET => events::channels_events },
 }
 
-/// `/healthz` and `/readyz` of the standalone service.
-pub fn configure_health(cfg: &mut web::ServiceConfig) {
-    server::health::configure(cfg, web::get().to(health::readyz));
+/// The paths served as streams: pumped on the socket by the stream threads
+/// over plain HTTP/1.1 (the routes of [`events`]).
+pub fn is_stream_path(path: &str) -> bool {
+    path == "/events"
+        || path
+            .strip_prefix("/channels/")
+            .and_then(|rest| rest.strip_suffix("/events"))
+            .is_some_and(|channel| !channel.is_empty() && !channel.contains('/'))
 }
 
-/// A running broadcast-sse: its address and the tasks to watch.
+/// A running broadcast-sse: its server and the tasks to watch.
 pub struct Application {
-    address: SocketAddr,
-    server: Server,
+    server: Running,
     hub: Hub,
     subscriber_task: JoinHandle<()>,
     background: Background,
+    banner: String,
 }
 
-/// How long a stop waits for the background tasks once the server stopped.
-const BACKGROUND_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+impl Binary for Application {
+    const NAME: &'static str = "broadcast-sse";
+    type Config = Config;
+    type Error = StartError;
 
-impl Application {
-    pub async fn build(config: Config) -> Result<Self, StartError> {
+    async fn build(config: Config) -> Result<Self, StartError> {
         let broker = config.mqtt.broker()?;
         let verifier = server::auth::start_verifier(&config.auth)?;
         let credentials = config
@@ -181,12 +180,6 @@ impl Application {
             .history_credentials(config.history_token.clone())?;
         let history = HttpHistory::new(&config.history_url, credentials)?;
         let history: Arc<dyn HistorySource> = Arc::new(history);
-        let listen_error = |source| StartError::Listen {
-            address: config.listen.clone(),
-            source,
-        };
-        let listener = TcpListener::bind(&config.listen).map_err(listen_error)?;
-        let address = listener.local_addr().map_err(listen_error)?;
         let background = Background::on_current_runtime().ok_or(StartError::NoRuntime)?;
         let bus = Bus {
             broker: &broker,
@@ -202,115 +195,77 @@ impl Application {
             &background,
         );
         let hub = state.hub.clone();
-        let tls = config.server.tls()?;
-        if let Some(address) = &config.server.metrics_listen {
-            let metrics = crate::metrics::configure;
-            server::metrics::serve_alone_with(address, state.clone(), metrics).map_err(
-                |source| StartError::Listen {
-                    address: address.clone(),
-                    source,
-                },
-            )?;
-        }
-        let server = serve(listener, state, config.server.clone(), tls).map_err(listen_error)?;
+        let server = Service::new(config.server.clone(), health::readyz)
+            .data(state)
+            .routes(configure)
+            .metrics(crate::metrics::scrape)
+            .transport(Transport::Streams(is_stream_path))
+            .start(&config.listen)?;
+        let banner = format!(
+            "broadcast-sse listening on {}://{} (broker {}, history {})",
+            config.server.scheme(),
+            server.address(),
+            server::mqtt::redact(&config.mqtt.mqtt_url),
+            config.history_url,
+        );
         Ok(Application {
-            address,
             server,
             hub,
             subscriber_task,
             background,
+            banner,
         })
-    }
-
-    /// The bound address, with the real port when the config asked for port 0.
-    pub fn address(&self) -> SocketAddr {
-        self.address
     }
 
     /// Runs until SIGINT/SIGTERM (streams end at once, the server stops gracefully)
     /// or until the subscriber fails; then stops the background tasks.
-    pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let result = run_with_hub(self.server, self.hub, self.subscriber_task).await;
-        if !self.background.stop(BACKGROUND_GRACE).await {
-            log::warn!(
-                "{} background tasks still running {BACKGROUND_GRACE:?} after the stop",
-                self.background.running()
-            );
-        }
+    async fn run_until_stopped(self) -> std::io::Result<()> {
+        let result = serve_streams(self.server, &self.hub, self.subscriber_task).await;
+        self.background.finish().await;
         result
+    }
+
+    fn banner(&self) -> &str {
+        &self.banner
     }
 }
 
-/// Runs `server` until a stop signal or until `task` ends. On a signal every stream
-/// is ended first, so a graceful stop does not wait on open streams.
-pub async fn run_with_hub(server: Server, hub: Hub, task: JoinHandle<()>) -> std::io::Result<()> {
-    let handle: ServerHandle = server.handle();
-    let server = tokio::spawn(server);
-    tokio::select! {
-        () = stop_signal() => {
+/// Runs `server` until a stop signal or until the subscriber `task` ends. On
+/// a signal every stream of `hub` is ended first, so a graceful stop does not
+/// wait on open streams.
+pub async fn serve_streams(
+    server: Running,
+    hub: &Hub,
+    task: JoinHandle<()>,
+) -> std::io::Result<()> {
+    server
+        .until_stopped(task, "MQTT subscriber", || {
             log::info!(
                 "stopping: ending {} open streams",
                 crate::metrics::open_streams()
             );
             hub.shut_down();
-            handle.stop(true).await;
-            Ok(())
-        }
-        result = server => result.unwrap_or_else(|e| Err(std::io::Error::other(e))),
-        _ = task => Err(std::io::Error::other("the MQTT subscriber stopped")),
-    }
+        })
+        .await
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn stop_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+#[cfg(test)]
+mod tests {
+    use super::is_stream_path;
+
+    #[test]
+    fn only_the_stream_routes_are_stream_paths() {
+        let channel = "0f8fad5b-d9cb-469f-a165-70867728950e";
+        assert!(is_stream_path("/events"));
+        assert!(is_stream_path(&format!("/channels/{channel}/events")));
+        for other in [
+            "/channels//events".to_string(),
+            format!("/channels/{channel}/events/more"),
+            format!("/channels/{channel}/messages"),
+            "/events/more".to_string(),
+            "/healthz".to_string(),
+        ] {
+            assert!(!is_stream_path(&other), "{other}");
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
-fn serve(
-    listener: TcpListener,
-    state: AppState,
-    settings: ServerSettings,
-    tls: Option<rustls::ServerConfig>,
-) -> std::io::Result<Server> {
-    let state = web::Data::new(state);
-    let header_timeout = settings.request_header_timeout();
-    let metrics_here = settings.metrics_on_main_listener();
-    let app = move || {
-        App::new()
-            .wrap(actix_web::middleware::from_fn(
-                server::settings::limit_request_head,
-            ))
-            .wrap(settings.cors.middleware())
-            .wrap(json_error_bodies())
-            .app_data(state.clone())
-            .app_data(query_config())
-            .app_data(path_config())
-            .configure(configure)
-            .configure(configure_health)
-            .configure(|cfg| {
-                if metrics_here {
-                    crate::metrics::configure(cfg);
-                }
-            })
-            .default_service(web::to(not_found))
-    };
-    crate::transport::start(app, listener, tls, header_timeout)
 }

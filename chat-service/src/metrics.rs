@@ -123,8 +123,3 @@ fn flag(on: bool) -> f64 {
 pub async fn scrape(state: web::Data<AppState>) -> HttpResponse {
     response(render(&state))
 }
-
-/// Registers `GET /metrics` (the caller provides `web::Data<AppState>`).
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/metrics", web::get().to(scrape));
-}

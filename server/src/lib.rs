@@ -6,6 +6,9 @@
 //! assembled from these parts, so they serve alike.
 //!
 //! # Layout
+//! - [`service`]: the one builder of every binary's HTTP server.
+//! - [`binary`]: every binary's `main`.
+//! - [`transport`]: plain-HTTP connections, with streams pumped on the socket.
 //! - [`auth`]: JSON Web Tokens: keys, where a request carries its token.
 //! - [`config_file`]: `--config FILE`, a TOML file under flags and environment.
 //! - [`cors`]: the `--cors-origin` middleware.
@@ -24,6 +27,7 @@
 //! - [`tls`]: rustls configurations from PEM files.
 
 pub mod auth;
+pub mod binary;
 pub mod config_file;
 pub mod cors;
 pub mod defaults;
@@ -35,6 +39,8 @@ pub mod mqtt;
 pub mod plain_server;
 pub mod presence;
 pub mod routes;
+pub mod service;
 pub mod settings;
 pub mod tasks;
 pub mod tls;
+pub mod transport;

@@ -6,24 +6,26 @@
 //! actix-web's `listen_auto_h2c` waits for a connection's first bytes with no
 //! time limit, so a client that connects and says nothing would hold its
 //! connection for good. Here that wait is bounded by the request-header timeout,
-//! and a binary may look at a connection before actix does (broadcast-sse serves
-//! plain HTTP/1 streams itself).
+//! and a transport may look at a connection before actix does
+//! ([`crate::transport`] serves plain HTTP/1 streams itself).
 //!
 //! With TLS, actix-web's `HttpServer` serves everything, `h2` chosen by ALPN
-//! ([`crate::settings::listen`]).
+//! ([`crate::service`]).
 
 use std::net::{SocketAddr, TcpListener};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::time::Duration;
 
-use actix_http::{HttpService, KeepAlive, Protocol, Request};
+use std::sync::Arc;
+
+use actix_http::body::BoxBody;
+use actix_http::{HttpService, KeepAlive, Protocol, Request, Response};
 use actix_server::{Server, ServerBuilder};
+use actix_service::boxed::BoxServiceFactory;
 use actix_service::{
-    IntoServiceFactory, Service, ServiceFactory, ServiceFactoryExt, fn_factory, fn_service,
-    map_config,
+    Service, ServiceFactory, ServiceFactoryExt, fn_factory, fn_service, map_config,
 };
-use actix_web::body::MessageBody;
 use actix_web::dev::AppConfig;
 use tokio::net::TcpStream;
 
@@ -56,42 +58,41 @@ pub struct Options {
     /// `false` drops an HTTP/1 connection as soon as its client closes its
     /// side, which ends an open stream at once.
     pub h1_allow_half_closed: bool,
-    /// `false` when the binary handles SIGINT/SIGTERM itself.
-    pub handle_signals: bool,
 }
 
 /// actix-http serving one connection with the application, in the given HTTP
 /// version; the future ends with the connection.
 pub type Dispatch = Rc<dyn Fn(TcpStream, Protocol) -> Pin<Box<dyn Future<Output = ()>>>>;
 
-/// Serves `app` (a factory of the application, called once per worker) on
-/// `listener`: each accepted connection goes to `connection` with the worker's
-/// [`Dispatch`]. [`serve`] is the `connection` that only chooses the version.
-pub fn start<F, I, S, B, C, Fut>(
-    app: F,
+/// The application as each HTTP worker and each stream thread makes it: its
+/// routes and middleware, boxed so that every server of this crate takes the
+/// same type.
+pub type AppFactory =
+    BoxServiceFactory<AppConfig, Request, Response<BoxBody>, actix_web::Error, ()>;
+
+/// Makes the application, once per worker.
+pub type MakeApp = Arc<dyn Fn() -> AppFactory + Send + Sync>;
+
+/// Serves the application `app` makes on `listener`: each accepted connection
+/// goes to `connection` with the worker's [`Dispatch`]. [`serve`] is the
+/// `connection` that only chooses the version.
+pub fn start<C, Fut>(
+    app: MakeApp,
     listener: TcpListener,
     options: Options,
     connection: C,
 ) -> std::io::Result<Server>
 where
-    F: Fn() -> I + Send + Clone + 'static,
-    I: IntoServiceFactory<S, Request>,
-    S: ServiceFactory<Request, Config = AppConfig> + 'static,
-    S::Error: Into<actix_web::Error> + 'static,
-    S::InitError: std::fmt::Debug,
-    S::Response: Into<actix_http::Response<B>> + 'static,
-    B: MessageBody + 'static,
     C: Fn(TcpStream, Dispatch) -> Fut + Send + Clone + 'static,
     Fut: Future<Output = ()> + 'static,
 {
     let address = listener.local_addr()?;
-    let mut builder = ServerBuilder::new()
+    // Signals are the binary's: see `crate::service::Running::until_stopped`.
+    let builder = ServerBuilder::new()
         .max_concurrent_connections(options.max_connections)
         .backlog(options.backlog)
-        .shutdown_timeout(options.shutdown_timeout_secs);
-    if !options.handle_signals {
-        builder = builder.disable_signals();
-    }
+        .shutdown_timeout(options.shutdown_timeout_secs)
+        .disable_signals();
     let graceful = builder.graceful_shutdown_signal();
     let builder = builder.listen("crier", listener, move || {
         let graceful = graceful.clone();
@@ -106,9 +107,7 @@ where
             .h1_allow_half_closed(options.h1_allow_half_closed)
             .local_addr(address)
             .finish(map_config(
-                app()
-                    .into_factory()
-                    .map_err(|err| err.into().error_response()),
+                app().map_err(|err| err.error_response()),
                 move |_| app_config(address),
             ));
         connections(http, connection.clone())

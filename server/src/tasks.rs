@@ -7,7 +7,9 @@
 //! knows each one, and at a stop the service cancels them all and waits for
 //! them under a deadline. A task that must do something before it ends (the
 //! publisher persists its watermarks) watches [`Background::stopping`] itself;
-//! the others are simply dropped at their next `.await`.
+//! the others are simply dropped at their next `.await`. Blocking work runs
+//! on the same runtime's blocking pool ([`Background::blocking`]), the one
+//! pool of the process.
 
 use std::future::Future;
 use std::time::Duration;
@@ -24,6 +26,10 @@ pub struct Background {
     tracker: TaskTracker,
     stop: CancellationToken,
 }
+
+/// How long a service's stop waits for its background tasks (the publisher
+/// persisting its watermarks among them) once its server has stopped.
+pub const GRACE: Duration = Duration::from_secs(5);
 
 impl Background {
     /// Background tasks on the current runtime. `None` outside one.
@@ -62,6 +68,17 @@ impl Background {
         self.tracker.spawn_on(task, &self.runtime)
     }
 
+    /// Runs the blocking `work` (a store read, a plan) on the blocking pool of
+    /// the service's runtime: one pool for the whole process, whichever thread
+    /// asks (an HTTP worker, a stream thread or a background task).
+    pub fn blocking<T, F>(&self, work: F) -> JoinHandle<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        self.runtime.spawn_blocking(work)
+    }
+
     /// Fires when the service stops.
     pub fn stopping(&self) -> CancellationToken {
         self.stop.clone()
@@ -75,6 +92,17 @@ impl Background {
         tokio::time::timeout(grace, self.tracker.wait())
             .await
             .is_ok()
+    }
+
+    /// The stop at the end of a service: [`stop`](Self::stop) with
+    /// [`GRACE`], and a warning naming how many tasks outlived it.
+    pub async fn finish(&self) {
+        if !self.stop(GRACE).await {
+            log::warn!(
+                "{} background tasks still running {GRACE:?} after the stop",
+                self.running()
+            );
+        }
     }
 
     /// Tasks still running.

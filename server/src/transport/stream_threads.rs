@@ -14,16 +14,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use actix_http::body::{BoxBody, MessageBody};
+use actix_http::body::BoxBody;
 use actix_http::{Request, Response};
-use actix_service::boxed::{BoxService, service};
-use actix_service::{IntoServiceFactory, Service, ServiceExt, ServiceFactory};
+use actix_service::boxed::BoxService;
+use actix_service::{Service, ServiceFactory};
 use actix_web::dev::AppConfig;
 use futures_util::future::LocalBoxFuture;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use crate::http1::{self, Pump, StreamHead};
+use super::http1::{self, Pump, StreamHead};
+use crate::plain_server::{AppFactory, MakeApp};
 
 /// Stream requests waiting for their thread; a worker handing over one more
 /// waits for room.
@@ -52,23 +53,12 @@ pub struct StreamThreads {
 impl StreamThreads {
     /// Starts one thread per available core, each running its own instance of
     /// `app` (configured with `config`) for the streams it is handed.
-    pub fn start<F, I, S, B>(app: F, config: AppConfig) -> std::io::Result<Self>
-    where
-        F: Fn() -> I + Send + Clone + 'static,
-        I: IntoServiceFactory<S, Request>,
-        S: ServiceFactory<Request, Config = AppConfig> + 'static,
-        S::Error: Into<actix_web::Error> + 'static,
-        S::InitError: std::fmt::Debug,
-        S::Response: Into<Response<B>> + 'static,
-        B: MessageBody + 'static,
-    {
+    pub fn start(app: MakeApp, config: AppConfig) -> std::io::Result<Self> {
         let count = std::thread::available_parallelism().map_or(1, |n| n.get());
         let queues = (0..count)
             .map(|index| {
                 let (app, config) = (app.clone(), config.clone());
-                start_thread(index, move || {
-                    Box::pin(make_app(app().into_factory(), config))
-                })
+                start_thread(index, move || Box::pin(make_app(app(), config)))
             })
             .collect::<std::io::Result<Vec<_>>>()?;
         Ok(StreamThreads {
@@ -119,22 +109,11 @@ fn start_thread(
 
 /// This thread's instance of the application, answering every request with a
 /// response (errors become their JSON answers).
-async fn make_app<S, B>(factory: S, config: AppConfig) -> Option<App>
-where
-    S: ServiceFactory<Request, Config = AppConfig> + 'static,
-    S::Error: Into<actix_web::Error> + 'static,
-    S::InitError: std::fmt::Debug,
-    S::Response: Into<Response<B>> + 'static,
-    B: MessageBody + 'static,
-{
+async fn make_app(factory: AppFactory, config: AppConfig) -> Option<App> {
     let instance = factory.new_service(config).await;
-    let instance = instance
-        .map_err(|e| log::error!("cannot start the application: {e:?}"))
-        .ok()?;
-    let boxed = instance
-        .map(|response| response.into().map_into_boxed_body())
-        .map_err(Into::into);
-    Some(service(boxed))
+    instance
+        .map_err(|()| log::error!("cannot start the application"))
+        .ok()
 }
 
 /// Opens and pumps every stream handed over until the handles are gone, then

@@ -5,7 +5,7 @@
 //! most of what an idle stream would cost. A stream needs none of it: it reads
 //! nothing after its request and writes frames that are already bytes. So the
 //! server peeks at each new plain-HTTP connection's first request. A stream
-//! request (`GET /channels/{channel}/events` or `GET /events?…`, HTTP/1.1,
+//! request (a `GET` of a path the binary names a stream route, HTTP/1.1,
 //! without a body or an upgrade) is read here and handed to a stream thread,
 //! which runs it through the application itself (its middleware, CORS and
 //! errors included, and the same handler as every other stream), then writes
@@ -19,12 +19,13 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use super::IsStreamPath;
+use crate::http1_response::response_head;
+use crate::plain_server::{self, Preface};
 use actix_http::body::{BodySize, BoxBody, MessageBody};
 use actix_http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_http::{Method, Request, Response, Uri, Version};
 use bytes::{Buf, BufMut, Bytes};
-use server::http1_response::response_head;
-use server::plain_server::{self, Preface};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -82,7 +83,11 @@ impl StreamHead {
 
 /// Peeks at the first request (waiting at most `header_timeout` for its first
 /// bytes) and, when it is a stream request, reads its head off the socket.
-pub async fn first_request(io: &mut TcpStream, header_timeout: Duration) -> FirstRequest {
+pub async fn first_request(
+    io: &mut TcpStream,
+    header_timeout: Duration,
+    is_stream: IsStreamPath,
+) -> FirstRequest {
     let mut buffer = vec![0; MAX_HEAD_BYTES];
     let first = tokio::time::timeout(header_timeout, io.peek(&mut buffer)).await;
     let mut peeked = match first {
@@ -91,7 +96,7 @@ pub async fn first_request(io: &mut TcpStream, header_timeout: Duration) -> Firs
         Ok(Ok(n)) => n,
     };
     for _ in 0..PARTIAL_HEAD_PEEKS {
-        match parse_head(&buffer[..peeked]) {
+        match parse_head(&buffer[..peeked], is_stream) {
             Parsed::Stream(length, head) => {
                 return match io.read_exact(&mut buffer[..length]).await {
                     Ok(_) => FirstRequest::Stream(head),
@@ -121,7 +126,7 @@ enum Parsed {
     Other,
 }
 
-fn parse_head(bytes: &[u8]) -> Parsed {
+fn parse_head(bytes: &[u8], is_stream: IsStreamPath) -> Parsed {
     match plain_server::preface(bytes) {
         Preface::Complete => return Parsed::Http2,
         Preface::Partial => return Parsed::Partial,
@@ -137,7 +142,7 @@ fn parse_head(bytes: &[u8]) -> Parsed {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
     match request.parse(bytes) {
-        Ok(httparse::Status::Complete(length)) => match stream_head(&request) {
+        Ok(httparse::Status::Complete(length)) => match stream_head(&request, is_stream) {
             Some(head) => Parsed::Stream(length, head),
             None => Parsed::Other,
         },
@@ -148,18 +153,13 @@ fn parse_head(bytes: &[u8]) -> Parsed {
 
 /// The head when this path can serve it, else `None` (actix will): a stream
 /// route, HTTP/1.1, no body and no upgrade.
-fn stream_head(request: &httparse::Request) -> Option<StreamHead> {
+fn stream_head(request: &httparse::Request, is_stream: IsStreamPath) -> Option<StreamHead> {
     if request.method != Some("GET") || request.version != Some(1) {
         return None;
     }
     let target = request.path?;
     let path = target.split_once('?').map_or(target, |(path, _)| path);
-    let is_stream_route = path == "/events"
-        || path
-            .strip_prefix("/channels/")
-            .and_then(|rest| rest.strip_suffix("/events"))
-            .is_some_and(|channel| !channel.is_empty() && !channel.contains('/'));
-    if !is_stream_route {
+    if !is_stream(path) {
         return None;
     }
     let uri = target.parse::<Uri>().ok()?;
@@ -310,8 +310,13 @@ mod tests {
 
     const CHANNEL: &str = "0f8fad5b-d9cb-469f-a165-70867728950e";
 
+    /// The stream routes of broadcast-sse, as it names them.
+    fn is_stream(path: &str) -> bool {
+        path == "/events" || path == format!("/channels/{CHANNEL}/events")
+    }
+
     fn parse(head: &str) -> Parsed {
-        parse_head(head.as_bytes())
+        parse_head(head.as_bytes(), is_stream)
     }
 
     #[test]
@@ -355,7 +360,6 @@ mod tests {
             format!("GET /channels/{CHANNEL}/events HTTP/1.0\r\n\r\n"),
             format!("GET /channels/{CHANNEL}/events HTTP/1.1\r\nUpgrade: h2c\r\n\r\n"),
             format!("GET /channels/{CHANNEL}/events HTTP/1.1\r\nContent-Length: 3\r\n\r\n"),
-            "GET /channels//events HTTP/1.1\r\n\r\n".to_string(),
             format!("GET /channels/{CHANNEL}/events/more HTTP/1.1\r\n\r\n"),
             "GET /channels/\0 nonsense\r\n\r\n".to_string(),
         ];
@@ -368,7 +372,7 @@ mod tests {
     fn the_http2_preface_goes_to_actix_as_http2() {
         let mut opening = plain_server::H2_PREFACE.to_vec();
         opening.extend_from_slice(b"\0\0\x12\x04\0\0\0\0\0");
-        assert!(matches!(parse_head(&opening), Parsed::Http2));
+        assert!(matches!(parse_head(&opening, is_stream), Parsed::Http2));
         assert!(matches!(parse("PRI * HTTP/2.0\r\n"), Parsed::Partial));
     }
 }
