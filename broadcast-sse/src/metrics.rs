@@ -128,6 +128,10 @@ pub fn register() {
     );
     describe_counter!(names::BACKFILLS, "Backfills of a channel from history");
     describe_counter!(
+        names::HISTORY_READS_SHARED,
+        "History reads served by a read of the same page already in flight"
+    );
+    describe_counter!(
         names::SLOW_CLIENTS,
         "Times a stream fell behind the live ring"
     );
@@ -138,7 +142,13 @@ pub fn register() {
     );
     LazyLock::force(&STREAMS);
     counter!(names::BACKFILLS).absolute(0);
+    counter!(names::HISTORY_READS_SHARED).absolute(0);
     counter!(names::SSE_EVENTS_SENT).absolute(0);
+}
+
+/// A history read joined one of the same page in flight.
+pub fn history_read_shared() {
+    counter!(names::HISTORY_READS_SHARED).increment(1);
 }
 
 /// A backfill of a channel from history started.

@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 
 use crate::bus;
 use crate::config::{BroadcastSettings, Config};
-use crate::history::{HistorySource, HttpHistory};
+use crate::history::{HistorySource, HttpHistory, SharedReads};
 use crate::hub::Hub;
 use crate::presence::{self, LocalPresence};
 use crate::routes::{events, health};
@@ -67,6 +67,7 @@ impl AppState {
         // Before anything records: metric handles made earlier would record nowhere.
         server::metrics::Metrics::install();
         crate::metrics::register();
+        let history: Arc<dyn HistorySource> = Arc::new(SharedReads::new(history));
         let (hub, changes) = Hub::new(
             settings.ring_size,
             history.clone(),

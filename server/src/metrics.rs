@@ -28,6 +28,7 @@ pub mod names {
     pub const CHANNELS_ACTIVE: &str = "crier_channels_active";
     pub const REPLAYED_EVENTS: &str = "crier_replayed_events_total";
     pub const BACKFILLS: &str = "crier_backfills_total";
+    pub const HISTORY_READS_SHARED: &str = "crier_history_reads_shared_total";
     pub const SLOW_CLIENTS: &str = "crier_slow_clients_total";
     pub const DELIVERY_LAG: &str = "crier_delivery_lag_seconds";
 }

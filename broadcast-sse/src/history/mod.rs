@@ -1,5 +1,10 @@
 //! Where replays and gap backfills read history from: the chat-service's HTTP API,
-//! or (in the all-in-one binary) the store itself.
+//! or (in the all-in-one binary) the store itself; concurrent reads of the same
+//! page are one read ([`SharedReads`]).
+
+mod shared;
+
+pub use shared::SharedReads;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,7 +20,7 @@ pub const PAGE: usize = 200;
 pub type HistoryFuture = Pin<Box<dyn Future<Output = Result<Vec<Message>, HistoryError>> + Send>>;
 pub type LatestFuture = Pin<Box<dyn Future<Output = Result<Option<u64>, HistoryError>> + Send>>;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("{0}")]
 pub struct HistoryError(pub String);
 
