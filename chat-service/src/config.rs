@@ -59,6 +59,13 @@ pub struct ChatSettings {
     #[arg(long, env = "CRIER_INGEST_QUEUE", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
     pub ingest_queue: u32,
 
+    /// How long a message may wait for the store before it is refused at
+    /// once with `503` and `Retry-After` (nothing stored), like `20ms`; `0`
+    /// refuses only when the ingest queue is full. Keeps a burst from making
+    /// every message wait behind it.
+    #[arg(long, env = "CRIER_MAX_QUEUE_DELAY", default_value = "20ms", value_parser = parse_delay)]
+    pub max_queue_delay: Duration,
+
     /// MiB of memory for the store's page cache (sled's cache). What the
     /// store keeps in memory beyond it is small and bounded (see the README's
     /// "Memory").
@@ -129,6 +136,7 @@ impl ChatSettings {
         StoreSettings {
             ingest_queue: self.ingest_queue as usize,
             cache_bytes: self.store_cache * 1024 * 1024,
+            max_queue_delay: (!self.max_queue_delay.is_zero()).then_some(self.max_queue_delay),
             ..StoreSettings::default()
         }
     }
@@ -186,6 +194,15 @@ fn parse_age(raw: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{raw:?} is not an age like 90s, 30m, 12h or 7d: {e}"))
 }
 
+/// A delay as humantime writes it (`20ms`, `1s`), or `0`.
+fn parse_delay(raw: &str) -> Result<Duration, String> {
+    match raw.trim() {
+        "0" => Ok(Duration::ZERO),
+        raw => humantime::parse_duration(raw)
+            .map_err(|e| format!("{raw:?} is not a delay like 20ms or 1s: {e}")),
+    }
+}
+
 /// Input limits; every violation is a `400` (or `413` for the body) with a JSON error.
 #[derive(Debug, Clone, Copy, Args)]
 pub struct Limits {
@@ -232,6 +249,15 @@ mod tests {
         assert!(parse_age("").is_err());
         assert!(parse_age("99999999999999999999d").is_err());
         assert!(parse_age("99999999999999999999").is_err());
+    }
+
+    #[test]
+    fn delays_take_a_unit_and_zero_turns_the_budget_off() {
+        assert_eq!(parse_delay("20ms"), Ok(Duration::from_millis(20)));
+        assert_eq!(parse_delay("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_delay("0"), Ok(Duration::ZERO));
+        assert!(parse_delay("20").is_err(), "a bare number has no unit");
+        assert!(parse_delay("soon").is_err());
     }
 
     #[test]

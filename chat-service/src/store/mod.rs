@@ -18,6 +18,7 @@
 //! new appends (the queue fills, and a POST is answered `503`) rather than
 //! growing a queue.
 
+pub mod admission;
 mod changes;
 mod commit;
 mod keys;
@@ -32,12 +33,13 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc::{SyncSender, TrySendError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use protocol::{ChannelId, Message};
 use tokio::sync::{mpsc, oneshot};
 
+use admission::Admission;
 use changes::Change;
 use keys::decode_u64;
 pub use reads::SyncedHistory;
@@ -119,8 +121,9 @@ pub struct ChannelStats {
 /// Why an append or a flush did not happen.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
-    /// The ingest queue is full: nothing was stored; try again shortly.
-    #[error("the store's ingest queue is full")]
+    /// The ingest queue is full, or an append would wait in it longer than
+    /// the budget: nothing was stored; try again shortly.
+    #[error("the store is overloaded")]
     Busy,
     #[error("the store has stopped")]
     Stopped,
@@ -141,6 +144,9 @@ pub struct StoreSettings {
     pub idle_channel: Duration,
     /// Bytes of sled's page cache (see `--store-cache`).
     pub cache_bytes: u64,
+    /// Appends that would wait longer than this before the writer takes them
+    /// are refused (`None`: only a full queue refuses).
+    pub max_queue_delay: Option<Duration>,
 }
 
 impl Default for StoreSettings {
@@ -150,9 +156,14 @@ impl Default for StoreSettings {
             announce_queue: 64,
             idle_channel: Duration::from_secs(300),
             cache_bytes: DEFAULT_CACHE_BYTES,
+            max_queue_delay: Some(DEFAULT_MAX_QUEUE_DELAY),
         }
     }
 }
+
+/// How long an append may wait for the writer by default (see
+/// [`admission`]; chosen by measurement, BENCHMARKS.md).
+pub const DEFAULT_MAX_QUEUE_DELAY: Duration = Duration::from_millis(20);
 
 /// sled's page cache by default: 128 MiB, sized for a small machine (sled's
 /// own default is 1 GiB).
@@ -173,6 +184,8 @@ struct Inner {
     /// This store's own id, made once and kept with the data (see [`Store::node_id`]).
     node_id: uuid::Uuid,
     ingest: SyncSender<writer::Request>,
+    /// Refuses appends that would wait too long (see `--max-queue-delay`).
+    admission: Arc<Admission>,
     /// The writer thread, joined when the last handle goes.
     threads: writer::Threads,
 }
@@ -189,7 +202,14 @@ impl Store {
         let unsynced = Arc::new(Unsynced::default());
         let history = SyncedHistory::new(trees.messages.clone(), unsynced.clone());
         let (announce, announcements) = mpsc::channel(settings.announce_queue.max(1));
-        let (ingest, threads) = writer::start(trees.clone(), settings, announce, unsynced.clone())?;
+        let admission = Arc::new(Admission::new(settings.max_queue_delay));
+        let (ingest, threads) = writer::start(
+            trees.clone(),
+            settings,
+            announce,
+            unsynced.clone(),
+            admission.clone(),
+        )?;
         let inner = Inner {
             #[cfg(test)]
             unsynced,
@@ -197,6 +217,7 @@ impl Store {
             history,
             node_id,
             ingest,
+            admission,
             threads,
         };
         Ok((
@@ -213,7 +234,9 @@ impl Store {
     /// crash before the sync keeps a prefix of them (none was answered as
     /// durable, read or announced). With `durable`, answers once they are
     /// synced to disk, and readers see them from then on; else once they are
-    /// written. `Busy` when the ingest queue is full: then nothing is stored.
+    /// written. `Busy` when the ingest queue is full, or when appends queued
+    /// now would wait longer than `--max-queue-delay` ([`admission`]): then
+    /// nothing is stored.
     pub async fn append(
         &self,
         entries: Vec<Entry>,
@@ -226,13 +249,25 @@ impl Store {
     /// submitted one after the other are numbered in that order; the outcome is
     /// awaited separately.
     pub fn submit(&self, entries: Vec<Entry>, durable: bool) -> Result<Pending, StoreError> {
+        let admission = &self.inner.admission;
+        let counted = !entries.is_empty();
+        if counted && admission.is_over_budget() {
+            return Err(StoreError::Busy);
+        }
         let (reply, outcome) = oneshot::channel();
-        self.request(writer::Request::Append {
+        if counted {
+            admission.queued();
+        }
+        let queued = self.request(writer::Request::Append {
             entries,
             durable,
             reply,
-        })?;
-        Ok(Pending(outcome))
+            queued_at: Instant::now(),
+        });
+        if queued.is_err() && counted {
+            admission.not_queued();
+        }
+        queued.map(|()| Pending(outcome))
     }
 
     /// Queues a request for the writer, or refuses it when the queue is full.

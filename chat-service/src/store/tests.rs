@@ -290,21 +290,7 @@ async fn no_read_returns_a_message_written_but_not_yet_synced() {
     let pending = store
         .submit(vec![entry(channel(1), "not yet", None)], true)
         .expect("queued");
-    let written = message_key(channel(1), 3);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !store
-        .inner
-        .trees
-        .messages
-        .contains_key(written)
-        .expect("read")
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the writer inserts #3"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_until_written(&store, channel(1), 3).await;
     let history = store.synced();
     assert_eq!(ids(&store, channel(1)), [1, 2], "after: only synced ids");
     let latest: Vec<u64> = history
@@ -349,4 +335,55 @@ async fn a_write_that_does_not_wait_for_the_disk_is_readable_once_written() {
         "--durable-ack false reads what is written"
     );
     drop(gate);
+}
+
+#[tokio::test]
+async fn an_append_that_would_wait_past_the_budget_is_refused_and_earlier_ones_are_stored() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let budget = Duration::from_millis(20);
+    let settings = StoreSettings {
+        max_queue_delay: Some(budget),
+        ..StoreSettings::default()
+    };
+    let (store, _announcements) = Store::open(dir.path(), settings).expect("open");
+    let gate = store.inner.unsynced.gate_syncs();
+    let first = store
+        .submit(vec![entry(channel(1), "in the writer", None)], true)
+        .expect("queued");
+    wait_until_written(&store, channel(1), 1).await;
+    let second = store
+        .submit(vec![entry(channel(1), "waiting", None)], true)
+        .expect("queued");
+    tokio::time::sleep(budget + super::admission::INTERVAL + Duration::from_millis(30)).await;
+    let refused = store.submit(vec![entry(channel(1), "too late", None)], true);
+    assert!(matches!(refused, Err(StoreError::Busy)), "refused at once");
+    drop(gate);
+    for (pending, id) in [(first, 1), (second, 2)] {
+        let appended = pending.outcome().await.expect("stored");
+        assert_eq!(appended[0].message.id, id);
+    }
+    assert_eq!(
+        ids(&store, channel(1)),
+        [1, 2],
+        "nothing of the refused one"
+    );
+    let after = store
+        .append_one(entry(channel(1), "drained", None), true)
+        .await
+        .expect("admitted again once the queue drained");
+    assert_eq!(after.message.id, 3);
+}
+
+/// Waits until the writer has inserted message `id` of `channel` (before
+/// its sync).
+async fn wait_until_written(store: &Store, channel: ChannelId, id: u64) {
+    let key = message_key(channel, id);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !store.inner.trees.messages.contains_key(key).expect("read") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the writer inserts #{id}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }

@@ -18,6 +18,7 @@ use sled::Transactional;
 use sled::transaction::TransactionError;
 use tokio::sync::{mpsc, oneshot};
 
+use super::admission::Admission;
 use super::changes::Change;
 use super::commit::{self, Written};
 use super::keys::{channel_key, message_key};
@@ -41,6 +42,8 @@ pub(super) enum Request {
         entries: Vec<Entry>,
         durable: bool,
         reply: Reply,
+        /// When it was queued, for [`Admission`].
+        queued_at: Instant,
     },
     /// Any other write (`reply` may be dropped by a caller that does not wait).
     Change { change: Change, reply: ChangeReply },
@@ -88,6 +91,7 @@ pub(super) fn start(
     settings: StoreSettings,
     announce: mpsc::Sender<Vec<Stored>>,
     unsynced: Arc<Unsynced>,
+    admission: Arc<Admission>,
 ) -> std::io::Result<(SyncSender<Request>, Threads)> {
     let (ingest, requests) = sync_channel(settings.ingest_queue.max(1));
     let channels = Arc::new(AtomicUsize::new(0));
@@ -96,6 +100,7 @@ pub(super) fn start(
         numbers: Numbers::new(settings.idle_channel),
         announce,
         unsynced,
+        admission,
         sync_duration: metrics::histogram!(names::STORE_COMMIT_DURATION),
         channels: channels.clone(),
     };
@@ -116,6 +121,8 @@ struct Writer {
     announce: mpsc::Sender<Vec<Stored>>,
     /// What readers may not see yet (see [`Unsynced`]).
     unsynced: Arc<Unsynced>,
+    /// Told how long the appends it takes have waited.
+    admission: Arc<Admission>,
     sync_duration: metrics::Histogram,
     channels: Arc<AtomicUsize>,
 }
@@ -136,6 +143,7 @@ impl Writer {
         while let Ok(first) = requests.recv() {
             let mut appends = Vec::new();
             let mut changes = Vec::new();
+            let mut oldest = None;
             for request in std::iter::once(first).chain(requests.try_iter().take(MAX_REQUESTS - 1))
             {
                 match request {
@@ -143,15 +151,22 @@ impl Writer {
                         entries,
                         durable,
                         reply,
-                    } => appends.push(Append {
-                        entries,
-                        durable,
-                        reply,
-                    }),
+                        queued_at,
+                    } => {
+                        if !entries.is_empty() {
+                            oldest = Some(oldest.map_or(queued_at, |o: Instant| o.min(queued_at)));
+                        }
+                        appends.push(Append {
+                            entries,
+                            durable,
+                            reply,
+                        });
+                    }
                     Request::Change { change, reply } => changes.push((change, reply)),
                 }
             }
             let now = Instant::now();
+            self.take(&appends, oldest, now);
             let mut written = self.write(appends, now);
             self.change(changes, &mut written);
             if !written.is_empty() {
@@ -163,8 +178,18 @@ impl Writer {
                     &self.sync_duration,
                 );
             }
+            self.admission.cycled(now.elapsed());
             self.numbers.sweep(now);
             self.channels.store(self.numbers.len(), Ordering::Relaxed);
+        }
+    }
+
+    /// Tells admission how many appends were taken and how long the oldest
+    /// waited (a flush, an empty append, is not counted).
+    fn take(&self, appends: &[Append], oldest: Option<Instant>, now: Instant) {
+        if let Some(oldest) = oldest {
+            let counted = appends.iter().filter(|a| !a.entries.is_empty()).count();
+            self.admission.taken(counted, oldest, now);
         }
     }
 
