@@ -20,6 +20,7 @@ mod shards;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use bytes::Bytes;
 use protocol::{ChannelId, Message};
@@ -53,6 +54,9 @@ fn live_ring_for(ring_size: usize) -> usize {
 pub struct Frame {
     pub id: u64,
     pub bytes: Bytes,
+    /// When this node made it (received it from the broker, or read it from
+    /// history): where its time on the node starts.
+    pub made: Instant,
 }
 
 impl Frame {
@@ -60,6 +64,7 @@ impl Frame {
         Frame {
             id: message.id,
             bytes: Bytes::from(message.sse_frame()),
+            made: Instant::now(),
         }
     }
 
@@ -79,6 +84,7 @@ impl Frame {
         Frame {
             id,
             bytes: Bytes::from(protocol::message::sse_frame_of(id, &one_line)),
+            made: Instant::now(),
         }
     }
 }

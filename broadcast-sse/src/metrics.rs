@@ -35,6 +35,9 @@ pub struct StreamMetrics {
     /// From a message's stored time to its write to a client: sampled writes,
     /// at the first live message in each.
     pub delivery_lag: Histogram,
+    /// From this node receiving a message to its write to a client, on the
+    /// same samples.
+    pub fanout: Histogram,
 }
 
 /// Every thread's count of message events written, summed when scraped.
@@ -98,6 +101,11 @@ pub fn delivery_lag_sample_due() -> bool {
     })
 }
 
+/// Records how long a message spent on this node before its write.
+pub fn record_fanout(on_node: std::time::Duration) {
+    STREAMS.fanout.record(on_node.as_secs_f64());
+}
+
 /// Records the lag of a message stored at `stored_ms` (since the Unix epoch).
 pub fn record_delivery_lag(stored_ms: i64) {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
@@ -111,6 +119,7 @@ pub static STREAMS: LazyLock<StreamMetrics> = LazyLock::new(|| StreamMetrics {
     replayed: counter!(names::REPLAYED_EVENTS),
     slow_clients: counter!(names::SLOW_CLIENTS),
     delivery_lag: histogram!(names::DELIVERY_LAG),
+    fanout: histogram!(names::FANOUT_DURATION),
 });
 
 /// Describes the service's metrics and shows its counters from 0.
@@ -139,6 +148,11 @@ pub fn register() {
         names::DELIVERY_LAG,
         Unit::Seconds,
         "From a message's store to its write to a client (one write in 64 sampled)"
+    );
+    describe_histogram!(
+        names::FANOUT_DURATION,
+        Unit::Seconds,
+        "From this node receiving a message to its write to a client (the same samples)"
     );
     LazyLock::force(&STREAMS);
     counter!(names::BACKFILLS).absolute(0);

@@ -65,6 +65,8 @@ pub struct ClientStream {
     /// the metrics, counted when the chunk is taken).
     pending_events: u32,
     first_live: Option<u32>,
+    /// When this node made the first live frame among `pending`.
+    first_live_made: Option<std::time::Instant>,
     signals: watch::Receiver<Signals>,
     ended: bool,
     /// When the client's token expires (authentication on); boxed, so that a
@@ -129,6 +131,7 @@ impl ClientStream {
             pending_bytes: 0,
             pending_events: 0,
             first_live: None,
+            first_live_made: None,
             signals: hub.signals(),
             ended: false,
             expiry: None,
@@ -234,6 +237,7 @@ impl ClientStream {
                     // On a stream of several channels the cursor line comes first.
                     let id_lines = usize::from(matches!(self.follows, Follows::Many(_)));
                     self.first_live = u32::try_from(self.pending.len() + id_lines).ok();
+                    self.first_live_made = Some(frame.made);
                 }
                 self.send(index, frame);
             }
@@ -275,11 +279,15 @@ impl ClientStream {
         let Some(first_live) = self.first_live.take() else {
             return;
         };
+        let made = self.first_live_made.take();
         if metrics::delivery_lag_sample_due() {
             let frame = self.pending.get(first_live as usize);
             let stored = frame.and_then(|frame| stored_millis_of_frame(frame));
             if let Some(stored_ms) = stored {
                 metrics::record_delivery_lag(stored_ms);
+            }
+            if let Some(made) = made {
+                metrics::record_fanout(made.elapsed());
             }
         }
     }

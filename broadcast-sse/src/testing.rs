@@ -50,6 +50,7 @@ pub fn bare_frame(id: u64) -> Frame {
     Frame {
         id,
         bytes: Bytes::from(format!("id: {id}\n\n")),
+        made: std::time::Instant::now(),
     }
 }
 

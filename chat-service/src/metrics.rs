@@ -54,6 +54,11 @@ pub fn register() {
     );
     describe_histogram!(names::POST_DURATION, Unit::Seconds, "Time to answer a POST");
     describe_histogram!(
+        names::STORE_QUEUE_WAIT,
+        Unit::Seconds,
+        "How long the oldest message of each write had waited for the store"
+    );
+    describe_histogram!(
         names::STORE_COMMIT_DURATION,
         Unit::Seconds,
         "Time of one store sync"

@@ -31,6 +31,8 @@ pub mod names {
     pub const HISTORY_READS_SHARED: &str = "crier_history_reads_shared_total";
     pub const SLOW_CLIENTS: &str = "crier_slow_clients_total";
     pub const DELIVERY_LAG: &str = "crier_delivery_lag_seconds";
+    pub const STORE_QUEUE_WAIT: &str = "crier_store_queue_seconds";
+    pub const FANOUT_DURATION: &str = "crier_fanout_seconds";
 }
 
 /// Histogram buckets, in seconds: POSTs and syncs take from tens of
@@ -93,6 +95,8 @@ fn with_buckets() -> Result<PrometheusBuilder, BuildError> {
         (names::POST_DURATION, FAST_BUCKETS),
         (names::STORE_COMMIT_DURATION, FAST_BUCKETS),
         (names::DELIVERY_LAG, DELIVERY_BUCKETS),
+        (names::STORE_QUEUE_WAIT, FAST_BUCKETS),
+        (names::FANOUT_DURATION, FAST_BUCKETS),
     ];
     buckets
         .into_iter()

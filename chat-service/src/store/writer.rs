@@ -102,6 +102,7 @@ pub(super) fn start(
         unsynced,
         admission,
         sync_duration: metrics::histogram!(names::STORE_COMMIT_DURATION),
+        queue_wait: metrics::histogram!(names::STORE_QUEUE_WAIT),
         channels: channels.clone(),
     };
     let writer = std::thread::Builder::new()
@@ -124,6 +125,8 @@ struct Writer {
     /// Told how long the appends it takes have waited.
     admission: Arc<Admission>,
     sync_duration: metrics::Histogram,
+    /// How long the oldest append of each batch waited to be taken.
+    queue_wait: metrics::Histogram,
     channels: Arc<AtomicUsize>,
 }
 
@@ -190,6 +193,8 @@ impl Writer {
         if let Some(oldest) = oldest {
             let counted = appends.iter().filter(|a| !a.entries.is_empty()).count();
             self.admission.taken(counted, oldest, now);
+            self.queue_wait
+                .record(now.saturating_duration_since(oldest).as_secs_f64());
         }
     }
 

@@ -108,6 +108,11 @@ async fn counters_match_the_traffic_and_gauges_follow_the_streams() {
     assert_eq!((refused("http"), refused("mqtt")), (1.0, 1.0));
     let count = format!("{}_count", names::POST_DURATION);
     assert_eq!(chat_metrics.value(&count, &[]), 6.0, "every POST is timed");
+    let queue_waits = chat_metrics.value(&format!("{}_count", names::STORE_QUEUE_WAIT), &[]);
+    assert!(
+        (1.0..=6.0).contains(&queue_waits),
+        "one wait per write of the 6 messages, got {queue_waits}"
+    );
     let publisher = [("connection", "publisher")];
     assert_eq!(chat_metrics.value(names::BROKER_CONNECTED, &publisher), 1.0);
     assert_eq!(chat_metrics.value(names::OUTBOX_DEPTH, &[]), 0.0);
@@ -122,6 +127,12 @@ async fn counters_match_the_traffic_and_gauges_follow_the_streams() {
     assert!(
         sse_metrics.value(&lag_samples, &[]) >= 1.0,
         "delivery lag recorded"
+    );
+    let fanout_samples = format!("{}_count", names::FANOUT_DURATION);
+    assert_eq!(
+        sse_metrics.value(&fanout_samples, &[]),
+        sse_metrics.value(&lag_samples, &[]),
+        "the time on the node, on the same samples"
     );
     let subscriber = [("connection", "subscriber")];
     assert_eq!(sse_metrics.value(names::BROKER_CONNECTED, &subscriber), 1.0);
