@@ -136,9 +136,10 @@ impl Outbox {
         }
     }
 
-    /// Publishes with a packet id that await their acknowledgement.
+    /// Publishes handed over that await their acknowledgement, with their
+    /// packet id or still without.
     pub fn in_flight(&self) -> usize {
-        self.in_flight.len()
+        self.awaiting_packet_id.len() + self.in_flight.len()
     }
 
     /// The broker acknowledged a packet. Per connection the broker acknowledges in
