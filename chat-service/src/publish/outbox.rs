@@ -266,6 +266,21 @@ mod tests {
     }
 
     #[test]
+    fn publishes_count_in_flight_from_hand_over_to_acknowledgement() {
+        let mut outbox = Outbox::default();
+        outbox.sent(channel(1), 1);
+        outbox.sent(channel(1), 2);
+        assert_eq!(outbox.in_flight(), 2, "no packet id yet");
+        outbox.packet_id_assigned(40);
+        outbox.packet_id_assigned(41);
+        outbox.acknowledged(40);
+        assert_eq!(outbox.in_flight(), 1);
+        outbox.acknowledged(41);
+        assert_eq!(outbox.in_flight(), 0);
+        assert_eq!(outbox.take_moved(), [(channel(1), 2)]);
+    }
+
+    #[test]
     fn a_moved_watermark_is_reported_until_taken() {
         let mut outbox = Outbox::default();
         assert!(!outbox.has_moved());
