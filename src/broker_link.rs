@@ -38,7 +38,6 @@ impl Link for InProcessBroker {
             unsent: None,
         };
         Some(Connection::start(sender, |events| {
-            let _ = events.send(LinkEvent::Connected);
             forward_in_process(rx, events)
         }))
     }
@@ -106,12 +105,12 @@ fn qos1_publish(topic: &str, payload: &[u8], packet_id: u16) -> Result<Publish, 
     Ok(Publish::deserialize(raw.freeze()))
 }
 
-/// Forwards the router's acknowledgements on the in-process link.
-async fn forward_in_process(
-    mut rx: LinkRx,
-    events: mpsc::UnboundedSender<LinkEvent>,
-) -> Result<(), String> {
+/// Says the link is up, then forwards the router's acknowledgements on it.
+async fn forward_in_process(mut rx: LinkRx, events: mpsc::Sender<LinkEvent>) -> Result<(), String> {
     let gone = |e| format!("the broker in this process is gone: {e}");
+    if events.send(LinkEvent::Connected).await.is_err() {
+        return Ok(());
+    }
     loop {
         let Some(notification) = rx.next().await.map_err(gone)? else {
             continue;
@@ -119,7 +118,7 @@ async fn forward_in_process(
         let packet: Option<Packet> = notification.into();
         let reported = match packet {
             Some(Packet::PubAck(ack, _)) => LinkEvent::Acknowledged(ack.pkid),
-            Some(Packet::Disconnect(..)) => LinkEvent::Disconnected,
+            Some(Packet::Disconnect(..)) => LinkEvent::Lost("the broker disconnected".into()),
             Some(_) => continue,
             // The router paused this link; it resumes once told the link is ready.
             None => {
@@ -127,7 +126,7 @@ async fn forward_in_process(
                 continue;
             }
         };
-        if events.send(reported).is_err() {
+        if events.send(reported).await.is_err() {
             return Ok(());
         }
     }

@@ -1,6 +1,7 @@
 //! Broker settings every binary shares, and `mqtt://` / `mqtts://` URL parsing.
 
 pub mod connection;
+pub mod requests;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

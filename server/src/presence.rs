@@ -17,19 +17,22 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use rumqttc::{AsyncClient, Event, EventLoop, Incoming, QoS};
+use rumqttc::{QoS, SubscribeFilter};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::mqtt::BrokerUrl;
-use crate::mqtt::connection::{Driven, Reconnect, drive};
+use crate::mqtt::connection::{self, Capacity, ConnectionId, Driven, Driver, Requests, Session};
 use crate::tasks::Background;
 use protocol::ChannelId;
 
 /// Longest presence name, in characters (an author's default limit).
 pub const MAX_NAME_CHARS: usize = 64;
-/// Broker events waiting for a watcher.
-const EVENT_CAPACITY: usize = 64;
+/// A watcher makes two requests per connection and takes many messages.
+const CAPACITY: Capacity = Capacity {
+    requests: 16,
+    events: 64,
+};
 
 /// `{prefix}/presence/{channel}/{node}`: one node's streams on one channel.
 pub fn presence_topic(prefix: &str, channel: ChannelId, node: &str) -> String {
@@ -132,13 +135,12 @@ impl Watcher {
             }),
         };
         let options = broker.options(&crate::mqtt::client_id("presence"));
-        let (client, eventloop) = AsyncClient::new(options, 256);
+        let driver = connection::open(options, Session::Fresh, CAPACITY);
         let follow = WatcherTask {
             watcher: watcher.clone(),
-            client,
             prefix: prefix.to_string(),
         };
-        background.spawn(follow.run(eventloop));
+        background.spawn(follow.run(driver));
         watcher
     }
 
@@ -181,57 +183,72 @@ impl Watcher {
 /// The task that keeps a watcher's table.
 struct WatcherTask {
     watcher: Watcher,
-    client: AsyncClient,
     prefix: String,
 }
 
-impl WatcherTask {
-    async fn run(self, eventloop: EventLoop) {
-        let (mut driven, _driver) = drive(eventloop, EVENT_CAPACITY, Reconnect::Backoff);
-        while let Some(driven) = driven.recv().await {
-            match driven {
-                Driven::Event(Event::Incoming(Incoming::ConnAck(_))) => self.subscribe().await,
-                Driven::Event(Event::Incoming(Incoming::Publish(publish))) => {
-                    self.on_publish(&publish.topic, &publish.payload).await;
-                }
-                Driven::Event(_) => {}
-                Driven::Lost(e) => log::debug!("presence: broker connection lost: {e}"),
-            }
+/// What the watcher asks of a new connection: every node's presence and
+/// liveness, then (on the same connection, so the answers find the
+/// subscriptions in place) every node to publish its channels again.
+#[derive(Debug, PartialEq, Eq)]
+struct OnConnect {
+    filters: [String; 2],
+    refresh: String,
+}
+
+impl OnConnect {
+    fn for_prefix(prefix: &str) -> Self {
+        OnConnect {
+            filters: [
+                format!("{prefix}/presence/+/+"),
+                format!("{prefix}/nodes/+"),
+            ],
+            refresh: refresh_topic(prefix),
         }
     }
+}
 
-    async fn subscribe(&self) {
-        for filter in [
-            format!("{}/presence/+/+", self.prefix),
-            format!("{}/nodes/+", self.prefix),
-        ] {
-            if let Err(e) = self.client.subscribe(filter, QoS::AtLeastOnce).await {
-                log::warn!("presence: cannot subscribe: {e}");
-            }
-        }
-        // Sent after the subscriptions on the same connection, so the answers
-        // find them in place.
-        let refresh = refresh_topic(&self.prefix);
-        if let Err(e) = self
-            .client
-            .publish(refresh, QoS::AtLeastOnce, false, Vec::new())
-            .await
-        {
-            log::warn!("presence: cannot ask the nodes: {e}");
-        }
-    }
+/// What a message on the watcher's topics says.
+#[derive(Debug, PartialEq, Eq)]
+enum Update<'a> {
+    /// A node's liveness topic: alive, or emptied (its will, or it left).
+    Node { node: &'a str, alive: bool },
+    /// A node's presence on one channel.
+    Presence { channel: ChannelId, node: &'a str },
+}
 
-    async fn on_publish(&self, topic: &str, payload: &[u8]) {
-        let Some(rest) = topic.strip_prefix(&self.prefix) else {
-            return;
-        };
+impl<'a> Update<'a> {
+    fn of(prefix: &str, topic: &'a str, payload: &[u8]) -> Option<Update<'a>> {
+        let rest = topic.strip_prefix(prefix)?;
         if let Some(node) = rest.strip_prefix("/nodes/") {
-            self.on_node(node, !payload.is_empty());
-        } else if let Some(rest) = rest.strip_prefix("/presence/")
-            && let Some((channel, node)) = rest.split_once('/')
-            && let Ok(channel) = ChannelId::parse(channel)
-        {
-            self.on_presence(channel, node, payload);
+            return Some(Update::Node {
+                node,
+                alive: !payload.is_empty(),
+            });
+        }
+        let (channel, node) = rest.strip_prefix("/presence/")?.split_once('/')?;
+        let channel = ChannelId::parse(channel).ok()?;
+        Some(Update::Presence { channel, node })
+    }
+}
+
+impl WatcherTask {
+    async fn run(self, mut driver: Driver) {
+        let on_connect = OnConnect::for_prefix(&self.prefix);
+        while let Some(driven) = driver.events.recv().await {
+            match driven {
+                Driven::Connected { id, .. } => ask(&driver.requests, id, &on_connect),
+                Driven::Publish(publish) => self.on_publish(&publish.topic, &publish.payload),
+                Driven::Lost(e) => log::debug!("presence: broker connection lost: {e}"),
+                Driven::Sent(_) | Driven::PubAck(_) | Driven::SubAck(_) => {}
+            }
+        }
+    }
+
+    fn on_publish(&self, topic: &str, payload: &[u8]) {
+        match Update::of(&self.prefix, topic, payload) {
+            Some(Update::Node { node, alive }) => self.on_node(node, alive),
+            Some(Update::Presence { channel, node }) => self.on_presence(channel, node, payload),
+            None => {}
         }
     }
 
@@ -275,6 +292,22 @@ impl WatcherTask {
     }
 }
 
+/// Subscribes and asks the nodes (see [`OnConnect`]); a refusal waits for
+/// the next connection.
+fn ask(requests: &Requests, id: ConnectionId, on_connect: &OnConnect) {
+    let filters = on_connect
+        .filters
+        .iter()
+        .map(|filter| SubscribeFilter::new(filter.clone(), QoS::AtLeastOnce));
+    if let Err(e) = requests.subscribe(id, filters) {
+        return log::warn!("presence: cannot subscribe: {e}");
+    }
+    let refresh = on_connect.refresh.clone();
+    if let Err(e) = requests.publish(id, refresh, QoS::AtLeastOnce, false, Vec::new()) {
+        log::warn!("presence: cannot ask the nodes: {e}");
+    }
+}
+
 /// The table and feeds hold no invariant a panic could break half-way.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
@@ -305,6 +338,42 @@ mod tests {
         let sum = table.channel(channel);
         assert_eq!(sum.subscribers, 5);
         assert_eq!(sum.names.into_iter().collect::<Vec<_>>(), ["ann", "bob"]);
+    }
+
+    #[test]
+    fn a_new_connection_subscribes_to_presence_and_liveness_then_asks_every_node() {
+        let on_connect = OnConnect::for_prefix("crier");
+        assert_eq!(on_connect.filters, ["crier/presence/+/+", "crier/nodes/+"]);
+        assert_eq!(on_connect.refresh, "crier/presence/refresh");
+    }
+
+    #[test]
+    fn messages_are_read_as_liveness_or_presence_and_anything_else_ignored() {
+        let channel = ChannelId::from_bytes([2; 16]);
+        let on = |topic: &'static str, payload: &[u8]| Update::of("crier", topic, payload);
+        let alive = Update::Node {
+            node: "n1",
+            alive: true,
+        };
+        assert_eq!(on("crier/nodes/n1", b"{}"), Some(alive));
+        let gone = Update::Node {
+            node: "n1",
+            alive: false,
+        };
+        assert_eq!(on("crier/nodes/n1", b""), Some(gone));
+        let topic = presence_topic("crier", channel, "n2");
+        let presence = Update::Presence {
+            channel,
+            node: "n2",
+        };
+        assert_eq!(Update::of("crier", &topic, b"{}"), Some(presence));
+        for foreign in [
+            "other/nodes/n1",
+            "crier/presence/not-a-uuid/n1",
+            "crier/presence/refresh",
+        ] {
+            assert_eq!(Update::of("crier", foreign, b"{}"), None, "{foreign}");
+        }
     }
 
     #[test]

@@ -25,16 +25,19 @@
 
 mod forward;
 mod post;
+mod subscription;
 
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use protocol::error::ErrorBody;
 use protocol::topic;
-use rumqttc::{AsyncClient, Event, EventLoop, Incoming, Publish, QoS, SubscribeReasonCode};
+use rumqttc::{AsyncClient, Publish, QoS, SubscribeFilter};
 use serde::Serialize;
 use server::error::ApiError;
-use server::mqtt::connection::{self, Driven, Reconnect};
+use server::mqtt::connection::{
+    self, Capacity, ConnectionId, Driven, Driver, Requests, Sent, Session,
+};
 use server::mqtt::{BrokerStatus, BrokerUrl};
 use server::tasks::Background;
 use tokio::sync::mpsc;
@@ -47,15 +50,17 @@ use crate::store::{Entry, Pending, StoreError};
 
 pub use forward::Forwarder;
 use forward::Refused;
+use subscription::{Step, Subscription};
 
 /// Posts taken from the broker and not yet acknowledged, at most.
 pub const MAX_PENDING: usize = 256;
-/// rumqttc's request queue: acknowledgements and error reports. Larger than
+/// rumqttc's request queue (acknowledgements and error reports: larger than
 /// twice [`MAX_PENDING`], so the acknowledging task never waits on the poll
-/// loop while the poll loop waits on it.
-const REQUEST_CAPACITY: usize = 4 * MAX_PENDING;
-/// Broker events waiting for the intake.
-const EVENT_CAPACITY: usize = 64;
+/// loop while the poll loop waits on it), and broker events waiting.
+const CAPACITY: Capacity = Capacity {
+    requests: 4 * MAX_PENDING,
+    events: 64,
+};
 /// How long to wait before offering a post to a full ingest queue again.
 const BUSY_DELAY: Duration = Duration::from_millis(5);
 
@@ -90,9 +95,11 @@ pub fn start(
 ) -> JoinHandle<()> {
     let client_id = format!("crier-chat-posts-{}", state.store.node_id().simple());
     let mut options = settings.broker.options(&client_id);
-    options.set_clean_session(false);
     options.set_manual_acks(true);
-    let (client, eventloop) = AsyncClient::new(options, REQUEST_CAPACITY);
+    let driver = connection::open(options, Session::Persistent, CAPACITY);
+    // Acknowledgements and refusals go out on whichever connection is up: the
+    // broker sends again, on the kept session, what was not acknowledged.
+    let client = driver.requests.ungated();
     let (pending, taken) = mpsc::channel(MAX_PENDING);
     let errors = topic::errors_topic(&settings.prefix);
     let filter = settings.filter();
@@ -101,24 +108,26 @@ pub fn start(
     let intake = Intake {
         state,
         relaying,
-        client,
+        requests: driver.requests.clone(),
         filter,
         prefix: settings.prefix,
         status,
         pending,
+        subscription: Subscription::default(),
     };
-    background.spawn(intake.run(eventloop))
+    background.spawn(intake.run(driver))
 }
 
 struct Intake {
     state: AppState,
     /// Posts are relayed rather than stored here.
     relaying: bool,
-    client: AsyncClient,
+    requests: Requests,
     filter: String,
     prefix: String,
     status: BrokerStatus,
     pending: mpsc::Sender<Taken>,
+    subscription: Subscription,
 }
 
 /// A post taken from the broker, waiting for its acknowledgement.
@@ -134,56 +143,75 @@ enum Outcome {
 }
 
 impl Intake {
-    async fn run(self, eventloop: EventLoop) {
-        let (mut driven, _driver) =
-            connection::drive(eventloop, EVENT_CAPACITY, Reconnect::Backoff);
-        while let Some(driven) = driven.recv().await {
-            let event = match driven {
-                Driven::Event(event) => event,
-                Driven::Lost(e) => {
-                    if self.status.is_connected() {
-                        log::warn!("MQTT posts: connection lost: {e}");
-                    }
-                    self.status.set(false);
-                    continue;
-                }
-            };
-            if !self.handle(event).await {
+    async fn run(mut self, mut driver: Driver) {
+        while let Some(driven) = driver.events.recv().await {
+            if !self.handle(driven).await {
                 return;
             }
         }
     }
 
     /// Handles one event; `false` once the acknowledging task is gone.
-    async fn handle(&self, event: Event) -> bool {
-        match event {
-            Event::Incoming(Incoming::ConnAck(ack)) if ack.session_present => {
-                self.status.set(true);
-            }
-            Event::Incoming(Incoming::ConnAck(_)) => {
-                if let Err(e) = self.client.subscribe(&self.filter, QoS::AtLeastOnce).await {
-                    log::error!("MQTT posts: cannot subscribe: {e}");
+    async fn handle(&mut self, driven: Driven) -> bool {
+        let step = match driven {
+            Driven::Connected {
+                id,
+                session_present,
+            } => {
+                let step = self.subscription.connected(session_present);
+                if step == Step::Subscribe {
+                    self.subscribe(id);
                 }
+                step
             }
-            Event::Incoming(Incoming::SubAck(ack)) => {
-                let refused = ack.return_codes.contains(&SubscribeReasonCode::Failure);
-                if refused {
-                    log::error!(
-                        "MQTT posts: the broker refused the subscription to {}",
-                        self.filter
-                    );
-                } else {
-                    log::info!("MQTT posts: taking posts from {}", self.filter);
+            Driven::Sent(Sent::Subscribe(pkid)) => {
+                self.subscription.written(pkid);
+                Step::Nothing
+            }
+            Driven::SubAck(ack) => self.subscription.acknowledged(&ack),
+            Driven::Lost(e) => {
+                let step = self.subscription.lost();
+                if step == (Step::Stopped { was_taking: true }) {
+                    log::warn!("MQTT posts: connection lost: {e}");
                 }
-                self.status.set(!refused);
+                step
             }
-            Event::Incoming(Incoming::Publish(publish)) => {
+            Driven::Publish(publish) => {
                 let taken = self.take(publish).await;
                 return self.pending.send(taken).await.is_ok();
             }
-            _ => {}
-        }
+            Driven::Sent(_) | Driven::PubAck(_) => Step::Nothing,
+        };
+        self.report(step);
         true
+    }
+
+    fn subscribe(&mut self, id: ConnectionId) {
+        let filter = SubscribeFilter::new(self.filter.clone(), QoS::AtLeastOnce);
+        if let Err(e) = self.requests.subscribe(id, [filter]) {
+            log::error!("MQTT posts: cannot subscribe: {e}");
+            self.subscription.not_sent();
+        }
+    }
+
+    fn report(&self, step: Step) {
+        match step {
+            Step::Taking => {
+                if !self.status.is_connected() {
+                    log::info!("MQTT posts: taking posts from {}", self.filter);
+                }
+                self.status.set(true);
+            }
+            Step::Refused => {
+                log::error!(
+                    "MQTT posts: the broker refused the subscription to {}",
+                    self.filter
+                );
+                self.status.set(false);
+            }
+            Step::Stopped { .. } => self.status.set(false),
+            Step::Subscribe | Step::Nothing => {}
+        }
     }
 
     /// Checks a post and queues it to the store (waiting while the store's

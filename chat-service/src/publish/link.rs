@@ -1,7 +1,10 @@
-//! The publisher's connection to the broker. Over the network it is a fresh
-//! rumqttc client per connection; a process that runs the broker itself (the
-//! all-in-one binary) may bring a link of its own ([`Link`]) straight into the
-//! broker's router.
+//! The publisher's connection to the broker. Over the network it is the one
+//! connection module every client uses ([`server::mqtt::connection`]), with a
+//! fresh session: the module keeps reconnecting (its one backoff), and nothing
+//! a lost connection had queued or in flight goes out on the next, so each
+//! connection publishes again from the store. A process that runs the broker
+//! itself (the all-in-one binary) may bring a link of its own ([`Link`])
+//! straight into the broker's router.
 //!
 //! Every kind reports the same events, in order, so the publisher's bookkeeping
 //! (the outbox) does not care which one it talks to.
@@ -10,13 +13,15 @@ use std::future::Future;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use rumqttc::{AsyncClient, Event, EventLoop, Incoming, MqttOptions, Outgoing, QoS};
+use rumqttc::QoS;
 use server::mqtt::BrokerUrl;
-use tokio::sync::{mpsc, oneshot};
+use server::mqtt::connection::{self, Capacity, ConnectionId, Driven, Requests, Sent, Session};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-/// rumqttc's request queue between the client handle and the event loop.
-const REQUEST_CAPACITY: usize = 1024;
+/// Events of an in-process link waiting for the publisher: more than the
+/// acknowledgements of everything it may have in flight.
+const LINK_EVENTS: usize = 1024;
 
 /// Where the publisher sends stored messages.
 pub enum BrokerTarget {
@@ -33,6 +38,7 @@ pub trait Link: Send {
 }
 
 /// What a connection reports, in the order it happens.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LinkEvent {
     /// The broker accepted the connection.
     Connected,
@@ -40,8 +46,8 @@ pub enum LinkEvent {
     PacketId(u16),
     /// The broker acknowledged (PUBACK) this packet id.
     Acknowledged(u16),
-    /// The broker closed the connection.
-    Disconnected,
+    /// The connection is gone (why); a network link connects again by itself.
+    Lost(String),
 }
 
 /// Hands publishes to the broker on one connection.
@@ -55,140 +61,213 @@ pub trait Publishes: Send {
     fn send_held(&mut self) -> BoxFuture<'_, Result<(), String>>;
 }
 
-/// Opens connections to one broker, again and again after failures.
-pub enum Connector {
-    Network(Box<MqttOptions>),
-    Link(Box<dyn Link>),
-}
-
-impl Connector {
-    /// `in_flight`: QoS 1 publishes awaiting their PUBACK at once, over the network.
-    pub fn new(target: BrokerTarget, in_flight: u16) -> Self {
-        match target {
-            BrokerTarget::Network(broker) => {
-                let mut options = broker.options(&server::mqtt::client_id("chat"));
-                options.set_inflight(in_flight);
-                Connector::Network(Box::new(options))
-            }
-            BrokerTarget::Link(link) => Connector::Link(link),
+/// The publisher's connection: `in_flight` QoS 1 publishes at most await their
+/// PUBACK over the network (and rumqttc's queue holds twice that). `None`
+/// when a provided link has no connection left to give.
+pub fn open(target: BrokerTarget, in_flight: u16) -> Option<Connection> {
+    match target {
+        BrokerTarget::Network(broker) => {
+            let mut options = broker.options(&server::mqtt::client_id("chat"));
+            options.set_inflight(in_flight);
+            let capacity = Capacity {
+                requests: 2 * usize::from(in_flight),
+                events: 2 * usize::from(in_flight),
+            };
+            let driver = connection::open(options, Session::Fresh, capacity);
+            Some(Connection {
+                kind: Kind::Network {
+                    requests: driver.requests,
+                    up: None,
+                    events: driver.events,
+                },
+                task: driver.task,
+            })
         }
-    }
-
-    /// A new connection, or `None` when there is none to make.
-    pub fn connect(&mut self) -> Option<Connection> {
-        match self {
-            Connector::Network(options) => {
-                let (client, eventloop) =
-                    AsyncClient::new(MqttOptions::clone(options), REQUEST_CAPACITY);
-                let sender = NetworkPublisher(client);
-                Some(Connection::start(sender, |events| {
-                    forward_network(eventloop, events)
-                }))
-            }
-            Connector::Link(link) => link.connect(),
-        }
+        BrokerTarget::Link(mut link) => link.connect(),
     }
 }
 
-/// One broker connection: publishes go out through it and its events come back.
+/// A broker connection: publishes go out through it and its events come back.
 pub struct Connection {
-    sender: Box<dyn Publishes>,
-    pub events: mpsc::UnboundedReceiver<LinkEvent>,
-    failure: oneshot::Receiver<String>,
-    poller: JoinHandle<()>,
+    kind: Kind,
+    /// The task that reads the connection; it ends with it.
+    task: JoinHandle<()>,
+}
+
+enum Kind {
+    Network {
+        requests: Requests,
+        /// The connection up, as last reported.
+        up: Option<ConnectionId>,
+        events: mpsc::Receiver<Driven>,
+    },
+    Link {
+        sender: Box<dyn Publishes>,
+        events: mpsc::Receiver<LinkEvent>,
+    },
 }
 
 impl Connection {
-    /// A connection that publishes through `sender` while a task runs `forward`,
-    /// which reports the connection's events until it fails (its error is why).
+    /// A link's connection that publishes through `sender` while a task runs
+    /// `forward`, which reports the connection's events until it fails (its
+    /// error is why, reported last).
     pub fn start<F, Fut>(sender: impl Publishes + 'static, forward: F) -> Connection
     where
-        F: FnOnce(mpsc::UnboundedSender<LinkEvent>) -> Fut,
+        F: FnOnce(mpsc::Sender<LinkEvent>) -> Fut,
         Fut: Future<Output = Result<(), String>> + Send + 'static,
     {
-        let (events_tx, events) = mpsc::unbounded_channel();
-        let (failure_tx, failure) = oneshot::channel();
-        let forwarding = forward(events_tx);
-        let poller = tokio::spawn(async move {
+        let (events_tx, events) = mpsc::channel(LINK_EVENTS);
+        let forwarding = forward(events_tx.clone());
+        let task = tokio::spawn(async move {
             if let Err(reason) = forwarding.await {
-                let _ = failure_tx.send(reason);
+                let _ = events_tx.send(LinkEvent::Lost(reason)).await;
             }
         });
         Connection {
-            sender: Box::new(sender),
-            events,
-            failure,
-            poller,
+            kind: Kind::Link {
+                sender: Box::new(sender),
+                events,
+            },
+            task,
         }
     }
 
-    /// Hands a QoS 1 publish over (see [`Publishes::publish`]).
+    /// The next event; `None` once the connection is gone for good.
+    pub async fn recv(&mut self) -> Option<LinkEvent> {
+        match &mut self.kind {
+            Kind::Link { events, .. } => events.recv().await,
+            Kind::Network { up, events, .. } => loop {
+                if let Some(event) = network_event(up, events.recv().await?) {
+                    return Some(event);
+                }
+            },
+        }
+    }
+
+    /// The next event if one is waiting.
+    fn try_recv(&mut self) -> Option<LinkEvent> {
+        match &mut self.kind {
+            Kind::Link { events, .. } => events.try_recv().ok(),
+            Kind::Network { up, events, .. } => loop {
+                if let Some(event) = network_event(up, events.try_recv().ok()?) {
+                    return Some(event);
+                }
+            },
+        }
+    }
+
+    /// Waits for an event, then takes those waiting behind it, up to `limit`
+    /// in `events`; 0 once the connection is gone for good. Cancel-safe.
+    pub async fn recv_many(&mut self, events: &mut Vec<LinkEvent>, limit: usize) -> usize {
+        let Some(first) = self.recv().await else {
+            return 0;
+        };
+        events.push(first);
+        while events.len() < limit {
+            match self.try_recv() {
+                Some(event) => events.push(event),
+                None => break,
+            }
+        }
+        events.len()
+    }
+
+    /// Hands a QoS 1 publish over (see [`Publishes::publish`]); over the
+    /// network it is refused once the connection it was meant for is gone.
     pub async fn publish(&mut self, topic: String, json: Bytes) -> Result<Option<u16>, String> {
-        self.sender.publish(topic, json).await
+        match &mut self.kind {
+            Kind::Link { sender, .. } => sender.publish(topic, json).await,
+            Kind::Network { requests, up, .. } => {
+                let id = up.ok_or("not connected")?;
+                let published = requests.publish(id, topic, QoS::AtLeastOnce, false, json);
+                published
+                    .map(|()| None)
+                    .map_err(|e| format!("cannot publish: {e}"))
+            }
+        }
     }
 
     /// Sends what the link held back (see [`Publishes::send_held`]).
     pub async fn send_held(&mut self) -> Result<(), String> {
-        self.sender.send_held().await
+        match &mut self.kind {
+            Kind::Link { sender, .. } => sender.send_held().await,
+            Kind::Network { .. } => Ok(()),
+        }
     }
 
-    /// Why the connection failed, when its poller saw it first, else `reason`.
-    pub fn close(mut self, reason: String) -> String {
-        self.poller.abort();
-        self.failure.try_recv().unwrap_or(reason)
+    /// Gives up on the current connection after a failure of the publisher's
+    /// own (a read of the store): over the network it disconnects, and the
+    /// connection module connects again; a link ends (it cannot be opened
+    /// twice).
+    pub fn restart(&mut self) {
+        match &self.kind {
+            Kind::Network { requests, up, .. } => {
+                if let Some(id) = up
+                    && let Err(e) = requests.disconnect(*id)
+                {
+                    log::debug!("the broker connection was going already: {e}");
+                }
+            }
+            Kind::Link { .. } => self.task.abort(),
+        }
     }
 }
 
-/// A connection's poller ends with it, also when the publisher is dropped at a
-/// stop without closing it.
+/// A connection's task ends with it, also when the publisher is dropped at a
+/// stop.
 impl Drop for Connection {
     fn drop(&mut self) {
-        self.poller.abort();
+        self.task.abort();
     }
 }
 
-/// A rumqttc client: publishes are queued to its event loop, which reports
-/// their packet ids as it writes them.
-struct NetworkPublisher(AsyncClient);
-
-impl Publishes for NetworkPublisher {
-    fn publish(
-        &mut self,
-        topic: String,
-        json: Bytes,
-    ) -> BoxFuture<'_, Result<Option<u16>, String>> {
-        Box::pin(async move {
-            self.0
-                .publish_bytes(topic, QoS::AtLeastOnce, false, json)
-                .await
-                .map(|()| None)
-                .map_err(|e| format!("cannot publish: {e}"))
-        })
-    }
-
-    fn send_held(&mut self) -> BoxFuture<'_, Result<(), String>> {
-        Box::pin(std::future::ready(Ok(())))
-    }
-}
-
-/// Drives one network connection's event loop, forwarding its events, until it
-/// fails. It never polls again after an error: that would reconnect with this
-/// client's leftover state, and the next connection starts from the store instead.
-async fn forward_network(
-    mut eventloop: EventLoop,
-    events: mpsc::UnboundedSender<LinkEvent>,
-) -> Result<(), String> {
-    loop {
-        let event = eventloop.poll().await.map_err(|e| e.to_string())?;
-        let reported = match event {
-            Event::Incoming(Incoming::ConnAck(_)) => LinkEvent::Connected,
-            Event::Outgoing(Outgoing::Publish(packet_id)) => LinkEvent::PacketId(packet_id),
-            Event::Incoming(Incoming::PubAck(ack)) => LinkEvent::Acknowledged(ack.pkid),
-            Event::Incoming(Incoming::Disconnect) => LinkEvent::Disconnected,
-            _ => continue,
-        };
-        if events.send(reported).is_err() {
-            return Ok(());
+/// What the publisher hears of a network connection's event; `up` follows
+/// which connection its publishes are for.
+fn network_event(up: &mut Option<ConnectionId>, driven: Driven) -> Option<LinkEvent> {
+    match driven {
+        Driven::Connected { id, .. } => {
+            *up = Some(id);
+            Some(LinkEvent::Connected)
         }
+        Driven::Sent(Sent::Publish(pkid)) => Some(LinkEvent::PacketId(pkid)),
+        Driven::PubAck(pkid) => Some(LinkEvent::Acknowledged(pkid)),
+        Driven::Lost(reason) => {
+            *up = None;
+            Some(LinkEvent::Lost(reason))
+        }
+        Driven::Sent(_) | Driven::Publish(_) | Driven::SubAck(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_network_connection_reports_what_the_outbox_needs_and_follows_which_is_up() {
+        let mut up = None;
+        let id = ConnectionId::for_tests(3);
+        let connected = Driven::Connected {
+            id,
+            session_present: false,
+        };
+        assert_eq!(
+            network_event(&mut up, connected),
+            Some(LinkEvent::Connected)
+        );
+        assert_eq!(up, Some(id));
+        let sent = network_event(&mut up, Driven::Sent(Sent::Publish(7)));
+        assert_eq!(sent, Some(LinkEvent::PacketId(7)));
+        assert_eq!(
+            network_event(&mut up, Driven::PubAck(7)),
+            Some(LinkEvent::Acknowledged(7))
+        );
+        assert_eq!(
+            network_event(&mut up, Driven::Sent(Sent::Subscribe(8))),
+            None
+        );
+        let lost = network_event(&mut up, Driven::Lost("gone".into()));
+        assert_eq!(lost, Some(LinkEvent::Lost("gone".into())));
+        assert_eq!(up, None, "publishes wait for the next connection");
     }
 }

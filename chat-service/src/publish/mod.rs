@@ -2,12 +2,13 @@
 //!
 //! The store announces each message once it is synced, in id order per channel
 //! ([`crate::store::Announcements`]), so a subscriber never sees an id that a
-//! restart could hand out again. Each broker connection is fresh (a new rumqttc
-//! client over the network; see [`link`] for the all-in-one's in-process link):
-//! when it drops, nothing is left in a client queue to be lost or sent twice —
-//! the next connection first re-publishes, from the store and in id order, every
-//! message the broker did not acknowledge (the outbox), then goes on with live
-//! messages.
+//! restart could hand out again. Each broker connection starts afresh (the
+//! connection module's fresh session over the network; see [`link`] for the
+//! all-in-one's in-process link): when it drops, nothing is left in a client
+//! queue to be lost or sent twice — the next connection first re-publishes,
+//! from the store and in id order, every message the broker did not
+//! acknowledge (the outbox), then goes on with live messages. Reconnecting,
+//! and the pause before it, is the connection module's.
 
 pub mod link;
 pub mod outbox;
@@ -20,18 +21,15 @@ use bytes::Bytes;
 use protocol::{ChannelId, topic};
 use server::mqtt::BrokerStatus;
 use server::tasks::{Background, CancellationToken};
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::store::{Announcements, Store, Stored};
-use link::{BrokerTarget, Connection, Connector, LinkEvent};
+use link::{BrokerTarget, Connection, LinkEvent};
 use outbox::Outbox;
 
 /// Messages read per outbox page.
 const BATCH: usize = 256;
-/// Pause between reconnect attempts while the broker is unreachable.
-const RECONNECT_DELAY: Duration = Duration::from_millis(500);
 /// QoS 1 publishes awaiting their PUBACK at once.
 const IN_FLIGHT: u16 = 512;
 /// How long an acknowledged watermark may wait before it is written to the
@@ -77,7 +75,7 @@ pub fn start(
         outbox_depth: outbox.depth_gauge(),
     };
     let task = PublisherTask {
-        connector: Connector::new(broker, IN_FLIGHT),
+        target: Some(broker),
         prefix: prefix.to_string(),
         store,
         outbox,
@@ -95,7 +93,9 @@ struct PublisherTask {
     /// for room in this channel, and dropping the last store handle waits for
     /// that thread.
     announcements: Announcements,
-    connector: Connector,
+    /// Where to connect, until the connection is opened (in the task: the
+    /// network connection starts its own).
+    target: Option<BrokerTarget>,
     prefix: String,
     store: Store,
     outbox: Outbox,
@@ -106,9 +106,15 @@ struct PublisherTask {
     watermarks_due: Option<Instant>,
 }
 
-/// Why a connection ended.
+/// Why publishing on a connection ended.
 enum Ended {
+    /// The connection reported its loss.
     Lost(String),
+    /// The publisher could not go on (a read of the store, a publish refused):
+    /// it starts over on a new connection.
+    Failed(String),
+    /// The connection cannot be made again (an in-process link that ended).
+    LinkGone,
     /// The store is gone: the service is stopping.
     NoMoreAnnouncements,
 }
@@ -125,20 +131,31 @@ impl PublisherTask {
     }
 
     async fn run(&mut self) {
+        let connection = self
+            .target
+            .take()
+            .and_then(|target| link::open(target, IN_FLIGHT));
+        let Some(mut connection) = connection else {
+            return self.gone_for_good().await;
+        };
         loop {
-            let Some(mut connection) = self.connector.connect() else {
-                log::error!("the broker link is gone for good; messages stay in the outbox");
-                return self.note_stored_until_stopped().await;
-            };
             let ended = self.serve(&mut connection).await;
             self.persist_watermarks();
-            let reason = match ended {
+            match ended {
                 Ended::NoMoreAnnouncements => return,
-                Ended::Lost(reason) => connection.close(reason),
-            };
-            self.report_disconnection(&reason);
-            self.wait_before_reconnecting().await;
+                Ended::LinkGone => return self.gone_for_good().await,
+                Ended::Lost(reason) => self.report_disconnection(&reason),
+                Ended::Failed(reason) => {
+                    self.report_disconnection(&reason);
+                    connection.restart();
+                }
+            }
         }
+    }
+
+    async fn gone_for_good(&mut self) {
+        log::error!("the broker link is gone for good; messages stay in the outbox");
+        self.note_stored_until_stopped().await;
     }
 
     /// Says once per outage that the broker is gone or cannot be reached.
@@ -154,7 +171,7 @@ impl PublisherTask {
     }
 
     async fn serve(&mut self, connection: &mut Connection) -> Ended {
-        if let Err(ended) = self.wait_for_connack(&mut connection.events).await {
+        if let Err(ended) = self.wait_for_connack(connection).await {
             return ended;
         }
         log::info!(
@@ -170,16 +187,17 @@ impl PublisherTask {
         self.forward_live(connection).await
     }
 
-    async fn wait_for_connack(
-        &mut self,
-        events: &mut mpsc::UnboundedReceiver<LinkEvent>,
-    ) -> Result<(), Ended> {
+    /// Waits for the next connection, noting what is stored meanwhile (the
+    /// store holds the messages; only their ids matter here).
+    async fn wait_for_connack(&mut self, connection: &mut Connection) -> Result<(), Ended> {
         loop {
             tokio::select! {
-                event = events.recv() => match event {
+                event = connection.recv() => match event {
                     Some(LinkEvent::Connected) => return Ok(()),
-                    Some(_) => {}
-                    None => return Err(Ended::Lost("connection failed".into())),
+                    Some(LinkEvent::Lost(reason)) => self.report_disconnection(&reason),
+                    // Of the connection given up on (see `Ended::Failed`).
+                    Some(LinkEvent::PacketId(_) | LinkEvent::Acknowledged(_)) => {}
+                    None => return Err(Ended::LinkGone),
                 },
                 announced = self.announcements.recv() => {
                     let Some(batch) = announced else {
@@ -208,9 +226,9 @@ impl PublisherTask {
         let mut received_events = Vec::with_capacity(BATCH);
         loop {
             tokio::select! {
-                received = connection.events.recv_many(&mut received_events, BATCH) => {
+                received = connection.recv_many(&mut received_events, BATCH) => {
                     if received == 0 {
-                        return Ended::Lost("event loop ended".into());
+                        return Ended::LinkGone;
                     }
                     if let Err(ended) = self.on_events(received_events.drain(..)) {
                         return ended;
@@ -234,9 +252,7 @@ impl PublisherTask {
             match event {
                 LinkEvent::PacketId(packet_id) => self.outbox.packet_id_assigned(packet_id),
                 LinkEvent::Acknowledged(packet_id) => self.outbox.acknowledged(packet_id),
-                LinkEvent::Disconnected => {
-                    return Err(Ended::Lost("the broker disconnected".into()));
-                }
+                LinkEvent::Lost(reason) => return Err(Ended::Lost(reason)),
                 LinkEvent::Connected => {}
             }
         }
@@ -259,14 +275,14 @@ impl PublisherTask {
     }
 
     /// Waits for acknowledgements while as many publishes as the broker takes
-    /// at once await theirs.
+    /// at once await theirs (also those whose packet id is not known yet: so
+    /// rumqttc's request queue, twice as long, never refuses one).
     async fn wait_for_room(&mut self, connection: &mut Connection) -> Result<(), Ended> {
         if self.outbox.in_flight() >= usize::from(IN_FLIGHT) {
-            connection.send_held().await.map_err(Ended::Lost)?;
+            connection.send_held().await.map_err(Ended::Failed)?;
         }
         while self.outbox.in_flight() >= usize::from(IN_FLIGHT) {
-            let event = connection.events.recv().await;
-            let event = event.ok_or_else(|| Ended::Lost("event loop ended".into()))?;
+            let event = connection.recv().await.ok_or(Ended::LinkGone)?;
             self.on_events(std::iter::once(event))?;
         }
         Ok(())
@@ -291,7 +307,7 @@ impl PublisherTask {
                     .await?;
             }
         }
-        connection.send_held().await.map_err(Ended::Lost)
+        connection.send_held().await.map_err(Ended::Failed)
     }
 
     /// Publishes the channel's stored messages after the last one sent, up to `target`.
@@ -311,7 +327,7 @@ impl PublisherTask {
             for (id, json) in page.into_iter().take_while(|(id, _)| *id <= target) {
                 self.publish(connection, channel, id, json).await?;
             }
-            connection.send_held().await.map_err(Ended::Lost)?;
+            connection.send_held().await.map_err(Ended::Failed)?;
             if short {
                 return Ok(());
             }
@@ -327,7 +343,10 @@ impl PublisherTask {
     ) -> Result<(), Ended> {
         self.wait_for_room(connection).await?;
         let topic = topic::channel_topic(&self.prefix, channel);
-        let packet_id = connection.publish(topic, json).await.map_err(Ended::Lost)?;
+        let packet_id = connection
+            .publish(topic, json)
+            .await
+            .map_err(Ended::Failed)?;
         self.outbox.sent(channel, id);
         if let Some(packet_id) = packet_id {
             self.outbox.packet_id_assigned(packet_id);
@@ -366,22 +385,6 @@ impl PublisherTask {
         }
     }
 
-    /// Sleeps before the next attempt, noting what is stored meanwhile (the store
-    /// holds the messages; only their ids matter here).
-    async fn wait_before_reconnecting(&mut self) {
-        let pause = tokio::time::sleep(RECONNECT_DELAY);
-        tokio::pin!(pause);
-        loop {
-            tokio::select! {
-                _ = &mut pause => return,
-                announced = self.announcements.recv() => match announced {
-                    Some(batch) => self.note_stored(batch),
-                    None => return,
-                },
-            }
-        }
-    }
-
     /// With no broker left to reach: keeps counting what is stored (the outbox
     /// depth `/readyz` reports) until the service stops.
     async fn note_stored_until_stopped(&mut self) {
@@ -410,7 +413,9 @@ async fn read_outbox_page(
     let read = tokio::task::spawn_blocking(move || store.synced().after_raw(channel, after, BATCH));
     match read.await {
         Ok(Ok(page)) => Ok(page),
-        Ok(Err(e)) => Err(Ended::Lost(format!("cannot read the outbox: {e}"))),
-        Err(e) => Err(Ended::Lost(format!("the outbox read did not finish: {e}"))),
+        Ok(Err(e)) => Err(Ended::Failed(format!("cannot read the outbox: {e}"))),
+        Err(e) => Err(Ended::Failed(format!(
+            "the outbox read did not finish: {e}"
+        ))),
     }
 }

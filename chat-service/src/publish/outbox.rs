@@ -136,9 +136,10 @@ impl Outbox {
         }
     }
 
-    /// Publishes with a packet id that await their acknowledgement.
+    /// Publishes handed over that await their acknowledgement, with their
+    /// packet id or still without.
     pub fn in_flight(&self) -> usize {
-        self.in_flight.len()
+        self.awaiting_packet_id.len() + self.in_flight.len()
     }
 
     /// The broker acknowledged a packet. Per connection the broker acknowledges in
@@ -262,6 +263,21 @@ mod tests {
         assert_eq!(outbox.backlog(), [(channel(1), 10)]);
         assert_eq!(outbox.sent_through(channel(1)), 7);
         assert_eq!(outbox.depth(), 3);
+    }
+
+    #[test]
+    fn publishes_count_in_flight_from_hand_over_to_acknowledgement() {
+        let mut outbox = Outbox::default();
+        outbox.sent(channel(1), 1);
+        outbox.sent(channel(1), 2);
+        assert_eq!(outbox.in_flight(), 2, "no packet id yet");
+        outbox.packet_id_assigned(40);
+        outbox.packet_id_assigned(41);
+        outbox.acknowledged(40);
+        assert_eq!(outbox.in_flight(), 1);
+        outbox.acknowledged(41);
+        assert_eq!(outbox.in_flight(), 0);
+        assert_eq!(outbox.take_moved(), [(channel(1), 2)]);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The one way Crier drives a broker connection: rumqttc's `EventLoop` polled
-//! in a task of its own, its events handed out on a bounded channel.
+//! in a task of its own, its events handed out on a bounded channel, and
+//! requests let through only to the connection they were meant for.
 //!
 //! rumqttc's CONNECT handshake is a local future inside `EventLoop::poll()`;
 //! a caller that polls it inside `select!` next to another branch cancels the
@@ -10,89 +11,219 @@
 //!
 //! One reconnect policy for every client: after an error, wait (from
 //! [`FIRST_RETRY`], doubling up to [`LAST_RETRY`], back to the start once
-//! connected) and poll again, which reconnects. A client that must start each
-//! connection afresh asks for [`Reconnect::Never`] and makes a new client.
+//! connected) and poll again, which reconnects. What a new connection
+//! inherits from the one before is the [`Session`], chosen by the client.
+//!
+//! Each connection has a number ([`ConnectionId`], in [`Driven::Connected`]);
+//! a request made through [`Requests`] names the connection it is for and is
+//! refused on any other. So what a client sent on one connection never goes
+//! out on the next, and the order of the [`Driven::Sent`] events is the order
+//! of the client's own requests on that connection: that is how a client
+//! learns which packet id rumqttc gave each of them (its `publish` and
+//! `subscribe` do not say).
 
 use std::time::Duration;
 
-use rumqttc::{Event, EventLoop, Incoming};
+use rumqttc::{AsyncClient, Event, EventLoop, Incoming, MqttOptions, Outgoing, Request};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+
+use crate::mqtt::requests::Gate;
+pub use crate::mqtt::requests::{ConnectionId, Requests};
 
 /// The first pause after a connection error.
 pub const FIRST_RETRY: Duration = Duration::from_millis(250);
 /// The longest pause between attempts while the broker stays away.
 pub const LAST_RETRY: Duration = Duration::from_secs(4);
 
-/// What the driver hands its client.
+/// What a new connection keeps of the one before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Session {
+    /// Nothing: a clean session, and whatever was queued, in flight or half
+    /// reported on the lost connection is dropped here. The client starts
+    /// each connection from its own state (subscribes again, publishes again
+    /// what was not acknowledged).
+    Fresh,
+    /// The broker's session survives (clean session off; the client id must
+    /// stay the same across restarts): rumqttc sends again what was in
+    /// flight, and the broker keeps subscriptions and queued messages.
+    Persistent,
+}
+
+impl Session {
+    fn apply(self, options: &mut MqttOptions) {
+        options.set_clean_session(self == Session::Fresh);
+    }
+}
+
+/// What the driver hands its client, in the order it happened.
 #[derive(Debug)]
 pub enum Driven {
-    Event(Event),
-    /// The connection failed (why); with [`Reconnect::Backoff`] the driver
-    /// tries again after a pause, and a ConnAck says it is back.
+    /// The broker accepted a connection; requests for `id` go out on it.
+    Connected {
+        id: ConnectionId,
+        /// The broker kept the session (only with [`Session::Persistent`]).
+        session_present: bool,
+    },
+    /// A request was written with this packet id.
+    Sent(Sent),
+    /// A message from the broker.
+    Publish(rumqttc::Publish),
+    /// The broker acknowledged the QoS 1 publish with this packet id.
+    PubAck(u16),
+    /// The broker answered the SUBSCRIBE with this packet id.
+    SubAck(rumqttc::SubAck),
+    /// The connection failed (why); the driver tries again after a pause,
+    /// and [`Driven::Connected`] says it is back.
     Lost(String),
 }
 
-/// What the driver does after a connection error.
+/// A request written to the broker, and the packet id it went out with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reconnect {
-    /// Poll again after a pause: rumqttc reconnects with the same client.
-    Backoff,
-    /// Report the error and stop.
-    Never,
+pub enum Sent {
+    Publish(u16),
+    Subscribe(u16),
+    Unsubscribe(u16),
 }
 
-/// Starts the task that polls `eventloop`, and returns its events (at most
-/// `capacity` waiting: a client that falls behind stops the polling, and the
-/// broker's flow control takes over). The task ends as soon as the receiver
-/// is dropped (its client ended: its lifetime is the client's), or after the
-/// first error with [`Reconnect::Never`].
-pub fn drive(
+/// Sizes of the queues around the event loop.
+#[derive(Debug, Clone, Copy)]
+pub struct Capacity {
+    /// Requests waiting for the event loop (rumqttc's request channel).
+    pub requests: usize,
+    /// Events waiting for the client: a client that falls behind stops the
+    /// polling, and the broker's flow control takes over.
+    pub events: usize,
+}
+
+/// A driven connection: the client's side of it.
+pub struct Driver {
+    /// Where requests go (see [`Requests`]).
+    pub requests: Requests,
+    /// What happens on the connection.
+    pub events: mpsc::Receiver<Driven>,
+    /// The polling task; it ends once `events` is dropped.
+    pub task: JoinHandle<()>,
+}
+
+/// Connects with `options` (its clean-session flag set from `session`) and
+/// keeps reconnecting until the returned events are dropped.
+pub fn open(mut options: MqttOptions, session: Session, capacity: Capacity) -> Driver {
+    session.apply(&mut options);
+    let (client, eventloop) = AsyncClient::new(options, capacity.requests.max(1));
+    let gate = Gate::default();
+    let requests = Requests::new(client, gate.clone());
+    let (events, driven) = mpsc::channel(capacity.events.max(1));
+    let poller = Poller {
+        eventloop,
+        session,
+        gate,
+        events,
+        last_id: 0,
+    };
+    let task = tokio::spawn(poller.poll_until_dropped());
+    Driver {
+        requests,
+        events: driven,
+        task,
+    }
+}
+
+struct Poller {
     eventloop: EventLoop,
-    capacity: usize,
-    reconnect: Reconnect,
-) -> (mpsc::Receiver<Driven>, JoinHandle<()>) {
-    let (events, driven) = mpsc::channel(capacity.max(1));
-    let task = tokio::spawn(poll_until_dropped(eventloop, events, reconnect));
-    (driven, task)
+    session: Session,
+    gate: Gate,
+    events: mpsc::Sender<Driven>,
+    last_id: u64,
 }
 
-async fn poll_until_dropped(
-    mut eventloop: EventLoop,
-    events: mpsc::Sender<Driven>,
-    reconnect: Reconnect,
-) {
-    let mut pause = Backoff::default();
-    loop {
-        // Cancelling the poll (a handshake included) is right only here: once
-        // the client is gone, nothing waits for the connection.
-        let polled = tokio::select! {
-            polled = eventloop.poll() => polled,
-            () = events.closed() => return,
-        };
-        let driven = match polled {
-            Ok(event) => {
-                if matches!(event, Event::Incoming(Incoming::ConnAck(_))) {
+impl Poller {
+    async fn poll_until_dropped(mut self) {
+        let mut pause = Backoff::default();
+        loop {
+            // Cancelling the poll (a handshake included) is right only here:
+            // once the client is gone, nothing waits for the connection.
+            let polled = tokio::select! {
+                polled = self.eventloop.poll() => polled,
+                () = self.events.closed() => return,
+            };
+            let driven = match polled {
+                Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
                     pause.reset();
+                    self.connected(ack.session_present)
                 }
-                Driven::Event(event)
-            }
-            Err(e) => Driven::Lost(e.to_string()),
-        };
-        let lost = matches!(driven, Driven::Lost(_));
-        if events.send(driven).await.is_err() {
-            return;
-        }
-        if lost {
-            if reconnect == Reconnect::Never {
+                Ok(event) => match translate(event) {
+                    Some(driven) => driven,
+                    None => continue,
+                },
+                Err(e) => {
+                    self.lost();
+                    Driven::Lost(e.to_string())
+                }
+            };
+            let lost = matches!(driven, Driven::Lost(_));
+            if self.events.send(driven).await.is_err() {
                 return;
             }
-            tokio::select! {
-                () = tokio::time::sleep(pause.next()) => {}
-                () = events.closed() => return,
+            if lost {
+                tokio::select! {
+                    () = tokio::time::sleep(pause.next()) => {}
+                    () = self.events.closed() => return,
+                }
             }
         }
     }
+
+    /// Opens the gate to the new connection before the client hears of it.
+    fn connected(&mut self, session_present: bool) -> Driven {
+        self.last_id += 1;
+        let id = ConnectionId(self.last_id);
+        self.gate.open(id);
+        Driven::Connected {
+            id,
+            session_present,
+        }
+    }
+
+    /// Closes the gate, then settles what rumqttc carries over to the next
+    /// connection as the session asks.
+    fn lost(&mut self) {
+        self.gate.close();
+        // Moves in-flight publishes and every request still queued (none
+        // through the gate after this) to `pending`; the network is gone
+        // already, so this cuts nothing.
+        self.eventloop.clean();
+        let state = &mut self.eventloop.state;
+        // Events of the lost connection not handed out yet (a write that
+        // failed after its event was queued, packets read before the error).
+        state.events.clear();
+        // A publish held for a packet id still in use: rumqttc keeps it (and
+        // stops taking requests) until an acknowledgement no new connection
+        // will bring, until its keep-alive gives up, again and again.
+        let collided = state.collision.take();
+        match self.session {
+            Session::Fresh => self.eventloop.pending.clear(),
+            Session::Persistent => {
+                if let Some(publish) = collided {
+                    self.eventloop.pending.push_back(Request::Publish(publish));
+                }
+            }
+        }
+    }
+}
+
+/// The events a client acts on; the rest (pings, acks we send) stay here.
+fn translate(event: Event) -> Option<Driven> {
+    let driven = match event {
+        Event::Incoming(Incoming::Publish(publish)) => Driven::Publish(publish),
+        Event::Incoming(Incoming::PubAck(ack)) => Driven::PubAck(ack.pkid),
+        Event::Incoming(Incoming::SubAck(ack)) => Driven::SubAck(ack),
+        Event::Outgoing(Outgoing::Publish(pkid)) => Driven::Sent(Sent::Publish(pkid)),
+        Event::Outgoing(Outgoing::Subscribe(pkid)) => Driven::Sent(Sent::Subscribe(pkid)),
+        Event::Outgoing(Outgoing::Unsubscribe(pkid)) => Driven::Sent(Sent::Unsubscribe(pkid)),
+        _ => return None,
+    };
+    Some(driven)
 }
 
 /// Pauses between attempts: doubling from [`FIRST_RETRY`] to [`LAST_RETRY`].
@@ -120,64 +251,4 @@ impl Backoff {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pauses_double_up_to_the_last_and_start_again_once_connected() {
-        let mut backoff = Backoff::default();
-        let pauses: Vec<Duration> = (0..6).map(|_| backoff.next()).collect();
-        assert_eq!(
-            pauses,
-            [250, 500, 1000, 2000, 4000, 4000].map(Duration::from_millis)
-        );
-        backoff.reset();
-        assert_eq!(backoff.next(), FIRST_RETRY);
-    }
-
-    /// A client of a loopback port nobody listens on (the listener that
-    /// picked it is gone).
-    fn refused_client() -> (rumqttc::AsyncClient, EventLoop) {
-        let port = {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-            listener.local_addr().expect("address").port()
-        };
-        let options = rumqttc::MqttOptions::new("driver-test", "127.0.0.1", port);
-        rumqttc::AsyncClient::new(options, 10)
-    }
-
-    #[tokio::test]
-    async fn a_refused_connection_is_reported_and_retried_until_the_receiver_goes() {
-        let (_client, eventloop) = refused_client();
-        let (mut driven, task) = drive(eventloop, 4, Reconnect::Backoff);
-        for attempt in 0..2 {
-            let event = tokio::time::timeout(Duration::from_secs(5), driven.recv())
-                .await
-                .expect("reported in time");
-            assert!(
-                matches!(event, Some(Driven::Lost(_))),
-                "attempt {attempt}: {event:?}"
-            );
-        }
-        drop(driven);
-        tokio::time::timeout(Duration::from_secs(5), task)
-            .await
-            .expect("the driver stops once nobody listens")
-            .expect("no panic");
-    }
-
-    #[tokio::test]
-    async fn never_reconnect_stops_after_the_first_error() {
-        let (_client, eventloop) = refused_client();
-        let (mut driven, task) = drive(eventloop, 4, Reconnect::Never);
-        let event = tokio::time::timeout(Duration::from_secs(5), driven.recv())
-            .await
-            .expect("reported in time");
-        assert!(matches!(event, Some(Driven::Lost(_))), "{event:?}");
-        tokio::time::timeout(Duration::from_secs(5), task)
-            .await
-            .expect("the driver stops")
-            .expect("no panic");
-        assert!(driven.recv().await.is_none(), "nothing after the error");
-    }
-}
+mod tests;

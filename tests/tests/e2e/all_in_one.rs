@@ -243,14 +243,13 @@ async fn crier_publishes_what_it_stores_to_its_embedded_broker_at_qos_1() {
 /// one does, in order, and each is acknowledged.
 #[tokio::test]
 async fn a_batch_of_in_process_publishes_reaches_subscribers_in_order_once_sent() {
-    use chat_service::publish::link::{BrokerTarget, Connector, LinkEvent};
+    use chat_service::publish::link::{BrokerTarget, LinkEvent, open};
 
     let (listeners, link) =
         crier::embedded_broker::start_linked("127.0.0.1:0", None).expect("embedded broker starts");
     let address = listeners.tcp;
-    let mut connection = Connector::new(BrokerTarget::Link(Box::new(link)), 512)
-        .connect()
-        .expect("the in-process link opens");
+    let mut connection =
+        open(BrokerTarget::Link(Box::new(link)), 512).expect("the in-process link opens");
     let broker = server::mqtt::BrokerUrl::parse(&format!("mqtt://{address}"), None);
     let options = broker
         .expect("broker url")
@@ -294,7 +293,7 @@ async fn a_batch_of_in_process_publishes_reaches_subscribers_in_order_once_sent(
 
     let mut acknowledged = Vec::new();
     while acknowledged.len() < packet_ids.len() {
-        let event = tokio::time::timeout(WAIT, connection.events.recv()).await;
+        let event = tokio::time::timeout(WAIT, connection.recv()).await;
         match event.expect("acknowledged in time") {
             Some(LinkEvent::Acknowledged(packet_id)) => acknowledged.push(packet_id),
             Some(_) => {}
