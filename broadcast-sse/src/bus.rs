@@ -221,6 +221,7 @@ impl Subscriber {
 fn deliver(hub: &Hub, channel: ChannelId, topic: &str, payload: &bytes::Bytes) {
     match MessageCheck::of(payload) {
         Ok(message) if message.channel == channel && message.id > 0 => {
+            crate::metrics::sample_bus_lag(payload);
             hub.deliver(channel, Frame::from_json(message.id, payload));
         }
         Ok(_) => log::warn!("dropping a message whose channel or id does not match {topic}"),

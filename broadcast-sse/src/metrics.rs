@@ -38,6 +38,9 @@ pub struct StreamMetrics {
     /// From this node receiving a message to its write to a client, on the
     /// same samples.
     pub fanout: Histogram,
+    /// From a message's stored time to its arrival on this node: one
+    /// message in [`LAG_SAMPLE_EVERY`] taken from the broker.
+    pub bus_lag: Histogram,
 }
 
 /// Every thread's count of message events written, summed when scraped.
@@ -101,6 +104,25 @@ pub fn delivery_lag_sample_due() -> bool {
     })
 }
 
+/// Messages taken from the broker by this process, for sampling the bus lag.
+static ARRIVALS: AtomicU64 = AtomicU64::new(0);
+
+/// Records, for one message in [`LAG_SAMPLE_EVERY`] taken from the broker,
+/// how long after it was stored it arrived here (`json` is the message).
+pub fn sample_bus_lag(json: &[u8]) {
+    if !ARRIVALS
+        .fetch_add(1, Ordering::Relaxed)
+        .is_multiple_of(u64::from(LAG_SAMPLE_EVERY))
+    {
+        return;
+    }
+    if let Some(stored_ms) = protocol::message::stored_millis_of_frame(json) {
+        STREAMS
+            .bus_lag
+            .record(millis_since(stored_ms) as f64 / 1000.0);
+    }
+}
+
 /// Records how long a message spent on this node before its write.
 pub fn record_fanout(on_node: std::time::Duration) {
     STREAMS.fanout.record(on_node.as_secs_f64());
@@ -108,10 +130,16 @@ pub fn record_fanout(on_node: std::time::Duration) {
 
 /// Records the lag of a message stored at `stored_ms` (since the Unix epoch).
 pub fn record_delivery_lag(stored_ms: i64) {
+    STREAMS
+        .delivery_lag
+        .record(millis_since(stored_ms) as f64 / 1000.0);
+}
+
+/// Milliseconds from `stored_ms` (since the Unix epoch) to now, 0 at least.
+fn millis_since(stored_ms: i64) -> i64 {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
     let now_ms = now.map_or(0, |now| i64::try_from(now.as_millis()).unwrap_or(i64::MAX));
-    let lag_ms = now_ms.saturating_sub(stored_ms).max(0);
-    STREAMS.delivery_lag.record(lag_ms as f64 / 1000.0);
+    now_ms.saturating_sub(stored_ms).max(0)
 }
 
 /// Made on first use, which comes after the recorder is installed (at start).
@@ -120,6 +148,7 @@ pub static STREAMS: LazyLock<StreamMetrics> = LazyLock::new(|| StreamMetrics {
     slow_clients: counter!(names::SLOW_CLIENTS),
     delivery_lag: histogram!(names::DELIVERY_LAG),
     fanout: histogram!(names::FANOUT_DURATION),
+    bus_lag: histogram!(names::BUS_LAG),
 });
 
 /// Describes the service's metrics and shows its counters from 0.
@@ -153,6 +182,11 @@ pub fn register() {
         names::FANOUT_DURATION,
         Unit::Seconds,
         "From this node receiving a message to its write to a client (the same samples)"
+    );
+    describe_histogram!(
+        names::BUS_LAG,
+        Unit::Seconds,
+        "From a message's store to its arrival on this node (one in 64 sampled)"
     );
     LazyLock::force(&STREAMS);
     counter!(names::BACKFILLS).absolute(0);

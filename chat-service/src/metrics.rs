@@ -59,6 +59,11 @@ pub fn register() {
         "How long the oldest message of each write had waited for the store"
     );
     describe_histogram!(
+        names::PUBLISH_DURATION,
+        Unit::Seconds,
+        "From a message handed to the broker client to the broker's acknowledgement"
+    );
+    describe_histogram!(
         names::STORE_COMMIT_DURATION,
         Unit::Seconds,
         "Time of one store sync"

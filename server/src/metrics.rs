@@ -33,6 +33,8 @@ pub mod names {
     pub const DELIVERY_LAG: &str = "crier_delivery_lag_seconds";
     pub const STORE_QUEUE_WAIT: &str = "crier_store_queue_seconds";
     pub const FANOUT_DURATION: &str = "crier_fanout_seconds";
+    pub const PUBLISH_DURATION: &str = "crier_publish_seconds";
+    pub const BUS_LAG: &str = "crier_bus_lag_seconds";
 }
 
 /// Histogram buckets, in seconds: POSTs and syncs take from tens of
@@ -97,6 +99,8 @@ fn with_buckets() -> Result<PrometheusBuilder, BuildError> {
         (names::DELIVERY_LAG, DELIVERY_BUCKETS),
         (names::STORE_QUEUE_WAIT, FAST_BUCKETS),
         (names::FANOUT_DURATION, FAST_BUCKETS),
+        (names::PUBLISH_DURATION, FAST_BUCKETS),
+        (names::BUS_LAG, DELIVERY_BUCKETS),
     ];
     buckets
         .into_iter()

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use protocol::{ChannelId, topic};
+use server::metrics::names;
 use server::mqtt::BrokerStatus;
 use server::tasks::{Background, CancellationToken};
 use tokio::task::JoinHandle;
@@ -83,6 +84,7 @@ pub fn start(
         announcements,
         reported_unreachable: false,
         watermarks_due: None,
+        to_broker: metrics::histogram!(names::PUBLISH_DURATION),
     };
     let task = background.spawn_until_stopped(task.run_until(background.stopping()));
     Ok((publisher, task))
@@ -104,6 +106,8 @@ struct PublisherTask {
     reported_unreachable: bool,
     /// When the acknowledged watermarks that moved are to be written.
     watermarks_due: Option<Instant>,
+    /// From a publish handed to the client to the broker's acknowledgement.
+    to_broker: metrics::Histogram,
 }
 
 /// Why publishing on a connection ended.
@@ -251,7 +255,11 @@ impl PublisherTask {
         for event in events {
             match event {
                 LinkEvent::PacketId(packet_id) => self.outbox.packet_id_assigned(packet_id),
-                LinkEvent::Acknowledged(packet_id) => self.outbox.acknowledged(packet_id),
+                LinkEvent::Acknowledged(packet_id) => {
+                    if let Some(took) = self.outbox.acknowledged(packet_id) {
+                        self.to_broker.record(took.as_secs_f64());
+                    }
+                }
                 LinkEvent::Lost(reason) => return Err(Ended::Lost(reason)),
                 LinkEvent::Connected => {}
             }

@@ -12,6 +12,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use protocol::ChannelId;
 
@@ -25,9 +26,10 @@ struct Progress {
 #[derive(Default)]
 pub struct Outbox {
     channels: HashMap<ChannelId, Progress>,
-    /// Publishes handed to the client, in order, until it reports their packet id.
-    awaiting_packet_id: VecDeque<(ChannelId, u64)>,
-    in_flight: HashMap<u16, (ChannelId, u64)>,
+    /// Publishes handed to the client, in order, until it reports their
+    /// packet id; with when they were handed over.
+    awaiting_packet_id: VecDeque<(ChannelId, u64, Instant)>,
+    in_flight: HashMap<u16, (ChannelId, u64, Instant)>,
     /// Channels whose acknowledged watermark moved since it was last persisted.
     moved: HashSet<ChannelId>,
     depth: Arc<AtomicU64>,
@@ -126,7 +128,8 @@ impl Outbox {
         self.stored(channel, id);
         let progress = self.channels.entry(channel).or_default();
         progress.sent = progress.sent.max(id);
-        self.awaiting_packet_id.push_back((channel, id));
+        self.awaiting_packet_id
+            .push_back((channel, id, Instant::now()));
     }
 
     /// The client wrote the next publish with this packet id.
@@ -144,10 +147,10 @@ impl Outbox {
 
     /// The broker acknowledged a packet. Per connection the broker acknowledges in
     /// the order it received (MQTT 3.1.1, 4.6), so the watermark only moves up.
-    pub fn acknowledged(&mut self, packet_id: u16) {
-        let Some((channel, id)) = self.in_flight.remove(&packet_id) else {
-            return;
-        };
+    /// Returns how long ago the publish was handed to the client.
+    pub fn acknowledged(&mut self, packet_id: u16) -> Option<Duration> {
+        let (channel, id, sent) = self.in_flight.remove(&packet_id)?;
+        let took = sent.elapsed();
         let progress = self.channels.entry(channel).or_default();
         if id > progress.acked {
             // Only sent ids are acknowledged, and sending records them as stored.
@@ -156,6 +159,7 @@ impl Outbox {
             self.depth.fetch_sub(acked, Ordering::Relaxed);
             self.moved.insert(channel);
         }
+        Some(took)
     }
 
     /// Whether an acknowledged watermark moved since the last [`Outbox::take_moved`].

@@ -113,6 +113,8 @@ async fn counters_match_the_traffic_and_gauges_follow_the_streams() {
         (1.0..=6.0).contains(&queue_waits),
         "one wait per write of the 6 messages, got {queue_waits}"
     );
+    let to_broker = chat_metrics.value(&format!("{}_count", names::PUBLISH_DURATION), &[]);
+    assert_eq!(to_broker, 6.0, "every publish acknowledged is timed");
     let publisher = [("connection", "publisher")];
     assert_eq!(chat_metrics.value(names::BROKER_CONNECTED, &publisher), 1.0);
     assert_eq!(chat_metrics.value(names::OUTBOX_DEPTH, &[]), 0.0);
@@ -127,6 +129,11 @@ async fn counters_match_the_traffic_and_gauges_follow_the_streams() {
     assert!(
         sse_metrics.value(&lag_samples, &[]) >= 1.0,
         "delivery lag recorded"
+    );
+    let bus_samples = format!("{}_count", names::BUS_LAG);
+    assert!(
+        sse_metrics.value(&bus_samples, &[]) >= 1.0,
+        "the first message from the broker is sampled"
     );
     let fanout_samples = format!("{}_count", names::FANOUT_DURATION);
     assert_eq!(
