@@ -170,15 +170,17 @@ pub async fn publish(
 ) {
     let mut interval = tokio::time::interval(PUBLISH_EVERY);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut was_connected = false;
+    let mut published_on = 0;
     loop {
         interval.tick().await;
-        let connected = status.is_connected();
-        let reconnected = connected && !was_connected;
-        was_connected = connected;
-        if !connected {
+        if !status.is_connected() {
             continue;
         }
+        // A new connection, however fast it replaced the last (whose will
+        // emptied the liveness topic), is announced again.
+        let connection = status.connections();
+        let reconnected = connection != published_on;
+        published_on = connection;
         let everything = reconnected || presence.refresh.swap(false, Ordering::Relaxed);
         if reconnected {
             let alive = serde_json::json!({ "node": presence.node() }).to_string();

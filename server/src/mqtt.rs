@@ -5,7 +5,7 @@ pub mod requests;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use clap::Args;
@@ -154,18 +154,35 @@ pub fn redact(raw: &str) -> String {
     }
 }
 
-/// Whether a service's broker connection is up, for `/readyz`. Written by the task
-/// that polls the connection, read by request handlers.
+/// Whether a service's broker connection is up, for `/readyz`, and how many
+/// connections it has made. Written by the task that polls the connection,
+/// read by request handlers and by tasks that must act on every new
+/// connection, however quickly it replaced the last.
 #[derive(Debug, Clone, Default)]
-pub struct BrokerStatus(Arc<AtomicBool>);
+pub struct BrokerStatus(Arc<Status>);
+
+#[derive(Debug, Default)]
+struct Status {
+    connected: AtomicBool,
+    connections: AtomicU64,
+}
 
 impl BrokerStatus {
     pub fn is_connected(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.0.connected.load(Ordering::Relaxed)
     }
 
     pub fn set(&self, connected: bool) {
-        self.0.store(connected, Ordering::Relaxed);
+        let was = self.0.connected.swap(connected, Ordering::Relaxed);
+        if connected && !was {
+            self.0.connections.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Connections made so far: a change means a new one, even when the
+    /// connection looks as up as before.
+    pub fn connections(&self) -> u64 {
+        self.0.connections.load(Ordering::Relaxed)
     }
 }
 
@@ -182,6 +199,18 @@ pub fn client_id(role: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reconnect_counts_as_a_new_connection_however_fast() {
+        let status = BrokerStatus::default();
+        status.set(true);
+        status.set(true);
+        assert_eq!(status.connections(), 1, "still the first");
+        status.set(false);
+        status.set(true);
+        assert!(status.is_connected());
+        assert_eq!(status.connections(), 2);
+    }
 
     #[test]
     fn parses_host_port_and_credentials() {
