@@ -226,7 +226,10 @@ fn serve(
             .configure(broadcast_sse::configure)
             .route("/", web::get().to(demo_page))
             .route("/crier.js", web::get().to(client_module))
-            .configure(|cfg| server::health::configure(cfg, web::get().to(readyz)))
+            .configure(|cfg| {
+                let document = crate::openapi::document();
+                server::health::configure(cfg, web::get().to(readyz), document)
+            })
             .configure(|cfg| {
                 if metrics_here {
                     cfg.route("/metrics", web::get().to(metrics));
@@ -260,9 +263,16 @@ async fn metrics(
     server::metrics::response(server::metrics::Metrics::install().render())
 }
 
-/// Ready when the store answers and both the publisher and the subscriber are
-/// connected to the broker.
-async fn readyz(
+/// Storage and broker are up: the store answers, and both the publisher and
+/// the subscriber are connected to the broker (the report names what is not).
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readyz",
+    tag = "health",
+    responses(server::health::ReadyzResponses)
+)]
+pub(crate) async fn readyz(
     chat: web::Data<chat_service::AppState>,
     broadcast: web::Data<broadcast_sse::AppState>,
 ) -> HttpResponse {

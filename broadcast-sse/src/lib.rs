@@ -28,6 +28,7 @@
 //!   process).
 //! - [`bus`]: the subscriber task that owns the broker connection.
 //! - [`error`]: the service's error enum and its JSON mapping.
+//! - [`openapi`]: the API document this service serves.
 
 pub mod bus;
 pub mod config;
@@ -36,6 +37,7 @@ pub mod history;
 pub mod http1;
 pub mod hub;
 pub mod metrics;
+pub mod openapi;
 pub mod presence;
 pub mod routes;
 pub mod startup;

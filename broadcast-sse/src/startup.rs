@@ -157,7 +157,11 @@ server::routes! {
 
 /// `/healthz` and `/readyz` of the standalone service.
 pub fn configure_health(cfg: &mut web::ServiceConfig) {
-    server::health::configure(cfg, web::get().to(health::readyz));
+    server::health::configure(
+        cfg,
+        web::get().to(health::readyz),
+        crate::openapi::document(),
+    );
 }
 
 /// A running broadcast-sse: its address and the tasks to watch.

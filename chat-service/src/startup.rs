@@ -185,7 +185,11 @@ server::routes! {
 /// `/healthz` and `/readyz`, separate from [`configure`] because the all-in-one
 /// binary answers them for both services at once.
 pub fn configure_health(cfg: &mut web::ServiceConfig) {
-    server::health::configure(cfg, web::get().to(health::readyz));
+    server::health::configure(
+        cfg,
+        web::get().to(health::readyz),
+        crate::openapi::document(),
+    );
 }
 
 /// A running chat-service: its port and the tasks to watch.
