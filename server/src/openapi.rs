@@ -27,7 +27,7 @@ use utoipa::{IntoParams, Modify, ToResponse, ToSchema};
     ),
     paths(crate::health::healthz, crate::health::openapi),
     components(
-        schemas(ErrorBody, crate::health::Readiness),
+        schemas(ErrorBody, Name, Text, crate::health::Readiness),
         responses(
             BadRequest,
             Unauthorized,
