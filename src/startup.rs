@@ -107,7 +107,7 @@ impl Binary for Application {
             &background,
         );
         let hub = broadcast.hub.clone();
-        let server = Service::new(config.server.clone(), readyz)
+        let server = Service::new(config.server.clone(), readyz, crate::openapi::document())
             .data(chat)
             .data(broadcast)
             .routes(chat_service::configure)
@@ -249,9 +249,16 @@ async fn metrics(
     server::metrics::response(server::metrics::Metrics::install().render())
 }
 
-/// Ready when the store answers and both the publisher and the subscriber are
-/// connected to the broker.
-async fn readyz(
+/// Storage and broker are up: the store answers, and both the publisher and
+/// the subscriber are connected to the broker (the report names what is not).
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readyz",
+    tag = "health",
+    responses(server::health::ReadyzResponses)
+)]
+pub(crate) async fn readyz(
     chat: web::Data<chat_service::AppState>,
     broadcast: web::Data<broadcast_sse::AppState>,
 ) -> HttpResponse {

@@ -27,6 +27,7 @@
 //!   process).
 //! - [`bus`]: the subscriber task that owns the broker connection.
 //! - [`error`]: the service's error enum and its JSON mapping.
+//! - [`openapi`]: the API document this service serves.
 
 pub mod bus;
 pub mod config;
@@ -34,6 +35,7 @@ pub mod error;
 pub mod history;
 pub mod hub;
 pub mod metrics;
+pub mod openapi;
 pub mod presence;
 pub mod routes;
 pub mod startup;

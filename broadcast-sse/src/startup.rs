@@ -196,12 +196,16 @@ impl Binary for Application {
             &background,
         );
         let hub = state.hub.clone();
-        let server = Service::new(config.server.clone(), health::readyz)
-            .data(state)
-            .routes(configure)
-            .metrics(crate::metrics::scrape)
-            .transport(Transport::Streams(is_stream_path))
-            .start(&config.listen)?;
+        let server = Service::new(
+            config.server.clone(),
+            health::readyz,
+            crate::openapi::document(),
+        )
+        .data(state)
+        .routes(configure)
+        .metrics(crate::metrics::scrape)
+        .transport(Transport::Streams(is_stream_path))
+        .start(&config.listen)?;
         let banner = format!(
             "broadcast-sse listening on {}://{} (broker {}, history {})",
             config.server.scheme(),

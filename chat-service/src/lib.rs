@@ -21,6 +21,7 @@
 //! - [`intake`]: posts from MQTT clients (`…/channels/{uuid}/post`), stored like
 //!   REST posts.
 //! - [`error`]: the service's error enum and its mapping to the JSON error body.
+//! - [`openapi`]: the API document this service serves.
 
 pub mod access;
 pub mod bans;
@@ -30,6 +31,7 @@ pub mod domain;
 pub mod error;
 pub mod intake;
 pub mod metrics;
+pub mod openapi;
 pub mod publish;
 pub mod rate_limit;
 pub mod routes;

@@ -203,11 +203,15 @@ impl Binary for Application {
             &background,
         )?;
         let store = state.store.clone();
-        let server = Service::new(config.server.clone(), health::readyz)
-            .data(state)
-            .routes(configure)
-            .metrics(crate::metrics::scrape)
-            .start(&config.listen)?;
+        let server = Service::new(
+            config.server.clone(),
+            health::readyz,
+            crate::openapi::document(),
+        )
+        .data(state)
+        .routes(configure)
+        .metrics(crate::metrics::scrape)
+        .start(&config.listen)?;
         let banner = format!(
             "chat-service listening on {}://{} (broker {})",
             config.server.scheme(),

@@ -8,7 +8,8 @@ use uuid::Uuid;
 
 /// A channel is named by any UUID; the canonical form is lowercase and hyphenated,
 /// so `ABC…` and `abc…` name the same channel everywhere (storage keys, topics, URLs).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, utoipa::ToSchema)]
+#[schema(example = "6f9619ff-8b86-d011-b42d-00cf4fc964ff")]
 pub struct ChannelId(Uuid);
 
 /// Returned when a path segment is not a UUID.

@@ -6,13 +6,17 @@
 use serde::{Deserialize, Serialize};
 
 /// The wire shape of an error.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = Error, example = json!({"error": {"code": "invalid_channel", "message": "channel must be a UUID, got \"general\""}}))]
 pub struct ErrorBody {
+    #[schema(inline)]
     pub error: ErrorDetail,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
+    /// What went wrong, for programs: `snake_case`, stable.
     pub code: String,
+    /// What went wrong, for people.
     pub message: String,
 }

@@ -1,5 +1,7 @@
 //! The contract Crier's services share: what a channel id, a message, a topic,
-//! a token's claims and an error look like on the wire, and the OpenAPI document.
+//! a token's claims and an error look like on the wire. The wire types derive
+//! `utoipa::ToSchema`, so the API document the `server` crate assembles describes
+//! them as they are.
 //!
 //! Pure data: no server, no broker client, no runtime, so anything that speaks
 //! to Crier (the services, the tests, the load generator) agrees on one
@@ -11,13 +13,11 @@
 //! - [`topic`]: MQTT topic names for channels.
 //! - [`claims`]: what a JSON Web Token grants.
 //! - [`error`]: the JSON error body.
-//! - [`openapi`]: the OpenAPI document served at `/openapi.json`.
 
 pub mod channel;
 pub mod claims;
 pub mod error;
 pub mod message;
-pub mod openapi;
 pub mod topic;
 
 pub use channel::ChannelId;

@@ -10,17 +10,27 @@ use crate::ChannelId;
 
 /// One chat message. The same JSON is the POST answer, the history entry, the MQTT
 /// payload and the SSE `data:` line, so every consumer parses one shape.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({
+    "id": 7,
+    "channel": "6f9619ff-8b86-d011-b42d-00cf4fc964ff",
+    "author": "ann",
+    "text": "hello",
+    "ts": "2026-11-21T22:40:00.123Z"
+}))]
 pub struct Message {
     /// Per-channel sequence number: 1, 2, 3 … with no gap and no reuse.
+    #[schema(minimum = 1)]
     pub id: u64,
     pub channel: ChannelId,
     pub author: String,
     pub text: String,
     /// RFC 3339 UTC with milliseconds, e.g. `2026-11-21T22:40:00.123Z`.
+    #[schema(format = DateTime)]
     pub ts: String,
     /// Public profile of the poster taken from their token, when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object, required = false)]
     pub user: Option<serde_json::Value>,
 }
 

@@ -1,7 +1,11 @@
 //! The health endpoints every Crier service answers: `/healthz` (the process
-//! answers) and `/readyz` (what it depends on is up), in one shape.
+//! answers) and `/readyz` (what it depends on is up), in one shape, and
+//! `/openapi.json`, the document of what the binary serves.
 
 use actix_web::{HttpResponse, web};
+use serde::Serialize;
+use utoipa::openapi::OpenApi;
+use utoipa::{IntoResponses, ToSchema};
 
 use crate::error::method_not_allowed;
 use serde_json::{Map, Value, json};
@@ -13,8 +17,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/openapi.json"),
 ];
 
-/// Registers [`ROUTES`]: `/healthz`, the binary's own `readyz` and `/openapi.json`.
-pub fn configure(cfg: &mut web::ServiceConfig, readyz: actix_web::Route) {
+/// Registers [`ROUTES`]: `/healthz`, the binary's own `readyz` and `/openapi.json`
+/// serving `document` (see [`crate::openapi::document`]).
+pub fn configure(cfg: &mut web::ServiceConfig, readyz: actix_web::Route, document: OpenApi) {
     let get_only = |path: &str, route: actix_web::Route| {
         web::resource(path)
             .route(route)
@@ -22,7 +27,9 @@ pub fn configure(cfg: &mut web::ServiceConfig, readyz: actix_web::Route) {
     };
     cfg.service(get_only("/healthz", web::get().to(healthz)))
         .service(get_only("/readyz", readyz))
-        .service(get_only("/openapi.json", web::get().to(openapi)));
+        .service(
+            get_only("/openapi.json", web::get().to(openapi)).app_data(web::Data::new(document)),
+        );
 }
 
 /// How a readiness report names a broker connection.
@@ -34,8 +41,82 @@ pub fn connection(connected: bool) -> &'static str {
     }
 }
 
+/// `{"status":"ok"}`.
+#[derive(Serialize, ToSchema)]
+pub struct Up {
+    status: UpStatus,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+enum UpStatus {
+    Ok,
+}
+
+/// The process answers.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "healthz",
+    tag = "health",
+    responses((status = 200, description = "Up.", body = Up))
+)]
 pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"status": "ok"}))
+    HttpResponse::Ok().json(Up {
+        status: UpStatus::Ok,
+    })
+}
+
+/// What [`readiness`] answers, for the API document: the status, what each
+/// binary reports (a field only where the binary has that part) and, when not
+/// ready, the usual error object naming every problem.
+#[derive(ToSchema)]
+pub struct Readiness {
+    pub status: ReadinessStatus,
+    /// The store: `ok` or `failing` (chat-service).
+    #[schema(required = false)]
+    pub storage: String,
+    /// The publisher's (chat-service) or the subscriber's (broadcast-sse)
+    /// broker connection: `connected` or `disconnected`.
+    #[schema(required = false)]
+    pub broker: String,
+    /// The stream subscriber's broker connection (all-in-one).
+    #[schema(required = false)]
+    pub subscriber: String,
+    /// The subscription that takes MQTT posts: `connected`, `disconnected` or
+    /// `off` (chat-service).
+    #[schema(required = false)]
+    pub mqtt_posts: String,
+    /// Stored messages the broker has not acknowledged yet (chat-service).
+    #[schema(required = false)]
+    pub outbox: u64,
+    /// Open streams (broadcast-sse).
+    #[schema(required = false)]
+    pub listeners: u64,
+    /// Channels being backfilled from history (broadcast-sse).
+    #[schema(required = false)]
+    pub backfills: u64,
+    /// When not ready: `not_ready`, and a message naming every problem.
+    #[schema(inline, required = false)]
+    pub error: protocol::error::ErrorDetail,
+}
+
+#[derive(ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadinessStatus {
+    Ready,
+    NotReady,
+}
+
+/// The answers of every `/readyz`, for its `#[utoipa::path]`.
+#[derive(IntoResponses)]
+pub enum ReadyzResponses {
+    /// Ready.
+    #[response(status = 200)]
+    Ready(Readiness),
+    /// Not ready: the report says what is wrong.
+    #[response(status = 503)]
+    NotReady(Readiness),
 }
 
 /// A readiness answer: `200` with `"status": "ready"` and the `report`, or, when
@@ -55,11 +136,19 @@ pub fn readiness(mut report: Map<String, Value>, problems: &[&str]) -> HttpRespo
     HttpResponse::ServiceUnavailable().json(report)
 }
 
-/// `GET /openapi.json`: the document of the API.
-async fn openapi() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("application/json")
-        .body(protocol::openapi::DOCUMENT)
+/// This document.
+///
+/// What this binary serves: the all-in-one `crier` both services, chat-service
+/// and broadcast-sse their own routes; every binary the health routes.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    operation_id = "openapi",
+    tag = "health",
+    responses((status = 200, description = "OpenAPI 3.1.", body = Object))
+)]
+pub async fn openapi(document: web::Data<OpenApi>) -> HttpResponse {
+    HttpResponse::Ok().json(document.as_ref())
 }
 
 #[cfg(test)]

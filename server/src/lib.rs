@@ -19,6 +19,7 @@
 //! - [`http1_response`]: HTTP/1.1 responses written straight to a socket.
 //! - [`metrics`]: the Prometheus recorder and `GET /metrics`.
 //! - [`mqtt`]: broker settings, `mqtt://` URL parsing and the connection driver.
+//! - [`openapi`]: the API document, assembled from the handlers' descriptions.
 //! - [`plain_server`]: the server without TLS: HTTP/1.1 and h2c on one port.
 //! - [`presence`]: who is in a channel across nodes, through the broker.
 //! - [`routes`]: `routes!`, a service's routes and their list, declared once.
@@ -36,6 +37,7 @@ pub mod health;
 pub mod http1_response;
 pub mod metrics;
 pub mod mqtt;
+pub mod openapi;
 pub mod plain_server;
 pub mod presence;
 pub mod routes;

@@ -1,26 +1,54 @@
-//! A service's routes, declared once: [`routes!`](crate::routes!) writes both the
-//! `configure` that registers them and the `ROUTES` list the OpenAPI test holds
-//! against the document, so a route cannot be served without being listed, nor
-//! listed without being served, and an undocumented one fails that test.
+//! A service's routes, declared once: [`routes!`](crate::routes!) writes the
+//! `configure` that registers them, the `ROUTES` list, and the `ApiDoc` that
+//! describes them from each handler's `#[utoipa::path]`. A route cannot be
+//! served without being listed, nor listed without being served; a handler
+//! without a description does not compile, and one whose description names
+//! another path or method fails the test the macro writes next to them.
 
 /// Declares the routes of a service:
 ///
 /// ```ignore
-/// protocol::routes! {
+/// server::routes! {
 ///     "/bans" => { GET => admin::list_bans, POST => admin::add_bans },
 /// }
 /// ```
 ///
 /// makes `pub fn configure(&mut ServiceConfig)`, where each resource answers
 /// the methods named and every other method `405` with an `Allow` header
-/// naming them (in the order written), and `pub const ROUTES: &[(&str, &str)]`,
-/// every `(METHOD, path)` that `configure` serves.
+/// naming them (in the order written); `pub const ROUTES: &[(&str, &str)]`,
+/// every `(METHOD, path)` that `configure` serves; `pub struct ApiDoc`, the
+/// `utoipa::OpenApi` of every handler (each needs `#[utoipa::path]`, and the
+/// crate a `utoipa` dependency); and a test that `ApiDoc` describes exactly
+/// `ROUTES`.
 #[macro_export]
 macro_rules! routes {
     ($( $path:literal => { $( $method:ident => $handler:path ),+ $(,)? } ),+ $(,)?) => {
         /// Every `(METHOD, path)` [`configure`] serves; the OpenAPI document must
         /// describe exactly these (a test compares them).
         pub const ROUTES: &[(&str, &str)] = &[ $( $( (stringify!($method), $path) ),+ ),+ ];
+
+        /// The description of every handler [`configure`] serves, each from its
+        /// `#[utoipa::path]`; `server::openapi::document` completes it.
+        #[derive(::utoipa::OpenApi)]
+        #[openapi(paths($( $( $handler ),+ ),+))]
+        pub struct ApiDoc;
+
+        #[cfg(test)]
+        #[test]
+        fn the_api_doc_describes_exactly_the_routes() {
+            let document = <ApiDoc as ::utoipa::OpenApi>::openapi();
+            assert_eq!(
+                $crate::openapi::operations(&document),
+                $crate::openapi::sorted(ROUTES),
+                "each handler's #[utoipa::path] must name the path and method it is routed at"
+            );
+            let document = $crate::openapi::document([document]);
+            assert_eq!(
+                $crate::openapi::dangling_refs(&document),
+                ::std::vec::Vec::<::std::string::String>::new(),
+                "every schema and response the handlers name must be in the document"
+            );
+        }
 
         /// The API routes (the table of contents of the service), from the
         /// same declaration as [`ROUTES`]. The caller registers the state the
@@ -44,19 +72,34 @@ macro_rules! routes {
 
 #[cfg(test)]
 mod tests {
+    use actix_web::App;
     use actix_web::test::{TestRequest, call_service, init_service};
-    use actix_web::{App, HttpResponse};
 
-    async fn ok() -> HttpResponse {
-        HttpResponse::Ok().finish()
+    mod handlers {
+        use actix_web::HttpResponse;
+
+        #[utoipa::path(get, path = "/things", responses((status = 200)))]
+        pub async fn list() -> HttpResponse {
+            HttpResponse::Ok().finish()
+        }
+
+        #[utoipa::path(post, path = "/things", responses((status = 200)))]
+        pub async fn add() -> HttpResponse {
+            HttpResponse::Ok().finish()
+        }
+
+        #[utoipa::path(delete, path = "/things/{id}", responses((status = 200)))]
+        pub async fn remove() -> HttpResponse {
+            HttpResponse::Ok().finish()
+        }
     }
 
     mod service {
-        use super::ok;
+        use super::handlers;
 
         crate::routes! {
-            "/things" => { GET => ok, POST => ok },
-            "/things/{id}" => { DELETE => ok },
+            "/things" => { GET => handlers::list, POST => handlers::add },
+            "/things/{id}" => { DELETE => handlers::remove },
         }
     }
 

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use actix_service::IntoServiceFactory;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{App, FromRequest, Handler, HttpServer, Responder, Route, web};
+use utoipa::openapi::OpenApi;
 
 use crate::error::{json_error_bodies, not_found, path_config, query_config};
 use crate::plain_server::{AppFactory, MakeApp};
@@ -32,6 +33,8 @@ pub struct Service {
     settings: ServerSettings,
     parts: Vec<Part>,
     readyz: MakeRoute,
+    /// What `/openapi.json` answers.
+    document: OpenApi,
     metrics: Option<MakeRoute>,
     transport: Transport,
 }
@@ -48,9 +51,10 @@ pub enum ServeError {
 }
 
 impl Service {
-    /// A server with `settings`, answering `/readyz` with `readyz`, every
-    /// request through actix-http ([`Transport::Requests`]).
-    pub fn new<H, Args>(settings: ServerSettings, readyz: H) -> Self
+    /// A server with `settings`, answering `/readyz` with `readyz` and
+    /// `/openapi.json` with `document` (see [`crate::openapi::document`]),
+    /// every request through actix-http ([`Transport::Requests`]).
+    pub fn new<H, Args>(settings: ServerSettings, readyz: H, document: OpenApi) -> Self
     where
         H: Handler<Args> + Send + Sync,
         Args: FromRequest + 'static,
@@ -60,6 +64,7 @@ impl Service {
             settings,
             parts: Vec::new(),
             readyz: make_get(readyz),
+            document,
             metrics: None,
             transport: Transport::Requests,
         }
@@ -167,6 +172,7 @@ impl Service {
             settings,
             parts,
             readyz,
+            document,
             metrics,
             transport: _,
         } = self;
@@ -182,7 +188,7 @@ impl Service {
                     for part in &parts {
                         part(cfg);
                     }
-                    crate::health::configure(cfg, readyz());
+                    crate::health::configure(cfg, readyz(), document.clone());
                     if let Some(metrics) = &metrics {
                         cfg.route("/metrics", metrics());
                     }

@@ -12,11 +12,16 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use protocol::ChannelId;
 use server::auth::{TokenSources, claims_of, require_subscribe};
 use server::error::ApiError;
+use server::openapi::{
+    AccessToken, BadRequest, ChannelPath, Forbidden, NotFound, TooManyRequests, Unauthorized,
+    Unavailable,
+};
 use server::settings::header_text;
 use tokio::sync::watch;
 
 use crate::AppState;
 use crate::error::BroadcastError;
+use crate::openapi::{ChannelsQuery, CursorHeader, PresenceQuery, ResumeHeader, ResumeQuery};
 use crate::stream::{ClientStream, Opening, cursor};
 use crate::stream_slots::StreamSlot;
 
@@ -55,6 +60,31 @@ struct Admission {
     follows_presence: bool,
 }
 
+/// A channel's messages as Server-Sent Events (broadcast-sse).
+///
+/// `retry:`, then `id:`/`event: message`/`data:` for each message; `event: gap`
+/// (`{"channel","from","to"}`) when resumed ids were removed; `event: reset`
+/// (`{"channel","last_id"}`) when the resume point is above the newest stored
+/// id; `event: reconnect` when the client should reconnect with its
+/// Last-Event-ID; `: keep-alive` comments.
+#[utoipa::path(
+    get,
+    path = "/channels/{channel}/events",
+    operation_id = "streamEvents",
+    tag = "streams",
+    params(ChannelPath, ResumeHeader, ResumeQuery, AccessToken, PresenceQuery),
+    responses(
+        (status = 200, description = "The stream; it stays open.", body = String,
+            content_type = "text/event-stream"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 429, response = TooManyRequests),
+        (status = 503, response = Unavailable),
+    ),
+    security((), ("bearer" = []), ("cookie" = [])),
+)]
 pub async fn events(
     req: HttpRequest,
     channel: web::Path<String>,
@@ -63,7 +93,31 @@ pub async fn events(
     respond(&req, StreamTarget::Channel(&channel), &state).await
 }
 
-/// `GET /events?channel=…`: one stream of several channels.
+/// Several channels' messages on one Server-Sent Events stream (broadcast-sse).
+///
+/// `GET /events?channel=…&channel=…`. Events are those of
+/// /channels/{channel}/events, each naming its channel in its data; every
+/// `id:` is a cursor of the last id of each channel (`{first 8 hex digits of
+/// the channel}:{id}`, comma-separated), so the browser's Last-Event-ID
+/// resumes them all.
+#[utoipa::path(
+    get,
+    path = "/events",
+    operation_id = "streamChannelsEvents",
+    tag = "streams",
+    params(ChannelsQuery, CursorHeader, AccessToken, PresenceQuery),
+    responses(
+        (status = 200, description = "The stream; it stays open.", body = String,
+            content_type = "text/event-stream"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 429, response = TooManyRequests),
+        (status = 503, response = Unavailable),
+    ),
+    security((), ("bearer" = []), ("cookie" = [])),
+)]
 pub async fn channels_events(
     req: HttpRequest,
     state: web::Data<AppState>,

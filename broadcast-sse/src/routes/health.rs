@@ -7,6 +7,14 @@ use server::health::{connection, readiness};
 
 use crate::AppState;
 
+/// The broker is connected (the report names what is not).
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readyz",
+    tag = "health",
+    responses(server::health::ReadyzResponses)
+)]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let connected = state.broker.is_connected();
     let mut report = Map::new();

@@ -5,16 +5,22 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use protocol::{ChannelId, Message};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use server::error::ApiError;
+use server::openapi::{
+    BadRequest, ChannelPath, Forbidden, InternalError, Name, NotFound, Overloaded, PayloadTooLarge,
+    Text, Unauthorized,
+};
+use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::bans::MAX_BAN_SECS;
+use crate::bans::{Ban, MAX_BAN_SECS};
 use crate::body::read_limited;
 use crate::domain::{Author, NewMessage};
 use crate::error::ChatError;
 use crate::metrics::{self, Source};
+use crate::routes::messages::HistoryPage;
 use crate::store::Entry;
 
 /// Largest admin request body, and most items in one request.
@@ -23,25 +29,90 @@ const MAX_ITEMS: usize = 1000;
 /// Author of a bulk message whose item names none.
 const DEFAULT_SERVER_AUTHOR: &str = "server";
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct BanItem {
+#[schema(as = BanRequest)]
+pub struct BanItem {
+    #[schema(value_type = Name)]
     name: String,
+    #[schema(format = Uuid)]
     channel: String,
     /// Seconds from now.
+    #[schema(minimum = 1, maximum = 315_360_000)]
     expire: u64,
 }
 
-#[derive(Deserialize)]
+/// 1 to 1000 bans to add.
+#[derive(ToSchema)]
+#[schema(min_items = 1, max_items = 1000)]
+pub struct BanItems(pub Vec<BanItem>);
+
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PublishItem {
+pub struct PublishItem {
+    #[schema(format = Uuid)]
     channel: String,
+    #[schema(value_type = Text)]
     text: String,
+    /// The author; else the `name` of `user`, else the admin token's `name`,
+    /// else `server`.
+    #[schema(value_type = Option<Name>)]
     author: Option<String>,
+    /// Public information about the sender, broadcast with the message.
+    #[schema(value_type = Option<Object>)]
     user: Option<Value>,
 }
 
-/// `POST /bans` `[{"name":"x","channel":"<uuid>","expire":30}]` → `201 {"bans":[…]}`.
+/// 1 to 1000 messages to store and broadcast.
+#[derive(ToSchema)]
+#[schema(min_items = 1, max_items = 1000)]
+pub struct PublishItems(pub Vec<PublishItem>);
+
+/// `{"bans":[…]}`: the bans in force.
+#[derive(Serialize, ToSchema)]
+pub struct BanList {
+    #[schema(value_type = Vec<BanInForce>)]
+    bans: Vec<Ban>,
+}
+
+// The shape `crate::bans::Ban` serializes to.
+/// A ban in force.
+#[derive(ToSchema)]
+#[schema(as = Ban)]
+pub struct BanInForce {
+    pub name: String,
+    pub channel: ChannelId,
+    /// Seconds since the Unix epoch.
+    pub expires_at: u64,
+}
+
+/// Admin: ban names from channels for a while.
+///
+/// `[{"name":"x","channel":"<uuid>","expire":30}]` → `201 {"bans":[…]}`.
+#[utoipa::path(
+    post,
+    path = "/bans",
+    operation_id = "addBans",
+    tag = "admin",
+    request_body(content = inline(BanItems), content_type = "application/json"),
+    responses(
+        (status = 201, description = "The bans now in force.", body = BanList,
+            links(("LiftTheFirstBan" = (
+                operation_id = "liftBan",
+                parameters(
+                    ("channel" = "$response.body#/bans/0/channel"),
+                    ("name" = "$response.body#/bans/0/name")
+                )
+            )))),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 413, response = PayloadTooLarge),
+        (status = 503, response = Overloaded),
+        (status = 500, response = InternalError),
+    ),
+    security((), ("bearer" = [])),
+)]
 pub async fn add_bans(
     req: HttpRequest,
     payload: web::Payload,
@@ -58,7 +129,7 @@ pub async fn add_bans(
     for (channel, name, seconds) in checked {
         bans.push(state.bans.ban(channel, &name, seconds).await?);
     }
-    Ok(HttpResponse::Created().json(json!({ "bans": bans })))
+    Ok(HttpResponse::Created().json(BanList { bans }))
 }
 
 fn check_ban(
@@ -75,16 +146,51 @@ fn check_ban(
     Ok((channel, name.as_str().to_string(), item.expire))
 }
 
-/// `GET /bans` → `{"bans":[{"name","channel","expires_at"}]}` (bans in force).
+/// Admin: the bans in force.
+///
+/// `GET /bans` → `{"bans":[{"name","channel","expires_at"}]}`.
+#[utoipa::path(
+    get,
+    path = "/bans",
+    operation_id = "listBans",
+    tag = "admin",
+    responses(
+        (status = 200, description = "The bans in force.", body = BanList),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = InternalError),
+    ),
+    security((), ("bearer" = [])),
+)]
 pub async fn list_bans(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ChatError> {
     state.access.admin(&req)?;
-    Ok(HttpResponse::Ok().json(json!({ "bans": state.bans.list().await? })))
+    let bans = state.bans.list().await?;
+    Ok(HttpResponse::Ok().json(BanList { bans }))
 }
 
+/// Admin: lift a ban.
+///
 /// `DELETE /bans/{channel}/{name}` → `204`, or `404 ban_not_found`.
+#[utoipa::path(
+    delete,
+    path = "/bans/{channel}/{name}",
+    operation_id = "liftBan",
+    tag = "admin",
+    params(ChannelPath, ("name" = String, Path, description = "The banned name.")),
+    responses(
+        (status = 204, description = "Lifted."),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 503, response = Overloaded),
+        (status = 500, response = InternalError),
+    ),
+    security((), ("bearer" = [])),
+)]
 pub async fn lift_ban(
     req: HttpRequest,
     path: web::Path<(String, String)>,
@@ -104,8 +210,27 @@ pub async fn lift_ban(
     Ok(HttpResponse::NoContent().finish())
 }
 
+/// Admin: store and broadcast server messages to many channels.
+///
 /// `POST /publish` `[{"channel":"<uuid>","text":"…","user":{"name":"Server"}}]` →
 /// `201 {"messages":[…]}`: each stored and broadcast like a POST.
+#[utoipa::path(
+    post,
+    path = "/publish",
+    operation_id = "publish",
+    tag = "admin",
+    request_body(content = inline(PublishItems), content_type = "application/json"),
+    responses(
+        (status = 201, description = "The stored messages.", body = HistoryPage),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 413, response = PayloadTooLarge),
+        (status = 503, response = Overloaded),
+        (status = 500, response = InternalError),
+    ),
+    security((), ("bearer" = [])),
+)]
 pub async fn publish(
     req: HttpRequest,
     payload: web::Payload,
@@ -126,7 +251,7 @@ pub async fn publish(
     let appended = state.store.append(entries, true).await?;
     metrics::accepted(Source::Http, appended.len());
     let messages: Vec<Message> = appended.into_iter().map(|a| a.message).collect();
-    Ok(HttpResponse::Created().json(json!({ "messages": messages })))
+    Ok(HttpResponse::Created().json(HistoryPage { messages }))
 }
 
 fn check_publish(

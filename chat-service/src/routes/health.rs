@@ -8,6 +8,14 @@ use server::mqtt::BrokerStatus;
 
 use crate::AppState;
 
+/// Storage and the broker are up (the report names what is not).
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readyz",
+    tag = "health",
+    responses(server::health::ReadyzResponses)
+)]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let (report, problems) = report(&state).await;
     readiness(report, &problems)

@@ -5,6 +5,11 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use protocol::ChannelId;
 use protocol::Message;
 use serde::{Deserialize, Serialize};
+use server::openapi::{
+    AccessToken, BadRequest, ChannelPath, Forbidden, InternalError, Name, NotFound, Overloaded,
+    PayloadTooLarge, Text, TooManyRequests, Unauthorized, UnsupportedMediaType,
+};
+use utoipa::{IntoParams, ToSchema};
 
 use std::time::Instant;
 
@@ -24,23 +29,107 @@ pub const KEY_IS_NEW: &str = "Idempotency-Key-New";
 /// Longest accepted `Idempotency-Key`, in bytes.
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PostQuery {
+    /// The author, for `text/plain` bodies, where it is required unless a
+    /// token names the author.
+    #[param(value_type = Name, required = false)]
     author: Option<String>,
 }
 
 /// `{"messages": [...]}`, ascending by id.
-#[derive(Serialize)]
-struct HistoryPage {
-    messages: Vec<Message>,
+#[derive(Serialize, ToSchema)]
+pub(crate) struct HistoryPage {
+    pub(crate) messages: Vec<Message>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
+    /// A page after this id; without it, the latest `limit` messages.
+    #[param(minimum = 0, maximum = 18446744073709551615_u64)]
     after: Option<u64>,
+    /// Messages in the page.
+    #[param(minimum = 1, maximum = 1000, default = 50)]
     limit: Option<usize>,
 }
 
+/// A message to post, as JSON or form fields.
+#[derive(ToSchema)]
+#[schema(as = NewMessage, example = json!({"author": "ann", "text": "hello"}))]
+pub struct NewMessageBody {
+    /// Ignored when a token is present (its `name` is the author).
+    #[schema(value_type = Name)]
+    pub author: String,
+    #[schema(value_type = Text)]
+    pub text: String,
+}
+
+/// The headers of a POST that make a retry safe.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct PostHeaders {
+    /// A retry with the same key returns the original message.
+    #[param(
+        rename = "Idempotency-Key",
+        required = false,
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[\x21-\x7e]+$"
+    )]
+    pub idempotency_key: String,
+    /// `true`: the Idempotency-Key names a message seen for the first time, so
+    /// it is recorded for this message (replacing an earlier one) and not
+    /// looked up. A relay of MQTT posts sends it for a key derived from a first
+    /// delivery. Needs an Idempotency-Key.
+    #[param(rename = "Idempotency-Key-New", required = false, inline)]
+    pub key_is_new: Flag,
+}
+
+/// `true` or `false`, as a header says it.
+#[derive(ToSchema)]
+pub enum Flag {
+    #[serde(rename = "true")]
+    True,
+    #[serde(rename = "false")]
+    False,
+}
+
+/// Post a message (stored on disk before the answer).
+///
+/// The body is JSON or a form with `author` and `text`, or `text/plain` (the
+/// text, with `?author=`). With a token, its `name` is the author.
+#[utoipa::path(
+    post,
+    path = "/channels/{channel}/messages",
+    operation_id = "postMessage",
+    tag = "messages",
+    params(ChannelPath, PostQuery, PostHeaders),
+    request_body(content(
+        (NewMessageBody = "application/json"),
+        (NewMessageBody = "application/x-www-form-urlencoded"),
+        (inline(Text) = "text/plain"),
+    )),
+    responses(
+        (status = 201, description = "Stored (and queued for the broker).", body = Message,
+            headers(
+                ("Location" = String, description = "The message's URL."),
+                ("Idempotent-Replayed" = inline(Flag), description = "`true` when an \
+                    Idempotency-Key named a message stored before: this is that message.")
+            )),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 429, response = TooManyRequests),
+        (status = 503, response = Overloaded),
+        (status = 500, response = InternalError),
+    ),
+    security((), ("bearer" = [])),
+)]
 pub async fn post_message(
     req: HttpRequest,
     channel: web::Path<String>,
@@ -105,6 +194,23 @@ async fn store_post(
     })
 }
 
+/// History, ascending by id: the latest `limit`, or a page after an id.
+#[utoipa::path(
+    get,
+    path = "/channels/{channel}/messages",
+    operation_id = "listMessages",
+    tag = "messages",
+    params(ChannelPath, HistoryQuery, AccessToken),
+    responses(
+        (status = 200, description = "A page of history.", body = HistoryPage),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = InternalError),
+    ),
+    security((), ("bearer" = []), ("cookie" = [])),
+)]
 pub async fn list_messages(
     req: HttpRequest,
     channel: web::Path<String>,
@@ -124,6 +230,27 @@ pub async fn list_messages(
     Ok(HttpResponse::Ok().json(HistoryPage { messages }))
 }
 
+/// One message by id.
+#[utoipa::path(
+    get,
+    path = "/channels/{channel}/messages/{id}",
+    operation_id = "getMessage",
+    tag = "messages",
+    params(
+        ChannelPath,
+        ("id" = u64, Path, minimum = 1, description = "The message's id in its channel."),
+        AccessToken,
+    ),
+    responses(
+        (status = 200, description = "The message.", body = Message),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = InternalError),
+    ),
+    security((), ("bearer" = []), ("cookie" = [])),
+)]
 pub async fn get_message(
     req: HttpRequest,
     path: web::Path<(String, String)>,

@@ -1,25 +1,111 @@
-//! The OpenAPI document is true: it describes exactly the routes the binaries
-//! serve, and the all-in-one serves it.
+//! The OpenAPI documents are true: each binary's describes exactly the routes
+//! it serves, every reference in it resolves, it is what the binary serves at
+//! `/openapi.json`, and every route it describes answers.
 
 use reqwest::{Method, StatusCode};
+use utoipa::openapi::OpenApi;
 
-use crate::helpers::{CRIER, new_channel, wait_for_ready};
+use crate::broker::Broker;
+use crate::helpers::{CRIER, TestApp, new_channel, wait_for_ready};
 use crate::process::Service;
+use server::openapi::{dangling_refs, operations, sorted};
 
-fn served_routes() -> Vec<(String, String)> {
-    let mut routes: Vec<(String, String)> = chat_service::startup::ROUTES
+fn routes_of(tables: &[&[(&str, &str)]]) -> Vec<(String, String)> {
+    let routes: Vec<(&str, &str)> = tables
         .iter()
-        .chain(broadcast_sse::startup::ROUTES)
-        .chain(server::health::ROUTES)
-        .map(|(method, path)| (method.to_string(), path.to_string()))
+        .flat_map(|table| table.iter().copied())
         .collect();
-    routes.sort();
-    routes
+    sorted(&routes)
+}
+
+/// A binary's document, and the routes it serves.
+struct Binary {
+    name: &'static str,
+    document: OpenApi,
+    routes: Vec<(String, String)>,
+}
+
+fn binaries() -> [Binary; 3] {
+    let chat = chat_service::startup::ROUTES;
+    let sse = broadcast_sse::startup::ROUTES;
+    let health = server::health::ROUTES;
+    [
+        Binary {
+            name: "chat-service",
+            document: chat_service::openapi::document(),
+            routes: routes_of(&[chat, health]),
+        },
+        Binary {
+            name: "broadcast-sse",
+            document: broadcast_sse::openapi::document(),
+            routes: routes_of(&[sse, health]),
+        },
+        Binary {
+            name: "crier",
+            document: crier::openapi::document(),
+            routes: routes_of(&[chat, sse, health]),
+        },
+    ]
 }
 
 #[test]
-fn the_document_describes_exactly_the_served_routes() {
-    assert_eq!(protocol::openapi::operations(), served_routes());
+fn each_document_describes_exactly_what_its_binary_serves() {
+    for Binary {
+        name: binary,
+        document,
+        routes,
+    } in binaries()
+    {
+        assert_eq!(operations(&document), routes, "{binary}");
+        assert_eq!(dangling_refs(&document), Vec::<String>::new(), "{binary}");
+        assert_eq!(document.info.title, "Crier", "{binary}");
+    }
+}
+
+#[test]
+fn every_error_answer_has_the_json_error_body() {
+    let document = serde_json::to_value(crier::openapi::document()).expect("JSON");
+    let mut checked = 0;
+    for (path, item) in document["paths"].as_object().into_iter().flatten() {
+        for (method, operation) in item.as_object().into_iter().flatten() {
+            for (status, response) in operation["responses"].as_object().into_iter().flatten() {
+                if !status.starts_with('4') && status != "500" {
+                    continue;
+                }
+                let reference = response["$ref"].as_str().unwrap_or_default();
+                let pointer = reference.trim_start_matches('#');
+                let body = &document.pointer(pointer).unwrap_or(response)["content"]["application/json"]
+                    ["schema"]["$ref"];
+                assert_eq!(
+                    body, "#/components/schemas/Error",
+                    "{method} {path} {status}"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 30, "only {checked} error answers");
+}
+
+async fn served_document(http: &reqwest::Client, base: &str) -> serde_json::Value {
+    http.get(format!("{base}/openapi.json"))
+        .send()
+        .await
+        .expect("GET /openapi.json")
+        .json()
+        .await
+        .expect("JSON")
+}
+
+#[tokio::test]
+async fn the_standalone_services_serve_their_own_documents() {
+    let app = TestApp::on(Broker::embedded()).await;
+    let chat = served_document(&app.http, app.chat_url()).await;
+    let expected = serde_json::to_value(chat_service::openapi::document()).expect("JSON");
+    assert_eq!(chat, expected, "chat-service");
+    let sse = served_document(&app.http, &app.sse.url).await;
+    let expected = serde_json::to_value(broadcast_sse::openapi::document()).expect("JSON");
+    assert_eq!(sse, expected, "broadcast-sse");
 }
 
 #[tokio::test]
@@ -31,20 +117,12 @@ async fn every_described_route_answers_and_other_methods_are_405() {
     let http = crate::helpers::http_client();
     wait_for_ready(&http, &crier.url).await;
 
-    let served: serde_json::Value = http
-        .get(format!("{}/openapi.json", crier.url))
-        .send()
-        .await
-        .expect("GET /openapi.json")
-        .json()
-        .await
-        .expect("JSON");
-    let document: serde_json::Value =
-        serde_json::from_str(protocol::openapi::DOCUMENT).expect("document");
-    assert_eq!(served, document);
+    let served = served_document(&http, &crier.url).await;
+    let document = crier::openapi::document();
+    assert_eq!(served, serde_json::to_value(&document).expect("JSON"));
 
     let channel = new_channel().to_string();
-    for (method, path) in served_routes() {
+    for (method, path) in operations(&document) {
         let url = format!("{}{}", crier.url, concrete(&path, &channel));
         let method = Method::from_bytes(method.as_bytes()).expect("method");
         let response = http
