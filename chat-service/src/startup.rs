@@ -20,7 +20,7 @@ use crate::publish::link::BrokerTarget;
 use crate::publish::{self, Publisher};
 use crate::rate_limit::RateLimiter;
 use crate::routes::{admin, channels, health, messages};
-use crate::store::{self, Store};
+use crate::store::{self, Ack, Store};
 
 /// Everything a handler needs, cheap to clone.
 #[derive(Clone)]
@@ -31,8 +31,8 @@ pub struct AppState {
     pub bans: Bans,
     pub rate: Arc<RateLimiter>,
     pub limits: Limits,
-    /// Flush before answering a POST (see `--durable-ack`).
-    pub durable_ack: bool,
+    /// When a POST is answered (see `--durable-ack`).
+    pub ack: Ack,
     /// Whether posts are taken from MQTT (`None` with `--mqtt-posts false`).
     pub mqtt_posts: Option<BrokerStatus>,
     /// Who follows each channel, over every broadcast-sse node.
@@ -88,7 +88,7 @@ impl AppState {
                 settings.limits.post_burst,
             )),
             limits: settings.limits,
-            durable_ack: settings.durable_ack,
+            ack: Ack::durable(settings.durable_ack),
             mqtt_posts: None,
             presence: Watcher::start(&posts_broker, topic_prefix, background),
             background: background.clone(),

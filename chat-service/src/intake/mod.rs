@@ -233,11 +233,7 @@ impl Intake {
             };
         }
         let outcome = loop {
-            match self
-                .state
-                .store
-                .submit(vec![entry.clone()], self.state.durable_ack)
-            {
+            match self.state.store.submit(vec![entry.clone()], self.state.ack) {
                 Ok(pending) => break Outcome::Queued(pending),
                 Err(StoreError::Busy) => tokio::time::sleep(BUSY_DELAY).await,
                 Err(e) => break Outcome::Refused(ChatError::Store(e)),

@@ -21,6 +21,7 @@ use crate::domain::{Author, NewMessage};
 use crate::error::ChatError;
 use crate::metrics::{self, Source};
 use crate::routes::messages::HistoryPage;
+use crate::store::Ack;
 use crate::store::Entry;
 
 /// Largest admin request body, and most items in one request.
@@ -248,7 +249,7 @@ pub async fn publish(
         .into_iter()
         .map(|(channel, message)| Entry::new(channel, message))
         .collect();
-    let appended = state.store.append(entries, true).await?;
+    let appended = state.store.append(entries, Ack::Synced).await?;
     metrics::accepted(Source::Http, appended.len());
     let messages: Vec<Message> = appended.into_iter().map(|a| a.message).collect();
     Ok(HttpResponse::Created().json(HistoryPage { messages }))

@@ -181,7 +181,7 @@ async fn store_post(
     let key = idempotency_key(&req)?.map(str::to_string);
     let mut entry = Entry::new(channel, new).with_key(key);
     entry.key_is_new = key_is_new(&req, &entry)?;
-    let appended = state.store.append_one(entry, state.durable_ack).await?;
+    let appended = state.store.append_one(entry, state.ack).await?;
     let location = format!("/channels/{channel}/messages/{}", appended.message.id);
     let response = HttpResponse::Created()
         .insert_header((header::LOCATION, location))

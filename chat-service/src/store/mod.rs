@@ -101,6 +101,25 @@ pub struct Appended {
     pub created: bool,
 }
 
+/// When an append is answered, and what readers may see until then: the
+/// promise of `--durable-ack`, named where it is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ack {
+    /// Once the messages are synced to disk; readers see them from then on
+    /// (no reader sees what a crash could take back).
+    Synced,
+    /// Once they are written to the store's memory; readers see them from
+    /// then on, and a crash before the sync can take them back.
+    Written,
+}
+
+impl Ack {
+    /// What `--durable-ack` asks for.
+    pub fn durable(durable: bool) -> Self {
+        if durable { Ack::Synced } else { Ack::Written }
+    }
+}
+
 /// A write queued by [`Store::submit`].
 pub struct Pending(oneshot::Receiver<Result<Vec<Appended>, StoreError>>);
 
@@ -232,23 +251,19 @@ impl Store {
     /// with its idempotency key (a crash keeps both or neither), and a write
     /// with any key as a whole; messages without keys go in one by one, so a
     /// crash before the sync keeps a prefix of them (none was answered as
-    /// durable, read or announced). With `durable`, answers once they are
+    /// durable, read or announced). With [`Ack::Synced`], answers once they are
     /// synced to disk, and readers see them from then on; else once they are
     /// written. `Busy` when the ingest queue is full, or when appends queued
     /// now would wait longer than `--max-queue-delay` ([`admission`]): then
     /// nothing is stored.
-    pub async fn append(
-        &self,
-        entries: Vec<Entry>,
-        durable: bool,
-    ) -> Result<Vec<Appended>, StoreError> {
-        self.submit(entries, durable)?.outcome().await
+    pub async fn append(&self, entries: Vec<Entry>, ack: Ack) -> Result<Vec<Appended>, StoreError> {
+        self.submit(entries, ack)?.outcome().await
     }
 
     /// Like [`Store::append`], but queues the write before returning, so writes
     /// submitted one after the other are numbered in that order; the outcome is
     /// awaited separately.
-    pub fn submit(&self, entries: Vec<Entry>, durable: bool) -> Result<Pending, StoreError> {
+    pub fn submit(&self, entries: Vec<Entry>, ack: Ack) -> Result<Pending, StoreError> {
         let admission = &self.inner.admission;
         let counted = !entries.is_empty();
         if counted && admission.is_over_budget() {
@@ -260,7 +275,7 @@ impl Store {
         }
         let queued = self.request(writer::Request::Append {
             entries,
-            durable,
+            ack,
             reply,
             queued_at: Instant::now(),
         });
@@ -286,14 +301,14 @@ impl Store {
     }
 
     /// Appends one message (see [`Store::append`]).
-    pub async fn append_one(&self, entry: Entry, durable: bool) -> Result<Appended, StoreError> {
-        let mut appended = self.append(vec![entry], durable).await?;
+    pub async fn append_one(&self, entry: Entry, ack: Ack) -> Result<Appended, StoreError> {
+        let mut appended = self.append(vec![entry], ack).await?;
         appended.pop().ok_or(StoreError::Stopped)
     }
 
     /// Waits until everything appended before the call is on disk.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.append(Vec::new(), true).await.map(drop)
+        self.append(Vec::new(), Ack::Synced).await.map(drop)
     }
 
     /// Every read of stored messages: capped, per channel, at what is synced

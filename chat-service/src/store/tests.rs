@@ -23,7 +23,7 @@ pub(crate) fn entry(channel: ChannelId, text: &str, key: Option<&str>) -> Entry 
 pub(crate) async fn append(store: &Store, channel: ChannelId, count: usize, key: Option<&str>) {
     for n in 0..count {
         let entry = entry(channel, &n.to_string(), key);
-        store.append_one(entry, true).await.expect("append");
+        store.append_one(entry, Ack::Synced).await.expect("append");
     }
 }
 
@@ -43,20 +43,20 @@ async fn ids_count_per_channel_and_continue_after_reopen() {
         let (store, _announcements) = open(dir.path());
         for expected in 1..=3 {
             let appended = store
-                .append_one(entry(channel(1), "x", None), true)
+                .append_one(entry(channel(1), "x", None), Ack::Synced)
                 .await
                 .expect("append");
             assert_eq!(appended.message.id, expected);
         }
         let other = store
-            .append_one(entry(channel(2), "y", None), true)
+            .append_one(entry(channel(2), "y", None), Ack::Synced)
             .await
             .expect("append");
         assert_eq!(other.message.id, 1, "channels number independently");
     }
     let (store, _announcements) = open(dir.path());
     let next = store
-        .append_one(entry(channel(1), "z", None), true)
+        .append_one(entry(channel(1), "z", None), Ack::Synced)
         .await
         .expect("append");
     assert_eq!(next.message.id, 4);
@@ -74,7 +74,7 @@ async fn concurrent_appends_are_announced_per_channel_in_id_order_without_gaps()
                 let channel = channel((worker + n) % 8);
                 let durable = n % 2 == 0;
                 store
-                    .append_one(entry(channel, "x", None), durable)
+                    .append_one(entry(channel, "x", None), Ack::durable(durable))
                     .await
                     .expect("append");
             }
@@ -114,14 +114,14 @@ async fn an_idempotency_key_returns_the_original_message_within_a_write_and_afte
                 entry(channel(1), "a", Some("k1")),
                 entry(channel(1), "b", Some("k1")),
             ],
-            true,
+            Ack::Synced,
         )
         .await
         .expect("append");
     assert!(both[0].created && !both[1].created);
     assert_eq!(both[0].message, both[1].message);
     let retry = store
-        .append_one(entry(channel(1), "c", Some("k1")), true)
+        .append_one(entry(channel(1), "c", Some("k1")), Ack::Synced)
         .await
         .expect("append");
     assert!(!retry.created);
@@ -162,7 +162,7 @@ async fn a_full_ingest_queue_refuses_appends_and_keeps_every_accepted_one() {
         let store = store.clone();
         let append = tokio::spawn(async move {
             store
-                .append_one(entry(channel(1), &n.to_string(), None), false)
+                .append_one(entry(channel(1), &n.to_string(), None), Ack::Written)
                 .await
         });
         tokio::task::yield_now().await;
@@ -265,7 +265,7 @@ async fn append_keyed_until_killed(dir: &Path) {
                     let entries = (0..8)
                         .map(|k| entry(channel(1), "x", Some(&format!("{round}-{task}-{n}-{k}"))))
                         .collect();
-                    store.append(entries, true).await.expect("append");
+                    store.append(entries, Ack::Synced).await.expect("append");
                     if n == 0 && task == 0 {
                         println!("{CHILD_APPENDING}");
                     }
@@ -288,7 +288,7 @@ async fn no_read_returns_a_message_written_but_not_yet_synced() {
     append(&store, channel(1), 2, None).await;
     let gate = store.inner.unsynced.gate_syncs();
     let pending = store
-        .submit(vec![entry(channel(1), "not yet", None)], true)
+        .submit(vec![entry(channel(1), "not yet", None)], Ack::Synced)
         .expect("queued");
     wait_until_written(&store, channel(1), 3).await;
     let history = store.synced();
@@ -325,7 +325,7 @@ async fn a_write_that_does_not_wait_for_the_disk_is_readable_once_written() {
     let (store, _announcements) = open(dir.path());
     let gate = store.inner.unsynced.gate_syncs();
     let appended = store
-        .append_one(entry(channel(1), "fast", None), false)
+        .append_one(entry(channel(1), "fast", None), Ack::Written)
         .await
         .expect("written");
     assert_eq!(appended.message.id, 1);
@@ -348,14 +348,14 @@ async fn an_append_that_would_wait_past_the_budget_is_refused_and_earlier_ones_a
     let (store, _announcements) = Store::open(dir.path(), settings).expect("open");
     let gate = store.inner.unsynced.gate_syncs();
     let first = store
-        .submit(vec![entry(channel(1), "in the writer", None)], true)
+        .submit(vec![entry(channel(1), "in the writer", None)], Ack::Synced)
         .expect("queued");
     wait_until_written(&store, channel(1), 1).await;
     let second = store
-        .submit(vec![entry(channel(1), "waiting", None)], true)
+        .submit(vec![entry(channel(1), "waiting", None)], Ack::Synced)
         .expect("queued");
     tokio::time::sleep(budget + super::admission::INTERVAL + Duration::from_millis(30)).await;
-    let refused = store.submit(vec![entry(channel(1), "too late", None)], true);
+    let refused = store.submit(vec![entry(channel(1), "too late", None)], Ack::Synced);
     assert!(matches!(refused, Err(StoreError::Busy)), "refused at once");
     drop(gate);
     for (pending, id) in [(first, 1), (second, 2)] {
@@ -368,7 +368,7 @@ async fn an_append_that_would_wait_past_the_budget_is_refused_and_earlier_ones_a
         "nothing of the refused one"
     );
     let after = store
-        .append_one(entry(channel(1), "drained", None), true)
+        .append_one(entry(channel(1), "drained", None), Ack::Synced)
         .await
         .expect("admitted again once the queue drained");
     assert_eq!(after.message.id, 3);

@@ -24,7 +24,7 @@ use super::commit::{self, Written};
 use super::keys::{channel_key, message_key};
 use super::numbers::Numbers;
 use super::unsynced::Unsynced;
-use super::{Appended, Entry, StoreError, StoreSettings, Stored, Trees, decode};
+use super::{Ack, Appended, Entry, StoreError, StoreSettings, Stored, Trees, decode};
 
 /// Requests taken into one write at most, so one batch stays a bounded size.
 const MAX_REQUESTS: usize = 512;
@@ -40,7 +40,7 @@ pub(super) enum Request {
     /// Appends `entries`; an empty append only waits for a flush.
     Append {
         entries: Vec<Entry>,
-        durable: bool,
+        ack: Ack,
         reply: Reply,
         /// When it was queued, for [`Admission`].
         queued_at: Instant,
@@ -52,7 +52,7 @@ pub(super) enum Request {
 /// An append request, once the writer took it.
 struct Append {
     entries: Vec<Entry>,
-    durable: bool,
+    ack: Ack,
     reply: Reply,
 }
 
@@ -152,7 +152,7 @@ impl Writer {
                 match request {
                     Request::Append {
                         entries,
-                        durable,
+                        ack,
                         reply,
                         queued_at,
                     } => {
@@ -161,7 +161,7 @@ impl Writer {
                         }
                         appends.push(Append {
                             entries,
-                            durable,
+                            ack,
                             reply,
                         });
                     }
@@ -241,7 +241,7 @@ impl Writer {
             }
         };
         for (request, appended) in requests.into_iter().zip(appended) {
-            if request.durable {
+            if request.ack == Ack::Synced {
                 written.waiters.push((request.reply, appended));
             } else {
                 let _ = request.reply.send(Ok(appended));
@@ -258,7 +258,7 @@ impl Writer {
         let held = requests
             .iter()
             .zip(appended)
-            .filter(|(request, _)| request.durable)
+            .filter(|(request, _)| request.ack == Ack::Synced)
             .flat_map(|(_, appended)| appended.iter().filter(|a| a.created))
             .map(|appended| (appended.message.channel, appended.message.id));
         self.unsynced.hold(held);
