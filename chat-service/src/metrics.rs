@@ -61,7 +61,7 @@ pub fn register() {
     describe_histogram!(
         names::PUBLISH_DURATION,
         Unit::Seconds,
-        "From a message handed to the broker client to the broker's acknowledgement"
+        "From a message handed to the broker client to the broker's acknowledgement (one in 64 sampled)"
     );
     describe_histogram!(
         names::STORE_COMMIT_DURATION,

@@ -85,10 +85,14 @@ pub fn start(
         reported_unreachable: false,
         watermarks_due: None,
         to_broker: metrics::histogram!(names::PUBLISH_DURATION),
+        acks: 0,
     };
     let task = background.spawn_until_stopped(task.run_until(background.stopping()));
     Ok((publisher, task))
 }
+
+/// One acknowledgement in this many is timed (the first one included).
+const ACK_SAMPLE_EVERY: u64 = 64;
 
 struct PublisherTask {
     /// Declared (so dropped) before the store: the store's writer thread may wait
@@ -106,8 +110,11 @@ struct PublisherTask {
     reported_unreachable: bool,
     /// When the acknowledged watermarks that moved are to be written.
     watermarks_due: Option<Instant>,
-    /// From a publish handed to the client to the broker's acknowledgement.
+    /// From a publish handed to the client to the broker's acknowledgement,
+    /// for one acknowledgement in [`ACK_SAMPLE_EVERY`] (the exporter keeps
+    /// every sample until its upkeep), counted in `acks`.
     to_broker: metrics::Histogram,
+    acks: u64,
 }
 
 /// Why publishing on a connection ended.
@@ -256,7 +263,9 @@ impl PublisherTask {
             match event {
                 LinkEvent::PacketId(packet_id) => self.outbox.packet_id_assigned(packet_id),
                 LinkEvent::Acknowledged(packet_id) => {
-                    if let Some(took) = self.outbox.acknowledged(packet_id) {
+                    let took = self.outbox.acknowledged(packet_id);
+                    self.acks = self.acks.wrapping_add(1);
+                    if let Some(took) = took.filter(|_| self.acks % ACK_SAMPLE_EVERY == 1) {
                         self.to_broker.record(took.as_secs_f64());
                     }
                 }

@@ -114,7 +114,10 @@ async fn counters_match_the_traffic_and_gauges_follow_the_streams() {
         "one wait per write of the 6 messages, got {queue_waits}"
     );
     let to_broker = chat_metrics.value(&format!("{}_count", names::PUBLISH_DURATION), &[]);
-    assert_eq!(to_broker, 6.0, "every publish acknowledged is timed");
+    assert_eq!(
+        to_broker, 1.0,
+        "the first of 64 acknowledged publishes is timed"
+    );
     let publisher = [("connection", "publisher")];
     assert_eq!(chat_metrics.value(names::BROKER_CONNECTED, &publisher), 1.0);
     assert_eq!(chat_metrics.value(names::OUTBOX_DEPTH, &[]), 0.0);
