@@ -19,8 +19,8 @@
 //! slow disk alone refuses nothing, and the budget bounds what a queue adds
 //! (CoDel's target, likewise, sits above a link's own time). As in CoDel, a burst
 //! that the writer drains within [`INTERVAL`] is let through: appends are
-//! refused once the wait has stayed over the budget that long, and until it
-//! falls back under it.
+//! refused once every check for that long found the wait over the budget,
+//! and until one finds it back under.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -69,18 +69,22 @@ impl Admission {
             return false;
         };
         let now = self.micros(Instant::now());
-        let (expected, budget) = (self.expected_wait(now), micros(budget));
-        if expected <= budget {
+        if self.expected_wait(now) <= micros(budget) {
             self.over_since.store(0, Ordering::Relaxed);
             return false;
         }
-        let mut since = self.over_since.load(Ordering::Relaxed);
-        if since == 0 {
-            // The wait grew with the clock: it crossed the budget this long ago.
-            since = now.saturating_sub(expected - budget) + 1;
-            self.over_since.store(since, Ordering::Relaxed);
-        }
-        now + 1 - since.min(now + 1) >= micros(INTERVAL)
+        // Counted from the first check that saw it over, not back-dated from
+        // the estimate: one reading of clocks that two threads write (a
+        // submitter held off the CPU between its two stores) may be stale,
+        // and only a wait seen over the budget for a whole interval refuses.
+        let since = match self.over_since.load(Ordering::Relaxed) {
+            0 => {
+                self.over_since.store(now + 1, Ordering::Relaxed);
+                now + 1
+            }
+            since => since,
+        };
+        (now + 1).saturating_sub(since) >= micros(INTERVAL)
     }
 
     /// How long an append queued at `now` would wait (µs) beyond the
@@ -215,6 +219,26 @@ mod tests {
         let admission = Admission::new(None);
         admission.queued();
         std::thread::sleep(Duration::from_millis(5));
+        assert!(!admission.is_over_budget());
+    }
+}
+
+#[cfg(test)]
+mod stale_clock_tests {
+    use super::*;
+
+    #[test]
+    fn one_stale_reading_does_not_refuse() {
+        let admission = Admission::new(Some(Duration::from_millis(20)));
+        admission.queued();
+        // A submitter held off the CPU stores when the queue began waiting
+        // long after the fact: the clock reads a wait longer than the budget
+        // and the interval together.
+        admission.waiting_since.store(0, Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(150));
+        assert!(!admission.is_over_budget(), "seen over once, not refused");
+        let now = Instant::now();
+        admission.taken(1, now, now);
         assert!(!admission.is_over_budget());
     }
 }

@@ -354,24 +354,31 @@ async fn an_append_that_would_wait_past_the_budget_is_refused_and_earlier_ones_a
     let second = store
         .submit(vec![entry(channel(1), "waiting", None)], Ack::Synced)
         .expect("queued");
-    tokio::time::sleep(budget + super::admission::INTERVAL + Duration::from_millis(30)).await;
+    tokio::time::sleep(budget + Duration::from_millis(30)).await;
+    let third = store
+        .submit(vec![entry(channel(1), "seen over", None)], Ack::Synced)
+        .expect("the first look at a long wait only starts the interval");
+    tokio::time::sleep(super::admission::INTERVAL + Duration::from_millis(30)).await;
     let refused = store.submit(vec![entry(channel(1), "too late", None)], Ack::Synced);
-    assert!(matches!(refused, Err(StoreError::Busy)), "refused at once");
+    assert!(
+        matches!(refused, Err(StoreError::Busy)),
+        "refused once the wait stayed over for the interval"
+    );
     drop(gate);
-    for (pending, id) in [(first, 1), (second, 2)] {
+    for (pending, id) in [(first, 1), (second, 2), (third, 3)] {
         let appended = pending.outcome().await.expect("stored");
         assert_eq!(appended[0].message.id, id);
     }
     assert_eq!(
         ids(&store, channel(1)),
-        [1, 2],
+        [1, 2, 3],
         "nothing of the refused one"
     );
     let after = store
         .append_one(entry(channel(1), "drained", None), Ack::Synced)
         .await
         .expect("admitted again once the queue drained");
-    assert_eq!(after.message.id, 3);
+    assert_eq!(after.message.id, 4);
 }
 
 /// Waits until the writer has inserted message `id` of `channel` (before
