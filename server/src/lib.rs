@@ -17,6 +17,7 @@
 //!   error to the JSON error body.
 //! - [`health`]: the `/healthz` and `/readyz` answers, and `/openapi.json`.
 //! - [`http1_response`]: HTTP/1.1 responses written straight to a socket.
+//! - [`listen`]: the listening socket, with the backlog a service asks for.
 //! - [`metrics`]: the Prometheus recorder and `GET /metrics`.
 //! - [`mqtt`]: broker settings, `mqtt://` URL parsing and the connection driver.
 //! - [`openapi`]: the API document, assembled from the handlers' descriptions.
@@ -35,6 +36,7 @@ pub mod defaults;
 pub mod error;
 pub mod health;
 pub mod http1_response;
+pub mod listen;
 pub mod metrics;
 pub mod mqtt;
 pub mod openapi;

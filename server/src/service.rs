@@ -115,7 +115,8 @@ impl Service {
             let address = address.to_string();
             move |source| ServeError::Listen { address, source }
         };
-        let listener = TcpListener::bind(listen).map_err(listen_error(listen))?;
+        let backlog = self.transport.backlog();
+        let listener = crate::listen::bind(listen, backlog).map_err(listen_error(listen))?;
         let address = listener.local_addr().map_err(listen_error(listen))?;
         let tls = self.settings.tls()?;
         if let (Some(metrics), Some(metrics_listen)) =

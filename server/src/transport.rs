@@ -63,6 +63,11 @@ impl Transport {
         }
     }
 
+    /// How many connections may wait to be accepted.
+    pub fn backlog(self) -> u32 {
+        self.options(Duration::ZERO).backlog
+    }
+
     /// Serves the application `app` makes on `listener` without TLS.
     pub fn start(
         self,
