@@ -20,6 +20,9 @@
 #                      sweep ingest (default: all)
 #   BENCH_SUBSCRIBERS  subscribers of the 10,000-subscriber scenarios (channels
 #                      scale with them); sweep points above it are skipped
+#   BENCH_METRICS      1: after each run of crier, baseline or split, save the
+#                      servers' /metrics next to its result (SCENARIO-SYSTEM-
+#                      ROUND.SERVICE.prom), for bench/hops.py's per-hop times
 #
 # Needs nginx with libnginx-mod-nchan, wrk and mosquitto (Debian: nginx
 # libnginx-mod-nchan wrk mosquitto; redis-server too for the ingest run, and
@@ -55,6 +58,7 @@ bench=./target/release/crier-bench
 work=$(mktemp -d)
 running=""      # the system whose servers are up
 server_pids=()  # their processes, stopped in this order
+metrics_urls=() # SERVICE=URL of each one's /metrics
 cleanup() {
   stop_server
   rm -rf "$work"
@@ -93,6 +97,7 @@ start_crier_binary() {
     --post-rate-per-sec 0 --max-streams-per-address 0 >"$work/server/crier.out" 2>"$work/server/crier.log" &
   server_pids=($!)
   wait_ready "http://127.0.0.1:$port" || return 1
+  metrics_urls=("crier=http://127.0.0.1:$port/metrics")
   target_args=(--sub-url "http://127.0.0.1:$port/channels/{channel}/events"
     --pub-url "http://127.0.0.1:$port/channels/{channel}/messages"
     --server-pid "${server_pids[0]}")
@@ -116,6 +121,8 @@ start_split() {
     >"$work/server/broadcast-sse.out" 2>"$work/server/broadcast-sse.log" &
   server_pids=($! "${server_pids[@]}")
   wait_ready "http://127.0.0.1:$sse_port" || return 1
+  metrics_urls=("chat-service=http://127.0.0.1:$chat_port/metrics"
+    "broadcast-sse=http://127.0.0.1:$sse_port/metrics")
   target_args=(--sub-url "http://127.0.0.1:$sse_port/channels/{channel}/events"
     --pub-url "http://127.0.0.1:$chat_port/channels/{channel}/messages"
     --server-pid "$(IFS=,; echo "${server_pids[*]}")"
@@ -168,7 +175,18 @@ stop_server() {
   fi
   running=""
   server_pids=()
+  metrics_urls=()
   rm -rf "$work/server"
+}
+
+# save_metrics NAME: each server's /metrics as $results/NAME.SERVICE.prom.
+save_metrics() {
+  local entry
+  [ "${BENCH_METRICS:-0}" = 1 ] || return 0
+  for entry in "${metrics_urls[@]}"; do
+    curl -sf --max-time 5 "${entry#*=}" >"$results/$1.${entry%%=*}.prom" ||
+      echo "  $1: no metrics from ${entry%%=*}"
+  done
 }
 
 # run SYSTEM SCENARIO ROUND -- crier-bench flags...
@@ -190,6 +208,7 @@ run() {
     echo "  $system $scenario round $round: failed (see $results/$name.log)"
     keep_server_logs "$name"
   fi
+  save_metrics "$name"
   stop_server
   python3 - "$out" "$system" "$scenario" <<'PY'
 import json, sys
