@@ -28,6 +28,21 @@ pub struct HistoryError(pub String);
 pub trait HistorySource: Send + Sync + 'static {
     fn after(&self, channel: ChannelId, after: u64, limit: usize) -> HistoryFuture;
 
+    /// The same page, for a stream that joined the channel when this node had
+    /// delivered up to `delivered` on it: the answer holds at least every
+    /// message up to that id. A read of its own always does; [`SharedReads`]
+    /// joins a read in flight only when it does too.
+    fn after_delivered(
+        &self,
+        channel: ChannelId,
+        after: u64,
+        limit: usize,
+        delivered: Option<u64>,
+    ) -> HistoryFuture {
+        let _ = delivered;
+        self.after(channel, after, limit)
+    }
+
     /// The newest stored id of a channel (`None`: nothing stored). The hub asks when
     /// the broker connection drops on a channel it has not delivered anything on
     /// yet, so the reconnect can backfill what its listeners missed. A source that

@@ -113,7 +113,13 @@ impl ClientStream {
         after: u64,
     ) -> Result<(), HistoryError> {
         let channel = self.follow(index).channel;
-        let page = self.history.after(channel, after, PAGE).await?;
+        // Read after joining the channel: everything delivered before the
+        // stream listened is at most this.
+        let delivered = self.hub.last_id(channel);
+        let page = self
+            .history
+            .after_delivered(channel, after, PAGE, delivered)
+            .await?;
         if let Some(first) = page
             .first()
             .filter(|first| first.id > after.saturating_add(1))
