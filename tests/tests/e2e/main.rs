@@ -21,6 +21,7 @@ mod mqtt_posts;
 mod openapi;
 mod presence;
 mod process;
+mod publish_hook;
 mod restart;
 mod resubscribe;
 mod tls;
