@@ -14,8 +14,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::broker::Broker;
-use crate::helpers::{TestApp, WAIT, error_of, eventually, new_channel};
+use crate::helpers::{CRIER, TestApp, WAIT, error_of, eventually, new_channel, wait_for_ready};
 use crate::mqtt_posts::MqttClient;
+use crate::process::Service;
 
 /// The app's answer to one post: the JSON to send back, or `None` to never
 /// answer.
@@ -449,4 +450,92 @@ async fn a_bad_hook_url_or_policy_stops_the_start() {
         assert!(!output.status.success(), "{flags:?} must stop the start");
         assert!(stderr.contains(says), "{flags:?}: {stderr}");
     }
+}
+
+#[test]
+fn the_api_document_names_the_hooks_answers_to_a_post() {
+    for (binary, document) in [
+        ("chat-service", chat_service::openapi::document()),
+        ("crier", crier::openapi::document()),
+    ] {
+        let document = serde_json::to_value(document).expect("JSON");
+        let responses = &document["paths"]["/channels/{channel}/messages"]["post"]["responses"];
+        for (status, code) in [("403", "rejected"), ("503", "publish_hook_unavailable")] {
+            let reference = responses[status]["$ref"].as_str().unwrap_or_default();
+            let answer = document
+                .pointer(reference.trim_start_matches('#'))
+                .unwrap_or_else(|| panic!("{binary}: {status} is described"));
+            let description = answer["description"].as_str().unwrap_or_default();
+            assert!(
+                description.contains("publish hook") && description.contains(code),
+                "{binary} {status}: {description}"
+            );
+        }
+        let unavailable = &responses["503"]["$ref"];
+        let pointer = unavailable
+            .as_str()
+            .unwrap_or_default()
+            .trim_start_matches('#');
+        assert!(
+            document.pointer(pointer).expect("503")["headers"]["Retry-After"].is_object(),
+            "{binary}: 503 says Retry-After"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_all_in_one_asks_the_hook_too() {
+    let hook = HookApp::start(reject_links).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data").display().to_string();
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data.as_str(),
+        "--publish-hook-url",
+        hook.url.as_str(),
+    ]
+    .map(String::from);
+    let crier = Service::start(CRIER, &args, &dir.path().join("crier.log"));
+    let http = crate::helpers::http_client();
+    wait_for_ready(&http, &crier.url).await;
+    let channel = new_channel();
+    let url = format!("{}/channels/{channel}/messages", crier.url);
+
+    let spam = json!({"author": "mallory", "text": "http://spam.example"});
+    let response = http.post(&url).json(&spam).send().await.expect("POST");
+    let (status, body) = error_of(response).await;
+    assert_eq!(
+        (status, body.error.code.as_str()),
+        (StatusCode::FORBIDDEN, "spam")
+    );
+    let good = json!({"author": "ann", "text": "hello"});
+    let response = http.post(&url).json(&good).send().await.expect("POST");
+    assert_eq!(response.status(), StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn a_retry_with_the_same_idempotency_key_asks_again_and_stores_once() {
+    let mut hook = HookApp::start(accept).await;
+    let app = app_with_hook(&hook, &[]).await;
+    let channel = new_channel();
+
+    let mut ids = Vec::new();
+    for attempt in 0..2 {
+        let response = app
+            .http
+            .post(messages_url(&app, channel))
+            .header("Idempotency-Key", "retry-1")
+            .json(&json!({"author": "ann", "text": "once"}))
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(response.status(), StatusCode::CREATED, "attempt {attempt}");
+        let stored: protocol::Message = response.json().await.expect("message");
+        ids.push(stored.id);
+        hook.next_post().await;
+    }
+    assert_eq!(ids, [1, 1], "the retry returns the original");
+    assert_eq!(app.history(channel, "").await.len(), 1, "stored once");
 }
