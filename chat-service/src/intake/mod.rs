@@ -251,9 +251,7 @@ impl Intake {
         };
         Taken { publish, outcome }
     }
-}
 
-impl Intake {
     /// The entry the publish hook lets through (maybe with a new text), or its
     /// refusal; the entry as it is without a hook.
     async fn ask_the_app(&self, mut entry: Entry) -> Result<Entry, ChatError> {

@@ -181,14 +181,15 @@ async fn store_post(
     let new = NewMessage::parse(author.as_deref(), fields.text.as_deref(), limits)?.with_user(user);
     state.bans.check(channel, new.author.as_str())?;
     let key = idempotency_key(&req)?.map(str::to_string);
-    // Last, once the post is known to be valid: the app is asked only about
-    // posts that would be stored. A retry with the same key asks again.
-    let new = match &state.publish_hook {
-        Some(hook) => hook.check(channel, new, claims.as_ref(), limits).await?,
-        None => new,
-    };
     let mut entry = Entry::new(channel, new).with_key(key);
     entry.key_is_new = key_is_new(&req, &entry)?;
+    // Last, once the post is known to be valid: the app is asked only about
+    // posts that would be stored. A retry with the same key asks again.
+    if let Some(hook) = &state.publish_hook {
+        entry.message = hook
+            .check(channel, entry.message, claims.as_ref(), limits)
+            .await?;
+    }
     let appended = state.store.append_one(entry, state.ack).await?;
     let location = format!("/channels/{channel}/messages/{}", appended.message.id);
     let response = HttpResponse::Created()
