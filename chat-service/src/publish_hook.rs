@@ -95,10 +95,19 @@ impl PublishHook {
             return Ok(None);
         };
         server::tls::install_crypto_provider();
+        // A redirect is not followed: a POST would come back as a GET, which the
+        // app never answers with a verdict on the post. It counts as a failure.
         let client = reqwest::Client::builder()
             .timeout(settings.publish_hook_timeout)
             .connect_timeout(settings.publish_hook_timeout)
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
+        log::info!(
+            "publish hook: {} (timeout {}, on failure: {:?})",
+            redacted(url),
+            humantime::format_duration(settings.publish_hook_timeout),
+            settings.publish_hook_failure
+        );
         Ok(Some(PublishHook {
             client,
             url: url.clone(),
@@ -164,7 +173,8 @@ impl PublishHook {
             text: message.text.as_str(),
             claims,
         };
-        let unreachable = |e: reqwest::Error| HookError::Unreachable(e.to_string());
+        // Without the URL: it may carry credentials, and the log names it at start.
+        let unreachable = |e: reqwest::Error| HookError::Unreachable(causes(&e.without_url()));
         let mut response = self
             .client
             .post(self.url.clone())
@@ -232,10 +242,32 @@ fn reject_message(message: Option<serde_json::Value>) -> String {
 impl std::fmt::Debug for PublishHook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PublishHook")
-            .field("url", &self.url.as_str())
+            .field("url", &redacted(&self.url))
             .field("failure", &self.failure)
             .finish()
     }
+}
+
+/// An error and its causes, `: `-separated (reqwest's own says only "error
+/// sending request"; a timeout or a refused connection is in its sources).
+fn causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// The URL without what may be a secret (user, password, query), for logs.
+fn redacted(url: &reqwest::Url) -> String {
+    let mut shown = url.clone();
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.set_query(None);
+    shown.to_string()
 }
 
 #[cfg(test)]
@@ -327,6 +359,12 @@ mod tests {
             Ok(Verdict::Reject { message, .. }) => assert_eq!(message.chars().count(), 500),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn logs_show_no_credentials_of_the_url() {
+        let url = reqwest::Url::parse("https://app:s3cret@app.example/hook?token=t").expect("url");
+        assert_eq!(redacted(&url), "https://app.example/hook");
     }
 
     #[test]
