@@ -14,6 +14,7 @@ mod crash_reads;
 mod faults;
 mod graceful_stop;
 mod helpers;
+mod hook_app;
 mod http2;
 mod limits;
 mod metrics;
