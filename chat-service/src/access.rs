@@ -24,6 +24,8 @@ pub struct Publisher {
     /// its own `name` only when the body names none: how a service relays the
     /// posts of others (MQTT posts forwarded to the shard that owns a channel).
     pub names_author: bool,
+    /// The token's payload, as the publish hook is shown it.
+    pub claims: Option<serde_json::Value>,
 }
 
 impl Publisher {
@@ -63,6 +65,7 @@ impl Access {
                 name: claims.name,
                 user: claims.user,
                 names_author: true,
+                claims: Some(claims.payload),
             });
         }
         let Some(name) = claims.name else {
@@ -75,6 +78,7 @@ impl Access {
             name: Some(name),
             user: claims.user,
             names_author: false,
+            claims: Some(claims.payload),
         })
     }
 

@@ -80,6 +80,63 @@ pub struct ChatSettings {
 
     #[command(flatten)]
     pub mqtt_posts: MqttPosts,
+
+    #[command(flatten)]
+    pub publish_hook: PublishHookSettings,
+}
+
+/// The app's say over each post before it is stored (see [`crate::publish_hook`]).
+#[derive(Debug, Clone, Args)]
+pub struct PublishHookSettings {
+    /// POST every post (REST and MQTT) as JSON to this URL before storing it;
+    /// the app answers accept, accept with a new text, or reject. Unset: off.
+    #[arg(long, env = "CRIER_PUBLISH_HOOK_URL", value_parser = parse_hook_url)]
+    pub publish_hook_url: Option<reqwest::Url>,
+
+    /// How long the publish hook may take to answer, like `2s` or `500ms`;
+    /// longer is a failure (see `--publish-hook-failure`).
+    #[arg(long, env = "CRIER_PUBLISH_HOOK_TIMEOUT", default_value = "2s", value_parser = parse_hook_timeout)]
+    pub publish_hook_timeout: Duration,
+
+    /// What a post becomes when the publish hook fails (no answer in time, an
+    /// error, an answer it cannot read): `closed` refuses it with `503`, `open`
+    /// stores it as posted.
+    #[arg(
+        long,
+        env = "CRIER_PUBLISH_HOOK_FAILURE",
+        default_value = "closed",
+        value_enum
+    )]
+    pub publish_hook_failure: HookFailure,
+}
+
+/// `--publish-hook-failure`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum HookFailure {
+    /// Refuse the post (`503 publish_hook_unavailable`, nothing stored).
+    Closed,
+    /// Store the post as it was posted, and log a warning.
+    Open,
+}
+
+/// An `http://` or `https://` URL with a host.
+fn parse_hook_url(raw: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(raw.trim())
+        .map_err(|e| format!("{raw:?} is not a URL like http://127.0.0.1:3000/hook: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || !url.has_host() {
+        return Err(format!(
+            "{raw:?} is not an http:// or https:// URL with a host"
+        ));
+    }
+    Ok(url)
+}
+
+/// A timeout as humantime writes it (`2s`, `500ms`); never zero.
+fn parse_hook_timeout(raw: &str) -> Result<Duration, String> {
+    match parse_delay(raw)? {
+        Duration::ZERO => Err("the publish hook timeout must be more than 0".to_string()),
+        timeout => Ok(timeout),
+    }
 }
 
 /// Posts from MQTT clients on `{prefix}/channels/{uuid}/post`.
@@ -258,6 +315,21 @@ mod tests {
         assert_eq!(parse_delay("0"), Ok(Duration::ZERO));
         assert!(parse_delay("20").is_err(), "a bare number has no unit");
         assert!(parse_delay("soon").is_err());
+    }
+
+    #[test]
+    fn the_publish_hook_takes_only_http_urls_and_a_real_timeout() {
+        assert!(parse_hook_url("http://127.0.0.1:3000/hook").is_ok());
+        assert!(parse_hook_url("https://app.example/hook").is_ok());
+        for bad in ["", "app.example/hook", "ftp://app.example/", "unix:/tmp/x"] {
+            assert!(parse_hook_url(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(parse_hook_timeout("200ms"), Ok(Duration::from_millis(200)));
+        assert!(parse_hook_timeout("0").is_err());
+        assert!(
+            parse_hook_timeout("2").is_err(),
+            "a bare number has no unit"
+        );
     }
 
     #[test]

@@ -7,7 +7,8 @@ use server::error::ApiError;
 
 use crate::store::StoreError;
 
-/// Seconds a client is asked to wait when the store's ingest queue is full.
+/// Seconds a client is asked to wait when the store's ingest queue is full, or
+/// the publish hook did not answer.
 const BUSY_RETRY_AFTER_SECS: u64 = 1;
 
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +49,12 @@ pub enum ChatError {
     /// The blocking pool that runs storage reads is gone (the server is stopping).
     #[error("the storage reader has stopped")]
     ReaderStopped,
-    /// Already in its final form (authentication and authorization).
+    /// The publish hook failed and `--publish-hook-failure closed` refuses posts
+    /// meanwhile (the cause is logged).
+    #[error("the app that checks posts did not answer; retry shortly")]
+    PublishHookUnavailable,
+    /// Already in its final form (authentication and authorization, a
+    /// rejection by the publish hook).
     #[error(transparent)]
     Api(#[from] ApiError),
 }
@@ -70,6 +76,7 @@ impl ChatError {
             ChatError::UnsupportedMediaType(_) => "unsupported_media_type",
             ChatError::BodyRead(_) => "bad_request",
             ChatError::Store(StoreError::Busy) => "overloaded",
+            ChatError::PublishHookUnavailable => "publish_hook_unavailable",
             ChatError::Storage(_) | ChatError::Store(_) | ChatError::ReaderStopped => {
                 "internal_error"
             }
@@ -96,7 +103,9 @@ impl ChatError {
         }
         let error = ApiError::new(self.status_code(), self.code(), self.public_message());
         match self {
-            ChatError::Store(StoreError::Busy) => error.with_retry_after(BUSY_RETRY_AFTER_SECS),
+            ChatError::Store(StoreError::Busy) | ChatError::PublishHookUnavailable => {
+                error.with_retry_after(BUSY_RETRY_AFTER_SECS)
+            }
             _ => error,
         }
     }
@@ -113,7 +122,9 @@ impl ResponseError for ChatError {
             ChatError::MessageNotFound { .. } => StatusCode::NOT_FOUND,
             ChatError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ChatError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ChatError::Store(StoreError::Busy) => StatusCode::SERVICE_UNAVAILABLE,
+            ChatError::Store(StoreError::Busy) | ChatError::PublishHookUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ChatError::Storage(_) | ChatError::Store(_) | ChatError::ReaderStopped => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }

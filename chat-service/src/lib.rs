@@ -12,6 +12,8 @@
 //! - [`rate_limit`]: POST rate limits per publisher.
 //! - [`metrics`]: what the service records for `GET /metrics`.
 //! - [`bans`]: names that may not post to a channel for a while.
+//! - [`publish_hook`]: asks the app to accept, rewrite or reject each post
+//!   before it is stored.
 //! - [`domain`]: `Author`, `Text` and `NewMessage`, with the limits inside.
 //! - [`body`]: reads a POST body in any of the accepted content types.
 //! - [`store`]: the sled store: numbering, group commit, history queries and
@@ -33,6 +35,7 @@ pub mod intake;
 pub mod metrics;
 pub mod openapi;
 pub mod publish;
+pub mod publish_hook;
 pub mod rate_limit;
 pub mod routes;
 pub mod startup;

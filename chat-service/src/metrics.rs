@@ -68,6 +68,15 @@ pub fn register() {
         Unit::Seconds,
         "Time of one store sync"
     );
+    describe_histogram!(
+        names::PUBLISH_HOOK_DURATION,
+        Unit::Seconds,
+        "Time the publish hook took to give its verdict on a post (or to fail)"
+    );
+    describe_counter!(
+        names::PUBLISH_HOOK_OUTCOMES,
+        "Posts the publish hook was asked about, by outcome (accept, rewrite, reject, failed)"
+    );
     describe_gauge!(
         names::STORE_CHANNELS,
         "Channels whose last id the store holds in memory"
@@ -106,6 +115,19 @@ pub fn post_took(elapsed: Duration) {
     static POST_DURATION: LazyLock<metrics::Histogram> =
         LazyLock::new(|| histogram!(names::POST_DURATION));
     POST_DURATION.record(elapsed);
+}
+
+/// How long the publish hook took on one post.
+pub fn publish_hook_took(elapsed: Duration) {
+    static DURATION: LazyLock<metrics::Histogram> =
+        LazyLock::new(|| histogram!(names::PUBLISH_HOOK_DURATION));
+    DURATION.record(elapsed);
+}
+
+/// What the publish hook made of one post: `accept`, `rewrite`, `reject` or
+/// `failed`.
+pub fn publish_hook_outcome(outcome: &'static str) {
+    counter!(names::PUBLISH_HOOK_OUTCOMES, "outcome" => outcome).increment(1);
 }
 
 /// Sets the gauges from the service's state, then renders everything.

@@ -18,6 +18,7 @@ use crate::error::ChatError;
 use crate::intake::{self, Forwarder, IntakeSettings};
 use crate::publish::link::BrokerTarget;
 use crate::publish::{self, Publisher};
+use crate::publish_hook::PublishHook;
 use crate::rate_limit::RateLimiter;
 use crate::routes::{admin, channels, health, messages};
 use crate::store::{self, Ack, Store};
@@ -39,6 +40,8 @@ pub struct AppState {
     pub presence: Watcher,
     /// Where store reads run: the process's one blocking pool.
     pub background: Background,
+    /// Asked about each post before it is stored (`None`: no hook configured).
+    pub publish_hook: Option<PublishHook>,
 }
 
 impl AppState {
@@ -61,6 +64,8 @@ impl AppState {
             path: settings.data_dir.display().to_string(),
             source,
         };
+        let publish_hook = PublishHook::new(&settings.publish_hook)
+            .map_err(|e| StartError::PublishHook(e.to_string()))?;
         let (store, announcements) =
             Store::open(&settings.data_dir, settings.store()).map_err(storage_error)?;
         let bans = Bans::open(store.clone()).map_err(storage_error)?;
@@ -92,6 +97,7 @@ impl AppState {
             mqtt_posts: None,
             presence: Watcher::start(&posts_broker, topic_prefix, background),
             background: background.clone(),
+            publish_hook,
         };
         Ok((
             state.take_mqtt_posts(settings, posts_broker, topic_prefix, background)?,
@@ -158,6 +164,8 @@ pub enum StartError {
     NoRuntime,
     #[error("cannot set up the relay of MQTT posts: {0}")]
     Relay(String),
+    #[error("cannot set up the publish hook: {0}")]
+    PublishHook(String),
 }
 
 // The API routes, the table of contents of the service; the all-in-one

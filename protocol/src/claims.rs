@@ -18,6 +18,9 @@ pub struct Claims {
     pub admin: bool,
     /// Seconds since the Unix epoch.
     pub expires_at: u64,
+    /// The payload as the app signed it, every claim included (also those
+    /// Crier does not read): what the publish hook is shown.
+    pub payload: Value,
 }
 
 /// A token's payload as it is written; [`Claims`] is what it grants.
@@ -36,10 +39,12 @@ pub struct RawClaims {
     exp: u64,
 }
 
-impl From<RawClaims> for Claims {
-    fn from(raw: RawClaims) -> Self {
+impl Claims {
+    /// What `raw` grants; `payload` is the JSON it was read from.
+    pub fn new(raw: RawClaims, payload: Value) -> Self {
         let user = raw.user.or(raw.public).filter(Value::is_object);
         Claims {
+            payload,
             name: raw.name,
             user,
             publish: raw.channels,

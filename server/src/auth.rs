@@ -28,6 +28,8 @@ pub use protocol::claims::{Claims, Grant};
 pub use request::{TokenSources, claims_of, forbidden, invalid_token, require_subscribe, token_of};
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use serde_json::Value;
 
 use crate::error::ApiError;
 
@@ -61,7 +63,7 @@ impl Verifier {
                 header.alg
             )));
         };
-        let data = jsonwebtoken::decode::<RawClaims>(token, key, validation).map_err(|e| {
+        let data = jsonwebtoken::decode::<Value>(token, key, validation).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind;
             match e.kind() {
                 ErrorKind::ExpiredSignature => invalid_token("the token has expired".into()),
@@ -75,7 +77,9 @@ impl Verifier {
                 _ => invalid_token(format!("the token is not valid: {e}")),
             }
         })?;
-        Ok(data.claims.into())
+        let raw = RawClaims::deserialize(&data.claims)
+            .map_err(|e| invalid_token(format!("the token is not valid: {e}")))?;
+        Ok(Claims::new(raw, data.claims))
     }
 }
 

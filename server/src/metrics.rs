@@ -35,6 +35,8 @@ pub mod names {
     pub const FANOUT_DURATION: &str = "crier_fanout_seconds";
     pub const PUBLISH_DURATION: &str = "crier_publish_seconds";
     pub const BUS_LAG: &str = "crier_bus_lag_seconds";
+    pub const PUBLISH_HOOK_DURATION: &str = "crier_publish_hook_seconds";
+    pub const PUBLISH_HOOK_OUTCOMES: &str = "crier_publish_hook_total";
 }
 
 /// Histogram buckets, in seconds: POSTs and syncs take from tens of
@@ -100,6 +102,7 @@ fn with_buckets() -> Result<PrometheusBuilder, BuildError> {
         (names::STORE_QUEUE_WAIT, FAST_BUCKETS),
         (names::FANOUT_DURATION, FAST_BUCKETS),
         (names::PUBLISH_DURATION, FAST_BUCKETS),
+        (names::PUBLISH_HOOK_DURATION, FAST_BUCKETS),
         (names::BUS_LAG, DELIVERY_BUCKETS),
     ];
     buckets

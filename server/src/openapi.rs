@@ -38,7 +38,9 @@ use utoipa::{IntoParams, Modify, ToResponse, ToSchema};
             TooManyRequests,
             Unavailable,
             InternalError,
-            Overloaded
+            Overloaded,
+            PostForbidden,
+            PostUnavailable
         )
     ),
     modifiers(&SecuritySchemes),
@@ -237,6 +239,20 @@ pub struct InternalError(pub ErrorBody);
 #[derive(ToResponse)]
 #[response(headers(("Retry-After" = u64, description = "Seconds to wait before trying again.")))]
 pub struct Overloaded(pub ErrorBody);
+
+/// A post that may not be stored: a valid token without the right
+/// (`forbidden_channel`, `token_without_name`), a banned name (`banned`), or a
+/// rejection by the app's publish hook, with the app's own code (`[a-z0-9_]`,
+/// `rejected` by default) and message. Nothing stored.
+#[derive(ToResponse)]
+pub struct PostForbidden(pub ErrorBody);
+
+/// Nothing stored, retry after the given seconds: the store is behind
+/// (`overloaded`), or the app's publish hook did not answer and posts are
+/// refused meanwhile (`publish_hook_unavailable`).
+#[derive(ToResponse)]
+#[response(headers(("Retry-After" = u64, description = "Seconds to wait before trying again.")))]
+pub struct PostUnavailable(pub ErrorBody);
 
 #[cfg(test)]
 mod tests {

@@ -19,6 +19,10 @@
 //! - **Counted** like REST posts, with `source="mqtt"`: stored posts in
 //!   `crier_messages_accepted_total` (a relayed post is counted by the shard
 //!   that stores it, as `http`), refusals in `crier_messages_rejected_total`.
+//! - **Checked by the app**, when a publish hook is configured, like REST posts
+//!   (with no claims: MQTT posts carry no token), one post at a time before it
+//!   is queued to the store; a relayed post is checked by the shard that stores
+//!   it. A rejection is a refusal like any other.
 //! - **Refusals** are not stored: the JSON error body, with the post's topic and
 //!   key, is published on `{prefix}/errors` (brokers do not tell a subscriber
 //!   who published a message, so there is no per-client topic to use).
@@ -214,10 +218,16 @@ impl Intake {
         }
     }
 
-    /// Checks a post and queues it to the store (waiting while the store's
-    /// ingest queue is full, which stops reading from the broker meanwhile).
+    /// Checks a post (asking the publish hook, if any) and queues it to the
+    /// store (waiting while the store's ingest queue is full, which stops
+    /// reading from the broker meanwhile).
     async fn take(&self, publish: Publish) -> Taken {
-        let entry = match post::entry(&self.state, &self.prefix, &publish) {
+        let checked = match post::entry(&self.state, &self.prefix, &publish) {
+            Ok(entry) if self.relaying => Ok(entry),
+            Ok(entry) => self.ask_the_app(entry).await,
+            Err(refusal) => Err(refusal),
+        };
+        let entry = match checked {
             Ok(entry) => entry,
             Err(refusal) => {
                 return Taken {
@@ -240,6 +250,18 @@ impl Intake {
             }
         };
         Taken { publish, outcome }
+    }
+
+    /// The entry the publish hook lets through (maybe with a new text), or its
+    /// refusal; the entry as it is without a hook.
+    async fn ask_the_app(&self, mut entry: Entry) -> Result<Entry, ChatError> {
+        let Some(hook) = &self.state.publish_hook else {
+            return Ok(entry);
+        };
+        entry.message = hook
+            .check(entry.channel, entry.message, None, &self.state.limits)
+            .await?;
+        Ok(entry)
     }
 }
 

@@ -6,8 +6,9 @@ use protocol::ChannelId;
 use protocol::Message;
 use serde::{Deserialize, Serialize};
 use server::openapi::{
-    AccessToken, BadRequest, ChannelPath, Forbidden, InternalError, Name, NotFound, Overloaded,
-    PayloadTooLarge, Text, TooManyRequests, Unauthorized, UnsupportedMediaType,
+    AccessToken, BadRequest, ChannelPath, Forbidden, InternalError, Name, NotFound,
+    PayloadTooLarge, PostForbidden, PostUnavailable, Text, TooManyRequests, Unauthorized,
+    UnsupportedMediaType,
 };
 use utoipa::{IntoParams, ToSchema};
 
@@ -120,12 +121,12 @@ pub enum Flag {
             )),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
+        (status = 403, response = PostForbidden),
         (status = 404, response = NotFound),
         (status = 413, response = PayloadTooLarge),
         (status = 415, response = UnsupportedMediaType),
         (status = 429, response = TooManyRequests),
-        (status = 503, response = Overloaded),
+        (status = 503, response = PostUnavailable),
         (status = 500, response = InternalError),
     ),
     security((), ("bearer" = [])),
@@ -161,7 +162,7 @@ async fn store_post(
     state: &AppState,
 ) -> Result<Posted, ChatError> {
     let channel = ChannelId::parse(channel)?;
-    let publisher = state.access.publisher(&req, channel)?;
+    let mut publisher = state.access.publisher(&req, channel)?;
     state.rate.check(sender(&req, publisher.name.as_deref()))?;
     let limits = &state.limits;
     let body = read_limited(&req, payload, limits.max_body_bytes).await?;
@@ -175,12 +176,20 @@ async fn store_post(
     }
     let fields = parse_fields(content_type, &body, query_author)?;
     let user = publisher.user.clone();
+    let claims = publisher.claims.take();
     let author = publisher.author(fields.author);
     let new = NewMessage::parse(author.as_deref(), fields.text.as_deref(), limits)?.with_user(user);
     state.bans.check(channel, new.author.as_str())?;
     let key = idempotency_key(&req)?.map(str::to_string);
     let mut entry = Entry::new(channel, new).with_key(key);
     entry.key_is_new = key_is_new(&req, &entry)?;
+    // Last, once the post is known to be valid: the app is asked only about
+    // posts that would be stored. A retry with the same key asks again.
+    if let Some(hook) = &state.publish_hook {
+        entry.message = hook
+            .check(channel, entry.message, claims.as_ref(), limits)
+            .await?;
+    }
     let appended = state.store.append_one(entry, state.ack).await?;
     let location = format!("/channels/{channel}/messages/{}", appended.message.id);
     let response = HttpResponse::Created()
