@@ -6,12 +6,15 @@
 # bench/peers/nchan-redis/), of the split deployment's chat-service
 # (durable, publishing to a Mosquitto), and of a bare actix-web handler that
 # parses and answers the same POST and stores nothing (the floor of a POST,
-# bench/src/bin/bare-actix.rs), alternating runs.
+# bench/src/bin/bare-actix.rs), alternating runs. crier-hook is the durable
+# all-in-one asking a publish hook about every post (bench/src/bin/accept-hook.rs,
+# one worker, accepting everything): not in the default list.
 #
 #   bench/ingest.sh [runs] [seconds] [connections]
 #
 #   BENCH_INGEST_SYSTEMS  of: crier-durable nchan crier-memory nchan-redis split
-#                         bare-actix (default: all, in that order within each run)
+#                         bare-actix crier-hook (default: all but crier-hook,
+#                         in that order within each run)
 #
 # Needs `wrk`; for Nchan `nginx` with `libnginx-mod-nchan`, for Nchan+Redis
 # `redis-server` too, for the split `mosquitto`. Prints one line per run and
@@ -60,12 +63,14 @@ load() {
   echo "$rps"
 }
 
+# crier_run DURABLE [FLAG...]: the all-in-one, with more flags if given.
 crier_run() {
   local durable=$1 port pid
+  shift
   port=$(free_port)
   RUST_LOG=warn ./target/release/crier --listen "127.0.0.1:$port" \
     --data-dir "$work/data-$durable-$RANDOM" --durable-ack "$durable" \
-    --post-rate-per-sec 0 >"$work/crier.out" 2>"$work/crier.log" &
+    --post-rate-per-sec 0 "$@" >"$work/crier.out" 2>"$work/crier.log" &
   pid=$!
   wait_ready "http://127.0.0.1:$port"
   rps=$(load "http://127.0.0.1:$port" crier)
@@ -105,8 +110,20 @@ bare_run() {
   stop_pids "$pid"
 }
 
+# The durable all-in-one asking a hook that accepts everything.
+hook_run() {
+  local port pid
+  port=$(free_port)
+  ./target/release/accept-hook --listen "127.0.0.1:$port" >"$work/hook.log" 2>&1 &
+  pid=$!
+  wait_ready "http://127.0.0.1:$port"
+  crier_run true --publish-hook-url "http://127.0.0.1:$port/"
+  stop_pids "$pid"
+}
+
 measure() {
   case $1 in
+    crier-hook) hook_run ;;
     crier-durable) crier_run true ;;
     crier-memory) crier_run false ;;
     nchan | nchan-redis) nchan_run "$1" ;;
@@ -124,6 +141,7 @@ describe() {
     nchan-redis) echo "nchan + redis (appendfsync always)" ;;
     split) echo "split chat-service, durable" ;;
     bare-actix) echo "bare actix-web handler (no store)" ;;
+    crier-hook) echo "crier, durable, with a publish hook" ;;
   esac
 }
 

@@ -1,0 +1,52 @@
+//! The cheapest publish hook an app could run: an actix-web server on one
+//! worker that reads each post Crier sends it and answers `{"action":"accept"}`.
+//! `bench/ingest.sh` measures crier with it (`crier-hook`) beside crier
+//! without one, so the difference is what asking the app costs per POST.
+//!
+//!   accept-hook --listen 127.0.0.1:PORT
+
+use actix_web::{App, HttpResponse, HttpServer, web};
+use serde::Deserialize;
+
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// What the hook is shown; read as an app would, so parsing is part of its cost.
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct Post {
+    channel: String,
+    author: String,
+    text: String,
+}
+
+async fn accept(_post: web::Json<Post>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(r#"{"action":"accept"}"#)
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}
+
+#[actix_web::main]
+async fn main() -> std::io::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let listen = match (args.next().as_deref(), args.next()) {
+        (Some("--listen"), Some(address)) => address,
+        _ => {
+            eprintln!("usage: accept-hook --listen ADDRESS");
+            std::process::exit(2);
+        }
+    };
+    HttpServer::new(|| {
+        App::new()
+            .route("/", web::post().to(accept))
+            .route("/readyz", web::get().to(healthz))
+    })
+    .workers(1)
+    .bind(listen)?
+    .run()
+    .await
+}
