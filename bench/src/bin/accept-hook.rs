@@ -8,6 +8,10 @@
 use actix_web::{App, HttpResponse, HttpServer, web};
 use serde::Deserialize;
 
+#[path = "../small_server.rs"]
+mod small_server;
+use small_server::healthz;
+
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
@@ -26,20 +30,9 @@ async fn accept(_post: web::Json<Post>) -> HttpResponse {
         .body(r#"{"action":"accept"}"#)
 }
 
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
-}
-
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let listen = match (args.next().as_deref(), args.next()) {
-        (Some("--listen"), Some(address)) => address,
-        _ => {
-            eprintln!("usage: accept-hook --listen ADDRESS");
-            std::process::exit(2);
-        }
-    };
+    let listen = small_server::listen_address("accept-hook");
     HttpServer::new(|| {
         App::new()
             .route("/", web::post().to(accept))

@@ -12,6 +12,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use actix_web::{App, HttpResponse, HttpServer, web};
 use serde::{Deserialize, Serialize};
 
+#[path = "../small_server.rs"]
+mod small_server;
+use small_server::healthz;
+
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
@@ -46,20 +50,9 @@ async fn post_message(channel: web::Path<String>, body: web::Json<NewMessage>) -
     HttpResponse::Created().json(message)
 }
 
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
-}
-
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let listen = match (args.next().as_deref(), args.next()) {
-        (Some("--listen"), Some(address)) => address,
-        _ => {
-            eprintln!("usage: bare-actix --listen ADDRESS");
-            std::process::exit(2);
-        }
-    };
+    let listen = small_server::listen_address("bare-actix");
     HttpServer::new(|| {
         App::new()
             .route("/channels/{channel}/messages", web::post().to(post_message))
