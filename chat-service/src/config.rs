@@ -321,7 +321,12 @@ mod tests {
     fn the_publish_hook_takes_only_http_urls_and_a_real_timeout() {
         assert!(parse_hook_url("http://127.0.0.1:3000/hook").is_ok());
         assert!(parse_hook_url("https://app.example/hook").is_ok());
-        for bad in ["", "app.example/hook", "ftp://app.example/", "unix:/run/app.sock"] {
+        for bad in [
+            "",
+            "app.example/hook",
+            "ftp://app.example/",
+            "unix:/run/app.sock",
+        ] {
             assert!(parse_hook_url(bad).is_err(), "{bad:?}");
         }
         assert_eq!(parse_hook_timeout("200ms"), Ok(Duration::from_millis(200)));
