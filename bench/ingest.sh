@@ -101,24 +101,16 @@ split_run() {
 
 # The floor: actix-web parsing and answering the same POST, storing nothing.
 bare_run() {
-  local port pid
-  port=$(free_port)
-  ./target/release/bare-actix --listen "127.0.0.1:$port" >"$work/bare.log" 2>&1 &
-  pid=$!
-  wait_ready "http://127.0.0.1:$port"
-  rps=$(load "http://127.0.0.1:$port" crier)
-  stop_pids "$pid"
+  start_small_server bare-actix "$work"
+  rps=$(load "http://127.0.0.1:$small_port" crier)
+  stop_pids "$small_pid"
 }
 
 # The durable all-in-one asking a hook that accepts everything.
 hook_run() {
-  local port pid
-  port=$(free_port)
-  ./target/release/accept-hook --listen "127.0.0.1:$port" >"$work/hook.log" 2>&1 &
-  pid=$!
-  wait_ready "http://127.0.0.1:$port"
-  crier_run true --publish-hook-url "http://127.0.0.1:$port/"
-  stop_pids "$pid"
+  start_small_server accept-hook "$work"
+  crier_run true --publish-hook-url "http://127.0.0.1:$small_port/"
+  stop_pids "$small_pid"
 }
 
 measure() {

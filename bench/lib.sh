@@ -95,3 +95,15 @@ start_chat_service() {
 
 # The median of the numbers on standard input, one per line.
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+# start_small_server NAME DIR: one of bench/src/bin/'s small servers
+# (bare-actix, accept-hook) on a free port, ready, its log in DIR. Sets
+# small_port and small_pid.
+start_small_server() {
+  local name=$1 dir=$2
+  small_port=$(free_port)
+  ./target/release/"$name" --listen "127.0.0.1:$small_port" >"$dir/$name.log" 2>&1 &
+  # shellcheck disable=SC2034 # for the caller
+  small_pid=$!
+  wait_ready "http://127.0.0.1:$small_port"
+}

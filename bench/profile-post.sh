@@ -64,11 +64,8 @@ wait_ready "http://127.0.0.1:$port"
 profile crier "$crier" "http://127.0.0.1:$port"
 stop_pids "$crier"
 
-port=$(free_port)
-./target/release/bare-actix --listen "127.0.0.1:$port" >"$work/bare.log" 2>&1 &
-bare=$!
-wait_ready "http://127.0.0.1:$port"
-profile bare "$bare" "http://127.0.0.1:$port"
-stop_pids "$bare"
+start_small_server bare-actix "$work"
+profile bare "$small_pid" "http://127.0.0.1:$small_port"
+stop_pids "$small_pid"
 
 python3 bench/post_profile.py "$work/crier" "$work/bare"
