@@ -73,20 +73,31 @@ impl SyncedHistory {
     /// The last `limit` synced messages of the channel, ascending.
     pub fn latest(&self, channel: ChannelId, limit: usize) -> Result<Vec<Message>, sled::Error> {
         let bound = self.unsynced.readable_through(channel);
-        let range = message_key(channel, 0)..=message_key(channel, bound);
-        let newest_first = self
-            .messages
-            .range(range)
-            .rev()
-            .take(limit)
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut newest_first = self.newest_first(channel, bound, limit)?;
         let synced = self.unsynced.readable_through(channel);
+        if newest_first.iter().any(|(key, _)| id_of_key(key) > synced) {
+            // A write began during the read: the newest entries taken may be
+            // unsynced, and dropping them would leave fewer than `limit` (none
+            // for the newest id alone). Every id up to the hold is written and
+            // synced, so the newest `limit` of those are read again.
+            newest_first = self.newest_first(channel, synced, limit)?;
+        }
         Ok(newest_first
             .iter()
             .rev()
-            .filter(|(key, _)| id_of_key(key) <= synced)
             .filter_map(|(_, value)| decode(value))
             .collect())
+    }
+
+    /// The channel's entries with ids up to `through`, newest first, at most `limit`.
+    fn newest_first(
+        &self,
+        channel: ChannelId,
+        through: u64,
+        limit: usize,
+    ) -> Result<Vec<(sled::IVec, sled::IVec)>, sled::Error> {
+        let range = message_key(channel, 0)..=message_key(channel, through);
+        self.messages.range(range).rev().take(limit).collect()
     }
 
     /// How many synced messages the channel holds, and their first and last ids.
