@@ -222,7 +222,7 @@ fn deliver(hub: &Hub, channel: ChannelId, topic: &str, payload: &bytes::Bytes) {
     match MessageCheck::of(payload) {
         Ok(message) if message.channel == channel && message.id > 0 => {
             crate::metrics::sample_bus_lag(payload);
-            hub.deliver(channel, Frame::from_json(message.id, payload));
+            hub.deliver(channel, Frame::from_json(message.id, message.kind, payload));
         }
         Ok(_) => log::warn!("dropping a message whose channel or id does not match {topic}"),
         Err(e) => log::warn!("dropping an unreadable message on {topic}: {e}"),

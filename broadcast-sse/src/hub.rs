@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
-use protocol::{ChannelId, Message};
+use protocol::{ChannelId, Kind, Message};
 use server::tasks::Background;
 use tokio::sync::{Semaphore, broadcast, mpsc, watch};
 
@@ -68,11 +68,11 @@ impl Frame {
         }
     }
 
-    /// The frame of message `id` as `json` carries it, copied as it is: the
+    /// The frame of log entry `id` (of `kind`) as `json` carries it, copied as it is: the
     /// store's serialisation is the one every socket gets. JSON spread over
     /// several lines (not what the chat-service writes, but valid on the
     /// topic) is put on one line first, as one `data:` field needs.
-    pub fn from_json(id: u64, json: &[u8]) -> Self {
+    pub fn from_json(id: u64, kind: Kind, json: &[u8]) -> Self {
         let one_line = if json.iter().any(|&byte| byte == b'\n' || byte == b'\r') {
             serde_json::from_slice::<Message>(json)
                 .and_then(|message| serde_json::to_vec(&message))
@@ -83,7 +83,7 @@ impl Frame {
         };
         Frame {
             id,
-            bytes: Bytes::from(protocol::message::sse_frame_of(id, &one_line)),
+            bytes: Bytes::from(protocol::message::sse_frame_of(id, kind, &one_line)),
             made: Instant::now(),
         }
     }

@@ -31,14 +31,13 @@ pub fn channel(n: u8) -> ChannelId {
 }
 
 pub fn message(channel: ChannelId, id: u64) -> Message {
-    Message {
+    Message::new(
         id,
         channel,
-        author: "ann".into(),
-        text: format!("message {id}"),
-        ts: "2026-11-21T22:40:00.123Z".into(),
-        user: None,
-    }
+        "ann",
+        &format!("message {id}"),
+        "2026-11-21T22:40:00.123Z",
+    )
 }
 
 pub fn frame(channel: ChannelId, id: u64) -> Frame {

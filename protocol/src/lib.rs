@@ -21,4 +21,4 @@ pub mod message;
 pub mod topic;
 
 pub use channel::ChannelId;
-pub use message::Message;
+pub use message::{Kind, Message};

@@ -32,6 +32,54 @@ pub struct Message {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Object, required = false)]
     pub user: Option<serde_json::Value>,
+    /// What this entry of the log is: a message (the default, not written), or
+    /// an edit or deletion of the message [`Message::target`] names.
+    #[serde(default, skip_serializing_if = "Kind::is_message")]
+    #[schema(required = false)]
+    pub kind: Kind,
+    /// The id of the message an `update` or `delete` entry changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, required = false)]
+    pub target: Option<u64>,
+    /// In history as messages now are: when the text was last edited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime, required = false)]
+    pub edited_at: Option<String>,
+    /// In history as messages now are: the message was deleted (its text is
+    /// empty).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[schema(required = false)]
+    pub deleted: bool,
+}
+
+/// What an entry of a channel's log does. Every entry has the channel's next
+/// id, so an edit or a deletion reaches streams, resumes and MQTT like a
+/// message does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// A new message.
+    #[default]
+    Message,
+    /// A new text for the message `target` names (the entry's `text`).
+    Update,
+    /// The message `target` names is deleted (the entry's `text` is empty).
+    Delete,
+}
+
+impl Kind {
+    pub fn is_message(&self) -> bool {
+        *self == Kind::Message
+    }
+
+    /// The SSE event an entry of this kind is sent as.
+    pub fn event(self) -> &'static str {
+        match self {
+            Kind::Message => "message",
+            Kind::Update => "update",
+            Kind::Delete => "delete",
+        }
+    }
 }
 
 /// A message's JSON checked for the shape of [`Message`] without copying it:
@@ -49,6 +97,8 @@ pub struct MessageCheck<'a> {
     _ts: Cow<'a, str>,
     #[serde(default, rename = "user")]
     _user: Option<IgnoredAny>,
+    #[serde(default)]
+    pub kind: Kind,
 }
 
 impl<'a> MessageCheck<'a> {
@@ -79,11 +129,48 @@ impl Message {
         time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
     }
 
-    /// The message as one complete SSE event (`id:`, `event: message`, `data:` and the
-    /// blank line). Built once per message and shared by every subscriber.
+    /// The message as one complete SSE event (`id:`, `event:` of its kind,
+    /// `data:` and the blank line). Built once per message and shared by every
+    /// subscriber.
     pub fn sse_frame(&self) -> Vec<u8> {
         let json = serde_json::to_vec(self).unwrap_or_default();
-        sse_frame_of(self.id, &json)
+        sse_frame_of(self.id, self.kind, &json)
+    }
+
+    /// A new message (not an edit or a deletion) with no token profile.
+    pub fn new(id: u64, channel: ChannelId, author: &str, text: &str, ts: &str) -> Self {
+        Message {
+            id,
+            channel,
+            author: author.to_string(),
+            text: text.to_string(),
+            ts: ts.to_string(),
+            user: None,
+            kind: Kind::Message,
+            target: None,
+            edited_at: None,
+            deleted: false,
+        }
+    }
+
+    /// The message as it is once `change` (an `update` or `delete` entry that
+    /// targets it) is applied; any other entry leaves it as it is.
+    pub fn revised_by(mut self, change: &Message) -> Self {
+        if change.target != Some(self.id) {
+            return self;
+        }
+        match change.kind {
+            Kind::Message => {}
+            Kind::Update => {
+                self.text.clone_from(&change.text);
+                self.edited_at = Some(change.ts.clone());
+            }
+            Kind::Delete => {
+                self.text.clear();
+                self.deleted = true;
+            }
+        }
+        self
     }
 }
 
@@ -99,18 +186,18 @@ pub fn stored_millis_of_frame(frame: &[u8]) -> Option<i64> {
     Some(stored.timestamp_millis())
 }
 
-/// The SSE event of a message already serialized as one line of `json` (what
-/// [`Message::sse_frame`] gives for it).
-pub fn sse_frame_of(id: u64, json: &[u8]) -> Vec<u8> {
+/// The SSE event of a log entry of `kind` already serialized as one line of
+/// `json` (what [`Message::sse_frame`] gives for it).
+pub fn sse_frame_of(id: u64, kind: Kind, json: &[u8]) -> Vec<u8> {
     let mut frame = Vec::with_capacity(json.len() + 48);
-    frame_into(&mut frame, id, json);
+    frame_into(&mut frame, id, kind, json);
     frame
 }
 
 /// serde_json escapes every control character, so the JSON is one line and a single
 /// `data:` field carries it.
-fn frame_into(out: &mut Vec<u8>, id: u64, json: &[u8]) {
-    let _ = write!(out, "id: {id}\nevent: message\ndata: ");
+fn frame_into(out: &mut Vec<u8>, id: u64, kind: Kind, json: &[u8]) {
+    let _ = write!(out, "id: {id}\nevent: {}\ndata: ", kind.event());
     out.extend_from_slice(json);
     out.extend_from_slice(b"\n\n");
 }
@@ -142,21 +229,15 @@ mod tests {
     #[test]
     fn the_stored_time_is_read_from_a_frame() {
         let json = br#"{"id":3,"channel":"c","author":"a","text":"say \"ts\":\"x","ts":"2026-12-04T16:44:13.761Z"}"#;
-        let frame = sse_frame_of(3, json);
+        let frame = sse_frame_of(3, Kind::Message, json);
         assert_eq!(stored_millis_of_frame(&frame), Some(1_796_402_653_761));
         assert_eq!(stored_millis_of_frame(b"id: 1\n\n"), None);
     }
     use super::*;
 
     fn sample() -> Message {
-        Message {
-            id: 7,
-            channel: ChannelId::parse("6f9619ff-8b86-d011-b42d-00cf4fc964ff").expect("uuid"),
-            author: "ann".into(),
-            text: "two\nlines".into(),
-            ts: "2026-11-21T22:40:00.123Z".into(),
-            user: None,
-        }
+        let channel = ChannelId::parse("6f9619ff-8b86-d011-b42d-00cf4fc964ff").expect("uuid");
+        Message::new(7, channel, "ann", "two\nlines", "2026-11-21T22:40:00.123Z")
     }
 
     #[test]
@@ -176,6 +257,57 @@ mod tests {
         assert!(!json.contains("user"));
         let back: Message = serde_json::from_str(&json).expect("parse");
         assert_eq!(back, sample());
+    }
+
+    fn change(id: u64, kind: Kind, target: u64, text: &str) -> Message {
+        Message {
+            kind,
+            target: Some(target),
+            ..Message::new(
+                id,
+                sample().channel,
+                "bob",
+                text,
+                "2026-11-21T22:41:00.000Z",
+            )
+        }
+    }
+
+    #[test]
+    fn an_edit_or_deletion_is_framed_as_its_own_event_and_keeps_its_kind_on_the_wire() {
+        let edit = change(8, Kind::Update, 7, "fixed");
+        let json = serde_json::to_string(&edit).expect("json");
+        assert!(json.contains(r#""kind":"update","target":7"#), "{json}");
+        assert_eq!(serde_json::from_str::<Message>(&json).expect("parse"), edit);
+        let frame = String::from_utf8(edit.sse_frame()).expect("utf-8");
+        assert!(frame.starts_with("id: 8\nevent: update\ndata: "), "{frame}");
+        let check = MessageCheck::of(json.as_bytes()).expect("a log entry");
+        assert_eq!(check.kind, Kind::Update);
+        let plain = serde_json::to_string(&sample()).expect("json");
+        assert!(
+            !plain.contains("kind") && !plain.contains("target"),
+            "{plain}"
+        );
+        assert!(!plain.contains("edited_at") && !plain.contains("deleted"));
+    }
+
+    #[test]
+    fn a_message_revised_by_its_edit_and_deletion_shows_them_and_ignores_others() {
+        let edited = sample().revised_by(&change(8, Kind::Update, 7, "fixed"));
+        assert_eq!(edited.text, "fixed");
+        assert_eq!(
+            edited.edited_at.as_deref(),
+            Some("2026-11-21T22:41:00.000Z")
+        );
+        assert_eq!(
+            (edited.id, edited.author.as_str()),
+            (7, "ann"),
+            "id and author stay"
+        );
+        let deleted = edited.revised_by(&change(9, Kind::Delete, 7, ""));
+        assert!(deleted.deleted && deleted.text.is_empty());
+        let untouched = sample().revised_by(&change(9, Kind::Delete, 6, ""));
+        assert_eq!(untouched, sample());
     }
 
     #[test]

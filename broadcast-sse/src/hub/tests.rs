@@ -380,23 +380,22 @@ async fn a_history_that_cannot_tell_its_newest_id_leaves_the_channel_as_it_was()
 
 #[test]
 fn a_frame_from_json_is_the_frame_of_the_message_it_carries() {
-    let message = Message {
-        id: 4,
-        channel: ChannelId::from_bytes([3; 16]),
-        author: "ann".into(),
-        text: "two\nlines".into(),
-        ts: "2026-11-21T22:40:00.123Z".into(),
-        user: None,
-    };
+    let message = Message::new(
+        4,
+        ChannelId::from_bytes([3; 16]),
+        "ann",
+        "two\nlines",
+        "2026-11-21T22:40:00.123Z",
+    );
     let json = serde_json::to_vec(&message).expect("json");
     assert_eq!(
-        Frame::from_json(4, &json).bytes,
+        Frame::from_json(4, Kind::Message, &json).bytes,
         Frame::from_message(&message).bytes,
         "the store's JSON is framed as it is"
     );
     let pretty = serde_json::to_vec_pretty(&message).expect("json");
     assert_eq!(
-        Frame::from_json(4, &pretty).bytes,
+        Frame::from_json(4, Kind::Message, &pretty).bytes,
         Frame::from_message(&message).bytes,
         "JSON over several lines is put on one"
     );

@@ -304,12 +304,14 @@ impl Writer {
             .next_id(channel, now, || trees.last_id(channel))?;
         staged.touched.push(channel);
         let message = Message {
-            id,
-            channel,
-            author: entry.message.author.as_str().to_string(),
-            text: entry.message.text.as_str().to_string(),
-            ts: Message::now_timestamp(),
             user: entry.message.user.clone(),
+            ..Message::new(
+                id,
+                channel,
+                entry.message.author.as_str(),
+                entry.message.text.as_str(),
+                &Message::now_timestamp(),
+            )
         };
         let json = Bytes::from(serde_json::to_vec(&message).unwrap_or_default());
         let appended = Appended {
