@@ -153,11 +153,12 @@ impl Message {
         }
     }
 
-    /// The message as it is once `change` (an `update` or `delete` entry that
-    /// targets it) is applied; any other entry leaves it as it is.
-    pub fn revised_by(mut self, change: &Message) -> Self {
-        if change.target != Some(self.id) {
-            return self;
+    /// Applies `change` (an `update` or `delete` entry that targets this
+    /// message); any other entry leaves it as it is. A deletion
+    /// is final: an edit that raced it changes nothing.
+    pub fn revise(&mut self, change: &Message) {
+        if change.target != Some(self.id) || self.deleted {
+            return;
         }
         match change.kind {
             Kind::Message => {}
@@ -170,7 +171,6 @@ impl Message {
                 self.deleted = true;
             }
         }
-        self
     }
 }
 
@@ -306,6 +306,10 @@ mod tests {
         );
         let deleted = edited.revised_by(&change(9, Kind::Delete, 7, ""));
         assert!(deleted.deleted && deleted.text.is_empty());
+        let late_edit = deleted
+            .clone()
+            .revised_by(&change(10, Kind::Update, 7, "again"));
+        assert_eq!(late_edit, deleted, "a deletion is final");
         let untouched = sample().revised_by(&change(9, Kind::Delete, 6, ""));
         assert_eq!(untouched, sample());
     }

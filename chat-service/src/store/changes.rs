@@ -96,8 +96,19 @@ fn trim(trees: &Trees, channel: ChannelId, through: u64) -> Result<u64, sled::Er
     let removed = keys.len() as u64;
     if removed < TRIM_BATCH as u64 {
         forget_idempotency_keys(trees, channel, through)?;
+        forget_revisions(trees, channel, through)?;
     }
     Ok(removed)
+}
+
+/// Drops the index entries of edits and deletions of messages up to
+/// `through`: their targets are gone.
+fn forget_revisions(trees: &Trees, channel: ChannelId, through: u64) -> Result<(), sled::Error> {
+    let range = keys::revision_key(channel, 0, 0)..=keys::revision_key(channel, through, u64::MAX);
+    for key in trees.revisions.range(range).keys() {
+        trees.revisions.remove(key?)?;
+    }
+    Ok(())
 }
 
 fn forget_idempotency_keys(

@@ -28,6 +28,27 @@ pub fn channel_of_key(key: &[u8]) -> Option<ChannelId> {
     Some(ChannelId::from_bytes(bytes))
 }
 
+/// `channel ++ target ++ revision` (ids big-endian): an edit or deletion
+/// `revision` of message `target`. One channel's revisions sort by target,
+/// then in log order, so those of a page of messages are one range.
+pub const REVISION_KEY_LEN: usize = MESSAGE_KEY_LEN + 8;
+
+pub fn revision_key(channel: ChannelId, target: u64, revision: u64) -> [u8; REVISION_KEY_LEN] {
+    let mut key = [0u8; REVISION_KEY_LEN];
+    key[..MESSAGE_KEY_LEN].copy_from_slice(&message_key(channel, target));
+    key[MESSAGE_KEY_LEN..].copy_from_slice(&revision.to_be_bytes());
+    key
+}
+
+/// The target and revision ids of a [`revision_key`].
+pub fn ids_of_revision_key(key: &[u8]) -> (u64, u64) {
+    let revision = key
+        .get(MESSAGE_KEY_LEN..REVISION_KEY_LEN)
+        .and_then(|bytes| bytes.try_into().ok())
+        .map_or(0, u64::from_be_bytes);
+    (id_of_key(key), revision)
+}
+
 /// The smallest key of the channel after `channel`, or `None` after the last one:
 /// how the store steps from one channel's range to the next.
 pub fn next_channel_start(channel: ChannelId) -> Option<[u8; CHANNEL_LEN]> {
@@ -65,6 +86,18 @@ mod tests {
         assert!(message_key(a, u64::MAX) < message_key(b, 0));
         assert_eq!(id_of_key(&message_key(a, 42)), 42);
         assert_eq!(channel_of_key(&message_key(b, 7)), Some(b));
+    }
+
+    #[test]
+    fn revision_keys_sort_by_target_then_revision_within_the_channel() {
+        let a = ChannelId::from_bytes([1; 16]);
+        assert!(revision_key(a, 7, 9) < revision_key(a, 7, 12));
+        assert!(revision_key(a, 7, u64::MAX) < revision_key(a, 8, 9));
+        assert!(
+            revision_key(a, u64::MAX, u64::MAX).as_slice()
+                < message_key(ChannelId::from_bytes([2; 16]), 0).as_slice()
+        );
+        assert_eq!(ids_of_revision_key(&revision_key(a, 7, 9)), (7, 9));
     }
 
     #[test]

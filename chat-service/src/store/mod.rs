@@ -36,7 +36,7 @@ use std::sync::mpsc::{SyncSender, TrySendError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use protocol::{ChannelId, Message};
+use protocol::{ChannelId, Kind, Message};
 use tokio::sync::{mpsc, oneshot};
 
 use admission::Admission;
@@ -72,6 +72,16 @@ pub struct Entry {
     /// identical post that happens to derive the same key later is not mistaken
     /// for a retry.
     pub key_is_new: bool,
+    /// An edit or deletion of an earlier message, rather than a new one.
+    pub revises: Option<Revision>,
+}
+
+/// What an edit or deletion entry changes: its kind ([`Kind::Update`] or
+/// [`Kind::Delete`]) and the id of its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Revision {
+    pub kind: Kind,
+    pub target: u64,
 }
 
 impl Entry {
@@ -82,6 +92,16 @@ impl Entry {
             message,
             idempotency_key: None,
             key_is_new: false,
+            revises: None,
+        }
+    }
+
+    /// An edit (`message` holds the new text) or a deletion (its text is not
+    /// stored) of message `revision.target`, by `message.author`.
+    pub fn revision(channel: ChannelId, message: NewMessage, revision: Revision) -> Self {
+        Entry {
+            revises: Some(revision),
+            ..Entry::new(channel, message)
         }
     }
 
@@ -219,7 +239,7 @@ impl Store {
         let trees = Trees::open(dir, settings.cache_bytes)?;
         let node_id = trees.node_id()?;
         let unsynced = Arc::new(Unsynced::default());
-        let history = SyncedHistory::new(trees.messages.clone(), unsynced.clone());
+        let history = SyncedHistory::new(&trees, unsynced.clone());
         let (announce, announcements) = mpsc::channel(settings.announce_queue.max(1));
         let admission = Arc::new(Admission::new(settings.max_queue_delay));
         let (ingest, threads) = writer::start(
@@ -419,5 +439,7 @@ fn decode(value: &[u8]) -> Option<Message> {
     }
 }
 
+#[cfg(test)]
+mod revision_tests;
 #[cfg(test)]
 pub(crate) mod tests;

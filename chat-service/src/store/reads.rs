@@ -10,26 +10,143 @@
 //!
 //! A read that races a write may come back a little short (the newest
 //! messages it found were not synced yet); it is never wrong.
+//!
+//! Two views: the log as it was written (`after`, `latest`, `get`: every
+//! entry, edits and deletions included, which is what streams replay), and
+//! messages as they now are (`current_*`: only messages, each with its synced
+//! edits and deletion applied, found through the revisions index).
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use protocol::{ChannelId, Message};
 
-use super::keys::{id_of_key, message_key};
+use super::keys::{id_of_key, ids_of_revision_key, message_key, revision_key};
+use super::trees::Trees;
 use super::unsynced::Unsynced;
 use super::{ChannelStats, decode};
+
+/// Up to `limit` entries of `entries` that are messages (not edits or
+/// deletions), in the order given.
+fn only_messages(
+    entries: impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
+    limit: usize,
+) -> Result<Vec<Message>, sled::Error> {
+    let mut messages = Vec::new();
+    for entry in entries {
+        let (_, value) = entry?;
+        if let Some(message) = decode(&value).filter(|message| message.kind.is_message()) {
+            messages.push(message);
+            if messages.len() >= limit {
+                break;
+            }
+        }
+    }
+    Ok(messages)
+}
 
 /// Reads of the messages tree, capped per channel at the synced id.
 #[derive(Clone)]
 pub struct SyncedHistory {
     messages: sled::Tree,
+    revisions: sled::Tree,
     unsynced: Arc<Unsynced>,
 }
 
 impl SyncedHistory {
-    pub(super) fn new(messages: sled::Tree, unsynced: Arc<Unsynced>) -> Self {
-        SyncedHistory { messages, unsynced }
+    pub(super) fn new(trees: &Trees, unsynced: Arc<Unsynced>) -> Self {
+        SyncedHistory {
+            messages: trees.messages.clone(),
+            revisions: trees.revisions.clone(),
+            unsynced,
+        }
+    }
+
+    /// Up to `limit` synced messages (not edits or deletions) with ids
+    /// greater than `after`, ascending, as they now are.
+    pub fn current_after(
+        &self,
+        channel: ChannelId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Message>, sled::Error> {
+        let bound = self.unsynced.readable_through(channel);
+        if after >= bound {
+            return Ok(Vec::new());
+        }
+        let range = message_key(channel, after.saturating_add(1))..=message_key(channel, bound);
+        let mut page = only_messages(self.messages.range(range), limit)?;
+        let synced = self.unsynced.readable_through(channel);
+        page.retain(|message| message.id <= synced);
+        self.revise(channel, page)
+    }
+
+    /// The last `limit` synced messages (not edits or deletions) of the
+    /// channel, ascending, as they now are.
+    pub fn current_latest(
+        &self,
+        channel: ChannelId,
+        limit: usize,
+    ) -> Result<Vec<Message>, sled::Error> {
+        let newest = |through: u64| {
+            let range = message_key(channel, 0)..=message_key(channel, through);
+            only_messages(self.messages.range(range).rev(), limit)
+        };
+        let bound = self.unsynced.readable_through(channel);
+        let mut newest_first = newest(bound)?;
+        let synced = self.unsynced.readable_through(channel);
+        if newest_first.iter().any(|message| message.id > synced) {
+            // As in `latest`: a write began during the read.
+            newest_first = newest(synced)?;
+        }
+        newest_first.reverse();
+        self.revise(channel, newest_first)
+    }
+
+    /// One synced entry by id: a message as it now is, or an edit or
+    /// deletion as it was written.
+    pub fn current_get(&self, channel: ChannelId, id: u64) -> Result<Option<Message>, sled::Error> {
+        let Some(entry) = self.get(channel, id)? else {
+            return Ok(None);
+        };
+        if !entry.kind.is_message() {
+            return Ok(Some(entry));
+        }
+        Ok(self.revise(channel, vec![entry])?.pop())
+    }
+
+    /// `page` (messages ascending by id) with every synced edit and deletion
+    /// of them applied, in log order. The index is read before the hold is
+    /// asked, as the messages tree is.
+    fn revise(
+        &self,
+        channel: ChannelId,
+        mut page: Vec<Message>,
+    ) -> Result<Vec<Message>, sled::Error> {
+        let (Some(first), Some(last)) = (page.first(), page.last()) else {
+            return Ok(page);
+        };
+        let range = revision_key(channel, first.id, 0)..=revision_key(channel, last.id, u64::MAX);
+        let revisions = self
+            .revisions
+            .range(range)
+            .keys()
+            .map(|key| key.map(|key| ids_of_revision_key(&key)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let synced = self.unsynced.readable_through(channel);
+        for (target, revision) in revisions.into_iter().filter(|(_, rev)| *rev <= synced) {
+            let Some(change) = self.messages.get(message_key(channel, revision))? else {
+                continue;
+            };
+            let (Some(change), Ok(at)) = (
+                decode(&change),
+                page.binary_search_by_key(&target, |message| message.id),
+            ) else {
+                continue;
+            };
+            page[at].revise(&change);
+        }
+        Ok(page)
     }
 
     /// Up to `limit` synced messages with ids greater than `after`, ascending.

@@ -383,7 +383,7 @@ async fn an_append_that_would_wait_past_the_budget_is_refused_and_earlier_ones_a
 
 /// Waits until the writer has inserted message `id` of `channel` (before
 /// its sync).
-async fn wait_until_written(store: &Store, channel: ChannelId, id: u64) {
+pub(crate) async fn wait_until_written(store: &Store, channel: ChannelId, id: u64) {
     let key = message_key(channel, id);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !store.inner.trees.messages.contains_key(key).expect("read") {

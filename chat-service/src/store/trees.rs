@@ -13,6 +13,8 @@ use super::keys::{self, decode_u64, id_of_key};
 pub(crate) struct Trees {
     pub(super) db: sled::Db,
     pub(super) messages: sled::Tree,
+    /// Index of edits and deletions: `channel ++ target ++ revision` → nothing.
+    pub(super) revisions: sled::Tree,
     pub(super) idempotency: sled::Tree,
     pub(super) published: sled::Tree,
     pub(super) trimmed: sled::Tree,
@@ -30,6 +32,7 @@ impl Trees {
             .open()?;
         let trees = Trees {
             messages: db.open_tree("messages")?,
+            revisions: db.open_tree("revisions")?,
             idempotency: db.open_tree("idempotency")?,
             published: db.open_tree("published")?,
             trimmed: db.open_tree("trimmed")?,

@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use bytes::Bytes;
-use protocol::{ChannelId, Message};
+use protocol::{ChannelId, Kind, Message};
 use server::metrics::names;
 use sled::Transactional;
 use sled::transaction::TransactionError;
@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::admission::Admission;
 use super::changes::Change;
 use super::commit::{self, Written};
-use super::keys::{channel_key, message_key};
+use super::keys::{REVISION_KEY_LEN, channel_key, message_key, revision_key};
 use super::numbers::Numbers;
 use super::unsynced::Unsynced;
 use super::{Ack, Appended, Entry, StoreError, StoreSettings, Stored, Trees, decode};
@@ -138,6 +138,8 @@ struct Staged {
     new_keys: HashMap<(ChannelId, String), Appended>,
     /// The messages numbered in this write, in id order per channel.
     stored: Vec<Stored>,
+    /// Index keys of the edits and deletions among them.
+    revisions: Vec<[u8; REVISION_KEY_LEN]>,
     touched: Vec<ChannelId>,
 }
 
@@ -303,16 +305,12 @@ impl Writer {
             .numbers
             .next_id(channel, now, || trees.last_id(channel))?;
         staged.touched.push(channel);
-        let message = Message {
-            user: entry.message.user.clone(),
-            ..Message::new(
-                id,
-                channel,
-                entry.message.author.as_str(),
-                entry.message.text.as_str(),
-                &Message::now_timestamp(),
-            )
-        };
+        let message = new_entry(id, entry);
+        if let Some(revision) = entry.revises {
+            staged
+                .revisions
+                .push(revision_key(channel, revision.target, id));
+        }
         let json = Bytes::from(serde_json::to_vec(&message).unwrap_or_default());
         let appended = Appended {
             message,
@@ -358,14 +356,15 @@ impl Writer {
     }
 
     /// Inserts the staged messages and keys. A message with an idempotency key
-    /// goes in one atomic write with its key: after a crash either both are in
-    /// the store or neither is. Without keys there is nothing to keep together,
+    /// goes in one atomic write with its key, an edit or deletion with its
+    /// index entry: after a crash either both are in the store or neither is.
+    /// Without keys or revisions there is nothing to keep together,
     /// so the messages go in one by one: sled's atomic writes wait for every
     /// flush in progress, and the next write would wait for the sync of the
     /// one before it. A crash then keeps a prefix of them: none was announced,
     /// nor answered as durable, before its sync.
     fn apply(&self, staged: &Staged) -> Result<(), String> {
-        if staged.new_keys.is_empty() {
+        if staged.new_keys.is_empty() && staged.revisions.is_empty() {
             return staged
                 .stored
                 .iter()
@@ -387,11 +386,20 @@ impl Writer {
                 stored.json.as_ref(),
             );
         }
-        let trees = (&self.trees.messages, &self.trees.idempotency);
+        let mut revisions = sled::Batch::default();
+        for key in &staged.revisions {
+            revisions.insert(&key[..], &[][..]);
+        }
+        let trees = (
+            &self.trees.messages,
+            &self.trees.idempotency,
+            &self.trees.revisions,
+        );
         trees
-            .transaction(|(messages_tree, keys)| {
+            .transaction(|(messages_tree, keys, revisions_tree)| {
                 messages_tree.apply_batch(&messages)?;
                 keys.apply_batch(&staged.keys)?;
+                revisions_tree.apply_batch(&revisions)?;
                 Ok(())
             })
             .map_err(|e: TransactionError<()>| match e {
@@ -399,4 +407,28 @@ impl Writer {
                 TransactionError::Abort(()) => "the write was aborted".to_string(),
             })
     }
+}
+
+/// The log entry `entry` becomes as id `id`: a message, or an edit or
+/// deletion of its target (a deletion keeps no text).
+fn new_entry(id: u64, entry: &Entry) -> Message {
+    let new = &entry.message;
+    let mut message = Message {
+        user: new.user.clone(),
+        ..Message::new(
+            id,
+            entry.channel,
+            new.author.as_str(),
+            new.text.as_str(),
+            &Message::now_timestamp(),
+        )
+    };
+    if let Some(revision) = entry.revises {
+        message.kind = revision.kind;
+        message.target = Some(revision.target);
+        if revision.kind == Kind::Delete {
+            message.text.clear();
+        }
+    }
+    message
 }
