@@ -77,6 +77,11 @@ impl Text {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The text of a deletion entry: none (the store keeps no text for it).
+    pub fn of_deletion() -> Self {
+        Text(String::new())
+    }
 }
 
 impl NewMessage {

@@ -34,6 +34,10 @@ pub enum ChatError {
     InvalidItem(String),
     #[error("no message {id} in this channel")]
     MessageNotFound { id: u64 },
+    #[error("message {id} is deleted")]
+    MessageDeleted { id: u64 },
+    #[error("{id} is an edit or a deletion, not a message")]
+    NotAMessage { id: u64 },
     #[error("request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error(
@@ -72,6 +76,8 @@ impl ChatError {
             ChatError::InvalidIdempotencyKey(_) => "invalid_idempotency_key",
             ChatError::InvalidItem(_) => "invalid_item",
             ChatError::MessageNotFound { .. } => "message_not_found",
+            ChatError::MessageDeleted { .. } => "message_deleted",
+            ChatError::NotAMessage { .. } => "not_a_message",
             ChatError::PayloadTooLarge { .. } => "payload_too_large",
             ChatError::UnsupportedMediaType(_) => "unsupported_media_type",
             ChatError::BodyRead(_) => "bad_request",
@@ -120,6 +126,9 @@ impl ResponseError for ChatError {
     fn status_code(&self) -> StatusCode {
         match self {
             ChatError::MessageNotFound { .. } => StatusCode::NOT_FOUND,
+            ChatError::MessageDeleted { .. } | ChatError::NotAMessage { .. } => {
+                StatusCode::CONFLICT
+            }
             ChatError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ChatError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ChatError::Store(StoreError::Busy) | ChatError::PublishHookUnavailable => {

@@ -20,7 +20,7 @@ use crate::publish::link::BrokerTarget;
 use crate::publish::{self, Publisher};
 use crate::publish_hook::PublishHook;
 use crate::rate_limit::RateLimiter;
-use crate::routes::{admin, channels, health, messages};
+use crate::routes::{admin, channels, health, messages, revisions};
 use crate::store::{self, Ack, Store};
 
 /// Everything a handler needs, cheap to clone.
@@ -179,7 +179,11 @@ server::routes! {
         GET => messages::list_messages,
         POST => messages::post_message,
     },
-    "/channels/{channel}/messages/{id}" => { GET => messages::get_message },
+    "/channels/{channel}/messages/{id}" => {
+        GET => messages::get_message,
+        PATCH => revisions::edit_message,
+        DELETE => revisions::delete_message,
+    },
     "/channels/{channel}/stats" => { GET => channels::stats },
     "/channels/{channel}/presence" => { GET => channels::presence },
 }

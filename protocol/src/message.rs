@@ -293,24 +293,23 @@ mod tests {
 
     #[test]
     fn a_message_revised_by_its_edit_and_deletion_shows_them_and_ignores_others() {
-        let edited = sample().revised_by(&change(8, Kind::Update, 7, "fixed"));
-        assert_eq!(edited.text, "fixed");
+        let mut message = sample();
+        message.revise(&change(8, Kind::Update, 7, "fixed"));
+        assert_eq!(message.text, "fixed");
+        let edited_at = message.edited_at.as_deref();
+        assert_eq!(edited_at, Some("2026-11-21T22:41:00.000Z"));
         assert_eq!(
-            edited.edited_at.as_deref(),
-            Some("2026-11-21T22:41:00.000Z")
-        );
-        assert_eq!(
-            (edited.id, edited.author.as_str()),
+            (message.id, message.author.as_str()),
             (7, "ann"),
             "id and author stay"
         );
-        let deleted = edited.revised_by(&change(9, Kind::Delete, 7, ""));
-        assert!(deleted.deleted && deleted.text.is_empty());
-        let late_edit = deleted
-            .clone()
-            .revised_by(&change(10, Kind::Update, 7, "again"));
-        assert_eq!(late_edit, deleted, "a deletion is final");
-        let untouched = sample().revised_by(&change(9, Kind::Delete, 6, ""));
+        message.revise(&change(9, Kind::Delete, 7, ""));
+        assert!(message.deleted && message.text.is_empty());
+        let deleted = message.clone();
+        message.revise(&change(10, Kind::Update, 7, "again"));
+        assert_eq!(message, deleted, "a deletion is final");
+        let mut untouched = sample();
+        untouched.revise(&change(9, Kind::Delete, 6, ""));
         assert_eq!(untouched, sample());
     }
 

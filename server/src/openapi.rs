@@ -33,6 +33,7 @@ use utoipa::{IntoParams, Modify, ToResponse, ToSchema};
             Unauthorized,
             Forbidden,
             NotFound,
+            Conflict,
             PayloadTooLarge,
             UnsupportedMediaType,
             TooManyRequests,
@@ -211,6 +212,10 @@ pub struct Forbidden(pub ErrorBody);
 /// No such message, ban or route.
 #[derive(ToResponse)]
 pub struct NotFound(pub ErrorBody);
+
+/// The message cannot be changed as asked (`message_deleted`, `not_a_message`).
+#[derive(ToResponse)]
+pub struct Conflict(pub ErrorBody);
 
 /// The body is over the limit (`payload_too_large`).
 #[derive(ToResponse)]

@@ -55,7 +55,8 @@ pub trait HistorySource: Send + Sync + 'static {
     }
 }
 
-/// Reads history from a chat-service: `GET {base}/channels/{c}/messages?after=&limit=`.
+/// Reads history from a chat-service: `GET {base}/channels/{c}/messages?raw=1&after=&limit=`
+/// (the log as written: streams replay edits and deletions as entries).
 pub struct HttpHistory {
     client: reqwest::Client,
     base: String,
@@ -87,7 +88,8 @@ impl HttpHistory {
     fn messages(&self, channel: ChannelId) -> reqwest::RequestBuilder {
         let request = self
             .client
-            .get(format!("{}/channels/{channel}/messages", self.base));
+            .get(format!("{}/channels/{channel}/messages", self.base))
+            .query(&[("raw", "1")]);
         match self.credentials.token() {
             Some(token) => request.bearer_auth(token),
             None => request,

@@ -54,6 +54,40 @@ pub struct HistoryQuery {
     /// Messages in the page.
     #[param(minimum = 1, maximum = 1000, default = 50)]
     limit: Option<usize>,
+    /// `1`: the log as written, edits and deletions included as entries of
+    /// their own (what streams replay); else messages as they now are.
+    #[param(value_type = Option<u8>, minimum = 0, maximum = 1)]
+    raw: Option<RawFlag>,
+}
+
+/// `?raw=1`: the log as written.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RawQuery {
+    /// `1`: the entry as written; else a message as it now is.
+    #[param(value_type = Option<u8>, minimum = 0, maximum = 1)]
+    raw: Option<RawFlag>,
+}
+
+/// `0` or `1`, as `?raw=` says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawFlag(bool);
+
+impl<'de> Deserialize<'de> for RawFlag {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match String::deserialize(deserializer)?.as_str() {
+            "1" | "true" => Ok(RawFlag(true)),
+            "0" | "false" => Ok(RawFlag(false)),
+            other => Err(serde::de::Error::custom(format!(
+                "raw must be 0 or 1, got {:?}",
+                other.chars().take(20).collect::<String>()
+            ))),
+        }
+    }
+}
+
+fn is_raw(flag: Option<RawFlag>) -> bool {
+    flag.is_some_and(|RawFlag(raw)| raw)
 }
 
 /// A message to post, as JSON or form fields.
@@ -204,6 +238,12 @@ async fn store_post(
 }
 
 /// History, ascending by id: the latest `limit`, or a page after an id.
+///
+/// By default, messages as they now are: edited ones with their new text and
+/// `edited_at`, deleted ones with `deleted: true` and no text, and the edit
+/// and deletion entries left out (so ids may skip). With `raw=1`, the log as
+/// written: every entry, each edit (`kind: update`) and deletion
+/// (`kind: delete`) naming its `target`.
 #[utoipa::path(
     get,
     path = "/channels/{channel}/messages",
@@ -229,17 +269,23 @@ pub async fn list_messages(
     let channel = ChannelId::parse(&channel)?;
     state.access.reader(&req, channel)?;
     let limit = page_limit(query.limit)?;
-    let after = query.after;
+    let (after, raw) = (query.after, is_raw(query.raw));
     let messages = state
-        .read_store(move |store| match after {
-            Some(after) => store.synced().after(channel, after, limit),
-            None => store.synced().latest(channel, limit),
+        .read_store(move |store| {
+            let history = store.synced();
+            match (after, raw) {
+                (Some(after), true) => history.after(channel, after, limit),
+                (None, true) => history.latest(channel, limit),
+                (Some(after), false) => history.current_after(channel, after, limit),
+                (None, false) => history.current_latest(channel, limit),
+            }
         })
         .await?;
     Ok(HttpResponse::Ok().json(HistoryPage { messages }))
 }
 
-/// One message by id.
+/// One message by id, as it now is (`raw=1`: as written). The id of an edit
+/// or deletion entry gives that entry.
 #[utoipa::path(
     get,
     path = "/channels/{channel}/messages/{id}",
@@ -248,6 +294,7 @@ pub async fn list_messages(
     params(
         ChannelPath,
         ("id" = u64, Path, minimum = 1, description = "The message's id in its channel."),
+        RawQuery,
         AccessToken,
     ),
     responses(
@@ -263,24 +310,33 @@ pub async fn list_messages(
 pub async fn get_message(
     req: HttpRequest,
     path: web::Path<(String, String)>,
+    query: web::Query<RawQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ChatError> {
     let (channel, id) = path.into_inner();
     let channel = ChannelId::parse(&channel)?;
     state.access.reader(&req, channel)?;
-    let id = id
-        .parse::<u64>()
-        .ok()
-        .filter(|id| *id > 0)
-        .ok_or_else(|| ChatError::InvalidMessageId(id.chars().take(40).collect()))?;
+    let id = message_id(&id)?;
+    let raw = is_raw(query.raw);
     let message = state
-        .read_store(move |store| store.synced().get(channel, id))
+        .read_store(move |store| match raw {
+            true => store.synced().get(channel, id),
+            false => store.synced().current_get(channel, id),
+        })
         .await?
         .ok_or(ChatError::MessageNotFound { id })?;
     Ok(HttpResponse::Ok().json(message))
 }
 
-fn sender(req: &HttpRequest, token_name: Option<&str>) -> Sender {
+/// A message id in a path: a positive integer.
+pub(crate) fn message_id(id: &str) -> Result<u64, ChatError> {
+    id.parse::<u64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| ChatError::InvalidMessageId(id.chars().take(40).collect()))
+}
+
+pub(crate) fn sender(req: &HttpRequest, token_name: Option<&str>) -> Sender {
     match (token_name, req.peer_addr()) {
         (Some(name), _) => Sender::Name(name.to_string()),
         (None, Some(address)) => Sender::Address(address.ip()),

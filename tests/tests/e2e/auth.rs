@@ -16,7 +16,7 @@ fn fixture(name: &str) -> String {
     format!("{FIXTURES}/{name}")
 }
 
-async fn app_with_keys(public_key: &str) -> TestApp {
+pub(crate) async fn app_with_keys(public_key: &str) -> TestApp {
     let key = fixture(public_key);
     let flags = ["--jwt-secret", SECRET, "--jwt-public-key", key.as_str()];
     TestApp::with_options(Broker::embedded(), &flags, &flags).await
@@ -26,7 +26,7 @@ fn now() -> u64 {
     jsonwebtoken::get_current_timestamp()
 }
 
-fn hs256(claims: &Value) -> String {
+pub(crate) fn hs256(claims: &Value) -> String {
     sign(
         claims,
         Algorithm::HS256,
@@ -39,7 +39,7 @@ fn sign(claims: &Value, algorithm: Algorithm, key: &EncodingKey) -> String {
 }
 
 /// A publisher and reader of `channel`, named `name`, valid for a minute.
-fn member(name: &str, channel: ChannelId) -> Value {
+pub(crate) fn member(name: &str, channel: ChannelId) -> Value {
     json!({
         "name": name,
         "channels": [channel.to_string()],
@@ -48,7 +48,7 @@ fn member(name: &str, channel: ChannelId) -> Value {
     })
 }
 
-fn admin() -> String {
+pub(crate) fn admin() -> String {
     hs256(&json!({"name": "ops", "admin": true, "exp": now() + 60}))
 }
 
@@ -68,7 +68,11 @@ async fn post_with(
     request.send().await.expect("POST reaches chat-service")
 }
 
-async fn expect_error(response: reqwest::Response, status: StatusCode, code: &str) -> String {
+pub(crate) async fn expect_error(
+    response: reqwest::Response,
+    status: StatusCode,
+    code: &str,
+) -> String {
     let www_authenticate = response.headers().get("www-authenticate").cloned();
     let (actual, body) = error_of(response).await;
     assert_eq!(
@@ -398,7 +402,7 @@ async fn bulk_publish_stores_and_broadcasts_each_and_a_bad_item_changes_nothing(
     expect_error(response, StatusCode::FORBIDDEN, "not_admin").await;
 }
 
-async fn admin_request(
+pub(crate) async fn admin_request(
     app: &TestApp,
     method: reqwest::Method,
     path: &str,

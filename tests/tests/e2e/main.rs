@@ -25,6 +25,7 @@ mod process;
 mod publish_hook;
 mod restart;
 mod resubscribe;
+mod revisions;
 mod tls;
 
 use broker::Broker;
