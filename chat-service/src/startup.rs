@@ -20,7 +20,7 @@ use crate::publish::link::BrokerTarget;
 use crate::publish::{self, Publisher};
 use crate::publish_hook::PublishHook;
 use crate::rate_limit::RateLimiter;
-use crate::routes::{admin, channels, health, messages, revisions};
+use crate::routes::{admin, channels, erase, health, messages, revisions};
 use crate::store::{self, Ack, Store};
 
 /// Everything a handler needs, cheap to clone.
@@ -175,6 +175,7 @@ server::routes! {
     "/bans" => { GET => admin::list_bans, POST => admin::add_bans },
     "/bans/{channel}/{name}" => { DELETE => admin::lift_ban },
     "/publish" => { POST => admin::publish },
+    "/erase" => { POST => erase::erase },
     "/channels/{channel}/messages" => {
         GET => messages::list_messages,
         POST => messages::post_message,

@@ -125,6 +125,13 @@ impl Message {
         Self::format_timestamp(cutoff)
     }
 
+    /// An RFC 3339 time in the wire format of [`Message::ts`] (UTC,
+    /// milliseconds), so it compares as a string with stored timestamps.
+    pub fn parse_timestamp(raw: &str) -> Option<String> {
+        let time = chrono::DateTime::parse_from_rfc3339(raw).ok()?;
+        Some(Self::format_timestamp(time.with_timezone(&chrono::Utc)))
+    }
+
     fn format_timestamp(time: chrono::DateTime<chrono::Utc>) -> String {
         time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
     }
@@ -318,6 +325,13 @@ mod tests {
         let ts = Message::now_timestamp();
         assert_eq!(ts.len(), "2026-11-21T22:40:00.123Z".len(), "{ts}");
         assert!(ts.ends_with('Z'));
+    }
+
+    #[test]
+    fn a_parsed_timestamp_is_in_the_wire_format() {
+        let parsed = Message::parse_timestamp("2026-11-21T23:40:00+01:00");
+        assert_eq!(parsed.as_deref(), Some("2026-11-21T22:40:00.000Z"));
+        assert_eq!(Message::parse_timestamp("yesterday"), None);
     }
 
     #[test]

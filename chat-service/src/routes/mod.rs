@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod channels;
+pub mod erase;
 pub mod health;
 pub mod messages;
 pub mod revisions;

@@ -3,7 +3,9 @@
 //! writer is the one thread that changes sled, and no sled write runs on a
 //! runtime thread that carries connections.
 
-use protocol::ChannelId;
+use std::collections::{HashMap, HashSet};
+
+use protocol::{ChannelId, Message};
 
 use super::Trees;
 use super::keys::{self, decode_u64, message_key};
@@ -26,12 +28,15 @@ pub(crate) enum Change {
     },
     /// Retention: every id of `channel` up to `through` goes.
     Trim { channel: ChannelId, through: u64 },
+    /// Erasure: each entry is stored again as given (without its text), the
+    /// idempotency keys that name one are dropped, and a compaction is owed.
+    Erase(Vec<Message>),
 }
 
 impl Change {
     /// Makes the change. Answers, by change: `Published` 0; `Ban` the expiry
     /// of the ban it replaced or lifted (0: none); `Trim` the messages removed
-    /// (at most [`TRIM_BATCH`]).
+    /// (at most [`TRIM_BATCH`]); `Erase` the entries rewritten.
     pub fn apply(&self, trees: &Trees) -> Result<u64, sled::Error> {
         match self {
             Change::Published(watermarks) => {
@@ -55,15 +60,16 @@ impl Change {
                 Ok(earlier.map_or(0, |value| decode_u64(&value)))
             }
             Change::Trim { channel, through } => trim(trees, *channel, *through),
+            Change::Erase(entries) => erase(trees, entries),
         }
     }
 
     /// Whether the change must be synced before it is answered: a ban or a
-    /// lift is (an admin was told it holds); a watermark lost in a crash only
+    /// lift is (an admin was told it holds), an erasure too; a watermark lost in a crash only
     /// means re-publishing what subscribers drop by id, and retention's
     /// watermark is written before its deletions.
     pub fn wants_sync(&self) -> bool {
-        matches!(self, Change::Ban { .. })
+        matches!(self, Change::Ban { .. } | Change::Erase(_))
     }
 }
 
@@ -123,4 +129,32 @@ fn forget_idempotency_keys(
         }
     }
     Ok(())
+}
+
+/// Stores each erased entry over its original, one key at a time (as trims
+/// do), records that a compaction is owed, then drops the idempotency keys
+/// that would return an erased entry.
+fn erase(trees: &Trees, entries: &[Message]) -> Result<u64, sled::Error> {
+    trees.owe_compaction()?;
+    let mut erased: HashMap<ChannelId, HashSet<u64>> = HashMap::new();
+    for entry in entries {
+        let json = serde_json::to_vec(entry).map_err(|e| {
+            sled::Error::Io(std::io::Error::other(format!(
+                "cannot encode an entry: {e}"
+            )))
+        })?;
+        trees
+            .messages
+            .insert(message_key(entry.channel, entry.id), json)?;
+        erased.entry(entry.channel).or_default().insert(entry.id);
+    }
+    for (channel, ids) in erased {
+        for key in trees.idempotency.scan_prefix(channel.as_bytes()) {
+            let (key, id) = key?;
+            if ids.contains(&decode_u64(&id)) {
+                trees.idempotency.remove(key)?;
+            }
+        }
+    }
+    Ok(entries.len() as u64)
 }

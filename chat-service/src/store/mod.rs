@@ -21,6 +21,8 @@
 pub mod admission;
 mod changes;
 mod commit;
+mod compaction;
+pub mod erasure;
 mod keys;
 mod numbers;
 mod reads;
@@ -41,6 +43,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use admission::Admission;
 use changes::Change;
+use erasure::Erasure;
 use keys::decode_u64;
 pub use reads::SyncedHistory;
 use trees::{Trees, watermarks};
@@ -236,7 +239,7 @@ impl Store {
         dir: &Path,
         settings: StoreSettings,
     ) -> Result<(Store, Announcements), sled::Error> {
-        let trees = Trees::open(dir, settings.cache_bytes)?;
+        let trees = Trees::open_compacted(dir, settings.cache_bytes)?;
         let node_id = trees.node_id()?;
         let unsynced = Arc::new(Unsynced::default());
         let history = SyncedHistory::new(&trees, unsynced.clone());
@@ -318,6 +321,22 @@ impl Store {
         let (reply, outcome) = oneshot::channel();
         self.request(writer::Request::Change { change, reply })?;
         outcome.await.map_err(|_| StoreError::Stopped)?
+    }
+
+    /// The entries `erasure` covers, as they will be stored once erased (a
+    /// scan: call it off the async workers).
+    pub fn erasable(&self, erasure: &Erasure) -> Result<Vec<Message>, sled::Error> {
+        erasure::erased_entries(&self.inner.history, erasure)
+    }
+
+    /// Stores `entries` (from [`Store::erasable`]) over their originals, in
+    /// batches, each synced; answers how many were rewritten.
+    pub async fn erase(&self, entries: Vec<Message>) -> Result<u64, StoreError> {
+        let mut erased = 0;
+        for batch in entries.chunks(erasure::ERASE_BATCH) {
+            erased += self.change(Change::Erase(batch.to_vec())).await?;
+        }
+        Ok(erased)
     }
 
     /// Appends one message (see [`Store::append`]).
@@ -439,6 +458,8 @@ fn decode(value: &[u8]) -> Option<Message> {
     }
 }
 
+#[cfg(test)]
+mod erasure_tests;
 #[cfg(test)]
 mod revision_tests;
 #[cfg(test)]

@@ -115,6 +115,51 @@ impl SyncedHistory {
         Ok(self.revise(channel, vec![entry])?.pop())
     }
 
+    /// Every synced entry of `channel` (of every channel with `None`) that
+    /// `keep` accepts, in key order: a whole scan, for erasure.
+    pub fn matching(
+        &self,
+        channel: Option<ChannelId>,
+        keep: impl Fn(&Message) -> bool,
+    ) -> Result<Vec<Message>, sled::Error> {
+        let entries = match channel {
+            Some(channel) => self.messages.scan_prefix(channel.as_bytes()),
+            None => self.messages.iter(),
+        };
+        let mut found = Vec::new();
+        for entry in entries {
+            let (_, value) = entry?;
+            if let Some(message) = decode(&value).filter(|message| keep(message)) {
+                found.push(message);
+            }
+        }
+        found.retain(|message| message.id <= self.unsynced.readable_through(message.channel));
+        Ok(found)
+    }
+
+    /// The synced edits and deletions of message `target`, in log order.
+    pub fn revisions_of(
+        &self,
+        channel: ChannelId,
+        target: u64,
+    ) -> Result<Vec<Message>, sled::Error> {
+        let range = revision_key(channel, target, 0)..=revision_key(channel, target, u64::MAX);
+        let revisions = self
+            .revisions
+            .range(range)
+            .keys()
+            .map(|key| key.map(|key| ids_of_revision_key(&key).1))
+            .collect::<Result<Vec<_>, _>>()?;
+        let synced = self.unsynced.readable_through(channel);
+        let mut entries = Vec::new();
+        for revision in revisions.into_iter().filter(|id| *id <= synced) {
+            if let Some(entry) = self.messages.get(message_key(channel, revision))? {
+                entries.extend(decode(&entry));
+            }
+        }
+        Ok(entries)
+    }
+
     /// `page` (messages ascending by id) with every synced edit and deletion
     /// of them applied, in log order. The index is read before the hold is
     /// asked, as the messages tree is.

@@ -19,7 +19,13 @@ pub(crate) struct Trees {
     pub(super) published: sled::Tree,
     pub(super) trimmed: sled::Tree,
     pub(super) bans: sled::Tree,
+    /// The store's own facts: its node id, whether a compaction is owed.
+    pub(super) meta: sled::Tree,
 }
+
+/// In `meta`: an erasure rewrote entries, and the old versions may still be
+/// in sled's files until the store is compacted.
+const COMPACTION_OWED: &[u8] = b"compaction_owed";
 
 impl Trees {
     /// Opens the database with a page cache of `cache_bytes`, and syncs what
@@ -37,6 +43,7 @@ impl Trees {
             published: db.open_tree("published")?,
             trimmed: db.open_tree("trimmed")?,
             bans: db.open_tree("bans")?,
+            meta: db.open_tree("meta")?,
             db,
         };
         trees.db.flush()?;
@@ -46,7 +53,7 @@ impl Trees {
     /// The store's node id, made and synced on first use.
     pub(super) fn node_id(&self) -> Result<uuid::Uuid, sled::Error> {
         const KEY: &[u8] = b"node_id";
-        let meta = self.db.open_tree("meta")?;
+        let meta = &self.meta;
         if let Some(bytes) = meta.get(KEY)?
             && let Ok(id) = uuid::Uuid::from_slice(&bytes)
         {
@@ -56,6 +63,31 @@ impl Trees {
         meta.insert(KEY, id.as_bytes())?;
         meta.flush()?;
         Ok(id)
+    }
+
+    /// Records that the store must be compacted (see [`super::compaction`]).
+    pub(super) fn owe_compaction(&self) -> Result<(), sled::Error> {
+        self.meta.insert(COMPACTION_OWED, &[1][..]).map(drop)
+    }
+
+    pub(super) fn compaction_owed(&self) -> Result<bool, sled::Error> {
+        self.meta.contains_key(COMPACTION_OWED)
+    }
+
+    /// The store at `dir`, compacted first if an erasure asked for it, after
+    /// finishing any compaction a crash interrupted.
+    pub(super) fn open_compacted(dir: &Path, cache_bytes: u64) -> Result<Self, sled::Error> {
+        super::compaction::recover(dir)?;
+        let trees = Trees::open(dir, cache_bytes)?;
+        if !trees.compaction_owed()? {
+            return Ok(trees);
+        }
+        let db = trees.db.clone();
+        drop(trees);
+        super::compaction::rewrite(db, dir, |copy| {
+            copy.open_tree("meta")?.remove(COMPACTION_OWED).map(drop)
+        })?;
+        Trees::open(dir, cache_bytes)
     }
 
     /// The last id given out in `channel`: its newest stored message, or what

@@ -11,6 +11,7 @@ mod channels;
 mod cluster;
 mod config_file;
 mod crash_reads;
+mod erase;
 mod faults;
 mod graceful_stop;
 mod helpers;

@@ -219,6 +219,16 @@ async fn only_the_author_or_an_admin_may_change_a_message_and_never_when_banned(
     let response = revise(&app, Method::DELETE, channel, 1, "", None, Some(&ann)).await;
     expect_error(response, StatusCode::FORBIDDEN, "banned").await;
 
+    let erase = app
+        .http
+        .post(format!("{}/erase", app.chat_url()))
+        .bearer_auth(&ann)
+        .json(&json!({"author": "bob"}))
+        .send()
+        .await
+        .expect("erase");
+    expect_error(erase, StatusCode::FORBIDDEN, "not_admin").await;
+
     let history = app.history_with(channel, &ann).await;
     assert_eq!(ids(&history), [1]);
     assert_eq!(
