@@ -29,7 +29,15 @@
  *   the same Idempotency-Key, so it is stored once. One the server refuses
  *   (other 4xx) is "failed" until outgoing.retry() or outgoing.discard().
  *   outgoing: {key, channel, author, text, state, reason, status, message}
- * client.history(channel, { limit, after }) → Promise of messages
+ * client.edit(channel, id, text, author?) → Promise of the edit entry
+ * client.remove(channel, id, author?) → Promise of the deletion entry
+ *   Only the author (the token's name; without tokens, `author` or the name
+ *   set with connect/setName) or an admin may; a refusal rejects the promise
+ *   with the server's message. Every tab gets the change as "update" or
+ *   "delete".
+ * client.history(channel, { limit, after }) → Promise of messages as they
+ *   now are (edited ones with their new text and `edited_at`, deleted ones
+ *   with `deleted: true` and no text)
  * client.setName(name)   rejoin under another name
  * client.pending         outgoing messages not stored yet
  * client.state           "connecting" | "live" | "reconnecting" | "offline"
@@ -43,6 +51,9 @@
  *   "reset"     {channel, last_id}: the server's history was reset or restored;
  *               the channel is replayed from its oldest kept message
  *   "presence"  {channel, names}: who is in the room now
+ *   "update"    {id, channel, target, text, author, ts}: message `target` now
+ *               reads `text` (also replayed on resume, in id order)
+ *   "delete"    {id, channel, target, author, ts}: message `target` was deleted
  *   "outbox"    (outgoing) changed state: "sending" | "waiting" | "failed" |
  *               "sent" (outgoing.message is the stored one) | "discarded"
  *   "role"      (role)
@@ -62,7 +73,9 @@ const MAX_RETRY_MS = 30000;
 /** How long the stream waits for more changes before it (re)opens. */
 const GATHER_MS = 100;
 /** What the leader relays to the other tabs. */
-const RELAYED = new Set(["message", "gap", "reset", "presence", "state"]);
+const RELAYED = new Set(["message", "update", "delete", "gap", "reset", "presence", "state"]);
+/** Entries of a channel's log besides messages: changes to an earlier one. */
+const CHANGES = new Set(["update", "delete"]);
 
 export const Crier = Object.freeze({ connect, newChannel: newUuid });
 export default Crier;
@@ -143,6 +156,28 @@ class Client extends Emitter {
 
   post(channel, text, author) {
     return this.#outbox.post(channelId(channel), String(text), author);
+  }
+
+  edit(channel, id, text, author) {
+    return this.#change("PATCH", channel, id, { text: String(text) }, author);
+  }
+
+  remove(channel, id, author) {
+    return this.#change("DELETE", channel, id, undefined, author);
+  }
+
+  /** PATCH or DELETE a message; the stored entry, or the server's refusal. */
+  async #change(method, channel, id, body, author) {
+    if (!Number.isSafeInteger(id) || id < 1) throw new TypeError(`a message id is a positive integer, not "${id}"`);
+    const query = new URLSearchParams();
+    const name = String(author ?? this.#name).trim();
+    if (!this.#config.token && name) query.set("author", name);
+    const url = `${this.#config.api}/channels/${channelId(channel)}/messages/${id}?${query}`;
+    const headers = authHeaders(this.#config.token);
+    if (body) headers["content-type"] = "application/json";
+    const response = await fetch(url, { method, headers, body: body && JSON.stringify(body) });
+    if (!response.ok) throw new Error(await errorMessage(response));
+    return response.json();
   }
 
   async history(channel, { limit = 50, after } = {}) {
@@ -250,6 +285,10 @@ class Client extends Emitter {
       if (!Number.isSafeInteger(data.id) || data.id <= last) return;
       followed.last = data.id;
       for (const handler of [...followed.handlers]) call(handler, data);
+    } else if (CHANGES.has(kind)) {
+      if (!Number.isSafeInteger(data.id) || data.id <= last || !Number.isSafeInteger(data.target)) return;
+      followed.last = data.id;
+      this.emit(kind, data);
     } else if (kind === "gap") {
       if (!Number.isSafeInteger(data.from) || !Number.isSafeInteger(data.to) || data.to <= last) return;
       followed.last = data.to;
@@ -400,6 +439,7 @@ class Stream {
     };
     source.onerror = () => this.failed(source);
     on("message", (message) => this.seen(message.channel, message.id, "message", message));
+    for (const kind of CHANGES) on(kind, (change) => this.seen(change.channel, change.id, kind, change));
     on("gap", (gap) => this.seen(gap.channel, gap.to, "gap", gap));
     on("reset", (reset) => {
       if (!this.last.has(reset.channel)) return;

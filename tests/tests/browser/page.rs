@@ -216,4 +216,9 @@ impl ChatPage {
     pub fn script(&self, body: &str) -> Value {
         self.tab().execute(body, json!([]))
     }
+
+    /// Runs `body` in the page with `args` (a JSON array) as `arguments`.
+    pub fn run(&self, body: &str, args: Value) -> Value {
+        self.tab().execute(body, args)
+    }
 }
