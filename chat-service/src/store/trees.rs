@@ -17,6 +17,9 @@ pub(crate) struct Trees {
     pub(super) published: sled::Tree,
     pub(super) trimmed: sled::Tree,
     pub(super) bans: sled::Tree,
+    /// Per webhook and channel, the last id the app acknowledged (see
+    /// [`super::cursors`]).
+    pub(super) webhooks: sled::Tree,
 }
 
 impl Trees {
@@ -34,6 +37,7 @@ impl Trees {
             published: db.open_tree("published")?,
             trimmed: db.open_tree("trimmed")?,
             bans: db.open_tree("bans")?,
+            webhooks: db.open_tree("webhooks")?,
             db,
         };
         trees.db.flush()?;
