@@ -26,6 +26,8 @@ mod publish_hook;
 mod restart;
 mod resubscribe;
 mod tls;
+mod webhook_app;
+mod webhooks;
 
 use broker::Broker;
 use helpers::TestApp;
