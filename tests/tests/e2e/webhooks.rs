@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 use protocol::ChannelId;
 
 use crate::broker::Broker;
+use server::metrics::names;
+
 use crate::helpers::{CHAT_SERVICE, TestApp, WAIT, eventually, new_channel};
+use crate::metrics::Samples;
 use crate::webhook_app::{Answer, Received, WebhookApp};
 
 const SECRET: &str = "whsec_test_secret";
@@ -115,6 +118,12 @@ async fn every_message_reaches_every_webhook_once_in_order_and_filters_apply() {
         "a webhook that wants only deletions got no message"
     );
     receiver.assert_every_signature_was_valid();
+    let metrics = Samples::of(&app.http, app.chat_url()).await;
+    let delivered = [("outcome", "delivered")];
+    assert_eq!(metrics.value(names::WEBHOOK_DELIVERIES, &delivered), 90.0);
+    assert_eq!(metrics.value(names::WEBHOOK_BACKLOG, &[]), 0.0);
+    let timed = format!("{}_count", names::WEBHOOK_DURATION);
+    assert_eq!(metrics.value(&timed, &[]), 90.0, "every POST timed");
 
     let channel = channels[0];
     let history = app.history(channel, "").await;
@@ -179,6 +188,9 @@ async fn an_app_that_is_down_gets_everything_in_order_once_it_is_back() {
     })
     .await;
     receiver.assert_every_signature_was_valid();
+    let metrics = Samples::of(&app.http, app.chat_url()).await;
+    let failed = metrics.value(names::WEBHOOK_DELIVERIES, &[("outcome", "failed")]);
+    assert!(failed >= 6.0, "failed attempts are counted: {failed}");
     receiver.stop().await;
 }
 
