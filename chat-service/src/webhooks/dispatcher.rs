@@ -76,7 +76,8 @@ pub(super) struct Dispatcher {
     context: Arc<Context>,
     endpoints: Vec<Arc<Endpoint>>,
     lanes: HashMap<LaneKey, Lane>,
-    ready: VecDeque<LaneKey>,
+    /// Per webhook, the channels whose lane waits for a run.
+    ready: Vec<VecDeque<ChannelId>>,
     runs: JoinSet<Option<u64>>,
     run_keys: HashMap<Id, LaneKey>,
     running_per_webhook: Vec<usize>,
@@ -94,11 +95,12 @@ impl Dispatcher {
         backlog: Arc<AtomicU64>,
     ) -> Self {
         let running_per_webhook = vec![0; endpoints.len()];
+        let ready = vec![VecDeque::new(); endpoints.len()];
         Dispatcher {
             context,
             endpoints,
             lanes: HashMap::new(),
-            ready: VecDeque::new(),
+            ready,
             runs: JoinSet::new(),
             run_keys: HashMap::new(),
             running_per_webhook,
@@ -168,36 +170,39 @@ impl Dispatcher {
         lane.touched = Instant::now();
         if !lane.running && !lane.queued && lane.behind() {
             lane.queued = true;
-            self.ready.push_back(key);
+            self.ready[key.0].push_back(key.1);
         }
     }
 
-    /// Starts a run for each ready lane whose webhook has room.
+    /// Starts runs of ready lanes while their webhook has room.
     fn start_ready(&mut self) {
-        let mut waiting = VecDeque::new();
-        while let Some(key) = self.ready.pop_front() {
-            if self.running_per_webhook[key.0] >= self.concurrency {
-                waiting.push_back(key);
-                continue;
+        for webhook in 0..self.endpoints.len() {
+            while self.running_per_webhook[webhook] < self.concurrency {
+                let Some(channel) = self.ready[webhook].pop_front() else {
+                    break;
+                };
+                self.start((webhook, channel));
             }
-            let Some(lane) = self.lanes.get_mut(&key) else {
-                continue;
-            };
-            lane.queued = false;
-            lane.running = true;
-            lane.run_for = lane.last_known;
-            let run = Run {
-                context: self.context.clone(),
-                endpoint: self.endpoints[key.0].clone(),
-                channel: key.1,
-                cursor: lane.cursor,
-                progress: lane.progress.clone(),
-            };
-            let handle = self.runs.spawn(run.deliver_all());
-            self.run_keys.insert(handle.id(), key);
-            self.running_per_webhook[key.0] += 1;
         }
-        self.ready = waiting;
+    }
+
+    fn start(&mut self, key: LaneKey) {
+        let Some(lane) = self.lanes.get_mut(&key) else {
+            return;
+        };
+        lane.queued = false;
+        lane.running = true;
+        lane.run_for = lane.last_known;
+        let run = Run {
+            context: self.context.clone(),
+            endpoint: self.endpoints[key.0].clone(),
+            channel: key.1,
+            cursor: lane.cursor,
+            progress: lane.progress.clone(),
+        };
+        let handle = self.runs.spawn(run.deliver_all());
+        self.run_keys.insert(handle.id(), key);
+        self.running_per_webhook[key.0] += 1;
     }
 
     fn ended(&mut self, id: Id, cursor: Option<u64>) {
@@ -218,7 +223,7 @@ impl Dispatcher {
             // short of what it was started for (a failed read) waits for the
             // next tick instead, so a failing store is not read in a loop.
             lane.queued = true;
-            self.ready.push_back(key);
+            self.ready[key.0].push_back(key.1);
         }
     }
 
@@ -241,7 +246,7 @@ impl Dispatcher {
         for key in behind {
             if let Some(lane) = self.lanes.get_mut(&key) {
                 lane.queued = true;
-                self.ready.push_back(key);
+                self.ready[key.0].push_back(key.1);
             }
         }
         self.show_backlog();
