@@ -9,6 +9,7 @@ use server::mqtt::MqttSettings;
 use server::settings::ServerSettings;
 
 use crate::store::{DEFAULT_CACHE_BYTES, StoreSettings};
+use crate::webhooks::endpoint::Endpoint;
 
 /// `--store-cache`'s default, in MiB: the store's own default.
 const STORE_CACHE_MIB: u64 = DEFAULT_CACHE_BYTES / (1024 * 1024);
@@ -83,6 +84,71 @@ pub struct ChatSettings {
 
     #[command(flatten)]
     pub publish_hook: PublishHookSettings,
+
+    #[command(flatten)]
+    pub webhooks: WebhookSettings,
+}
+
+/// Signed events POSTed to the app for every entry of the log (see
+/// [`crate::webhooks`]).
+#[derive(Debug, Clone, Args)]
+pub struct WebhookSettings {
+    /// POST a signed JSON event to this URL for every message stored, edited
+    /// or deleted, at least once, in order per channel. Repeat for several;
+    /// a fragment picks events: `http://app/hooks#events=message.created`
+    /// (or `message.*`). The environment variable takes URLs separated by
+    /// spaces. A new URL starts at the current end of the log.
+    #[arg(
+        long = "webhook-url",
+        env = "CRIER_WEBHOOK_URLS",
+        value_delimiter = ' ',
+        value_parser = Endpoint::parse
+    )]
+    pub webhook_urls: Vec<Endpoint>,
+
+    /// Key of the HMAC-SHA256 `Crier-Signature` header of every event;
+    /// required with `--webhook-url`.
+    #[arg(long, env = "CRIER_WEBHOOK_SECRET", hide_env_values = true, value_parser = parse_secret)]
+    pub webhook_secret: Option<WebhookSecret>,
+
+    /// How long the app may take to answer an event, like `5s`; longer is a
+    /// failure, tried again.
+    #[arg(long, env = "CRIER_WEBHOOK_TIMEOUT", default_value = "5s", value_parser = parse_webhook_duration)]
+    pub webhook_timeout: Duration,
+
+    /// Longest pause between two attempts at an event that keeps failing
+    /// (pauses double from 250ms up to it), like `60s`.
+    #[arg(long, env = "CRIER_WEBHOOK_MAX_BACKOFF", default_value = "60s", value_parser = parse_webhook_duration)]
+    pub webhook_max_backoff: Duration,
+
+    /// Channels delivered to one webhook at once (each channel in order).
+    #[arg(long, env = "CRIER_WEBHOOK_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub webhook_concurrency: u32,
+}
+
+/// `--webhook-secret`, never shown by `Debug`.
+#[derive(Clone)]
+pub struct WebhookSecret(pub String);
+
+impl std::fmt::Debug for WebhookSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WebhookSecret(…)")
+    }
+}
+
+fn parse_secret(raw: &str) -> Result<WebhookSecret, String> {
+    if raw.is_empty() {
+        return Err("the webhook secret cannot be empty".to_string());
+    }
+    Ok(WebhookSecret(raw.to_string()))
+}
+
+/// A duration as humantime writes it (`5s`, `500ms`); never zero.
+fn parse_webhook_duration(raw: &str) -> Result<Duration, String> {
+    match parse_delay(raw)? {
+        Duration::ZERO => Err("must be more than 0".to_string()),
+        duration => Ok(duration),
+    }
 }
 
 /// The app's say over each post before it is stored (see [`crate::publish_hook`]).
@@ -335,6 +401,34 @@ mod tests {
             parse_hook_timeout("2").is_err(),
             "a bare number has no unit"
         );
+    }
+
+    #[test]
+    fn webhook_flags_take_urls_with_filters_and_refuse_empty_secrets() {
+        let config = Config::try_parse_from([
+            "chat-service",
+            "--webhook-url",
+            "http://a.local/h",
+            "--webhook-url",
+            "http://b.local/h#events=message.*",
+            "--webhook-secret",
+            "s",
+        ])
+        .expect("valid flags");
+        let webhooks = &config.chat.webhooks;
+        assert_eq!(webhooks.webhook_urls.len(), 2);
+        assert_eq!(webhooks.webhook_timeout, Duration::from_secs(5));
+        assert_eq!(webhooks.webhook_max_backoff, Duration::from_secs(60));
+        assert_eq!(webhooks.webhook_concurrency, 8);
+        for bad in [
+            ["--webhook-url", "ftp://a.local/h"],
+            ["--webhook-url", "http://a.local/h#events=nope"],
+            ["--webhook-secret", ""],
+            ["--webhook-timeout", "0"],
+        ] {
+            let args = std::iter::once("chat-service").chain(bad);
+            assert!(Config::try_parse_from(args).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -22,6 +22,8 @@
 //!   and the outbox's bookkeeping.
 //! - [`intake`]: posts from MQTT clients (`…/channels/{uuid}/post`), stored like
 //!   REST posts.
+//! - [`webhooks`]: signed events POSTed to the app for every entry of the
+//!   log, at least once, from a cursor per webhook kept in the store.
 //! - [`error`]: the service's error enum and its mapping to the JSON error body.
 //! - [`openapi`]: the API document this service serves.
 
@@ -40,5 +42,6 @@ pub mod rate_limit;
 pub mod routes;
 pub mod startup;
 pub mod store;
+pub mod webhooks;
 
 pub use startup::{AppState, Application, configure};

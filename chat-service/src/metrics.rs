@@ -1,7 +1,8 @@
 //! What chat-service records (names in [`server::metrics::names`]): messages
 //! accepted and refused by source, POST and sync durations, and, read when
 //! `/metrics` is scraped, the outbox depth, the broker connection and the
-//! channels the store holds in memory. `crier_broker_connected` has a
+//! channels the store holds in memory, and the webhooks' deliveries and
+//! backlog. `crier_broker_connected` has a
 //! `connection` label: `publisher` (stored messages out) and `posts` (MQTT
 //! posts in); broadcast-sse adds `subscriber`.
 
@@ -77,12 +78,28 @@ pub fn register() {
         names::PUBLISH_HOOK_OUTCOMES,
         "Posts the publish hook was asked about, by outcome (accept, rewrite, reject, failed)"
     );
+    describe_counter!(
+        names::WEBHOOK_DELIVERIES,
+        "Webhook events by outcome: delivered, failed (an attempt, tried again), skipped (removed by retention first), unreadable"
+    );
+    describe_histogram!(
+        names::WEBHOOK_DURATION,
+        Unit::Seconds,
+        "Time of one webhook POST, until the app answered or the attempt failed"
+    );
+    describe_gauge!(
+        names::WEBHOOK_BACKLOG,
+        "Log entries known but not yet delivered to the webhooks, summed"
+    );
     describe_gauge!(
         names::STORE_CHANNELS,
         "Channels whose last id the store holds in memory"
     );
     for source in [Source::Http, Source::Mqtt] {
         accepted_counter(source).absolute(0);
+    }
+    for outcome in ["delivered", "failed"] {
+        webhook_outcome(outcome, 0);
     }
 }
 
@@ -130,6 +147,19 @@ pub fn publish_hook_outcome(outcome: &'static str) {
     counter!(names::PUBLISH_HOOK_OUTCOMES, "outcome" => outcome).increment(1);
 }
 
+/// How long one webhook POST took (or took to fail).
+pub fn webhook_took(elapsed: Duration) {
+    static DURATION: LazyLock<metrics::Histogram> =
+        LazyLock::new(|| histogram!(names::WEBHOOK_DURATION));
+    DURATION.record(elapsed);
+}
+
+/// `count` webhook events ended so: `delivered`, `failed` (one attempt),
+/// `skipped` or `unreadable`.
+pub fn webhook_outcome(outcome: &'static str, count: u64) {
+    counter!(names::WEBHOOK_DELIVERIES, "outcome" => outcome).increment(count);
+}
+
 /// Sets the gauges from the service's state, then renders everything.
 pub fn render(state: &AppState) -> String {
     set_gauges(state);
@@ -145,6 +175,9 @@ pub fn set_gauges(state: &AppState) {
         gauge!(names::BROKER_CONNECTED, "connection" => "posts").set(flag(posts.is_connected()));
     }
     gauge!(names::STORE_CHANNELS).set(state.store.channels_in_memory() as f64);
+    if let Some(webhooks) = &state.webhooks {
+        gauge!(names::WEBHOOK_BACKLOG).set(webhooks.backlog() as f64);
+    }
 }
 
 fn flag(on: bool) -> f64 {

@@ -22,6 +22,7 @@ use crate::publish_hook::PublishHook;
 use crate::rate_limit::RateLimiter;
 use crate::routes::{admin, channels, erase, health, messages, revisions};
 use crate::store::{self, Ack, Store};
+use crate::webhooks::{self, Webhooks};
 
 /// Everything a handler needs, cheap to clone.
 #[derive(Clone)]
@@ -42,6 +43,8 @@ pub struct AppState {
     pub background: Background,
     /// Asked about each post before it is stored (`None`: no hook configured).
     pub publish_hook: Option<PublishHook>,
+    /// Events POSTed to the app (`None`: no `--webhook-url`).
+    pub webhooks: Option<Webhooks>,
 }
 
 impl AppState {
@@ -77,6 +80,8 @@ impl AppState {
             background,
         )
         .map_err(storage_error)?;
+        let webhooks = webhooks::start(&settings.webhooks, &store, background)
+            .map_err(|e| StartError::Webhooks(e.to_string()))?;
         let retention = settings.retention;
         background.spawn(store::retention::run(
             store.clone(),
@@ -98,6 +103,7 @@ impl AppState {
             presence: Watcher::start(&posts_broker, topic_prefix, background),
             background: background.clone(),
             publish_hook,
+            webhooks,
         };
         Ok((
             state.take_mqtt_posts(settings, posts_broker, topic_prefix, background)?,
@@ -166,6 +172,8 @@ pub enum StartError {
     Relay(String),
     #[error("cannot set up the publish hook: {0}")]
     PublishHook(String),
+    #[error("cannot set up the webhooks: {0}")]
+    Webhooks(String),
 }
 
 // The API routes, the table of contents of the service; the all-in-one

@@ -37,6 +37,9 @@ pub mod names {
     pub const BUS_LAG: &str = "crier_bus_lag_seconds";
     pub const PUBLISH_HOOK_DURATION: &str = "crier_publish_hook_seconds";
     pub const PUBLISH_HOOK_OUTCOMES: &str = "crier_publish_hook_total";
+    pub const WEBHOOK_DELIVERIES: &str = "crier_webhook_deliveries_total";
+    pub const WEBHOOK_DURATION: &str = "crier_webhook_seconds";
+    pub const WEBHOOK_BACKLOG: &str = "crier_webhook_backlog";
 }
 
 /// Histogram buckets, in seconds: POSTs and syncs take from tens of
@@ -103,6 +106,7 @@ fn with_buckets() -> Result<PrometheusBuilder, BuildError> {
         (names::FANOUT_DURATION, FAST_BUCKETS),
         (names::PUBLISH_DURATION, FAST_BUCKETS),
         (names::PUBLISH_HOOK_DURATION, FAST_BUCKETS),
+        (names::WEBHOOK_DURATION, FAST_BUCKETS),
         (names::BUS_LAG, DELIVERY_BUCKETS),
     ];
     buckets

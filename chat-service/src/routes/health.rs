@@ -1,5 +1,6 @@
 //! `/readyz`: storage and broker are up; the report includes the outbox depth
-//! (stored messages the broker has not acknowledged yet).
+//! (stored messages the broker has not acknowledged yet) and, with webhooks,
+//! their backlog (information only: it never makes the service unready).
 
 use actix_web::{HttpResponse, web};
 use serde_json::{Map, Value};
@@ -36,6 +37,10 @@ pub async fn report(state: &AppState) -> (Map<String, Value>, Vec<&'static str>)
     let mqtt_posts = state.mqtt_posts.as_ref().map(BrokerStatus::is_connected);
     let posts = mqtt_posts.map_or("off", connection);
     report.insert("mqtt_posts".into(), posts.into());
+    if let Some(webhooks) = &state.webhooks {
+        // Information only: an app that is down does not make Crier unready.
+        report.insert("webhook_backlog".into(), webhooks.backlog().into());
+    }
     let mut problems = Vec::new();
     if mqtt_posts == Some(false) {
         problems.push("the MQTT post subscription is not in place");

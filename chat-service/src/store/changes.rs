@@ -1,5 +1,5 @@
-//! Writes to the store besides appends: bans, retention and the publisher's
-//! watermarks. Each is a request to the writer thread like an append, so the
+//! Writes to the store besides appends: bans, retention, the publisher's
+//! watermarks and the webhooks' cursors. Each is a request to the writer thread like an append, so the
 //! writer is the one thread that changes sled, and no sled write runs on a
 //! runtime thread that carries connections.
 
@@ -31,10 +31,18 @@ pub(crate) enum Change {
     /// Erasure: each entry is stored again as given (without its text), the
     /// idempotency keys that name one are dropped, and a compaction is owed.
     Erase(Vec<Message>),
+    /// Per channel, every id up to this one was delivered to the webhook
+    /// `hook` (or is not for it); `register` also records that the webhook
+    /// is known, so a restart does not take it for a new one.
+    WebhookCursors {
+        hook: u64,
+        cursors: Vec<(ChannelId, u64)>,
+        register: bool,
+    },
 }
 
 impl Change {
-    /// Makes the change. Answers, by change: `Published` 0; `Ban` the expiry
+    /// Makes the change. Answers, by change: `Published` and `WebhookCursors` 0; `Ban` the expiry
     /// of the ban it replaced or lifted (0: none); `Trim` the messages removed
     /// (at most [`TRIM_BATCH`]); `Erase` the entries rewritten.
     pub fn apply(&self, trees: &Trees) -> Result<u64, sled::Error> {
@@ -61,13 +69,19 @@ impl Change {
             }
             Change::Trim { channel, through } => trim(trees, *channel, *through),
             Change::Erase(entries) => erase(trees, entries),
+            Change::WebhookCursors {
+                hook,
+                cursors,
+                register,
+            } => super::cursors::apply(trees, *hook, cursors, *register).map(|()| 0),
         }
     }
 
     /// Whether the change must be synced before it is answered: a ban or a
-    /// lift is (an admin was told it holds), an erasure too; a watermark lost in a crash only
-    /// means re-publishing what subscribers drop by id, and retention's
-    /// watermark is written before its deletions.
+    /// lift is (an admin was told it holds), an erasure too; a watermark or
+    /// a webhook cursor lost in a crash only means sending again what
+    /// receivers drop by id, and retention's watermark is written before its
+    /// deletions.
     pub fn wants_sync(&self) -> bool {
         matches!(self, Change::Ban { .. } | Change::Erase(_))
     }

@@ -3,7 +3,8 @@
 //! the write's messages to the publisher. Only one flush is ever in flight
 //! (sled 0.34's `flush_async` deadlocks its own thread pool when many run at
 //! once), and the announcement is a send on a bounded channel that another
-//! task consumes.
+//! task consumes; the webhooks get a notice of the new ids that never waits
+//! ([`super::notices`]).
 //!
 //! A message is announced, answered as durable and readable (its hold in
 //! [`Unsynced`] released) only once it is synced, so no subscriber and no
@@ -13,6 +14,7 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 
+use super::notices::Notices;
 use super::unsynced::Unsynced;
 use super::writer::{ChangeReply, Reply};
 use super::{Appended, StoreError, Stored};
@@ -40,6 +42,7 @@ pub(super) fn sync(
     db: &sled::Db,
     written: Written,
     announce: &mpsc::Sender<Vec<Stored>>,
+    notices: &Notices,
     unsynced: &Unsynced,
     sync_duration: &metrics::Histogram,
 ) {
@@ -58,6 +61,9 @@ pub(super) fn sync(
     for (reply, appended) in written.waiters {
         let answer = outcome.clone().map(|()| appended);
         let _ = reply.send(answer.map_err(StoreError::Storage));
+    }
+    if outcome.is_ok() {
+        notices.synced(&written.stored);
     }
     announce_synced(outcome, written.stored, announce);
 }

@@ -13,7 +13,8 @@
 //! syncs the batch ([`commit`]), lets readers see it ([`unsynced`]), answers
 //! the requests that wait for the disk, and announces the stored messages in id
 //! order on a bounded channel ([`Announcements`]) that the publisher consumes on
-//! its own task. Every read of messages is capped at what is synced
+//! its own task, and tells the webhooks which ids are new without ever waiting
+//! for them ([`notices`]; their cursors are in the `webhooks` tree, [`cursors`]). Every read of messages is capped at what is synced
 //! ([`reads`]). Nothing of ours runs inside sled, and a slow consumer holds up
 //! new appends (the queue fills, and a POST is answered `503`) rather than
 //! growing a queue.
@@ -22,8 +23,10 @@ pub mod admission;
 mod changes;
 mod commit;
 mod compaction;
+pub mod cursors;
 pub mod erasure;
 mod keys;
+pub mod notices;
 mod numbers;
 mod reads;
 pub mod retention;
@@ -45,6 +48,7 @@ use admission::Admission;
 use changes::Change;
 use erasure::Erasure;
 use keys::decode_u64;
+use notices::{NoticeReceiver, Notices};
 pub use reads::SyncedHistory;
 use trees::{Trees, watermarks};
 use unsynced::Unsynced;
@@ -228,6 +232,8 @@ struct Inner {
     ingest: SyncSender<writer::Request>,
     /// Refuses appends that would wait too long (see `--max-queue-delay`).
     admission: Arc<Admission>,
+    /// Where the writer tells a reader of the log what it synced (see [`notices`]).
+    notices: Arc<Notices>,
     /// The writer thread, joined when the last handle goes.
     threads: writer::Threads,
 }
@@ -245,12 +251,14 @@ impl Store {
         let history = SyncedHistory::new(&trees, unsynced.clone());
         let (announce, announcements) = mpsc::channel(settings.announce_queue.max(1));
         let admission = Arc::new(Admission::new(settings.max_queue_delay));
+        let notices = Arc::new(Notices::default());
         let (ingest, threads) = writer::start(
             trees.clone(),
             settings,
             announce,
             unsynced.clone(),
             admission.clone(),
+            notices.clone(),
         )?;
         let inner = Inner {
             #[cfg(test)]
@@ -260,6 +268,7 @@ impl Store {
             node_id,
             ingest,
             admission,
+            notices,
             threads,
         };
         Ok((
@@ -348,6 +357,12 @@ impl Store {
     /// Waits until everything appended before the call is on disk.
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.append(Vec::new(), Ack::Synced).await.map(drop)
+    }
+
+    /// Notices of what each sync stored, at most `capacity` waiting, never
+    /// holding up the writer (see [`notices`]); `None` once taken.
+    pub fn listen_for_notices(&self, capacity: usize) -> Option<NoticeReceiver> {
+        self.inner.notices.listen(capacity)
     }
 
     /// Every read of stored messages: capped, per channel, at what is synced

@@ -21,6 +21,9 @@ pub(crate) struct Trees {
     pub(super) bans: sled::Tree,
     /// The store's own facts: its node id, whether a compaction is owed.
     pub(super) meta: sled::Tree,
+    /// Per webhook and channel, the last id the app acknowledged (see
+    /// [`super::cursors`]).
+    pub(super) webhooks: sled::Tree,
 }
 
 /// In `meta`: an erasure rewrote entries, and the old versions may still be
@@ -44,6 +47,7 @@ impl Trees {
             trimmed: db.open_tree("trimmed")?,
             bans: db.open_tree("bans")?,
             meta: db.open_tree("meta")?,
+            webhooks: db.open_tree("webhooks")?,
             db,
         };
         trees.db.flush()?;

@@ -22,6 +22,7 @@ use super::admission::Admission;
 use super::changes::Change;
 use super::commit::{self, Written};
 use super::keys::{REVISION_KEY_LEN, channel_key, message_key, revision_key};
+use super::notices::Notices;
 use super::numbers::Numbers;
 use super::unsynced::Unsynced;
 use super::{Ack, Appended, Entry, StoreError, StoreSettings, Stored, Trees, decode};
@@ -92,6 +93,7 @@ pub(super) fn start(
     announce: mpsc::Sender<Vec<Stored>>,
     unsynced: Arc<Unsynced>,
     admission: Arc<Admission>,
+    notices: Arc<Notices>,
 ) -> std::io::Result<(SyncSender<Request>, Threads)> {
     let (ingest, requests) = sync_channel(settings.ingest_queue.max(1));
     let channels = Arc::new(AtomicUsize::new(0));
@@ -99,6 +101,7 @@ pub(super) fn start(
         trees,
         numbers: Numbers::new(settings.idle_channel),
         announce,
+        notices,
         unsynced,
         admission,
         sync_duration: metrics::histogram!(names::STORE_COMMIT_DURATION),
@@ -120,6 +123,8 @@ struct Writer {
     numbers: Numbers,
     /// Where synced messages go (the publisher).
     announce: mpsc::Sender<Vec<Stored>>,
+    /// Told the new ids of each sync (the webhooks), never waited for.
+    notices: Arc<Notices>,
     /// What readers may not see yet (see [`Unsynced`]).
     unsynced: Arc<Unsynced>,
     /// Told how long the appends it takes have waited.
@@ -179,6 +184,7 @@ impl Writer {
                     &self.trees.db,
                     written,
                     &self.announce,
+                    &self.notices,
                     &self.unsynced,
                     &self.sync_duration,
                 );

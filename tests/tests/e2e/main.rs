@@ -28,6 +28,8 @@ mod restart;
 mod resubscribe;
 mod revisions;
 mod tls;
+mod webhook_app;
+mod webhooks;
 
 use broker::Broker;
 use helpers::TestApp;

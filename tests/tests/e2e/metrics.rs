@@ -13,10 +13,10 @@ use crate::mqtt_posts::MqttClient;
 use crate::process::Service;
 
 /// The samples of one `/metrics` answer.
-struct Samples(String);
+pub struct Samples(String);
 
 impl Samples {
-    async fn of(http: &reqwest::Client, base: &str) -> Samples {
+    pub async fn of(http: &reqwest::Client, base: &str) -> Samples {
         let response = http
             .get(format!("{base}/metrics"))
             .send()
@@ -33,7 +33,7 @@ impl Samples {
     }
 
     /// The value of `name` with exactly `labels`, or 0 when it has no sample yet.
-    fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         let mut wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
         wanted.sort();
         self.0

@@ -1,0 +1,124 @@
+//! One POST of one event, signed, and the pause between failed attempts.
+//!
+//! A `2xx` answer is a delivery; any other status, a redirect (not followed:
+//! the POST would come back as a GET), no answer within `--webhook-timeout`
+//! or a connection error is a failure, tried again after a pause that doubles
+//! up to `--webhook-max-backoff`.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::endpoint::Endpoint;
+use super::event::Event;
+use super::signature;
+
+/// The first pause after a failure.
+const FIRST_PAUSE: Duration = Duration::from_millis(250);
+
+/// Why an attempt failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("no answer: {0}")]
+    Unreachable(String),
+    #[error("answered {0}, not 2xx")]
+    Status(u16),
+}
+
+/// Sends events: one HTTP client for every webhook, and the shared secret.
+#[derive(Clone)]
+pub struct Sender {
+    client: reqwest::Client,
+    secret: std::sync::Arc<[u8]>,
+}
+
+impl Sender {
+    pub fn new(secret: &str, timeout: Duration) -> Result<Self, reqwest::Error> {
+        server::tls::install_crypto_provider();
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("crier-webhooks/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Sender {
+            client,
+            secret: secret.as_bytes().into(),
+        })
+    }
+
+    /// POSTs `event` to `endpoint` once, signed at the current time.
+    pub async fn send(&self, endpoint: &Endpoint, event: &Event) -> Result<(), DeliveryError> {
+        let signature = signature::sign(&self.secret, unix_now(), &event.body);
+        // Without the URL: it may carry credentials, and the log names it at start.
+        let response = self
+            .client
+            .post(endpoint.url().clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(signature::HEADER, signature)
+            .body(event.body.clone())
+            .send()
+            .await
+            .map_err(|e| DeliveryError::Unreachable(causes(&e.without_url())))?;
+        let status = response.status();
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(DeliveryError::Status(status.as_u16()))
+        }
+    }
+}
+
+/// The pause before the next attempt: doubles from [`FIRST_PAUSE`] up to a cap.
+#[derive(Debug)]
+pub struct Backoff {
+    next: Duration,
+    cap: Duration,
+}
+
+impl Backoff {
+    pub fn new(cap: Duration) -> Self {
+        Backoff {
+            next: FIRST_PAUSE.min(cap),
+            cap,
+        }
+    }
+
+    /// The pause to take now; the next one is twice as long, at most the cap.
+    pub fn pause(&mut self) -> Duration {
+        let pause = self.next;
+        self.next = (self.next * 2).min(self.cap);
+        pause
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
+}
+
+/// An error and its causes, `: `-separated (reqwest's own says only "error
+/// sending request"; a timeout or a refused connection is in its sources).
+fn causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pause_doubles_up_to_the_cap() {
+        let mut backoff = Backoff::new(Duration::from_secs(1));
+        let pauses: Vec<u128> = (0..5).map(|_| backoff.pause().as_millis()).collect();
+        assert_eq!(pauses, [250, 500, 1000, 1000, 1000]);
+        let mut short = Backoff::new(Duration::from_millis(100));
+        assert_eq!(short.pause(), Duration::from_millis(100));
+    }
+}
