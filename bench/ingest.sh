@@ -8,13 +8,16 @@
 # parses and answers the same POST and stores nothing (the floor of a POST,
 # bench/src/bin/bare-actix.rs), alternating runs. crier-hook is the durable
 # all-in-one asking a publish hook about every post (bench/src/bin/accept-hook.rs,
-# one worker, accepting everything): not in the default list.
+# one worker, accepting everything), crier-webhook the durable all-in-one with
+# one webhook on every message (the same server receiving), and crier-base the
+# durable all-in-one built from another commit (BENCH_BASELINE, the path to its
+# crier binary), to measure a change side by side: not in the default list.
 #
 #   bench/ingest.sh [runs] [seconds] [connections]
 #
 #   BENCH_INGEST_SYSTEMS  of: crier-durable nchan crier-memory nchan-redis split
-#                         bare-actix crier-hook (default: all but crier-hook,
-#                         in that order within each run)
+#                         bare-actix crier-hook crier-webhook crier-base
+#                         (default: the first six, in that order within each run)
 #
 # Needs `wrk`; for Nchan `nginx` with `libnginx-mod-nchan`, for Nchan+Redis
 # `redis-server` too, for the split `mosquitto`. Prints one line per run and
@@ -63,12 +66,13 @@ load() {
   echo "$rps"
 }
 
-# crier_run DURABLE [FLAG...]: the all-in-one, with more flags if given.
+# crier_run DURABLE [FLAG...]: the all-in-one (crier_bin), with more flags if given.
+crier_bin=./target/release/crier
 crier_run() {
   local durable=$1 port pid
   shift
   port=$(free_port)
-  RUST_LOG=warn ./target/release/crier --listen "127.0.0.1:$port" \
+  RUST_LOG=warn "$crier_bin" --listen "127.0.0.1:$port" \
     --data-dir "$work/data-$durable-$RANDOM" --durable-ack "$durable" \
     --post-rate-per-sec 0 "$@" >"$work/crier.out" 2>"$work/crier.log" &
   pid=$!
@@ -113,9 +117,29 @@ hook_run() {
   stop_pids "$small_pid"
 }
 
+# The durable all-in-one with one webhook on every message.
+webhook_run() {
+  start_small_server accept-hook "$work"
+  crier_run true --webhook-url "http://127.0.0.1:$small_port/webhook" --webhook-secret bench
+  stop_pids "$small_pid"
+}
+
+# The durable all-in-one built from another commit.
+base_run() {
+  if [ ! -x "${BENCH_BASELINE:-}" ]; then
+    echo "crier-base needs BENCH_BASELINE, the path to a crier binary" >&2
+    exit 2
+  fi
+  crier_bin=$BENCH_BASELINE
+  crier_run true
+  crier_bin=./target/release/crier
+}
+
 measure() {
   case $1 in
     crier-hook) hook_run ;;
+    crier-webhook) webhook_run ;;
+    crier-base) base_run ;;
     crier-durable) crier_run true ;;
     crier-memory) crier_run false ;;
     nchan | nchan-redis) nchan_run "$1" ;;
@@ -134,6 +158,8 @@ describe() {
     split) echo "split chat-service, durable" ;;
     bare-actix) echo "bare actix-web handler (no store)" ;;
     crier-hook) echo "crier, durable, with a publish hook" ;;
+    crier-webhook) echo "crier, durable, with a webhook" ;;
+    crier-base) echo "crier, durable, the baseline build" ;;
   esac
 }
 

@@ -2,6 +2,8 @@
 //! worker that reads each post Crier sends it and answers `{"action":"accept"}`.
 //! `bench/ingest.sh` measures crier with it (`crier-hook`) beside crier
 //! without one, so the difference is what asking the app costs per POST.
+//! It is also the cheapest webhook receiver (`POST /webhook`: reads the event,
+//! answers `204`), for `crier-webhook` and `bench/webhooks.sh`.
 //!
 //!   accept-hook --listen 127.0.0.1:PORT
 
@@ -24,6 +26,20 @@ struct Post {
     text: String,
 }
 
+/// A webhook event, read as an app would.
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct Event {
+    id: String,
+    r#type: String,
+    channel: String,
+    data: serde_json::Value,
+}
+
+async fn receive(_event: web::Json<Event>) -> HttpResponse {
+    HttpResponse::NoContent().finish()
+}
+
 async fn accept(_post: web::Json<Post>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")
@@ -36,6 +52,7 @@ async fn main() -> std::io::Result<()> {
     HttpServer::new(|| {
         App::new()
             .route("/", web::post().to(accept))
+            .route("/webhook", web::post().to(receive))
             .route("/readyz", web::get().to(healthz))
     })
     .workers(1)
