@@ -77,6 +77,14 @@ pub fn register() {
         names::PUBLISH_HOOK_OUTCOMES,
         "Posts the publish hook was asked about, by outcome (accept, rewrite, reject, failed)"
     );
+    describe_counter!(
+        names::SIGNALS_ACCEPTED,
+        "Signals (typing, read markers) taken for the broker, by type"
+    );
+    describe_counter!(
+        names::SIGNALS_DROPPED,
+        "Signals not passed on, by reason (not_sent: taken but the broker connection had no room or was gone; invalid: not a signal, on a node's signals topic)"
+    );
     describe_gauge!(
         names::STORE_CHANNELS,
         "Channels whose last id the store holds in memory"
@@ -84,6 +92,7 @@ pub fn register() {
     for source in [Source::Http, Source::Mqtt] {
         accepted_counter(source).absolute(0);
     }
+    signals_dropped().absolute(0);
 }
 
 fn accepted_counter(source: Source) -> &'static metrics::Counter {
@@ -128,6 +137,16 @@ pub fn publish_hook_took(elapsed: Duration) {
 /// `failed`.
 pub fn publish_hook_outcome(outcome: &'static str) {
     counter!(names::PUBLISH_HOOK_OUTCOMES, "outcome" => outcome).increment(1);
+}
+
+/// A signal of this type (`typing`, `read`) was taken for the broker.
+pub fn signal_accepted(kind: &'static str) {
+    counter!(names::SIGNALS_ACCEPTED, "type" => kind).increment(1);
+}
+
+/// The counter of signals taken for the broker but not handed to it.
+pub fn signals_dropped() -> metrics::Counter {
+    counter!(names::SIGNALS_DROPPED, "reason" => "not_sent")
 }
 
 /// Sets the gauges from the service's state, then renders everything.

@@ -37,6 +37,9 @@ pub mod names {
     pub const BUS_LAG: &str = "crier_bus_lag_seconds";
     pub const PUBLISH_HOOK_DURATION: &str = "crier_publish_hook_seconds";
     pub const PUBLISH_HOOK_OUTCOMES: &str = "crier_publish_hook_total";
+    pub const SIGNALS_ACCEPTED: &str = "crier_signals_accepted_total";
+    pub const SIGNALS_DROPPED: &str = "crier_signals_dropped_total";
+    pub const SIGNALS_DELIVERED: &str = "crier_signals_delivered_total";
 }
 
 /// Histogram buckets, in seconds: POSTs and syncs take from tens of

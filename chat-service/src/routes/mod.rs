@@ -4,3 +4,4 @@ pub mod admin;
 pub mod channels;
 pub mod health;
 pub mod messages;
+pub mod signals;
