@@ -25,6 +25,7 @@ mod process;
 mod publish_hook;
 mod restart;
 mod resubscribe;
+mod signals;
 mod tls;
 
 use broker::Broker;
