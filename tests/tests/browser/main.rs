@@ -10,6 +10,7 @@ mod page;
 #[allow(dead_code)]
 #[path = "../e2e/process.rs"]
 mod process;
+mod signals;
 mod tabs;
 mod webdriver;
 
