@@ -35,6 +35,15 @@
  *   set with connect/setName) or an admin may; a refusal rejects the promise
  *   with the server's message. Every tab gets the change as "update" or
  *   "delete".
+ * client.typing(channel, author?)
+ *   Says the user is typing: at most one POST per channel every 2 s however
+ *   often it is called (call it on each keystroke). Best effort: a signal that
+ *   fails is not sent again.
+ * client.read(channel, id, author?)
+ *   Says the user has seen the channel up to message `id`. Calls are gathered:
+ *   only the highest id goes, at most about once a second per channel.
+ *   Signals are sent as `author` (default: the client's name); with a token
+ *   the server takes the token's name.
  * client.history(channel, { limit, after }) → Promise of messages as they
  *   now are (edited ones with their new text and `edited_at`, deleted ones
  *   with `deleted: true` and no text)
@@ -54,6 +63,9 @@
  *   "update"    {id, channel, target, text, author, ts}: message `target` now
  *               reads `text` (also replayed on resume, in id order)
  *   "delete"    {id, channel, target, author, ts}: message `target` was deleted
+ *   "signal"    {type: "typing" | "read", channel, author, id?, ts}: someone
+ *               of a followed channel is typing, or has read up to `id`
+ *               (every tab gets it; never replayed after a reconnect)
  *   "outbox"    (outgoing) changed state: "sending" | "waiting" | "failed" |
  *               "sent" (outgoing.message is the stored one) | "discarded"
  *   "role"      (role)
@@ -73,9 +85,13 @@ const MAX_RETRY_MS = 30000;
 /** How long the stream waits for more changes before it (re)opens. */
 const GATHER_MS = 100;
 /** What the leader relays to the other tabs. */
-const RELAYED = new Set(["message", "update", "delete", "gap", "reset", "presence", "state"]);
+const RELAYED = new Set(["message", "update", "delete", "gap", "reset", "presence", "signal", "state"]);
 /** Entries of a channel's log besides messages: changes to an earlier one. */
 const CHANGES = new Set(["update", "delete"]);
+/** A typing signal goes at most this often per channel. */
+const TYPING_EVERY_MS = 2000;
+/** A read marker goes at most this often per channel (the highest id waits). */
+const READ_EVERY_MS = 1000;
 
 export const Crier = Object.freeze({ connect, newChannel: newUuid });
 export default Crier;
@@ -109,6 +125,7 @@ class Client extends Emitter {
   #detail = "";
   #role = "alone";
   #outbox;
+  #signals;
   /** The stream, while this tab holds it. */
   #leader = null;
   #bus = null;
@@ -127,6 +144,7 @@ class Client extends Emitter {
     };
     this.#name = String(options.name || "").trim();
     this.#outbox = new Outbox(this.#config, (outgoing) => this.emit("outbox", outgoing));
+    this.#signals = new Signals(this.#config);
     const canShare = typeof BroadcastChannel === "function" && Boolean(globalThis.navigator?.locks);
     if (options.share !== false && canShare) this.#share();
     else this.#lead(null);
@@ -155,7 +173,18 @@ class Client extends Emitter {
   }
 
   post(channel, text, author) {
-    return this.#outbox.post(channelId(channel), String(text), author);
+    channel = channelId(channel);
+    // The next keystroke is a new message being typed: say so at once.
+    this.#signals.posted(channel);
+    return this.#outbox.post(channel, String(text), author);
+  }
+
+  typing(channel, author = this.#name) {
+    this.#signals.typing(channelId(channel), author);
+  }
+
+  read(channel, id, author = this.#name) {
+    this.#signals.read(channelId(channel), id, author);
   }
 
   edit(channel, id, text, author) {
@@ -205,6 +234,7 @@ class Client extends Emitter {
     this.#leader?.close();
     this.#bus?.close();
     this.#outbox.close();
+    this.#signals.close();
   }
 
   /** Waits for the lock as a follower; takes the stream when it gets it. */
@@ -298,6 +328,8 @@ class Client extends Emitter {
       this.emit("reset", data);
     } else if (kind === "presence") {
       this.emit("presence", data);
+    } else if (kind === "signal") {
+      this.emit("signal", data);
     }
   }
 
@@ -448,6 +480,8 @@ class Stream {
       this.deliver("reset", reset);
     });
     on("presence", (change) => this.presence(change));
+    // No id: a signal moves no cursor and is never asked for again.
+    on("signal", (signal) => this.last.has(signal.channel) && this.deliver("signal", signal));
     // The server ends a stream it cannot continue; resuming from the last ids is lossless.
     on("reconnect", () => this.reopenLater("the server asked to reconnect"));
   }
@@ -622,6 +656,64 @@ class Outbox {
   close() {
     clearTimeout(this.timer);
     this.listening.abort();
+  }
+}
+
+/**
+ * Typing signals and read markers: throttled per channel, sent once, never
+ * queued behind messages or retried (the next one says the same again).
+ */
+class Signals {
+  /** channel → when its last typing signal went */
+  typed = new Map();
+  /** channel → {id, author, sent, at, timer}: the read marker to send */
+  reads = new Map();
+
+  constructor(config) {
+    this.config = config;
+  }
+
+  typing(channel, author) {
+    const now = Date.now();
+    if (now - (this.typed.get(channel) ?? -Infinity) < TYPING_EVERY_MS) return;
+    this.typed.set(channel, now);
+    this.send(channel, { type: "typing", author });
+  }
+
+  posted(channel) {
+    this.typed.delete(channel);
+  }
+
+  read(channel, id, author) {
+    if (!Number.isSafeInteger(id) || id < 1) return;
+    let read = this.reads.get(channel);
+    if (!read) {
+      read = { id: 0, author, sent: 0, at: -Infinity, timer: 0 };
+      this.reads.set(channel, read);
+    }
+    if (id <= Math.max(read.id, read.sent)) return;
+    Object.assign(read, { id, author });
+    if (read.timer) return;
+    const wait = Math.max(0, read.at + READ_EVERY_MS - Date.now());
+    read.timer = setTimeout(() => {
+      Object.assign(read, { timer: 0, at: Date.now(), sent: read.id });
+      this.send(channel, { type: "read", id: read.id, author: read.author });
+    }, wait);
+  }
+
+  send(channel, signal) {
+    const author = String(signal.author || "").trim();
+    // Without a token the server needs a name to say who it is.
+    if (!author && !this.config.token) return;
+    fetch(`${this.config.api}/channels/${channel}/signals`, {
+      method: "POST",
+      headers: { ...authHeaders(this.config.token), "content-type": "application/json" },
+      body: JSON.stringify({ ...signal, author: author || undefined }),
+    }).catch(() => { /* best effort: the next signal says the same */ });
+  }
+
+  close() {
+    for (const read of this.reads.values()) clearTimeout(read.timer);
   }
 }
 

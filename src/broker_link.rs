@@ -3,6 +3,7 @@
 //! broker's network thread and rumqttc's encoding, while subscribers still get
 //! it from the broker at QoS 1. The publisher hands its publishes over in
 //! batches, and the router is woken once per batch rather than once per message.
+//! Signals go in at QoS 0, each with a wake-up of its own.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use chat_service::publish::link::{Connection, Link, LinkEvent, Publishes};
@@ -72,6 +73,16 @@ impl Publishes for InProcessPublisher {
             Some(packet_id)
         });
         Box::pin(std::future::ready(queued))
+    }
+
+    /// Queues a QoS 0 publish (what rumqttd's local links send anyway) after
+    /// those held back, and tells the router about all of them at once.
+    fn publish_signal(&mut self, topic: String, json: Bytes) -> BoxFuture<'_, Result<(), String>> {
+        let signal = Publish::new(Bytes::from(topic), json, false);
+        if let Some(earlier) = self.unsent.replace(signal) {
+            self.tx.buffer().push_back(Packet::Publish(earlier, None));
+        }
+        self.send_held()
     }
 
     /// Tells the router about every publish handed over since the last call, in

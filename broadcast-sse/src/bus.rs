@@ -1,13 +1,16 @@
 //! The subscriber: owns broadcast-sse's one broker connection.
 //!
-//! It subscribes to a channel's topic when the hub asks (first local listener) and
-//! unsubscribes when the last one leaves. Each connection starts with a clean
+//! It subscribes to a channel's topics when the hub asks (first local listener) and
+//! unsubscribes when the last one leaves: its messages (QoS 1) and its signals
+//! (QoS 0, typing and read markers), always together. Each connection starts with a clean
 //! session, so every new connection subscribes all active channels again; once
 //! the broker acknowledges, the hub backfills each of them from its last
 //! delivered id. What to ask for, and which acknowledgement answers which
 //! request, is decided in [`subscriptions`]; this file carries it out.
 //! Incoming messages are checked for a message's shape and framed as they
-//! came (no second serialisation), then handed to the hub.
+//! came (no second serialisation), then handed to the hub. Incoming signals
+//! are parsed and checked whole (anything may publish on their topic), and
+//! framed from what was checked.
 //!
 //! With `follow_all` it instead holds one wildcard subscription to every channel
 //! while any channel has a local listener: for a node that sees all traffic
@@ -19,7 +22,7 @@
 mod subscriptions;
 
 use protocol::message::MessageCheck;
-use protocol::{ChannelId, topic};
+use protocol::{ChannelId, Signal, topic};
 use rumqttc::{AsyncClient, QoS, SubscribeFilter};
 use server::mqtt::connection::{self, Capacity, ConnectionId, Driven, Requests, Sent, Session};
 use server::mqtt::{BrokerStatus, BrokerUrl};
@@ -170,10 +173,12 @@ impl Subscriber {
     }
 
     fn subscribe(&mut self, request: Request) {
-        let filters = request
+        let filters: Vec<SubscribeFilter> = request
             .targets
             .iter()
-            .map(|target| SubscribeFilter::new(self.filter(*target), QoS::AtLeastOnce));
+            .flat_map(|target| self.filters(*target))
+            .map(|(filter, qos)| SubscribeFilter::new(filter, qos))
+            .collect();
         let Some(connection) = self.connection else {
             return self.subscriptions.not_sent(request.number);
         };
@@ -190,16 +195,27 @@ impl Subscriber {
         let Some(connection) = self.connection else {
             return;
         };
-        if let Err(e) = self.requests.unsubscribe(connection, self.filter(target)) {
-            log::warn!("could not unsubscribe from {target:?}: {e}");
+        for (filter, _) in self.filters(target) {
+            if let Err(e) = self.requests.unsubscribe(connection, filter) {
+                log::warn!("could not unsubscribe from {target:?}: {e}");
+            }
         }
     }
 
-    fn filter(&self, target: Target) -> String {
+    /// The topic filters of a target, with their QoS, in the order
+    /// [`Target::filters`] counts them: a channel's messages, then its signals.
+    fn filters(&self, target: Target) -> Vec<(String, QoS)> {
+        let prefix = &self.prefix;
         match target {
-            Target::Channel(channel) => topic::channel_topic(&self.prefix, channel),
-            Target::AllChannels => topic::all_channels_filter(&self.prefix),
-            Target::PresenceRefresh => self.refresh_topic.clone(),
+            Target::Channel(channel) => vec![
+                (topic::channel_topic(prefix, channel), QoS::AtLeastOnce),
+                (topic::signals_topic(prefix, channel), QoS::AtMostOnce),
+            ],
+            Target::AllChannels => vec![
+                (topic::all_channels_filter(prefix), QoS::AtLeastOnce),
+                (topic::all_signals_filter(prefix), QoS::AtMostOnce),
+            ],
+            Target::PresenceRefresh => vec![(self.refresh_topic.clone(), QoS::AtLeastOnce)],
         }
     }
 
@@ -209,11 +225,31 @@ impl Subscriber {
             self.presence.refresh();
             return;
         }
-        let Some(channel) = topic::channel_of(&self.prefix, topic) else {
+        if let Some(channel) = topic::channel_of(&self.prefix, topic) {
+            deliver(&self.hub, channel, topic, &publish.payload);
+        } else if let Some(channel) = topic::signals_channel_of(&self.prefix, topic) {
+            deliver_signal(&self.hub, channel, topic, &publish.payload);
+        } else {
             log::debug!("ignoring a message on foreign topic {topic:?}");
-            return;
-        };
-        deliver(&self.hub, channel, topic, &publish.payload);
+        }
+    }
+}
+
+/// Hands a signal to the hub once it is a valid signal of the topic's
+/// channel; anything else is dropped and counted (devices may publish there).
+fn deliver_signal(hub: &Hub, channel: ChannelId, topic: &str, payload: &[u8]) {
+    match Signal::parse(payload) {
+        Ok(signal) if signal.channel == channel => {
+            hub.deliver_signal(channel, bytes::Bytes::from(signal.sse_frame()));
+        }
+        Ok(_) => {
+            crate::metrics::signal_dropped();
+            log::debug!("dropping a signal whose channel does not match {topic}");
+        }
+        Err(e) => {
+            crate::metrics::signal_dropped();
+            log::debug!("dropping a payload on {topic} that is not a signal: {e}");
+        }
     }
 }
 

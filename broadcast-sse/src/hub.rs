@@ -13,6 +13,10 @@
 //! from history, and after a broker reconnect every channel is backfilled from its
 //! last delivered id. The hub also decides when the node subscribes to a channel's
 //! topic (first listener) and unsubscribes (last listener gone).
+//!
+//! Signals (typing, read markers) have no id: each channel passes them on
+//! through a small ring of their own ([`Hub::deliver_signal`]), never held,
+//! never kept in the recent buffer, never replayed.
 
 pub mod backfill;
 mod channel;
@@ -28,7 +32,7 @@ use server::tasks::Background;
 use tokio::sync::{Semaphore, broadcast, mpsc, watch};
 
 use channel::{Arrival, ChannelEntry};
-pub use channel::{HELD_MAX, Recent, Step};
+pub use channel::{HELD_MAX, Recent, SIGNAL_RING, Step};
 use shards::Shards;
 
 use crate::history::HistorySource;
@@ -134,6 +138,8 @@ pub struct Signals {
 /// where it starts. Dropping it leaves the channel.
 pub struct Membership {
     pub ring: broadcast::Receiver<Frame>,
+    /// The channel's signals, from the moment of joining.
+    pub signals: broadcast::Receiver<Bytes>,
     pub subscribed: watch::Receiver<bool>,
     /// The last id this node delivered before the listener joined, if any.
     pub last_id_at_join: Option<u64>,
@@ -210,6 +216,7 @@ impl Hub {
         entry.listeners += 1;
         Membership {
             ring: entry.ring.subscribe(),
+            signals: entry.signals.subscribe(),
             subscribed: entry.subscribed.subscribe(),
             last_id_at_join: entry.last_id(),
             guard: ListenerGuard {
@@ -256,6 +263,20 @@ impl Hub {
         };
         if let Some(epoch) = gap_epoch {
             self.spawn_backfill(channel, epoch);
+        }
+    }
+
+    /// Hands a signal (a complete `event: signal`, no `id:`) to the channel's
+    /// listeners as it is: no order to keep, nothing to hold or remember.
+    /// Signals of channels nobody here listens to are dropped.
+    pub fn deliver_signal(&self, channel: ChannelId, event: Bytes) {
+        let channels = self.inner.channels.of(channel);
+        let Some(entry) = channels.get(&channel) else {
+            return;
+        };
+        // An error only means no receiver is left right now.
+        if entry.signals.send(event).is_ok() {
+            crate::metrics::signal_delivered();
         }
     }
 

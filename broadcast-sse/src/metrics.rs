@@ -188,10 +188,30 @@ pub fn register() {
         Unit::Seconds,
         "From a message's store to its arrival on this node (one in 64 sampled)"
     );
+    describe_counter!(
+        names::SIGNALS_DELIVERED,
+        "Signals (typing, read markers) handed to the streams of a channel this node follows"
+    );
+    describe_counter!(
+        names::SIGNALS_DROPPED,
+        "Signals not passed on, by reason (invalid: not a signal of its topic's channel)"
+    );
     LazyLock::force(&STREAMS);
+    counter!(names::SIGNALS_DELIVERED).absolute(0);
+    counter!(names::SIGNALS_DROPPED, "reason" => "invalid").absolute(0);
     counter!(names::BACKFILLS).absolute(0);
     counter!(names::HISTORY_READS_SHARED).absolute(0);
     counter!(names::SSE_EVENTS_SENT).absolute(0);
+}
+
+/// A signal went to the streams of a channel this node follows.
+pub fn signal_delivered() {
+    counter!(names::SIGNALS_DELIVERED).increment(1);
+}
+
+/// What came on a signals topic was not a signal of that channel.
+pub fn signal_dropped() {
+    counter!(names::SIGNALS_DROPPED, "reason" => "invalid").increment(1);
 }
 
 /// A history read joined one of the same page in flight.

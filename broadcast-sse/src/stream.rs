@@ -20,6 +20,11 @@
 //! pace. When it cannot be caught up (history unavailable, or history lacking ids
 //! the node delivered), the stream ends with `event: reconnect` and the browser
 //! resumes with its `Last-Event-ID`, losing nothing.
+//!
+//! Signals (typing, read markers) come on a ring of their own and are written
+//! as they come, between messages: no `id:`, so they never move the client's
+//! `Last-Event-ID` or this stream's cursor, and a resume never replays them.
+//! A stream that falls behind the signal ring skips the oldest signals.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -48,7 +53,7 @@ mod presence_feed;
 use events::{frame_fields_after_id, reconnect_event};
 use expiry::token_expired;
 pub use follows::Opening;
-use follows::{FollowedChannel, Follows};
+use follows::{FollowedChannel, Follows, Next};
 use presence_feed::{PresenceFeed, presence_changed};
 
 /// Frames coalesced into one write when a stream has several ready.
@@ -192,8 +197,20 @@ impl ClientStream {
                 }
                 _ = token_expired(&mut self.expiry) => self.expire(),
                 _ = presence_changed(&mut self.presence) => self.tell_presence(),
-                (index, received) = self.follows.next_frame() => self.receive(index, received),
+                next = self.follows.next() => match next {
+                    Next::Frame(index, received) => self.receive(index, received),
+                    Next::Signal(received) => self.receive_signal(received),
+                },
             }
+        }
+    }
+
+    /// A signal goes out as it is; one missed while behind stays missed.
+    fn receive_signal(&mut self, received: Result<Bytes, RecvError>) {
+        match received {
+            Ok(event) => self.push(event),
+            Err(RecvError::Lagged(_)) => {}
+            Err(RecvError::Closed) => self.ended = true,
         }
     }
 

@@ -77,6 +77,9 @@ pub struct ChatSettings {
     pub limits: Limits,
 
     #[command(flatten)]
+    pub signals: SignalLimits,
+
+    #[command(flatten)]
     pub retention: Retention,
 
     #[command(flatten)]
@@ -357,6 +360,27 @@ impl Default for Limits {
     }
 }
 
+/// How often one author may send signals (typing, read markers): they are
+/// not stored, but each one reaches every stream of the channel.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct SignalLimits {
+    /// Signals per second allowed to one author (the token's name, or the
+    /// body's `author` without tokens), sustained; 0: no limit. A client
+    /// sends about one typing signal every 2 s and one read marker a second.
+    #[arg(long, env = "CRIER_SIGNAL_RATE_PER_SEC", default_value_t = 5)]
+    pub signal_rate_per_sec: u32,
+
+    /// Signals one author may send at once before the rate applies.
+    #[arg(long, env = "CRIER_SIGNAL_BURST", default_value_t = 10)]
+    pub signal_burst: u32,
+}
+
+impl Default for SignalLimits {
+    fn default() -> Self {
+        server::defaults::from_flags()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -444,6 +468,8 @@ mod tests {
             ),
             (64, 4000, 64 * 1024, 20, 100)
         );
+        let signals = SignalLimits::default();
+        assert_eq!((signals.signal_rate_per_sec, signals.signal_burst), (5, 10));
         let retention = Retention::default();
         assert_eq!(retention.history_max_age, None);
         assert_eq!(retention.interval(), Duration::from_secs(5));

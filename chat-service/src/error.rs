@@ -7,8 +7,8 @@ use server::error::ApiError;
 
 use crate::store::StoreError;
 
-/// Seconds a client is asked to wait when the store's ingest queue is full, or
-/// the publish hook did not answer.
+/// Seconds a client is asked to wait when the store's ingest queue is full,
+/// the publish hook did not answer, or a signal could not reach the broker.
 const BUSY_RETRY_AFTER_SECS: u64 = 1;
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +29,10 @@ pub enum ChatError {
     InvalidMessageId(String),
     #[error("{0}")]
     InvalidIdempotencyKey(String),
+    /// A signal body that names no known type, or a read marker without a
+    /// message id.
+    #[error("{0}")]
+    InvalidSignal(String),
     /// One item of an admin request is not valid.
     #[error("{0}")]
     InvalidItem(String),
@@ -57,6 +61,10 @@ pub enum ChatError {
     /// meanwhile (the cause is logged).
     #[error("the app that checks posts did not answer; retry shortly")]
     PublishHookUnavailable,
+    /// A signal cannot reach the broker now (not connected, or too many
+    /// signals wait for the publisher); it is not kept for later.
+    #[error("{0}")]
+    SignalUnavailable(crate::publish::SignalRefused),
     /// Already in its final form (authentication and authorization, a
     /// rejection by the publish hook).
     #[error(transparent)]
@@ -74,6 +82,7 @@ impl ChatError {
             ChatError::InvalidQuery(_) => "invalid_query",
             ChatError::InvalidMessageId(_) => "invalid_message_id",
             ChatError::InvalidIdempotencyKey(_) => "invalid_idempotency_key",
+            ChatError::InvalidSignal(_) => "invalid_signal",
             ChatError::InvalidItem(_) => "invalid_item",
             ChatError::MessageNotFound { .. } => "message_not_found",
             ChatError::MessageDeleted { .. } => "message_deleted",
@@ -83,6 +92,7 @@ impl ChatError {
             ChatError::BodyRead(_) => "bad_request",
             ChatError::Store(StoreError::Busy) => "overloaded",
             ChatError::PublishHookUnavailable => "publish_hook_unavailable",
+            ChatError::SignalUnavailable(refused) => refused.code(),
             ChatError::Storage(_) | ChatError::Store(_) | ChatError::ReaderStopped => {
                 "internal_error"
             }
@@ -109,9 +119,9 @@ impl ChatError {
         }
         let error = ApiError::new(self.status_code(), self.code(), self.public_message());
         match self {
-            ChatError::Store(StoreError::Busy) | ChatError::PublishHookUnavailable => {
-                error.with_retry_after(BUSY_RETRY_AFTER_SECS)
-            }
+            ChatError::Store(StoreError::Busy)
+            | ChatError::PublishHookUnavailable
+            | ChatError::SignalUnavailable(_) => error.with_retry_after(BUSY_RETRY_AFTER_SECS),
             _ => error,
         }
     }
@@ -131,9 +141,9 @@ impl ResponseError for ChatError {
             }
             ChatError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ChatError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ChatError::Store(StoreError::Busy) | ChatError::PublishHookUnavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ChatError::Store(StoreError::Busy)
+            | ChatError::PublishHookUnavailable
+            | ChatError::SignalUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ChatError::Storage(_) | ChatError::Store(_) | ChatError::ReaderStopped => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }

@@ -7,9 +7,10 @@
 //! # Layout
 //! - [`config`]: flags (`--listen`, `--mqtt-url`, `--data-dir`, limits).
 //! - [`startup`]: binds the listener, builds the app, starts the broker task.
-//! - [`routes`]: one file per resource (`messages`, `admin`, `health`).
+//! - [`routes`]: one file per resource (`messages`, `signals`, `admin`,
+//!   `channels`, `health`).
 //! - [`access`]: who may post, read and administer (JWT, off without a key).
-//! - [`rate_limit`]: POST rate limits per publisher.
+//! - [`rate_limit`]: POST rate limits per publisher (and per author for signals).
 //! - [`metrics`]: what the service records for `GET /metrics`.
 //! - [`bans`]: names that may not post to a channel for a while.
 //! - [`publish_hook`]: asks the app to accept, rewrite or reject each post
@@ -19,7 +20,7 @@
 //! - [`store`]: the sled store: numbering, group commit, history queries and
 //!   retention.
 //! - [`publish`]: the publisher task that owns the broker connection, its link
-//!   and the outbox's bookkeeping.
+//!   and the outbox's bookkeeping; signals go out through it too.
 //! - [`intake`]: posts from MQTT clients (`…/channels/{uuid}/post`), stored like
 //!   REST posts.
 //! - [`webhooks`]: signed events POSTed to the app for every entry of the

@@ -91,6 +91,14 @@ pub fn register() {
         names::WEBHOOK_BACKLOG,
         "Log entries known but not yet delivered to the webhooks, summed"
     );
+    describe_counter!(
+        names::SIGNALS_ACCEPTED,
+        "Signals (typing, read markers) taken for the broker, by type"
+    );
+    describe_counter!(
+        names::SIGNALS_DROPPED,
+        "Signals not passed on, by reason (not_sent: taken but the broker connection had no room or was gone; invalid: not a signal, on a node's signals topic)"
+    );
     describe_gauge!(
         names::STORE_CHANNELS,
         "Channels whose last id the store holds in memory"
@@ -101,6 +109,7 @@ pub fn register() {
     for outcome in ["delivered", "failed"] {
         webhook_outcome(outcome, 0);
     }
+    signals_dropped().absolute(0);
 }
 
 fn accepted_counter(source: Source) -> &'static metrics::Counter {
@@ -158,6 +167,16 @@ pub fn webhook_took(elapsed: Duration) {
 /// `skipped` or `unreadable`.
 pub fn webhook_outcome(outcome: &'static str, count: u64) {
     counter!(names::WEBHOOK_DELIVERIES, "outcome" => outcome).increment(count);
+}
+
+/// A signal of this type (`typing`, `read`) was taken for the broker.
+pub fn signal_accepted(kind: &'static str) {
+    counter!(names::SIGNALS_ACCEPTED, "type" => kind).increment(1);
+}
+
+/// The counter of signals taken for the broker but not handed to it.
+pub fn signals_dropped() -> metrics::Counter {
+    counter!(names::SIGNALS_DROPPED, "reason" => "not_sent")
 }
 
 /// Sets the gauges from the service's state, then renders everything.

@@ -1,5 +1,6 @@
 //! POST rate limits: a token bucket per publisher (the token's name when tokens
-//! are checked, else the client address), kept by governor's keyed limiter
+//! are checked, else the client address; for signals, the author), kept by
+//! governor's keyed limiter
 //! (GCRA, state sharded over a concurrent map, so concurrent POSTs do not
 //! queue on one lock). Over the limit is `429` with `Retry-After`.
 
@@ -31,6 +32,8 @@ pub struct RateLimiter {
     /// `None`: no limit.
     limiter: Option<DefaultKeyedRateLimiter<Sender>>,
     per_sec: u32,
+    /// What is limited, as the `429` names it (`messages`, `signals`).
+    what: &'static str,
     /// When the last sweep ran. A std lock, only tried, never waited for.
     swept: Mutex<Instant>,
 }
@@ -45,8 +48,16 @@ impl RateLimiter {
         RateLimiter {
             limiter,
             per_sec,
+            what: "messages",
             swept: Mutex::new(Instant::now()),
         }
+    }
+
+    /// The same limiter, naming what it limits in its `429` (`messages` by
+    /// default).
+    pub fn limiting(mut self, what: &'static str) -> Self {
+        self.what = what;
+        self
     }
 
     /// Takes one POST from `sender`'s bucket, or says when to try again.
@@ -63,7 +74,10 @@ impl RateLimiter {
         Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",
-            format!("too many messages: at most {} per second", self.per_sec),
+            format!(
+                "too many {}: at most {} per second",
+                self.what, self.per_sec
+            ),
         )
         .with_retry_after(wait.max(1)))
     }

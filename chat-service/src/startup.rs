@@ -20,7 +20,7 @@ use crate::publish::link::BrokerTarget;
 use crate::publish::{self, Publisher};
 use crate::publish_hook::PublishHook;
 use crate::rate_limit::RateLimiter;
-use crate::routes::{admin, channels, erase, health, messages, revisions};
+use crate::routes::{admin, channels, erase, health, messages, revisions, signals};
 use crate::store::{self, Ack, Store};
 use crate::webhooks::{self, Webhooks};
 
@@ -32,6 +32,8 @@ pub struct AppState {
     pub access: Access,
     pub bans: Bans,
     pub rate: Arc<RateLimiter>,
+    /// Signals (typing, read markers) per author.
+    pub signal_rate: Arc<RateLimiter>,
     pub limits: Limits,
     /// When a POST is answered (see `--durable-ack`).
     pub ack: Ack,
@@ -97,6 +99,13 @@ impl AppState {
                 settings.limits.post_rate_per_sec,
                 settings.limits.post_burst,
             )),
+            signal_rate: Arc::new(
+                RateLimiter::new(
+                    settings.signals.signal_rate_per_sec,
+                    settings.signals.signal_burst,
+                )
+                .limiting("signals"),
+            ),
             limits: settings.limits,
             ack: Ack::durable(settings.durable_ack),
             mqtt_posts: None,
@@ -193,6 +202,7 @@ server::routes! {
         PATCH => revisions::edit_message,
         DELETE => revisions::delete_message,
     },
+    "/channels/{channel}/signals" => { POST => signals::post_signal },
     "/channels/{channel}/stats" => { GET => channels::stats },
     "/channels/{channel}/presence" => { GET => channels::presence },
 }

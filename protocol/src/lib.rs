@@ -10,6 +10,7 @@
 //! # Layout
 //! - [`channel`]: [`ChannelId`], the UUID that names a channel.
 //! - [`message`]: [`Message`], the stored and broadcast message, and its SSE frame.
+//! - [`signal`]: [`Signal`], a typing or read marker: broadcast, never stored.
 //! - [`topic`]: MQTT topic names for channels.
 //! - [`claims`]: what a JSON Web Token grants.
 //! - [`error`]: the JSON error body.
@@ -18,7 +19,9 @@ pub mod channel;
 pub mod claims;
 pub mod error;
 pub mod message;
+pub mod signal;
 pub mod topic;
 
 pub use channel::ChannelId;
 pub use message::{Kind, Message};
+pub use signal::Signal;

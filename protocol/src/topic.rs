@@ -1,4 +1,5 @@
-//! MQTT topic names: `{prefix}/channels/{channel}/messages`.
+//! MQTT topic names: `{prefix}/channels/{channel}/messages` for messages,
+//! `…/signals` for signals (typing, read markers), `…/post` for MQTT posts.
 
 use crate::ChannelId;
 
@@ -35,10 +36,31 @@ pub fn all_channels_filter(prefix: &str) -> String {
     format!("{prefix}/channels/+/messages")
 }
 
-/// The channel a topic belongs to, if it is one of ours.
+/// The channel a message topic belongs to, if it is one of ours.
 pub fn channel_of(prefix: &str, topic: &str) -> Option<ChannelId> {
+    channel_of_kind(prefix, topic, "/messages")
+}
+
+/// The topic a channel's signals (typing, read markers) are published on:
+/// QoS 0, not retained, never stored.
+pub fn signals_topic(prefix: &str, channel: ChannelId) -> String {
+    format!("{prefix}/channels/{channel}/signals")
+}
+
+/// The filter matching every channel's signals topic.
+pub fn all_signals_filter(prefix: &str) -> String {
+    format!("{prefix}/channels/+/signals")
+}
+
+/// The channel a signals topic belongs to, if it is one of ours.
+pub fn signals_channel_of(prefix: &str, topic: &str) -> Option<ChannelId> {
+    channel_of_kind(prefix, topic, "/signals")
+}
+
+/// The channel of `{prefix}/channels/{channel}{suffix}`.
+fn channel_of_kind(prefix: &str, topic: &str, suffix: &str) -> Option<ChannelId> {
     let rest = topic.strip_prefix(prefix)?.strip_prefix("/channels/")?;
-    let channel = rest.strip_suffix("/messages")?;
+    let channel = rest.strip_suffix(suffix)?;
     ChannelId::parse(channel).ok()
 }
 
@@ -88,6 +110,20 @@ mod tests {
         assert_eq!(channel_of("crier", &topic), Some(id));
         assert_eq!(channel_of("other", &topic), None);
         assert_eq!(channel_of("crier", "crier/channels/x/messages"), None);
+    }
+
+    #[test]
+    fn signals_channel_of_inverts_signals_topic_and_tells_it_from_messages() {
+        let id = ChannelId::parse("6f9619ff-8b86-d011-b42d-00cf4fc964ff").expect("uuid");
+        let topic = signals_topic("crier", id);
+        assert_eq!(topic, format!("crier/channels/{id}/signals"));
+        assert_eq!(signals_channel_of("crier", &topic), Some(id));
+        assert_eq!(channel_of("crier", &topic), None);
+        assert_eq!(
+            signals_channel_of("crier", &channel_topic("crier", id)),
+            None
+        );
+        assert_eq!(all_signals_filter("crier"), "crier/channels/+/signals");
     }
 
     #[test]

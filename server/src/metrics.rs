@@ -40,6 +40,9 @@ pub mod names {
     pub const WEBHOOK_DELIVERIES: &str = "crier_webhook_deliveries_total";
     pub const WEBHOOK_DURATION: &str = "crier_webhook_seconds";
     pub const WEBHOOK_BACKLOG: &str = "crier_webhook_backlog";
+    pub const SIGNALS_ACCEPTED: &str = "crier_signals_accepted_total";
+    pub const SIGNALS_DROPPED: &str = "crier_signals_dropped_total";
+    pub const SIGNALS_DELIVERED: &str = "crier_signals_delivered_total";
 }
 
 /// Histogram buckets, in seconds: POSTs and syncs take from tens of

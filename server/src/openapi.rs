@@ -41,7 +41,8 @@ use utoipa::{IntoParams, Modify, ToResponse, ToSchema};
             InternalError,
             Overloaded,
             PostForbidden,
-            PostUnavailable
+            PostUnavailable,
+            SignalUnavailable
         )
     ),
     modifiers(&SecuritySchemes),
@@ -195,7 +196,7 @@ pub struct Text(pub String);
 /// Bad input (`invalid_channel`, `invalid_json`, `invalid_author`, `invalid_text`,
 /// `invalid_encoding`, `invalid_query`, `invalid_path`, `invalid_message_id`,
 /// `invalid_idempotency_key`, `invalid_item`, `invalid_last_event_id`,
-/// `bad_request`); nothing changed.
+/// `invalid_signal`, `bad_request`); nothing changed.
 #[derive(ToResponse)]
 pub struct BadRequest(pub ErrorBody);
 
@@ -258,6 +259,13 @@ pub struct PostForbidden(pub ErrorBody);
 #[derive(ToResponse)]
 #[response(headers(("Retry-After" = u64, description = "Seconds to wait before trying again.")))]
 pub struct PostUnavailable(pub ErrorBody);
+
+/// The signal was not sent, retry after the given seconds: the publisher is
+/// not connected to the broker (`broker_unavailable`), or too many signals
+/// wait for it (`overloaded`). Signals are never kept for later.
+#[derive(ToResponse)]
+#[response(headers(("Retry-After" = u64, description = "Seconds to wait before trying again.")))]
+pub struct SignalUnavailable(pub ErrorBody);
 
 #[cfg(test)]
 mod tests {

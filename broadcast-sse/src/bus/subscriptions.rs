@@ -14,6 +14,11 @@
 //!
 //! A channel counts as subscribed only when the SUBACK answers its latest
 //! request: one that a leave and a join overtook says nothing about it.
+//!
+//! A channel (or every channel) is two filters in the same SUBSCRIBE: its
+//! messages and its signals ([`Target::filters`]). The messages filter
+//! decides whether the channel is held; signals are best effort, so a broker
+//! that refuses only those (an ACL) still delivers the channel's messages.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -22,7 +27,7 @@ use rumqttc::{SubAck, SubscribeReasonCode};
 
 use crate::hub::SubscriptionChange;
 
-/// Topic filters per SUBSCRIBE packet.
+/// Targets per SUBSCRIBE packet (each channel is two topic filters).
 pub const FILTERS_PER_PACKET: usize = 100;
 
 /// One filter the subscriber holds.
@@ -33,6 +38,18 @@ pub enum Target {
     AllChannels,
     /// Watchers asking for this node's presence.
     PresenceRefresh,
+}
+
+impl Target {
+    /// Topic filters the target takes in a SUBSCRIBE, in the order the
+    /// subscriber writes them: a channel's (or every channel's) messages,
+    /// then its signals; the presence refresh is one.
+    pub fn filters(self) -> usize {
+        match self {
+            Target::Channel(_) | Target::AllChannels => 2,
+            Target::PresenceRefresh => 1,
+        }
+    }
 }
 
 /// What the subscriber is to do.
@@ -162,7 +179,17 @@ impl Subscriptions {
         };
         let mut subscribed = Vec::new();
         let mut refused = Vec::new();
-        for (target, code) in request.targets.iter().zip(&ack.return_codes) {
+        let mut codes = ack.return_codes.iter();
+        for target in &request.targets {
+            let mut of_target = codes.by_ref().take(target.filters());
+            // The first filter (messages) decides; a refused signals filter
+            // only costs the channel its signals.
+            let Some(code) = of_target.next() else {
+                break;
+            };
+            if of_target.any(|code| matches!(code, SubscribeReasonCode::Failure)) {
+                log::warn!("the broker refused the signals of {target:?}");
+            }
             let held = !matches!(code, SubscribeReasonCode::Failure);
             if self.answered(*target, request.number, held, &mut subscribed) && !held {
                 refused.push(*target);

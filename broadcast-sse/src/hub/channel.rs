@@ -1,5 +1,6 @@
 //! One channel's state in the hub: its ring, the frames it delivered most recently,
-//! and the live frames held back while a backfill fills a gap in ids.
+//! the live frames held back while a backfill fills a gap in ids, and the
+//! small ring of its signals, which have no id and take no part in any of that.
 //!
 //! Everything here is synchronous and runs under the lock of the channel's
 //! shard; the history requests of a backfill happen outside it (see
@@ -7,6 +8,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use bytes::Bytes;
 use protocol::Message;
 use tokio::sync::{broadcast, watch};
 
@@ -18,8 +20,16 @@ use super::Frame;
 /// published), so a dropped frame is delivered from history instead.
 pub const HELD_MAX: usize = 256;
 
+/// Slots of a channel's signal ring (allocated up front). A stream that
+/// falls further behind than this skips the oldest signals: they are best
+/// effort, and the next typing signal or read marker says the same again.
+pub const SIGNAL_RING: usize = 8;
+
 pub struct ChannelEntry {
     pub ring: broadcast::Sender<Frame>,
+    /// Signals as complete SSE events (`event: signal`, no `id:`): a ring of
+    /// their own, so ids, gaps, the recent buffer and backfills never see them.
+    pub signals: broadcast::Sender<Bytes>,
     pub listeners: usize,
     /// `true` once the broker acknowledged the subscription.
     pub subscribed: watch::Sender<bool>,
@@ -80,6 +90,7 @@ impl ChannelEntry {
     pub fn new(ring_capacity: usize, recent_cap: usize, epoch: u64) -> Self {
         ChannelEntry {
             ring: broadcast::Sender::new(ring_capacity.max(1)),
+            signals: broadcast::Sender::new(SIGNAL_RING),
             listeners: 0,
             subscribed: watch::Sender::new(false),
             epoch,

@@ -400,3 +400,55 @@ fn a_frame_from_json_is_the_frame_of_the_message_it_carries() {
         "JSON over several lines is put on one"
     );
 }
+
+/// A signal's SSE event (its bytes do not matter to the hub).
+fn signal_event() -> Bytes {
+    Bytes::from_static(b"event: signal\ndata: {}\n\n")
+}
+
+#[test]
+fn a_signal_reaches_every_listener_and_leaves_ids_and_the_recent_buffer_alone() {
+    let (hub, _changes) = hub_with_empty_history(8);
+    let channel = channel(1);
+    let mut first = hub.join(channel);
+    let mut second = hub.join(channel);
+    hub.deliver(channel, bare_frame(1));
+    hub.deliver_signal(channel, signal_event());
+    hub.deliver(channel, bare_frame(2));
+    for member in [&mut first, &mut second] {
+        assert_eq!(member.signals.try_recv().ok(), Some(signal_event()));
+        assert_eq!(received(member), [1, 2], "no gap, no hold");
+    }
+    assert_eq!(hub.last_id(channel), Some(2));
+    match hub.recent_after(channel, 0, 10) {
+        Recent::Frames { frames, complete } => {
+            let ids: Vec<u64> = frames.iter().map(|frame| frame.id).collect();
+            assert_eq!((ids, complete), (vec![1, 2], true));
+        }
+        other => panic!("the recent buffer holds the messages alone: {other:?}"),
+    }
+}
+
+#[test]
+fn a_signal_of_a_channel_nobody_here_follows_is_dropped() {
+    let (hub, _changes) = hub_with_empty_history(8);
+    hub.deliver_signal(channel(1), signal_event());
+    assert_eq!(hub.channel_count(), 0);
+}
+
+#[test]
+fn a_listener_behind_the_signal_ring_skips_the_oldest_signals() {
+    let (hub, _changes) = hub_with_empty_history(8);
+    let channel = channel(1);
+    let mut member = hub.join(channel);
+    for _ in 0..SIGNAL_RING + 3 {
+        hub.deliver_signal(channel, signal_event());
+    }
+    assert!(matches!(
+        member.signals.try_recv(),
+        Err(tokio::sync::broadcast::error::TryRecvError::Lagged(3))
+    ));
+    let left = std::iter::from_fn(|| member.signals.try_recv().ok()).count();
+    assert_eq!(left, SIGNAL_RING);
+    assert_eq!(hub.last_id(channel), None, "signals are not ids");
+}

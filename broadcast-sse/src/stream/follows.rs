@@ -2,6 +2,7 @@
 //! channel's listeners and how far the client got; and the event id of a
 //! stream of one channel or of several (the cursor).
 
+use bytes::Bytes;
 use protocol::ChannelId;
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
@@ -24,6 +25,8 @@ pub(super) enum Follows {
 pub(super) struct FollowedChannel {
     pub(super) channel: ChannelId,
     pub(super) ring: broadcast::Receiver<Frame>,
+    /// The channel's signals, complete SSE events without an id.
+    pub(super) signals: broadcast::Receiver<Bytes>,
     /// The stream's place among the channel's listeners, until it ends.
     pub(super) _listening: ListenerGuard,
     /// Id of the last message (or gap) of this channel written to the client.
@@ -54,6 +57,7 @@ impl FollowedChannel {
             last_sent: opening.resume_after.or(membership.last_id_at_join),
             catching_up: opening.resume_after.is_some(),
             ring: membership.ring,
+            signals: membership.signals,
             _listening: membership.guard,
             catch_up_to: None,
             stalls: 0,
@@ -90,20 +94,44 @@ impl Follows {
         }
     }
 
-    /// The next frame (or ring error) of any channel, with the channel's index.
-    pub(super) async fn next_frame(&mut self) -> (usize, Result<Frame, RecvError>) {
+    /// The next frame (or ring error) of any channel, with the channel's
+    /// index, or the next signal of any channel; frames first when both wait.
+    pub(super) async fn next(&mut self) -> Next {
         match self {
-            Follows::One(follow) => (0, follow.ring.recv().await),
+            Follows::One(follow) => tokio::select! {
+                biased;
+                received = follow.ring.recv() => Next::Frame(0, received),
+                received = follow.signals.recv() => Next::Signal(received),
+            },
             Follows::Many(follows) if follows.is_empty() => std::future::pending().await,
             Follows::Many(follows) => {
                 // Dropping the other receives loses nothing: a ring keeps its
                 // frames until every receiver took them.
-                let receives = follows
+                let (rings, signals): (Vec<_>, Vec<_>) = follows
                     .iter_mut()
-                    .map(|follow| Box::pin(follow.ring.recv()));
-                let (received, index, _) = futures_util::future::select_all(receives).await;
-                (index, received)
+                    .map(|follow| {
+                        let FollowedChannel { ring, signals, .. } = follow;
+                        (Box::pin(ring.recv()), Box::pin(signals.recv()))
+                    })
+                    .unzip();
+                tokio::select! {
+                    biased;
+                    (received, index, _) = futures_util::future::select_all(rings) => {
+                        Next::Frame(index, received)
+                    }
+                    (received, _, _) = futures_util::future::select_all(signals) => {
+                        Next::Signal(received)
+                    }
+                }
             }
         }
     }
+}
+
+/// What came next on a stream's channels.
+pub(super) enum Next {
+    /// A message frame of the channel at this index.
+    Frame(usize, Result<Frame, RecvError>),
+    /// A signal (a complete SSE event) of any of them.
+    Signal(Result<Bytes, RecvError>),
 }

@@ -409,3 +409,63 @@ async fn a_cursor_past_one_channels_newest_id_resets_that_channel_alone() {
         ]
     );
 }
+
+/// A typing signal's SSE event, as the bus frames it.
+fn typing_event(channel: ChannelId) -> Bytes {
+    let signal = protocol::Signal::new(
+        protocol::signal::SignalType::Typing,
+        channel,
+        "ann".into(),
+        None,
+        None,
+    );
+    Bytes::from(signal.sse_frame())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_signal_is_written_between_messages_without_an_id() {
+    let history = FakeHistory::new();
+    let channel = channel(1);
+    history.store(channel, 1..=2);
+    let (hub, _changes) = hub_with_empty_history(8);
+    let mut stream = open(&hub, &history, channel, Some(2)).await;
+    assert!(stream.prefetch().await.is_ok());
+    hub.deliver(channel, frame(channel, 3));
+    assert_eq!(events(&read_all(&mut stream).await), messages([3]));
+    hub.deliver_signal(channel, typing_event(channel));
+    let text = read_all(&mut stream).await;
+    assert_eq!(events(&text), ["signal"]);
+    assert!(!text.contains("id: "), "a signal has no id: {text}");
+    hub.deliver(channel, frame(channel, 4));
+    assert_eq!(
+        events(&read_all(&mut stream).await),
+        messages([4]),
+        "the next message follows on, no gap and no catch-up"
+    );
+    assert_eq!(
+        history.calls(),
+        [(channel, 2)],
+        "only the resume read history"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_of_several_channels_gets_each_ones_signals_and_keeps_its_cursor() {
+    let history = FakeHistory::new();
+    let (a, b) = (channel(1), channel(2));
+    let (hub, _changes) = hub_with_empty_history(8);
+    let mut stream = open_several(&hub, &history, &[a, b], &[Some(0), Some(0)]).await;
+    assert!(stream.prefetch().await.is_ok());
+    hub.deliver_signal(a, typing_event(a));
+    hub.deliver_signal(b, typing_event(b));
+    let text = read_all(&mut stream).await;
+    assert_eq!(events(&text), ["signal", "signal"]);
+    assert!(text.contains(&format!("\"channel\":\"{a}\"")), "{text}");
+    assert!(text.contains(&format!("\"channel\":\"{b}\"")), "{text}");
+    hub.deliver(a, frame(a, 1));
+    let (ka, kb) = (key(a), key(b));
+    assert_eq!(
+        events(&read_all(&mut stream).await),
+        [format!("message {ka}:1,{kb}:0")]
+    );
+}

@@ -7,7 +7,8 @@
 //! straight into the broker's router.
 //!
 //! Every kind reports the same events, in order, so the publisher's bookkeeping
-//! (the outbox) does not care which one it talks to.
+//! (the outbox) does not care which one it talks to. Signals go out at QoS 0
+//! on the same connection and report nothing: no packet id, no acknowledgement.
 
 use std::future::Future;
 
@@ -59,6 +60,10 @@ pub trait Publishes: Send {
 
     /// Sends whatever [`Publishes::publish`] held back to send in one go.
     fn send_held(&mut self) -> BoxFuture<'_, Result<(), String>>;
+
+    /// Sends a QoS 0 publish (a signal) now, after every publish held back:
+    /// nothing is acknowledged and no packet id is reported.
+    fn publish_signal(&mut self, topic: String, json: Bytes) -> BoxFuture<'_, Result<(), String>>;
 }
 
 /// The publisher's connection: `in_flight` QoS 1 publishes at most await their
@@ -77,7 +82,8 @@ pub fn open(target: BrokerTarget, in_flight: u16) -> Option<Connection> {
             Some(Connection {
                 kind: Kind::Network {
                     requests: driver.requests,
-                    up: None,
+                    state: NetworkState::default(),
+                    signal_room: usize::from(in_flight),
                     events: driver.events,
                 },
                 task: driver.task,
@@ -97,8 +103,11 @@ pub struct Connection {
 enum Kind {
     Network {
         requests: Requests,
-        /// The connection up, as last reported.
-        up: Option<ConnectionId>,
+        state: NetworkState,
+        /// Signals that may wait in rumqttc's queue at once: with the QoS 1
+        /// publishes in flight (as many at most), they fill it and never
+        /// make it refuse a message.
+        signal_room: usize,
         events: mpsc::Receiver<Driven>,
     },
     Link {
@@ -136,8 +145,8 @@ impl Connection {
     pub async fn recv(&mut self) -> Option<LinkEvent> {
         match &mut self.kind {
             Kind::Link { events, .. } => events.recv().await,
-            Kind::Network { up, events, .. } => loop {
-                if let Some(event) = network_event(up, events.recv().await?) {
+            Kind::Network { state, events, .. } => loop {
+                if let Some(event) = state.event(events.recv().await?) {
                     return Some(event);
                 }
             },
@@ -148,8 +157,8 @@ impl Connection {
     fn try_recv(&mut self) -> Option<LinkEvent> {
         match &mut self.kind {
             Kind::Link { events, .. } => events.try_recv().ok(),
-            Kind::Network { up, events, .. } => loop {
-                if let Some(event) = network_event(up, events.try_recv().ok()?) {
+            Kind::Network { state, events, .. } => loop {
+                if let Some(event) = state.event(events.try_recv().ok()?) {
                     return Some(event);
                 }
             },
@@ -177,12 +186,39 @@ impl Connection {
     pub async fn publish(&mut self, topic: String, json: Bytes) -> Result<Option<u16>, String> {
         match &mut self.kind {
             Kind::Link { sender, .. } => sender.publish(topic, json).await,
-            Kind::Network { requests, up, .. } => {
-                let id = up.ok_or("not connected")?;
+            Kind::Network {
+                requests, state, ..
+            } => {
+                let id = state.up.ok_or("not connected")?;
                 let published = requests.publish(id, topic, QoS::AtLeastOnce, false, json);
                 published
                     .map(|()| None)
                     .map_err(|e| format!("cannot publish: {e}"))
+            }
+        }
+    }
+
+    /// Hands a signal over at QoS 0 (see [`Publishes::publish_signal`]); over
+    /// the network it is refused when the connection is gone or too many
+    /// signals wait in rumqttc's queue already.
+    pub async fn publish_signal(&mut self, topic: String, json: Bytes) -> Result<(), String> {
+        match &mut self.kind {
+            Kind::Link { sender, .. } => sender.publish_signal(topic, json).await,
+            Kind::Network {
+                requests,
+                state,
+                signal_room,
+                ..
+            } => {
+                let id = state.up.ok_or("not connected")?;
+                if state.signals_waiting >= *signal_room {
+                    return Err("too many signals wait for the broker client".into());
+                }
+                requests
+                    .publish(id, topic, QoS::AtMostOnce, false, json)
+                    .map_err(|e| format!("cannot publish: {e}"))?;
+                state.signals_waiting += 1;
+                Ok(())
             }
         }
     }
@@ -201,8 +237,10 @@ impl Connection {
     /// twice).
     pub fn restart(&mut self) {
         match &self.kind {
-            Kind::Network { requests, up, .. } => {
-                if let Some(id) = up
+            Kind::Network {
+                requests, state, ..
+            } => {
+                if let Some(id) = &state.up
                     && let Err(e) = requests.disconnect(*id)
                 {
                     log::debug!("the broker connection was going already: {e}");
@@ -221,21 +259,40 @@ impl Drop for Connection {
     }
 }
 
-/// What the publisher hears of a network connection's event; `up` follows
-/// which connection its publishes are for.
-fn network_event(up: &mut Option<ConnectionId>, driven: Driven) -> Option<LinkEvent> {
-    match driven {
-        Driven::Connected { id, .. } => {
-            *up = Some(id);
-            Some(LinkEvent::Connected)
+/// What the publisher follows of a network connection.
+#[derive(Debug, Default)]
+struct NetworkState {
+    /// The connection up, as last reported: publishes are for it.
+    up: Option<ConnectionId>,
+    /// Signals handed to rumqttc on it and not written yet.
+    signals_waiting: usize,
+}
+
+impl NetworkState {
+    /// What the publisher hears of a network connection's event. A QoS 0
+    /// publish (a signal) is written with packet id 0, which no QoS 1 publish
+    /// has: it is counted off here, and the outbox never sees it.
+    fn event(&mut self, driven: Driven) -> Option<LinkEvent> {
+        match driven {
+            Driven::Connected { id, .. } => {
+                *self = NetworkState {
+                    up: Some(id),
+                    signals_waiting: 0,
+                };
+                Some(LinkEvent::Connected)
+            }
+            Driven::Sent(Sent::Publish(0)) => {
+                self.signals_waiting = self.signals_waiting.saturating_sub(1);
+                None
+            }
+            Driven::Sent(Sent::Publish(pkid)) => Some(LinkEvent::PacketId(pkid)),
+            Driven::PubAck(pkid) => Some(LinkEvent::Acknowledged(pkid)),
+            Driven::Lost(reason) => {
+                *self = NetworkState::default();
+                Some(LinkEvent::Lost(reason))
+            }
+            Driven::Sent(_) | Driven::Publish(_) | Driven::SubAck(_) => None,
         }
-        Driven::Sent(Sent::Publish(pkid)) => Some(LinkEvent::PacketId(pkid)),
-        Driven::PubAck(pkid) => Some(LinkEvent::Acknowledged(pkid)),
-        Driven::Lost(reason) => {
-            *up = None;
-            Some(LinkEvent::Lost(reason))
-        }
-        Driven::Sent(_) | Driven::Publish(_) | Driven::SubAck(_) => None,
     }
 }
 
@@ -245,29 +302,41 @@ mod tests {
 
     #[test]
     fn a_network_connection_reports_what_the_outbox_needs_and_follows_which_is_up() {
-        let mut up = None;
+        let mut state = NetworkState::default();
         let id = ConnectionId::for_tests(3);
         let connected = Driven::Connected {
             id,
             session_present: false,
         };
-        assert_eq!(
-            network_event(&mut up, connected),
-            Some(LinkEvent::Connected)
-        );
-        assert_eq!(up, Some(id));
-        let sent = network_event(&mut up, Driven::Sent(Sent::Publish(7)));
+        assert_eq!(state.event(connected), Some(LinkEvent::Connected));
+        assert_eq!(state.up, Some(id));
+        let sent = state.event(Driven::Sent(Sent::Publish(7)));
         assert_eq!(sent, Some(LinkEvent::PacketId(7)));
         assert_eq!(
-            network_event(&mut up, Driven::PubAck(7)),
+            state.event(Driven::PubAck(7)),
             Some(LinkEvent::Acknowledged(7))
         );
-        assert_eq!(
-            network_event(&mut up, Driven::Sent(Sent::Subscribe(8))),
-            None
-        );
-        let lost = network_event(&mut up, Driven::Lost("gone".into()));
+        assert_eq!(state.event(Driven::Sent(Sent::Subscribe(8))), None);
+        let lost = state.event(Driven::Lost("gone".into()));
         assert_eq!(lost, Some(LinkEvent::Lost("gone".into())));
-        assert_eq!(up, None, "publishes wait for the next connection");
+        assert_eq!(state.up, None, "publishes wait for the next connection");
+    }
+
+    #[test]
+    fn a_written_signal_is_counted_off_and_never_reaches_the_outbox() {
+        let mut state = NetworkState::default();
+        let connected = Driven::Connected {
+            id: ConnectionId::for_tests(1),
+            session_present: false,
+        };
+        state.event(connected);
+        state.signals_waiting = 2;
+        assert_eq!(state.event(Driven::Sent(Sent::Publish(0))), None);
+        assert_eq!(state.signals_waiting, 1);
+        state.event(Driven::Lost("gone".into()));
+        assert_eq!(
+            state.signals_waiting, 0,
+            "a lost connection's queue is gone"
+        );
     }
 }

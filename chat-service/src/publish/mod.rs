@@ -9,9 +9,16 @@
 //! from the store and in id order, every message the broker did not
 //! acknowledge (the outbox), then goes on with live messages. Reconnecting,
 //! and the pause before it, is the connection module's.
+//!
+//! Signals (typing, read markers) take the same connection: handlers hand
+//! them over on a small bounded queue ([`Publisher::send_signal`]), and the
+//! task publishes each at QoS 0 between messages. They are never stored, so
+//! nothing of them is published again: one that cannot go out (no
+//! connection, no room in the client) is dropped and counted.
 
 pub mod link;
 pub mod outbox;
+mod signals;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,12 +29,15 @@ use protocol::{ChannelId, topic};
 use server::metrics::names;
 use server::mqtt::BrokerStatus;
 use server::tasks::{Background, CancellationToken};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::store::{Announcements, Store, Stored};
 use link::{BrokerTarget, Connection, LinkEvent};
 use outbox::Outbox;
+pub use signals::SignalRefused;
+use signals::{OutgoingSignal, SIGNAL_QUEUE};
 
 /// Messages read per outbox page.
 const BATCH: usize = 256;
@@ -39,13 +49,13 @@ const IN_FLIGHT: u16 = 512;
 /// lost in a crash only means re-publishing what came after it, which every
 /// subscriber drops by id.
 const WATERMARK_INTERVAL: Duration = Duration::from_millis(200);
-
-/// What the rest of the service sees of the publisher: the broker's state and
-/// the outbox's depth.
+/// What the rest of the service sees of the publisher: the broker's state,
+/// the outbox's depth, and where signals go.
 #[derive(Clone)]
 pub struct Publisher {
     status: BrokerStatus,
     outbox_depth: Arc<AtomicU64>,
+    signals: mpsc::Sender<OutgoingSignal>,
 }
 
 impl Publisher {
@@ -71,9 +81,11 @@ pub fn start(
 ) -> Result<(Publisher, JoinHandle<()>), sled::Error> {
     let outbox = Outbox::new(store.last_ids()?, &store.published_watermarks()?);
     let status = BrokerStatus::default();
+    let (signals_tx, signals) = mpsc::channel(SIGNAL_QUEUE);
     let publisher = Publisher {
         status: status.clone(),
         outbox_depth: outbox.depth_gauge(),
+        signals: signals_tx,
     };
     let task = PublisherTask {
         target: Some(broker),
@@ -86,6 +98,8 @@ pub fn start(
         watermarks_due: None,
         to_broker: metrics::histogram!(names::PUBLISH_DURATION),
         acks: 0,
+        signals,
+        signals_dropped: crate::metrics::signals_dropped(),
     };
     let task = background.spawn_until_stopped(task.run_until(background.stopping()));
     Ok((publisher, task))
@@ -115,6 +129,10 @@ struct PublisherTask {
     /// every sample until its upkeep), counted in `acks`.
     to_broker: metrics::Histogram,
     acks: u64,
+    /// Signals to publish (QoS 0) between messages.
+    signals: mpsc::Receiver<OutgoingSignal>,
+    /// Signals taken but not handed to the broker.
+    signals_dropped: metrics::Counter,
 }
 
 /// Why publishing on a connection ended.
@@ -216,6 +234,8 @@ impl PublisherTask {
                     };
                     self.note_stored(batch);
                 }
+                // Taken while there is no connection: it could only wait.
+                Some(_) = self.signals.recv() => self.signals_dropped.increment(1),
             }
         }
     }
@@ -253,6 +273,7 @@ impl PublisherTask {
                         return ended;
                     }
                 }
+                Some(signal) = self.signals.recv() => self.publish_signal(connection, signal).await,
                 () = sleep_until(self.watermarks_due) => self.persist_watermarks(),
             }
         }
@@ -369,6 +390,16 @@ impl PublisherTask {
             self.outbox.packet_id_assigned(packet_id);
         }
         Ok(())
+    }
+
+    /// Publishes a signal at QoS 0. One that cannot go out is dropped and
+    /// counted: a signal never ends a connection, and is never sent again.
+    async fn publish_signal(&mut self, connection: &mut Connection, signal: OutgoingSignal) {
+        let topic = topic::signals_topic(&self.prefix, signal.channel);
+        if let Err(e) = connection.publish_signal(topic, signal.json).await {
+            log::debug!("dropping a signal of {}: {e}", signal.channel);
+            self.signals_dropped.increment(1);
+        }
     }
 
     fn note_stored(&mut self, batch: Vec<Stored>) {

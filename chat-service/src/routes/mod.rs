@@ -6,3 +6,4 @@ pub mod erase;
 pub mod health;
 pub mod messages;
 pub mod revisions;
+pub mod signals;

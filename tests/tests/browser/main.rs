@@ -11,6 +11,7 @@ mod page;
 #[path = "../e2e/process.rs"]
 mod process;
 mod revisions;
+mod signals;
 mod tabs;
 mod webdriver;
 

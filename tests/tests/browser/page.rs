@@ -80,6 +80,29 @@ impl ChatPage {
             .type_into("form#send input[name=text]", &format!("{text}{ENTER}"));
     }
 
+    /// Types the nickname and some text without sending it: a message being
+    /// written.
+    pub fn type_draft(&self, author: &str, text: &str) {
+        self.tab().clear("form#send input[name=author]");
+        self.tab().type_into("form#send input[name=author]", author);
+        self.tab().type_into("form#send input[name=text]", text);
+    }
+
+    /// What the page says about who is typing (empty when nobody is).
+    pub fn typing_line(&self) -> String {
+        let line = self.script("return document.getElementById('typing').textContent;");
+        line.as_str().unwrap_or_default().to_string()
+    }
+
+    /// The "read by …" lines, each with the id of the message it is under.
+    pub fn read_lines(&self) -> Vec<(u64, String)> {
+        let lines = self.script(
+            "return [...document.querySelectorAll('#messages li[data-id] .read-by')]
+                 .map((line) => [Number(line.closest('li').dataset.id), line.textContent]);",
+        );
+        serde_json::from_value(lines).expect("read lines")
+    }
+
     /// Which tab of the browser holds the stream: `leader` (this one),
     /// `follower` or `alone` (no sharing).
     pub fn role(&self) -> String {

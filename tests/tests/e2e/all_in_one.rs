@@ -336,7 +336,7 @@ async fn post(
 }
 
 /// The crier binary on a free port, its data and log in `dir`.
-fn start_crier(dir: &tempfile::TempDir, flags: &[String]) -> Service {
+pub fn start_crier(dir: &tempfile::TempDir, flags: &[String]) -> Service {
     let mut args = vec![
         "--listen".to_string(),
         "127.0.0.1:0".into(),

@@ -27,6 +27,7 @@ mod publish_hook;
 mod restart;
 mod resubscribe;
 mod revisions;
+mod signals;
 mod tls;
 mod webhook_app;
 mod webhooks;

@@ -7,10 +7,12 @@ fn channel(n: u8) -> ChannelId {
     ChannelId::from_bytes([n; 16])
 }
 
-fn granted(pkid: u16, filters: usize) -> SubAck {
+/// A SUBACK granting every filter of `targets` targets (two each: a channel's
+/// messages and signals; a presence refresh uses only the first).
+fn granted(pkid: u16, targets: usize) -> SubAck {
     SubAck::new(
         pkid,
-        vec![SubscribeReasonCode::Success(QoS::AtLeastOnce); filters],
+        vec![SubscribeReasonCode::Success(QoS::AtLeastOnce); 2 * targets],
     )
 }
 
@@ -211,7 +213,8 @@ fn a_refused_filter_is_reported_and_not_marked() {
     subscriptions.changed(&[Join(channel(1)), Join(channel(2))]);
     subscriptions.written(2);
     let mut ack = granted(2, 2);
-    ack.return_codes[1] = SubscribeReasonCode::Failure;
+    // The second channel's messages filter.
+    ack.return_codes[2] = SubscribeReasonCode::Failure;
     let commands = subscriptions.acknowledged(&ack);
     assert_eq!(commands.len(), 2, "{commands:?}");
     assert!(matches!(&commands[0], Command::Subscribed(c) if c.len() == 1));
@@ -219,6 +222,19 @@ fn a_refused_filter_is_reported_and_not_marked() {
     assert!(
         !subscriptions.needs_retry(),
         "asked again on the next connection"
+    );
+}
+
+#[test]
+fn a_refused_signals_filter_still_holds_the_channel() {
+    let mut subscriptions = connected(false);
+    subscriptions.changed(&[Join(channel(1))]);
+    subscriptions.written(2);
+    let mut ack = granted(2, 1);
+    ack.return_codes[1] = SubscribeReasonCode::Failure;
+    assert_eq!(
+        subscriptions.acknowledged(&ack),
+        [Command::Subscribed(vec![channel(1)])]
     );
 }
 
