@@ -127,6 +127,23 @@ pub struct WebhookSettings {
     /// Channels delivered to one webhook at once (each channel in order).
     #[arg(long, env = "CRIER_WEBHOOK_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub webhook_concurrency: u32,
+    /// Most events in one POST: a POST carries a JSON array of one channel's
+    /// next events, in order.
+    #[arg(long, env = "CRIER_WEBHOOK_BATCH", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub webhook_batch: u32,
+    /// Least time between two POSTs of one channel's events to one webhook:
+    /// a busy channel's events wait this long to share a POST, a quiet
+    /// channel's go at once (`0`: no wait).
+    #[arg(long, env = "CRIER_WEBHOOK_LINGER", default_value = "50ms", value_parser = parse_linger)]
+    pub webhook_linger: Duration,
+}
+
+fn parse_linger(raw: &str) -> Result<Duration, String> {
+    let linger = parse_delay(raw)?;
+    if linger > Duration::from_secs(10) {
+        return Err(format!("{raw:?} is too long for a linger: at most 10s"));
+    }
+    Ok(linger)
 }
 
 /// `--webhook-secret`, never shown by `Debug`.
@@ -444,6 +461,8 @@ mod tests {
         assert_eq!(webhooks.webhook_timeout, Duration::from_secs(5));
         assert_eq!(webhooks.webhook_max_backoff, Duration::from_secs(60));
         assert_eq!(webhooks.webhook_concurrency, 8);
+        assert_eq!(webhooks.webhook_batch, 100);
+        assert_eq!(webhooks.webhook_linger, Duration::from_millis(50));
         for bad in [
             ["--webhook-url", "ftp://a.local/h"],
             ["--webhook-url", "http://a.local/h#events=nope"],

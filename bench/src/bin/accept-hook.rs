@@ -2,8 +2,8 @@
 //! worker that reads each post Crier sends it and answers `{"action":"accept"}`.
 //! `bench/ingest.sh` measures crier with it (`crier-hook`) beside crier
 //! without one, so the difference is what asking the app costs per POST.
-//! It is also the cheapest webhook receiver (`POST /webhook`: reads the event,
-//! answers `204`), for `crier-webhook` and `bench/webhooks.sh`.
+//! It is also the cheapest webhook receiver (`POST /webhook`: reads the array
+//! of events, answers `204`), for `crier-webhook` and `bench/webhooks.sh`.
 //!
 //!   accept-hook --listen 127.0.0.1:PORT
 
@@ -36,7 +36,7 @@ struct Event {
     data: serde_json::Value,
 }
 
-async fn receive(_event: web::Json<Event>) -> HttpResponse {
+async fn receive(_events: web::Json<Vec<Event>>) -> HttpResponse {
     HttpResponse::NoContent().finish()
 }
 

@@ -1,4 +1,5 @@
-//! One POST of one event, signed, and the pause between failed attempts.
+//! One POST of a batch of events (a JSON array, one channel's next events in
+//! order), signed, and the pause between failed attempts.
 //!
 //! A `2xx` answer is a delivery; any other status, a redirect (not followed:
 //! the POST would come back as a GET), no answer within `--webhook-timeout`
@@ -45,16 +46,18 @@ impl Sender {
         })
     }
 
-    /// POSTs `event` to `endpoint` once, signed at the current time.
-    pub async fn send(&self, endpoint: &Endpoint, event: &Event) -> Result<(), DeliveryError> {
-        let signature = signature::sign(&self.secret, unix_now(), &event.body);
+    /// POSTs `events` to `endpoint` once, as one JSON array, signed at the
+    /// current time.
+    pub async fn send(&self, endpoint: &Endpoint, events: &[Event]) -> Result<(), DeliveryError> {
+        let body = batch_body(events);
+        let signature = signature::sign(&self.secret, unix_now(), &body);
         // Without the URL: it may carry credentials, and the log names it at start.
         let response = self
             .client
             .post(endpoint.url().clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(signature::HEADER, signature)
-            .body(event.body.clone())
+            .body(body)
             .send()
             .await
             .map_err(|e| DeliveryError::Unreachable(causes(&e.without_url())))?;
@@ -90,6 +93,24 @@ impl Backoff {
     }
 }
 
+/// `[event,event,…]`: the events' bodies, as they are, in one JSON array.
+fn batch_body(events: &[Event]) -> Vec<u8> {
+    let length = events
+        .iter()
+        .map(|event| event.body.len() + 1)
+        .sum::<usize>();
+    let mut body = Vec::with_capacity(length + 2);
+    body.push(b'[');
+    for (index, event) in events.iter().enumerate() {
+        if index > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(&event.body);
+    }
+    body.push(b']');
+    body
+}
+
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -112,6 +133,18 @@ fn causes(error: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_is_one_json_array_of_the_events_in_order() {
+        let event = |body: &str| Event {
+            event_type: super::super::event::EventType::MessageCreated,
+            body: body.as_bytes().to_vec(),
+        };
+        let body = batch_body(&[event(r#"{"id":"a"}"#), event(r#"{"id":"b"}"#)]);
+        let parsed: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+        assert_eq!(parsed, serde_json::json!([{"id": "a"}, {"id": "b"}]));
+        assert_eq!(batch_body(&[event("{}")]), b"[{}]");
+    }
 
     #[test]
     fn the_pause_doubles_up_to_the_cap() {

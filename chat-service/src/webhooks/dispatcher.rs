@@ -6,7 +6,9 @@
 //! ids; when one was dropped (the notice queue was full) the next tick rescans
 //! the store's last ids against the persisted cursors. Ready lanes start runs
 //! ([`super::lane`]) in a `JoinSet` it owns, at most `--webhook-concurrency`
-//! at once per webhook; a lane that caught up and stayed idle is forgotten (its
+//! at once per webhook, and a lane runs again at the earliest `--webhook-linger`
+//! after its last run began, so a busy channel's events gather into batches
+//! while a quiet one's go at once; a lane that caught up and stayed idle is forgotten (its
 //! cursor is in the store). Stopping the dispatcher drops the set, which ends
 //! every run; what they delivered is recorded already.
 
@@ -46,6 +48,8 @@ struct Lane {
     run_for: u64,
     /// When it was last run or told of a new id.
     touched: Instant,
+    /// It may not run again before this (see [`Dispatcher::linger`]).
+    not_before: Instant,
 }
 
 impl Lane {
@@ -59,6 +63,7 @@ impl Lane {
             queued: false,
             run_for: 0,
             touched: Instant::now(),
+            not_before: Instant::now(),
         }
     }
 
@@ -84,6 +89,10 @@ pub(super) struct Dispatcher {
     concurrency: usize,
     notices: NoticeReceiver,
     backlog: Arc<AtomicU64>,
+    /// The least time between the starts of two runs of a lane.
+    linger: Duration,
+    /// Lanes with entries to deliver that wait out their linger, by when.
+    lingering: Vec<(Instant, LaneKey)>,
 }
 
 impl Dispatcher {
@@ -91,6 +100,7 @@ impl Dispatcher {
         context: Arc<Context>,
         endpoints: Vec<Arc<Endpoint>>,
         concurrency: usize,
+        linger: Duration,
         notices: NoticeReceiver,
         backlog: Arc<AtomicU64>,
     ) -> Self {
@@ -107,6 +117,8 @@ impl Dispatcher {
             concurrency: concurrency.max(1),
             notices,
             backlog,
+            linger,
+            lingering: Vec::new(),
         }
     }
 
@@ -132,7 +144,11 @@ impl Dispatcher {
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             self.start_ready();
+            let lingered = self.lingering.iter().map(|(at, _)| *at).min();
             tokio::select! {
+                () = tokio::time::sleep_until(lingered.unwrap_or_else(Instant::now)), if lingered.is_some() => {
+                    self.lingered();
+                }
                 notice = self.notices.notices.recv() => match notice {
                     Some(notice) => self.noticed(notice),
                     None => return,
@@ -169,7 +185,30 @@ impl Dispatcher {
         lane.last_known = lane.last_known.max(last);
         lane.touched = Instant::now();
         if !lane.running && !lane.queued && lane.behind() {
-            lane.queued = true;
+            self.queue(key);
+        }
+    }
+
+    /// Queues the lane to run: now, or once its linger is over.
+    fn queue(&mut self, key: LaneKey) {
+        let Some(lane) = self.lanes.get_mut(&key) else {
+            return;
+        };
+        lane.queued = true;
+        if lane.not_before <= Instant::now() {
+            self.ready[key.0].push_back(key.1);
+        } else {
+            self.lingering.push((lane.not_before, key));
+        }
+    }
+
+    /// Lanes whose linger is over become ready.
+    fn lingered(&mut self) {
+        let now = Instant::now();
+        let (over, waiting) = self.lingering.drain(..).partition(|(at, _)| *at <= now);
+        self.lingering = waiting;
+        let over: Vec<(Instant, LaneKey)> = over;
+        for (_, key) in over {
             self.ready[key.0].push_back(key.1);
         }
     }
@@ -193,6 +232,7 @@ impl Dispatcher {
         lane.queued = false;
         lane.running = true;
         lane.run_for = lane.last_known;
+        lane.not_before = Instant::now() + self.linger;
         let run = Run {
             context: self.context.clone(),
             endpoint: self.endpoints[key.0].clone(),
@@ -222,8 +262,7 @@ impl Dispatcher {
             // New entries were noticed during the run. A run that stopped
             // short of what it was started for (a failed read) waits for the
             // next tick instead, so a failing store is not read in a loop.
-            lane.queued = true;
-            self.ready[key.0].push_back(key.1);
+            self.queue(key);
         }
     }
 
@@ -244,10 +283,7 @@ impl Dispatcher {
             .map(|(key, _)| *key)
             .collect();
         for key in behind {
-            if let Some(lane) = self.lanes.get_mut(&key) {
-                lane.queued = true;
-                self.ready[key.0].push_back(key.1);
-            }
+            self.queue(key);
         }
         self.show_backlog();
     }

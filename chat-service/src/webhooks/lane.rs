@@ -1,8 +1,9 @@
 //! A lane: one webhook's deliveries of one channel, in id order.
 //!
 //! A run of a lane reads the channel's synced log after its cursor, a page at
-//! a time, and sends each entry the webhook wants until the app acknowledges
-//! it (trying again after a pause as long as it takes), then moves the cursor
+//! a time, and sends the entries the webhook wants in batches of at most
+//! `--webhook-batch` (one POST each), each until the app acknowledges it
+//! (trying again after a pause as long as it takes), then moves the cursor
 //! and records it in the store. Only one run of a lane is ever in progress,
 //! so a channel's events reach the app in order even while some fail.
 
@@ -16,7 +17,7 @@ use server::tasks::Background;
 
 use super::delivery::{Backoff, Sender};
 use super::endpoint::Endpoint;
-use super::event;
+use super::event::{self, Event};
 use crate::metrics;
 use crate::store::{Store, StoreError};
 
@@ -33,6 +34,8 @@ pub(super) struct Context {
     pub background: Background,
     pub sender: Sender,
     pub max_backoff: Duration,
+    /// Most events in one POST.
+    pub batch: usize,
 }
 
 /// One run of a lane.
@@ -45,6 +48,13 @@ pub(super) struct Run {
     pub cursor: Option<u64>,
     /// Where the run shows its cursor as it moves (for the backlog).
     pub progress: Arc<AtomicU64>,
+}
+
+/// The entries of a page the webhook wants: their ids and their events.
+#[derive(Default)]
+struct Wanted {
+    ids: Vec<u64>,
+    events: Vec<Event>,
 }
 
 /// A page of the log, and what retention removed.
@@ -84,13 +94,17 @@ impl Run {
                 self.skipped(cursor, first);
             }
             let full = page.entries.len() == PAGE;
-            for (id, json) in page.entries {
-                if self.deliver(id, &json).await {
-                    self.record(id, &mut recorded);
-                }
-                cursor = id;
+            let end = page.entries.last().map_or(cursor, |&(id, _)| id);
+            let wanted = self.wanted(page.entries);
+            let batch = self.context.batch.max(1);
+            for (ids, events) in wanted.ids.chunks(batch).zip(wanted.events.chunks(batch)) {
+                self.deliver(ids, events).await;
+                cursor = ids.last().copied().unwrap_or(cursor);
                 self.progress.store(cursor, Ordering::Relaxed);
+                self.record(cursor, &mut recorded);
             }
+            cursor = end;
+            self.progress.store(cursor, Ordering::Relaxed);
             self.record(cursor, &mut recorded);
             if !full {
                 break;
@@ -112,46 +126,62 @@ impl Run {
             .ok()
     }
 
-    /// Sends the entry if the webhook wants it, until the app acknowledges
-    /// it; `true` when it was sent.
-    async fn deliver(&self, id: u64, json: &[u8]) -> bool {
-        let event = match event::of_entry(self.channel, id, json) {
-            Ok(event) => event,
-            Err(e) => {
-                log::error!(
-                    "webhook: entry {id} of {} is unreadable, not sent: {e}",
-                    self.channel
-                );
-                metrics::webhook_outcome("unreadable", 1);
-                return false;
+    /// The events of `entries` the webhook wants, with their ids.
+    fn wanted(&self, entries: Vec<(u64, Bytes)>) -> Wanted {
+        let mut wanted = Wanted::default();
+        for (id, json) in entries {
+            match event::of_entry(self.channel, id, &json) {
+                Ok(event) if self.endpoint.wants(event.event_type) => {
+                    wanted.ids.push(id);
+                    wanted.events.push(event);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    log::error!(
+                        "webhook: entry {id} of {} is unreadable, not sent: {e}",
+                        self.channel
+                    );
+                    metrics::webhook_outcome("unreadable", 1);
+                }
             }
-        };
-        if !self.endpoint.wants(event.event_type) {
-            return false;
         }
+        wanted
+    }
+
+    /// Sends one batch (`events`, of the entries `ids`) until the app
+    /// acknowledges it.
+    async fn deliver(&self, ids: &[u64], events: &[Event]) {
         let sender = &self.context.sender;
         let mut backoff = Backoff::new(self.context.max_backoff);
         let mut failures = 0u64;
+        let count = events.len() as u64;
         loop {
             let started = Instant::now();
-            let sent = sender.send(&self.endpoint, &event).await;
+            let sent = sender.send(&self.endpoint, events).await;
             metrics::webhook_took(started.elapsed());
             match sent {
                 Ok(()) => {
-                    metrics::webhook_outcome("delivered", 1);
+                    metrics::webhook_outcome("delivered", count);
                     if failures > 0 {
                         log::info!("webhook {}: delivered again", self.shown());
                     }
-                    return true;
+                    return;
                 }
                 Err(e) => {
-                    metrics::webhook_outcome("failed", 1);
+                    metrics::webhook_outcome("failed", count);
                     let pause = backoff.pause();
-                    let id = event::event_id(self.channel, id);
+                    let first = ids.first().copied().unwrap_or_default();
+                    let id = event::event_id(self.channel, first);
                     if failures == 0 {
-                        log::warn!("webhook {}: {id} failed ({e}); retrying", self.shown());
+                        log::warn!(
+                            "webhook {}: the batch from {id} failed ({e}); retrying",
+                            self.shown()
+                        );
                     } else {
-                        log::debug!("webhook {}: {id} failed again ({e})", self.shown());
+                        log::debug!(
+                            "webhook {}: the batch from {id} failed again ({e})",
+                            self.shown()
+                        );
                     }
                     failures += 1;
                     tokio::time::sleep(pause).await;

@@ -105,13 +105,16 @@ pub fn start(
         background: background.clone(),
         sender,
         max_backoff: settings.webhook_max_backoff,
+        batch: settings.webhook_batch as usize,
     });
     let backlog = Arc::new(AtomicU64::new(0));
     let concurrency = settings.webhook_concurrency as usize;
+    let linger = settings.webhook_linger;
     let mut dispatcher = Dispatcher::new(
         context,
         endpoints.clone(),
         concurrency,
+        linger,
         notices,
         backlog.clone(),
     );

@@ -162,14 +162,16 @@ async fn receive(
     if answer == Answer::Slowly as u8 {
         tokio::time::sleep(SLOW).await;
     }
-    let Ok(event) = serde_json::from_slice::<Value>(&body) else {
+    // A POST carries a JSON array of events.
+    let Ok(Value::Array(events)) = serde_json::from_slice::<Value>(&body) else {
         return HttpResponse::BadRequest().finish();
     };
-    let received = Received {
-        event,
-        at: Instant::now(),
-    };
-    shared.received().push((name.into_inner(), received));
+    let name = name.into_inner();
+    let at = Instant::now();
+    let mut received = shared.received();
+    for event in events {
+        received.push((name.clone(), Received { event, at }));
+    }
     HttpResponse::NoContent().finish()
 }
 
