@@ -12,7 +12,9 @@
 //!
 //! A [`Watcher`] follows both and sums over the nodes that are alive: the
 //! chat-service answers `/stats` and `/presence` from it, and broadcast-sse
-//! tells streams that asked (`?presence=1`) who joined and left.
+//! tells streams that asked (`?presence=1`) who joined and left. One follower
+//! may also take [`Changes`]: the channels whose sum may have changed since
+//! it last looked (the chat-service's presence webhooks).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -123,6 +125,14 @@ struct Shared {
     table: Mutex<Table>,
     /// Names per channel, for streams that follow who comes and goes.
     feeds: Mutex<HashMap<ChannelId, watch::Sender<Arc<BTreeSet<String>>>>>,
+    /// Channels touched since [`Changes`] last looked; kept only while it
+    /// exists. A set, not a queue: it holds each channel once, however often
+    /// it changes, so it is bounded by the channels that changed in between.
+    touched: Mutex<HashSet<ChannelId>>,
+    /// Bumped when a channel is touched; [`Changes`] waits on it.
+    touches: watch::Sender<u64>,
+    /// Whether [`Changes`] was handed out (only one follower takes them).
+    changes_taken: std::sync::atomic::AtomicBool,
 }
 
 impl Watcher {
@@ -132,6 +142,9 @@ impl Watcher {
             shared: Arc::new(Shared {
                 table: Mutex::new(Table::default()),
                 feeds: Mutex::new(HashMap::new()),
+                touched: Mutex::new(HashSet::new()),
+                touches: watch::channel(0).0,
+                changes_taken: std::sync::atomic::AtomicBool::new(false),
             }),
         };
         let options = broker.options(&crate::mqtt::client_id("presence"));
@@ -162,8 +175,27 @@ impl Watcher {
         receiver
     }
 
-    /// Tells the streams following `channels` the names now there.
+    /// The channels whose presence may change from now on, for one follower
+    /// only (`None` once taken): each look gives the channels touched since
+    /// the one before, with their sums at the time of the look.
+    pub fn changes(&self) -> Option<Changes> {
+        let taken = std::sync::atomic::Ordering::AcqRel;
+        if self.shared.changes_taken.swap(true, taken) {
+            return None;
+        }
+        Some(Changes {
+            watcher: self.clone(),
+            touches: self.shared.touches.subscribe(),
+        })
+    }
+
+    /// Tells the streams following `channels` the names now there, and
+    /// [`Changes`] (if anyone follows them) that they were touched.
     fn publish_names(&self, channels: &[ChannelId]) {
+        if self.shared.touches.receiver_count() > 0 && !channels.is_empty() {
+            lock(&self.shared.touched).extend(channels.iter().copied());
+            self.shared.touches.send_modify(|n| *n = n.wrapping_add(1));
+        }
         let feeds = lock(&self.shared.feeds);
         for channel in channels {
             if let Some(feed) = feeds.get(channel) {
@@ -176,6 +208,41 @@ impl Watcher {
                     changed
                 });
             }
+        }
+    }
+}
+
+/// The channels whose presence was touched, as a follower looks at them.
+///
+/// Looks coalesce: a follower that looks less often than presence changes
+/// sees only the sums at each look, so a name that joins and leaves between
+/// two looks is never seen. The MQTT task never waits for the follower: it
+/// adds to a set and bumps a counter.
+pub struct Changes {
+    watcher: Watcher,
+    touches: watch::Receiver<u64>,
+}
+
+impl Changes {
+    /// Waits until a channel was touched, then gives every channel touched
+    /// since the last look with its presence now; `None` when the watcher is
+    /// gone.
+    pub async fn next(&mut self) -> Option<Vec<(ChannelId, ChannelPresence)>> {
+        loop {
+            self.touches.changed().await.ok()?;
+            let touched: Vec<ChannelId> = {
+                let mut touched = lock(&self.watcher.shared.touched);
+                touched.drain().collect()
+            };
+            if touched.is_empty() {
+                continue;
+            }
+            let table = lock(&self.watcher.shared.table);
+            let sums = touched
+                .into_iter()
+                .map(|channel| (channel, table.channel(channel)))
+                .collect();
+            return Some(sums);
         }
     }
 }
