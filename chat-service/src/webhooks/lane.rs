@@ -8,13 +8,13 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use protocol::ChannelId;
 use server::tasks::Background;
 
-use super::delivery::{Backoff, Sender};
+use super::delivery::{self, Sender};
 use super::endpoint::Endpoint;
 use super::event;
 use crate::metrics;
@@ -129,35 +129,17 @@ impl Run {
         if !self.endpoint.wants(event.event_type) {
             return false;
         }
-        let sender = &self.context.sender;
-        let mut backoff = Backoff::new(self.context.max_backoff);
-        let mut failures = 0u64;
-        loop {
-            let started = Instant::now();
-            let sent = sender.send(&self.endpoint, &event).await;
-            metrics::webhook_took(started.elapsed());
-            match sent {
-                Ok(()) => {
-                    metrics::webhook_outcome("delivered", 1);
-                    if failures > 0 {
-                        log::info!("webhook {}: delivered again", self.shown());
-                    }
-                    return true;
-                }
-                Err(e) => {
-                    metrics::webhook_outcome("failed", 1);
-                    let pause = backoff.pause();
-                    let id = event::event_id(self.channel, id);
-                    if failures == 0 {
-                        log::warn!("webhook {}: {id} failed ({e}); retrying", self.shown());
-                    } else {
-                        log::debug!("webhook {}: {id} failed again ({e})", self.shown());
-                    }
-                    failures += 1;
-                    tokio::time::sleep(pause).await;
-                }
-            }
-        }
+        let shown_id = event::event_id(self.channel, id);
+        let context = &self.context;
+        delivery::until_acknowledged(
+            &context.sender,
+            &self.endpoint,
+            &event,
+            context.max_backoff,
+            &shown_id,
+        )
+        .await;
+        true
     }
 
     /// Retention removed the ids from `after + 1` to `before - 1` before
