@@ -97,7 +97,8 @@ pub struct ChatSettings {
 #[derive(Debug, Clone, Args)]
 pub struct WebhookSettings {
     /// POST a signed JSON event to this URL for every message stored, edited
-    /// or deleted, at least once, in order per channel. Repeat for several;
+    /// or deleted, at least once, in order per channel, and for every change
+    /// of presence, best effort. Repeat for several;
     /// a fragment picks events: `http://app/hooks#events=message.created`
     /// (or `message.*`). The environment variable takes URLs separated by
     /// spaces. A new URL starts at the current end of the log.
@@ -127,6 +128,13 @@ pub struct WebhookSettings {
     /// Channels delivered to one webhook at once (each channel in order).
     #[arg(long, env = "CRIER_WEBHOOK_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub webhook_concurrency: u32,
+
+    /// Send presence events (`channel.occupied`, `channel.vacated`,
+    /// `presence.joined`, `presence.left`), best effort. Every chat-service
+    /// sees every node's presence: with several, turn it on in exactly one,
+    /// or the app gets each presence event once per chat-service.
+    #[arg(long, env = "CRIER_WEBHOOK_PRESENCE_EVENTS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub webhook_presence_events: bool,
 }
 
 /// `--webhook-secret`, never shown by `Debug`.
