@@ -28,6 +28,9 @@ use crate::mqtt::connection::{self, Capacity, ConnectionId, Driven, Driver, Requ
 use crate::tasks::Background;
 use protocol::ChannelId;
 
+mod changes;
+pub use changes::Changes;
+
 /// Longest presence name, in characters (an author's default limit).
 pub const MAX_NAME_CHARS: usize = 64;
 /// A watcher makes two requests per connection and takes many messages.
@@ -138,15 +141,7 @@ struct Shared {
 impl Watcher {
     /// Connects to `broker` and follows presence under `prefix`, in `background`.
     pub fn start(broker: &BrokerUrl, prefix: &str, background: &Background) -> Watcher {
-        let watcher = Watcher {
-            shared: Arc::new(Shared {
-                table: Mutex::new(Table::default()),
-                feeds: Mutex::new(HashMap::new()),
-                touched: Mutex::new(HashSet::new()),
-                touches: watch::channel(0).0,
-                changes_taken: std::sync::atomic::AtomicBool::new(false),
-            }),
-        };
+        let watcher = Watcher::empty();
         let options = broker.options(&crate::mqtt::client_id("presence"));
         let driver = connection::open(options, Session::Fresh, CAPACITY);
         let follow = WatcherTask {
@@ -155,6 +150,19 @@ impl Watcher {
         };
         background.spawn(follow.run(driver));
         watcher
+    }
+
+    /// A watcher that knows of nothing yet.
+    fn empty() -> Watcher {
+        Watcher {
+            shared: Arc::new(Shared {
+                table: Mutex::new(Table::default()),
+                feeds: Mutex::new(HashMap::new()),
+                touched: Mutex::new(HashSet::new()),
+                touches: watch::channel(0).0,
+                changes_taken: std::sync::atomic::AtomicBool::new(false),
+            }),
+        }
     }
 
     /// A channel's presence over the live nodes.
@@ -183,10 +191,7 @@ impl Watcher {
         if self.shared.changes_taken.swap(true, taken) {
             return None;
         }
-        Some(Changes {
-            watcher: self.clone(),
-            touches: self.shared.touches.subscribe(),
-        })
+        Some(Changes::new(self.clone()))
     }
 
     /// Tells the streams following `channels` the names now there, and
@@ -208,41 +213,6 @@ impl Watcher {
                     changed
                 });
             }
-        }
-    }
-}
-
-/// The channels whose presence was touched, as a follower looks at them.
-///
-/// Looks coalesce: a follower that looks less often than presence changes
-/// sees only the sums at each look, so a name that joins and leaves between
-/// two looks is never seen. The MQTT task never waits for the follower: it
-/// adds to a set and bumps a counter.
-pub struct Changes {
-    watcher: Watcher,
-    touches: watch::Receiver<u64>,
-}
-
-impl Changes {
-    /// Waits until a channel was touched, then gives every channel touched
-    /// since the last look with its presence now; `None` when the watcher is
-    /// gone.
-    pub async fn next(&mut self) -> Option<Vec<(ChannelId, ChannelPresence)>> {
-        loop {
-            self.touches.changed().await.ok()?;
-            let touched: Vec<ChannelId> = {
-                let mut touched = lock(&self.watcher.shared.touched);
-                touched.drain().collect()
-            };
-            if touched.is_empty() {
-                continue;
-            }
-            let table = lock(&self.watcher.shared.table);
-            let sums = touched
-                .into_iter()
-                .map(|channel| (channel, table.channel(channel)))
-                .collect();
-            return Some(sums);
         }
     }
 }
