@@ -93,7 +93,7 @@ async fn streams_coming_and_going_reach_webhooks_as_presence_events() {
     .await;
     let all = receiver.received("all");
     let mut leaving = kinds(&all[3..5]);
-    leaving.sort_by(|a, b| a.1.to_string().cmp(&b.1.to_string()));
+    leaving.sort_by_key(|(_, data)| data.to_string());
     assert_eq!(
         leaving,
         [
