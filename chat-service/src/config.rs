@@ -97,7 +97,8 @@ pub struct ChatSettings {
 #[derive(Debug, Clone, Args)]
 pub struct WebhookSettings {
     /// POST a signed JSON event to this URL for every message stored, edited
-    /// or deleted, at least once, in order per channel. Repeat for several;
+    /// or deleted, at least once, in order per channel, and for every change
+    /// of presence, best effort. Repeat for several;
     /// a fragment picks events: `http://app/hooks#events=message.created`
     /// (or `message.*`). The environment variable takes URLs separated by
     /// spaces. A new URL starts at the current end of the log.
@@ -136,6 +137,12 @@ pub struct WebhookSettings {
     /// channel's go at once (`0`: no wait).
     #[arg(long, env = "CRIER_WEBHOOK_LINGER", default_value = "50ms", value_parser = parse_linger)]
     pub webhook_linger: Duration,
+    /// Send presence events (`channel.occupied`, `channel.vacated`,
+    /// `presence.joined`, `presence.left`), best effort. Every chat-service
+    /// sees every node's presence: with several, turn it on in exactly one,
+    /// or the app gets each presence event once per chat-service.
+    #[arg(long, env = "CRIER_WEBHOOK_PRESENCE_EVENTS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub webhook_presence_events: bool,
 }
 
 fn parse_linger(raw: &str) -> Result<Duration, String> {

@@ -80,7 +80,7 @@ pub fn register() {
     );
     describe_counter!(
         names::WEBHOOK_DELIVERIES,
-        "Webhook events by outcome: delivered, failed (an attempt, tried again), skipped (removed by retention first), unreadable"
+        "Webhook events by outcome: delivered, failed (an attempt, tried again), skipped (removed by retention first), unreadable, dropped (a presence event pushed out of a full queue)"
     );
     describe_histogram!(
         names::WEBHOOK_DURATION,
@@ -89,7 +89,7 @@ pub fn register() {
     );
     describe_gauge!(
         names::WEBHOOK_BACKLOG,
-        "Log entries known but not yet delivered to the webhooks, summed"
+        "Log entries known but not yet delivered to the webhooks, and presence events queued for them, summed"
     );
     describe_counter!(
         names::SIGNALS_ACCEPTED,
@@ -106,7 +106,7 @@ pub fn register() {
     for source in [Source::Http, Source::Mqtt] {
         accepted_counter(source).absolute(0);
     }
-    for outcome in ["delivered", "failed"] {
+    for outcome in ["delivered", "failed", "dropped"] {
         webhook_outcome(outcome, 0);
     }
     signals_dropped().absolute(0);
@@ -164,7 +164,8 @@ pub fn webhook_took(elapsed: Duration) {
 }
 
 /// `count` webhook events ended so: `delivered`, `failed` (one attempt),
-/// `skipped` or `unreadable`.
+/// `skipped`, `unreadable` or `dropped` (a presence event out of a full
+/// queue).
 pub fn webhook_outcome(outcome: &'static str, count: u64) {
     counter!(names::WEBHOOK_DELIVERIES, "outcome" => outcome).increment(count);
 }

@@ -82,7 +82,8 @@ impl AppState {
             background,
         )
         .map_err(storage_error)?;
-        let webhooks = webhooks::start(&settings.webhooks, &store, background)
+        let presence = Watcher::start(&posts_broker, topic_prefix, background);
+        let webhooks = webhooks::start(&settings.webhooks, &store, &presence, background)
             .map_err(|e| StartError::Webhooks(e.to_string()))?;
         let retention = settings.retention;
         background.spawn(store::retention::run(
@@ -109,7 +110,7 @@ impl AppState {
             limits: settings.limits,
             ack: Ack::durable(settings.durable_ack),
             mqtt_posts: None,
-            presence: Watcher::start(&posts_broker, topic_prefix, background),
+            presence,
             background: background.clone(),
             publish_hook,
             webhooks,

@@ -12,7 +12,9 @@
 //!
 //! A [`Watcher`] follows both and sums over the nodes that are alive: the
 //! chat-service answers `/stats` and `/presence` from it, and broadcast-sse
-//! tells streams that asked (`?presence=1`) who joined and left.
+//! tells streams that asked (`?presence=1`) who joined and left. One follower
+//! may also take [`Changes`]: the channels whose sum may have changed since
+//! it last looked (the chat-service's presence webhooks).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -25,6 +27,9 @@ use crate::mqtt::BrokerUrl;
 use crate::mqtt::connection::{self, Capacity, ConnectionId, Driven, Driver, Requests, Session};
 use crate::tasks::Background;
 use protocol::ChannelId;
+
+mod changes;
+pub use changes::Changes;
 
 /// Longest presence name, in characters (an author's default limit).
 pub const MAX_NAME_CHARS: usize = 64;
@@ -123,17 +128,20 @@ struct Shared {
     table: Mutex<Table>,
     /// Names per channel, for streams that follow who comes and goes.
     feeds: Mutex<HashMap<ChannelId, watch::Sender<Arc<BTreeSet<String>>>>>,
+    /// Channels touched since [`Changes`] last looked; kept only while it
+    /// exists. A set, not a queue: it holds each channel once, however often
+    /// it changes, so it is bounded by the channels that changed in between.
+    touched: Mutex<HashSet<ChannelId>>,
+    /// Bumped when a channel is touched; [`Changes`] waits on it.
+    touches: watch::Sender<u64>,
+    /// Whether [`Changes`] was handed out (only one follower takes them).
+    changes_taken: std::sync::atomic::AtomicBool,
 }
 
 impl Watcher {
     /// Connects to `broker` and follows presence under `prefix`, in `background`.
     pub fn start(broker: &BrokerUrl, prefix: &str, background: &Background) -> Watcher {
-        let watcher = Watcher {
-            shared: Arc::new(Shared {
-                table: Mutex::new(Table::default()),
-                feeds: Mutex::new(HashMap::new()),
-            }),
-        };
+        let watcher = Watcher::empty();
         let options = broker.options(&crate::mqtt::client_id("presence"));
         let driver = connection::open(options, Session::Fresh, CAPACITY);
         let follow = WatcherTask {
@@ -142,6 +150,19 @@ impl Watcher {
         };
         background.spawn(follow.run(driver));
         watcher
+    }
+
+    /// A watcher that knows of nothing yet.
+    fn empty() -> Watcher {
+        Watcher {
+            shared: Arc::new(Shared {
+                table: Mutex::new(Table::default()),
+                feeds: Mutex::new(HashMap::new()),
+                touched: Mutex::new(HashSet::new()),
+                touches: watch::channel(0).0,
+                changes_taken: std::sync::atomic::AtomicBool::new(false),
+            }),
+        }
     }
 
     /// A channel's presence over the live nodes.
@@ -162,8 +183,24 @@ impl Watcher {
         receiver
     }
 
-    /// Tells the streams following `channels` the names now there.
+    /// The channels whose presence may change from now on, for one follower
+    /// only (`None` once taken): each look gives the channels touched since
+    /// the one before, with their sums at the time of the look.
+    pub fn changes(&self) -> Option<Changes> {
+        let taken = std::sync::atomic::Ordering::AcqRel;
+        if self.shared.changes_taken.swap(true, taken) {
+            return None;
+        }
+        Some(Changes::new(self.clone()))
+    }
+
+    /// Tells the streams following `channels` the names now there, and
+    /// [`Changes`] (if anyone follows them) that they were touched.
     fn publish_names(&self, channels: &[ChannelId]) {
+        if self.shared.touches.receiver_count() > 0 && !channels.is_empty() {
+            lock(&self.shared.touched).extend(channels.iter().copied());
+            self.shared.touches.send_modify(|n| *n = n.wrapping_add(1));
+        }
         let feeds = lock(&self.shared.feeds);
         for channel in channels {
             if let Some(feed) = feeds.get(channel) {

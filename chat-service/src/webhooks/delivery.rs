@@ -6,11 +6,12 @@
 //! or a connection error is a failure, tried again after a pause that doubles
 //! up to `--webhook-max-backoff`.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::endpoint::Endpoint;
 use super::event::Event;
 use super::signature;
+use crate::metrics;
 
 /// The first pause after a failure.
 const FIRST_PAUSE: Duration = Duration::from_millis(250);
@@ -66,6 +67,46 @@ impl Sender {
             Ok(())
         } else {
             Err(DeliveryError::Status(status.as_u16()))
+        }
+    }
+}
+
+/// Sends `event` until `endpoint` acknowledges it, pausing longer after each
+/// failure (up to `max_backoff`); timed and counted. Ends only when the app
+/// acknowledged, or when its task is dropped (the service stops). `id` names
+/// the event in the log.
+pub async fn until_acknowledged(
+    sender: &Sender,
+    endpoint: &Endpoint,
+    events: &[Event],
+    max_backoff: Duration,
+    id: &(dyn std::fmt::Display + Sync),
+) {
+    let mut backoff = Backoff::new(max_backoff);
+    let mut failures = 0u64;
+    loop {
+        let started = Instant::now();
+        let sent = sender.send(endpoint, events).await;
+        metrics::webhook_took(started.elapsed());
+        match sent {
+            Ok(()) => {
+                metrics::webhook_outcome("delivered", events.len() as u64);
+                if failures > 0 {
+                    log::info!("webhook {}: delivered again", endpoint.shown());
+                }
+                return;
+            }
+            Err(e) => {
+                metrics::webhook_outcome("failed", events.len() as u64);
+                let pause = backoff.pause();
+                if failures == 0 {
+                    log::warn!("webhook {}: {id} failed ({e}); retrying", endpoint.shown());
+                } else {
+                    log::debug!("webhook {}: {id} failed again ({e})", endpoint.shown());
+                }
+                failures += 1;
+                tokio::time::sleep(pause).await;
+            }
         }
     }
 }

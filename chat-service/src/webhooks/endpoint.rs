@@ -3,7 +3,8 @@
 //!
 //! The events a webhook wants are named in the URL's fragment, which no HTTP
 //! client sends: `http://app.local/hooks#events=message.created,message.deleted`
-//! (or `message.*`, or `*`). No fragment: every event.
+//! (or `message.*`, `presence.*`, `channel.vacated`, or `*`). No fragment:
+//! every event, presence events included.
 
 use std::fmt;
 
@@ -185,6 +186,19 @@ mod tests {
         assert!(!filter.matches("messages.updated"));
         let filter = EventFilter::parse_fragment("events=%2A").expect("percent-encoded *");
         assert!(filter.matches("message.created"));
+    }
+
+    #[test]
+    fn presence_and_channel_events_are_filtered_like_messages() {
+        let endpoint =
+            Endpoint::parse("http://app.local/h#events=presence.*,channel.occupied").expect("ok");
+        assert!(endpoint.wants(EventType::PresenceJoined));
+        assert!(endpoint.wants(EventType::PresenceLeft));
+        assert!(endpoint.wants(EventType::ChannelOccupied));
+        assert!(!endpoint.wants(EventType::ChannelVacated));
+        assert!(!endpoint.wants(EventType::MessageCreated));
+        let messages = Endpoint::parse("http://app.local/h#events=message.*").expect("ok");
+        assert!(EventType::PRESENCE.iter().all(|e| !messages.wants(*e)));
     }
 
     #[test]

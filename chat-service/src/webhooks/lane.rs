@@ -9,13 +9,13 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use protocol::ChannelId;
 use server::tasks::Background;
 
-use super::delivery::{Backoff, Sender};
+use super::delivery::{self, Sender};
 use super::endpoint::Endpoint;
 use super::event::{self, Event};
 use crate::metrics;
@@ -151,43 +151,17 @@ impl Run {
     /// Sends one batch (`events`, of the entries `ids`) until the app
     /// acknowledges it.
     async fn deliver(&self, ids: &[u64], events: &[Event]) {
-        let sender = &self.context.sender;
-        let mut backoff = Backoff::new(self.context.max_backoff);
-        let mut failures = 0u64;
-        let count = events.len() as u64;
-        loop {
-            let started = Instant::now();
-            let sent = sender.send(&self.endpoint, events).await;
-            metrics::webhook_took(started.elapsed());
-            match sent {
-                Ok(()) => {
-                    metrics::webhook_outcome("delivered", count);
-                    if failures > 0 {
-                        log::info!("webhook {}: delivered again", self.shown());
-                    }
-                    return;
-                }
-                Err(e) => {
-                    metrics::webhook_outcome("failed", count);
-                    let pause = backoff.pause();
-                    let first = ids.first().copied().unwrap_or_default();
-                    let id = event::event_id(self.channel, first);
-                    if failures == 0 {
-                        log::warn!(
-                            "webhook {}: the batch from {id} failed ({e}); retrying",
-                            self.shown()
-                        );
-                    } else {
-                        log::debug!(
-                            "webhook {}: the batch from {id} failed again ({e})",
-                            self.shown()
-                        );
-                    }
-                    failures += 1;
-                    tokio::time::sleep(pause).await;
-                }
-            }
-        }
+        let first = ids.first().copied().unwrap_or_default();
+        let shown_id = format!("the batch from {}", event::event_id(self.channel, first));
+        let context = &self.context;
+        delivery::until_acknowledged(
+            &context.sender,
+            &self.endpoint,
+            events,
+            context.max_backoff,
+            &shown_id,
+        )
+        .await;
     }
 
     /// Retention removed the ids from `after + 1` to `before - 1` before

@@ -1,6 +1,8 @@
 //! Webhooks: every entry of every channel's log, POSTed to the app as a signed
 //! JSON event (`message.created`, `message.updated`, `message.deleted`), at
-//! least once, in id order per channel, nothing lost.
+//! least once, in id order per channel, nothing lost; and, best effort, the
+//! changes of presence (`channel.occupied`, `channel.vacated`,
+//! `presence.joined`, `presence.left`, see [`presence`]).
 //!
 //! Events are read from the store, never from memory: a lane per webhook and
 //! channel reads the synced log after its cursor ([`lane`]), and the cursor
@@ -22,18 +24,23 @@
 //! - [`delivery`]: one signed POST, and the pause between attempts.
 //! - [`lane`]: one webhook's deliveries of one channel, in order.
 //! - [`dispatcher`]: which lanes run, how many at once.
+//! - [`presence`]: presence events, from the watcher's changes.
+//! - [`queue`]: the bounded queue presence events wait in.
 
 pub mod delivery;
 mod dispatcher;
 pub mod endpoint;
 pub mod event;
 mod lane;
+mod presence;
+mod queue;
 pub mod signature;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use server::presence::Watcher;
 use server::tasks::Background;
 
 use crate::config::WebhookSettings;
@@ -41,23 +48,31 @@ use crate::store::Store;
 use delivery::Sender;
 use dispatcher::Dispatcher;
 use endpoint::Endpoint;
+use event::EventType;
 use lane::Context;
+use queue::EventQueue;
 
 /// Notices of new ids waiting for the dispatcher at most; past this the
 /// store drops them and the dispatcher rescans (see [`crate::store::notices`]).
 const NOTICE_QUEUE: usize = 1024;
+/// Presence events waiting for one webhook at most; past this the oldest
+/// are dropped.
+pub const PRESENCE_QUEUE: usize = 10_000;
 
 /// What the rest of the service sees of the webhooks.
 #[derive(Clone)]
 pub struct Webhooks {
     backlog: Arc<AtomicU64>,
+    presence_queues: Arc<[Arc<EventQueue>]>,
 }
 
 impl Webhooks {
     /// Log entries known but not delivered yet (or not passed over by a
-    /// filter), summed over webhooks and channels; updated every second.
+    /// filter), summed over webhooks and channels and updated every second,
+    /// plus the presence events queued or being delivered.
     pub fn backlog(&self) -> u64 {
-        self.backlog.load(Ordering::Relaxed)
+        let queued: u64 = self.presence_queues.iter().map(|q| q.pending()).sum();
+        self.backlog.load(Ordering::Relaxed) + queued
     }
 }
 
@@ -79,9 +94,12 @@ pub enum WebhookError {
 /// Starts delivering to the webhooks the settings name (`None`: there are
 /// none). Reads the store's last ids and the webhooks' cursors before the
 /// service takes posts, so a new webhook starts exactly at the end of the log.
+/// Presence events come from `presence`'s changes, unless
+/// `--webhook-presence-events false`.
 pub fn start(
     settings: &WebhookSettings,
     store: &Store,
+    presence: &Watcher,
     background: &Background,
 ) -> Result<Option<Webhooks>, WebhookError> {
     if settings.webhook_urls.is_empty() {
@@ -99,6 +117,11 @@ pub fn start(
     let Some(notices) = store.listen_for_notices(NOTICE_QUEUE) else {
         log::error!("webhooks: the store's notices are taken; webhooks are off");
         return Ok(None);
+    };
+    let presence_queues = if settings.webhook_presence_events {
+        follow_presence(settings, &endpoints, &sender, presence, background)
+    } else {
+        Vec::new()
     };
     let context = Arc::new(Context {
         store: store.clone(),
@@ -129,15 +152,58 @@ pub fn start(
         }
     }
     background.spawn(dispatcher.run());
-    Ok(Some(Webhooks { backlog }))
+    Ok(Some(Webhooks {
+        backlog,
+        presence_queues: presence_queues.into(),
+    }))
+}
+
+/// Starts the presence events of the webhooks that want some: a follower of
+/// the watcher's changes, and a delivery task per webhook. Returns their
+/// queues.
+fn follow_presence(
+    settings: &WebhookSettings,
+    endpoints: &[Arc<Endpoint>],
+    sender: &Sender,
+    presence: &Watcher,
+    background: &Background,
+) -> Vec<Arc<EventQueue>> {
+    let wants_presence =
+        |endpoint: &&Arc<Endpoint>| EventType::PRESENCE.iter().any(|e| endpoint.wants(*e));
+    let hooks: Vec<(Arc<Endpoint>, Arc<EventQueue>)> = endpoints
+        .iter()
+        .filter(wants_presence)
+        .map(|endpoint| (endpoint.clone(), Arc::new(EventQueue::new(PRESENCE_QUEUE))))
+        .collect();
+    if hooks.is_empty() {
+        return Vec::new();
+    }
+    let Some(changes) = presence.changes() else {
+        log::error!("webhooks: the presence changes are taken; no presence events");
+        return Vec::new();
+    };
+    for (endpoint, queue) in &hooks {
+        background.spawn(presence::deliver(
+            queue.clone(),
+            endpoint.clone(),
+            sender.clone(),
+            settings.webhook_max_backoff,
+        ));
+    }
+    let queues = hooks.iter().map(|(_, queue)| queue.clone()).collect();
+    background.spawn(
+        presence::Follower {
+            changes,
+            hooks,
+            known: HashMap::new(),
+        }
+        .run(),
+    );
+    queues
 }
 
 /// A webhook the store has not seen starts at the current end of every channel.
-fn register(
-    store: &Store,
-    endpoint: &Endpoint,
-    last_ids: &std::collections::HashMap<protocol::ChannelId, u64>,
-) {
+fn register(store: &Store, endpoint: &Endpoint, last_ids: &HashMap<protocol::ChannelId, u64>) {
     let cursors = last_ids.iter().map(|(c, id)| (*c, *id)).collect();
     match store.register_webhook(endpoint.id(), cursors) {
         Ok(()) => log::info!(

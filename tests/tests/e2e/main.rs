@@ -22,6 +22,7 @@ mod metrics;
 mod mqtt_posts;
 mod openapi;
 mod presence;
+mod presence_webhooks;
 mod process;
 mod publish_hook;
 mod restart;
