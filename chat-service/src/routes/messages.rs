@@ -76,8 +76,8 @@ pub struct RawFlag(bool);
 impl<'de> Deserialize<'de> for RawFlag {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         match String::deserialize(deserializer)?.as_str() {
-            "1" | "true" => Ok(RawFlag(true)),
-            "0" | "false" => Ok(RawFlag(false)),
+            "1" => Ok(RawFlag(true)),
+            "0" => Ok(RawFlag(false)),
             other => Err(serde::de::Error::custom(format!(
                 "raw must be 0 or 1, got {:?}",
                 other.chars().take(20).collect::<String>()

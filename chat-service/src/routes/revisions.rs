@@ -27,10 +27,20 @@ use crate::store::{Entry, Revision};
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct ActorQuery {
-    /// Who makes the change, when tokens are off (it must be the message's
-    /// author); ignored with a token.
+pub struct EditQuery {
+    /// Who edits, when tokens are off and the body does not say (a
+    /// `text/plain` body): it must be the message's author. Ignored with a
+    /// token.
     #[param(value_type = Name, required = false)]
+    author: Option<String>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DeleteQuery {
+    /// Who deletes, when tokens are off (it must be the message's author);
+    /// ignored with a token.
+    #[param(value_type = Name, required = true)]
     author: Option<String>,
 }
 
@@ -58,7 +68,7 @@ pub struct EditBody {
     params(
         ChannelPath,
         ("id" = u64, Path, minimum = 1, description = "The message's id in its channel."),
-        ActorQuery,
+        EditQuery,
     ),
     request_body(content(
         (EditBody = "application/json"),
@@ -83,7 +93,7 @@ pub struct EditBody {
 pub async fn edit_message(
     req: HttpRequest,
     path: web::Path<(String, String)>,
-    query: web::Query<ActorQuery>,
+    query: web::Query<EditQuery>,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ChatError> {
@@ -95,6 +105,10 @@ pub async fn edit_message(
     let content_type = req.headers().get(header::CONTENT_TYPE);
     let content_type = content_type.and_then(|value| value.to_str().ok());
     let query_author = query.into_inner().author;
+    // Checked whatever the body, as a post's `?author=` is.
+    if let Some(author) = &query_author {
+        Author::parse(Some(author), limits)?;
+    }
     let fields = parse_fields(content_type, &body, query_author.clone())?;
     let claims = publisher.claims.take();
     let (is_admin, user) = (publisher.names_author, publisher.user.clone());
@@ -124,7 +138,7 @@ pub async fn edit_message(
     params(
         ChannelPath,
         ("id" = u64, Path, minimum = 1, description = "The message's id in its channel."),
-        ActorQuery,
+        DeleteQuery,
     ),
     responses(
         (status = 200, description = "Stored: the deletion entry (`kind: delete`).", body = Message),
@@ -142,7 +156,7 @@ pub async fn edit_message(
 pub async fn delete_message(
     req: HttpRequest,
     path: web::Path<(String, String)>,
-    query: web::Query<ActorQuery>,
+    query: web::Query<DeleteQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ChatError> {
     let (channel, id) = target_of(&path)?;
