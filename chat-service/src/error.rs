@@ -159,3 +159,17 @@ impl ResponseError for ChatError {
         self.to_api_error().error_response()
     }
 }
+
+/// An error and its causes, `: `-separated: what to log of a failed outgoing
+/// request (reqwest's own error says only "error sending request"; a timeout
+/// or a refused connection is in its sources).
+pub fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

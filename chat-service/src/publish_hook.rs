@@ -21,7 +21,7 @@ use server::error::ApiError;
 
 use crate::config::{HookFailure, Limits, PublishHookSettings};
 use crate::domain::{NewMessage, Text};
-use crate::error::ChatError;
+use crate::error::{ChatError, with_causes};
 use crate::metrics;
 
 /// Largest answer read from the app, in bytes: the longest text it may send
@@ -174,7 +174,7 @@ impl PublishHook {
             claims,
         };
         // Without the URL: it may carry credentials, and the log names it at start.
-        let unreachable = |e: reqwest::Error| HookError::Unreachable(causes(&e.without_url()));
+        let unreachable = |e: reqwest::Error| HookError::Unreachable(with_causes(&e.without_url()));
         let mut response = self
             .client
             .post(self.url.clone())
@@ -246,19 +246,6 @@ impl std::fmt::Debug for PublishHook {
             .field("failure", &self.failure)
             .finish()
     }
-}
-
-/// An error and its causes, `: `-separated (reqwest's own says only "error
-/// sending request"; a timeout or a refused connection is in its sources).
-fn causes(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// The URL without what may be a secret (user, password, query), for logs.

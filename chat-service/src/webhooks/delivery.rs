@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use super::endpoint::Endpoint;
 use super::event::Event;
 use super::signature;
+use crate::error::with_causes;
 use crate::metrics;
 
 /// The first pause after a failure.
@@ -61,7 +62,7 @@ impl Sender {
             .body(body)
             .send()
             .await
-            .map_err(|e| DeliveryError::Unreachable(causes(&e.without_url())))?;
+            .map_err(|e| DeliveryError::Unreachable(with_causes(&e.without_url())))?;
         let status = response.status();
         if status.is_success() {
             Ok(())
@@ -156,19 +157,6 @@ fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |since| since.as_secs())
-}
-
-/// An error and its causes, `: `-separated (reqwest's own says only "error
-/// sending request"; a timeout or a refused connection is in its sources).
-fn causes(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
