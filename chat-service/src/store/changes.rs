@@ -115,7 +115,7 @@ fn trim(trees: &Trees, channel: ChannelId, through: u64) -> Result<u64, sled::Er
     }
     let removed = keys.len() as u64;
     if removed < TRIM_BATCH as u64 {
-        forget_idempotency_keys(trees, channel, through)?;
+        forget_idempotency_keys(trees, channel, |id| id <= through)?;
         forget_revisions(trees, channel, through)?;
     }
     Ok(removed)
@@ -131,14 +131,15 @@ fn forget_revisions(trees: &Trees, channel: ChannelId, through: u64) -> Result<(
     Ok(())
 }
 
+/// Drops the channel's idempotency keys that name an id `forget` accepts.
 fn forget_idempotency_keys(
     trees: &Trees,
     channel: ChannelId,
-    through: u64,
+    forget: impl Fn(u64) -> bool,
 ) -> Result<(), sled::Error> {
     for entry in trees.idempotency.scan_prefix(channel.as_bytes()) {
         let (key, id) = entry?;
-        if decode_u64(&id) <= through {
+        if forget(decode_u64(&id)) {
             trees.idempotency.remove(key)?;
         }
     }
@@ -163,12 +164,7 @@ fn erase(trees: &Trees, entries: &[Message]) -> Result<u64, sled::Error> {
         erased.entry(entry.channel).or_default().insert(entry.id);
     }
     for (channel, ids) in erased {
-        for key in trees.idempotency.scan_prefix(channel.as_bytes()) {
-            let (key, id) = key?;
-            if ids.contains(&decode_u64(&id)) {
-                trees.idempotency.remove(key)?;
-            }
-        }
+        forget_idempotency_keys(trees, channel, |id| ids.contains(&id))?;
     }
     Ok(entries.len() as u64)
 }

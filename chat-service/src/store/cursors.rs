@@ -14,7 +14,7 @@ use protocol::ChannelId;
 
 use super::changes::Change;
 use super::keys::{CHANNEL_LEN, channel_of_key, decode_u64};
-use super::{Store, StoreError, Trees, writer};
+use super::{Store, StoreError, Trees};
 
 const HOOK_LEN: usize = 8;
 
@@ -104,13 +104,11 @@ impl Store {
         if cursors.is_empty() && !register {
             return Ok(());
         }
-        let (reply, _unread) = tokio::sync::oneshot::channel();
-        let change = Change::WebhookCursors {
+        self.change_without_waiting(Change::WebhookCursors {
             hook,
             cursors,
             register,
-        };
-        self.request(writer::Request::Change { change, reply })
+        })
     }
 }
 

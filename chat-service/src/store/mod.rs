@@ -325,6 +325,13 @@ impl Store {
         })
     }
 
+    /// Queues `change` for the writer and does not wait for it: `Busy` when
+    /// the writer's queue is full (nothing is queued).
+    fn change_without_waiting(&self, change: Change) -> Result<(), StoreError> {
+        let (reply, _unread) = oneshot::channel();
+        self.request(writer::Request::Change { change, reply })
+    }
+
     /// Has the writer make `change`, and waits for its answer.
     async fn change(&self, change: Change) -> Result<u64, StoreError> {
         let (reply, outcome) = oneshot::channel();
@@ -450,9 +457,7 @@ impl Store {
         if watermarks.is_empty() {
             return Ok(());
         }
-        let (reply, _unread) = oneshot::channel();
-        let change = Change::Published(watermarks);
-        self.request(writer::Request::Change { change, reply })
+        self.change_without_waiting(Change::Published(watermarks))
     }
 
     /// Every id of `channel` up to this one was removed by retention (0: none).

@@ -143,26 +143,12 @@ impl SyncedHistory {
         channel: ChannelId,
         target: u64,
     ) -> Result<Vec<Message>, sled::Error> {
-        let range = revision_key(channel, target, 0)..=revision_key(channel, target, u64::MAX);
-        let revisions = self
-            .revisions
-            .range(range)
-            .keys()
-            .map(|key| key.map(|key| ids_of_revision_key(&key).1))
-            .collect::<Result<Vec<_>, _>>()?;
-        let synced = self.unsynced.readable_through(channel);
-        let mut entries = Vec::new();
-        for revision in revisions.into_iter().filter(|id| *id <= synced) {
-            if let Some(entry) = self.messages.get(message_key(channel, revision))? {
-                entries.extend(decode(&entry));
-            }
-        }
-        Ok(entries)
+        let revisions = self.revisions_between(channel, target, target)?;
+        Ok(revisions.into_iter().map(|(_, entry)| entry).collect())
     }
 
     /// `page` (messages ascending by id) with every synced edit and deletion
-    /// of them applied, in log order. The index is read before the hold is
-    /// asked, as the messages tree is.
+    /// of them applied, in log order.
     fn revise(
         &self,
         channel: ChannelId,
@@ -171,7 +157,24 @@ impl SyncedHistory {
         let (Some(first), Some(last)) = (page.first(), page.last()) else {
             return Ok(page);
         };
-        let range = revision_key(channel, first.id, 0)..=revision_key(channel, last.id, u64::MAX);
+        for (target, change) in self.revisions_between(channel, first.id, last.id)? {
+            if let Ok(at) = page.binary_search_by_key(&target, |message| message.id) {
+                page[at].revise(&change);
+            }
+        }
+        Ok(page)
+    }
+
+    /// The synced edits and deletions of the messages `first..=last`, each
+    /// with its target, by target and then in log order. The index is read
+    /// before the hold is asked, as the messages tree is.
+    fn revisions_between(
+        &self,
+        channel: ChannelId,
+        first: u64,
+        last: u64,
+    ) -> Result<Vec<(u64, Message)>, sled::Error> {
+        let range = revision_key(channel, first, 0)..=revision_key(channel, last, u64::MAX);
         let revisions = self
             .revisions
             .range(range)
@@ -179,19 +182,13 @@ impl SyncedHistory {
             .map(|key| key.map(|key| ids_of_revision_key(&key)))
             .collect::<Result<Vec<_>, _>>()?;
         let synced = self.unsynced.readable_through(channel);
+        let mut entries = Vec::new();
         for (target, revision) in revisions.into_iter().filter(|(_, rev)| *rev <= synced) {
-            let Some(change) = self.messages.get(message_key(channel, revision))? else {
-                continue;
-            };
-            let (Some(change), Ok(at)) = (
-                decode(&change),
-                page.binary_search_by_key(&target, |message| message.id),
-            ) else {
-                continue;
-            };
-            page[at].revise(&change);
+            if let Some(entry) = self.messages.get(message_key(channel, revision))? {
+                entries.extend(decode(&entry).map(|entry| (target, entry)));
+            }
         }
-        Ok(page)
+        Ok(entries)
     }
 
     /// Up to `limit` synced messages with ids greater than `after`, ascending.
