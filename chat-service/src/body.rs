@@ -8,6 +8,8 @@ use actix_web::web::{BytesMut, Payload};
 use futures_util::StreamExt;
 use serde::Deserialize;
 
+use crate::config::Limits;
+use crate::domain::Author;
 use crate::error::ChatError;
 
 /// The submitted fields, not yet validated.
@@ -47,6 +49,25 @@ pub async fn read_limited(
         body.extend_from_slice(&chunk);
     }
     Ok(body)
+}
+
+/// Reads the body of a post or an edit and decodes its fields.
+/// `query_author` (`?author=`, which names the author of a `text/plain`
+/// body) is checked whatever the content type, so a bad one is refused
+/// either way.
+pub async fn read_fields(
+    req: &HttpRequest,
+    payload: Payload,
+    query_author: Option<String>,
+    limits: &Limits,
+) -> Result<RawFields, ChatError> {
+    let body = read_limited(req, payload, limits.max_body_bytes).await?;
+    let content_type = req.headers().get(header::CONTENT_TYPE);
+    let content_type = content_type.and_then(|value| value.to_str().ok());
+    if let Some(author) = &query_author {
+        Author::parse(Some(author), limits)?;
+    }
+    parse_fields(content_type, &body, query_author)
 }
 
 /// Decodes the body according to its content type.

@@ -15,8 +15,8 @@ use utoipa::{IntoParams, ToSchema};
 use std::time::Instant;
 
 use crate::AppState;
-use crate::body::{parse_fields, read_limited};
-use crate::domain::{Author, NewMessage};
+use crate::body::read_fields;
+use crate::domain::NewMessage;
 use crate::error::ChatError;
 use crate::metrics::{self, Source};
 use crate::rate_limit::Sender;
@@ -199,16 +199,7 @@ async fn store_post(
     let mut publisher = state.access.publisher(&req, channel)?;
     state.rate.check(sender(&req, publisher.name.as_deref()))?;
     let limits = &state.limits;
-    let body = read_limited(&req, payload, limits.max_body_bytes).await?;
-    let content_type = req.headers().get(header::CONTENT_TYPE);
-    let content_type = content_type.and_then(|value| value.to_str().ok());
-    let query_author = query.into_inner().author;
-    // `?author=` names the author of a text/plain body; given with another body it
-    // is still checked, so a bad one is refused whatever the content type.
-    if let Some(author) = &query_author {
-        Author::parse(Some(author), limits)?;
-    }
-    let fields = parse_fields(content_type, &body, query_author)?;
+    let fields = read_fields(&req, payload, query.into_inner().author, limits).await?;
     let user = publisher.user.clone();
     let claims = publisher.claims.take();
     let author = publisher.author(fields.author);

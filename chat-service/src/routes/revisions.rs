@@ -19,7 +19,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 use crate::access::Publisher;
-use crate::body::{parse_fields, read_limited};
+use crate::body::read_fields;
 use crate::domain::{Author, NewMessage, Text};
 use crate::error::ChatError;
 use crate::routes::messages::{message_id, sender};
@@ -101,15 +101,8 @@ pub async fn edit_message(
     let mut publisher = state.access.reviser(&req, channel)?;
     state.rate.check(sender(&req, publisher.name.as_deref()))?;
     let limits = &state.limits;
-    let body = read_limited(&req, payload, limits.max_body_bytes).await?;
-    let content_type = req.headers().get(header::CONTENT_TYPE);
-    let content_type = content_type.and_then(|value| value.to_str().ok());
     let query_author = query.into_inner().author;
-    // Checked whatever the body, as a post's `?author=` is.
-    if let Some(author) = &query_author {
-        Author::parse(Some(author), limits)?;
-    }
-    let fields = parse_fields(content_type, &body, query_author.clone())?;
+    let fields = read_fields(&req, payload, query_author.clone(), limits).await?;
     let claims = publisher.claims.take();
     let (is_admin, user) = (publisher.names_author, publisher.user.clone());
     let author = actor(publisher, fields.author.or(query_author), limits)?;
