@@ -101,24 +101,30 @@ pub fn parse_fields(
     }
 }
 
-/// Only an object is accepted: serde would otherwise read `["ann","hi"]` as the
-/// struct's fields in order.
 fn parse_json(text: &str) -> Result<RawFields, ChatError> {
+    let fields: JsonFields = json_object(text, r#"{"author": string, "text": string}"#)?;
+    Ok(RawFields {
+        author: fields.author,
+        text: fields.text,
+    })
+}
+
+/// A body that must be a JSON object of the `shape` described (an error
+/// names it). Only an object is accepted: serde would otherwise read
+/// `["ann","hi"]` as the struct's fields in order.
+pub fn json_object<T: serde::de::DeserializeOwned>(
+    text: &str,
+    shape: &str,
+) -> Result<T, ChatError> {
     let invalid = |reason: String| {
-        ChatError::InvalidJson(format!(
-            "body must be a JSON object {{\"author\": string, \"text\": string}}: {reason}"
-        ))
+        ChatError::InvalidJson(format!("body must be a JSON object {shape}: {reason}"))
     };
     let value: serde_json::Value =
         serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
     if !value.is_object() {
         return Err(invalid("not an object".into()));
     }
-    let fields: JsonFields = serde_json::from_value(value).map_err(|e| invalid(e.to_string()))?;
-    Ok(RawFields {
-        author: fields.author,
-        text: fields.text,
-    })
+    serde_json::from_value(value).map_err(|e| invalid(e.to_string()))
 }
 
 fn parse_form(text: &str) -> Result<RawFields, ChatError> {

@@ -16,7 +16,7 @@ use server::openapi::{
 use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::body::read_limited;
+use crate::body::{json_object, read_limited};
 use crate::domain::Author;
 use crate::error::ChatError;
 use crate::metrics;
@@ -128,20 +128,12 @@ fn require_json(req: &HttpRequest) -> Result<(), ChatError> {
     )))
 }
 
-/// Only an object is accepted (serde would read an array as the fields in order).
 fn parse_body(body: &[u8]) -> Result<RawSignal, ChatError> {
-    let invalid = |reason: String| {
-        ChatError::InvalidJson(format!(
-            "body must be a JSON object {{\"type\": \"typing\" | \"read\", \"id\"?: number, \"author\"?: string}}: {reason}"
-        ))
-    };
     let text = std::str::from_utf8(body).map_err(|_| ChatError::InvalidEncoding)?;
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
-    if !value.is_object() {
-        return Err(invalid("not an object".into()));
-    }
-    serde_json::from_value(value).map_err(|e| invalid(e.to_string()))
+    json_object(
+        text,
+        r#"{"type": "typing" | "read", "id"?: number, "author"?: string}"#,
+    )
 }
 
 fn signal_type(raw: Option<serde_json::Value>) -> Result<SignalType, ChatError> {
