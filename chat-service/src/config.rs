@@ -214,14 +214,7 @@ pub enum HookFailure {
 
 /// An `http://` or `https://` URL with a host.
 fn parse_hook_url(raw: &str) -> Result<reqwest::Url, String> {
-    let url = reqwest::Url::parse(raw.trim())
-        .map_err(|e| format!("{raw:?} is not a URL like http://127.0.0.1:3000/hook: {e}"))?;
-    if !matches!(url.scheme(), "http" | "https") || !url.has_host() {
-        return Err(format!(
-            "{raw:?} is not an http:// or https:// URL with a host"
-        ));
-    }
-    Ok(url)
+    crate::app_url::parse(raw, "http://127.0.0.1:3000/hook")
 }
 
 /// A timeout as humantime writes it (`2s`, `500ms`); never zero.

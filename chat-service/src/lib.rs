@@ -25,10 +25,12 @@
 //!   REST posts.
 //! - [`webhooks`]: signed events POSTed to the app for every entry of the
 //!   log, at least once, from a cursor per webhook kept in the store.
+//! - [`app_url`]: the app's URLs (publish hook, webhooks), checked and shown alike.
 //! - [`error`]: the service's error enum and its mapping to the JSON error body.
 //! - [`openapi`]: the API document this service serves.
 
 pub mod access;
+pub mod app_url;
 pub mod bans;
 pub mod body;
 pub mod config;

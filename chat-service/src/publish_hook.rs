@@ -19,6 +19,7 @@ use protocol::ChannelId;
 use serde::{Deserialize, Serialize};
 use server::error::ApiError;
 
+use crate::app_url::redacted;
 use crate::config::{HookFailure, Limits, PublishHookSettings};
 use crate::domain::{NewMessage, Text};
 use crate::error::{ChatError, with_causes};
@@ -246,15 +247,6 @@ impl std::fmt::Debug for PublishHook {
             .field("failure", &self.failure)
             .finish()
     }
-}
-
-/// The URL without what may be a secret (user, password, query), for logs.
-fn redacted(url: &reqwest::Url) -> String {
-    let mut shown = url.clone();
-    let _ = shown.set_username("");
-    let _ = shown.set_password(None);
-    shown.set_query(None);
-    shown.to_string()
 }
 
 #[cfg(test)]

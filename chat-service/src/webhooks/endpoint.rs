@@ -11,6 +11,7 @@ use std::fmt;
 use sha2::{Digest, Sha256};
 
 use super::event::EventType;
+use crate::app_url::{self, redacted};
 
 /// A webhook: the URL it is POSTed to (without the fragment), its filter, and
 /// an id derived from that URL, the same at every start.
@@ -32,20 +33,14 @@ impl Endpoint {
     /// Parses `http(s)://host/path#events=a,b`: a URL with a host, and an
     /// optional filter of known event types.
     pub fn parse(raw: &str) -> Result<Endpoint, String> {
-        let mut url = reqwest::Url::parse(raw.trim()).map_err(|e| {
-            format!("{raw:?} is not a URL like http://127.0.0.1:3000/crier-events: {e}")
-        })?;
-        if !matches!(url.scheme(), "http" | "https") || !url.has_host() {
-            return Err(format!(
-                "{raw:?} is not an http:// or https:// URL with a host"
-            ));
-        }
-        let filter = match url.fragment() {
+        let mut url = app_url::parse(raw, "http://127.0.0.1:3000/crier-events")?;
+        let fragment = url.fragment().map(str::to_string);
+        url.set_fragment(None);
+        let filter = match fragment.as_deref() {
             None | Some("") => EventFilter::everything(),
             Some(fragment) => EventFilter::parse_fragment(fragment)
                 .map_err(|e| format!("the webhook {}: {e}", redacted(&url)))?,
         };
-        url.set_fragment(None);
         let id = id_of(&url);
         Ok(Endpoint { url, filter, id })
     }
@@ -143,16 +138,6 @@ fn id_of(url: &reqwest::Url) -> u64 {
     let mut first = [0u8; 8];
     first.copy_from_slice(&digest[..8]);
     u64::from_be_bytes(first)
-}
-
-/// The URL without user, password, query or fragment.
-fn redacted(url: &reqwest::Url) -> String {
-    let mut shown = url.clone();
-    let _ = shown.set_username("");
-    let _ = shown.set_password(None);
-    shown.set_query(None);
-    shown.set_fragment(None);
-    shown.to_string()
 }
 
 #[cfg(test)]
