@@ -420,13 +420,14 @@ impl Writer {
 fn new_entry(id: u64, entry: &Entry) -> Message {
     let new = &entry.message;
     let mut message = Message {
+        ts: Message::now_timestamp(),
         user: new.user.clone(),
         ..Message::new(
             id,
             entry.channel,
             new.author.as_str(),
             new.text.as_str(),
-            &Message::now_timestamp(),
+            "",
         )
     };
     if let Some(revision) = entry.revises {
