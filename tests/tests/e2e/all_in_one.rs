@@ -178,16 +178,8 @@ async fn crier_stores_while_its_broker_is_down_and_streams_it_all_once_it_is_bac
 #[tokio::test]
 async fn crier_publishes_what_it_stores_to_its_embedded_broker_at_qos_1() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
-    let broker_address = free.local_addr().expect("address");
-    drop(free);
-    let flags = [
-        "--embedded-broker-listen".into(),
-        broker_address.to_string(),
-    ];
-    let crier = start_crier(&dir, &flags);
+    let (crier, broker_address) = start_crier_with_broker(&dir).await;
     let http = crate::helpers::http_client();
-    wait_for_ready(&http, &crier.url).await;
 
     let channel = new_channel();
     let broker = server::mqtt::BrokerUrl::parse(&format!("mqtt://{broker_address}"), None);
@@ -333,6 +325,21 @@ async fn post(
         .expect("POST");
     assert_eq!(response.status(), StatusCode::CREATED);
     response.json().await.expect("the stored message")
+}
+
+/// The crier binary with its embedded broker also listening on a free
+/// loopback port, once it is ready; and that port's address.
+pub async fn start_crier_with_broker(dir: &tempfile::TempDir) -> (Service, std::net::SocketAddr) {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+    let broker_address = free.local_addr().expect("address");
+    drop(free);
+    let flags = [
+        "--embedded-broker-listen".into(),
+        broker_address.to_string(),
+    ];
+    let crier = start_crier(dir, &flags);
+    wait_for_ready(&crate::helpers::http_client(), &crier.url).await;
+    (crier, broker_address)
 }
 
 /// The crier binary on a free port, its data and log in `dir`.

@@ -13,9 +13,9 @@ use reqwest::StatusCode;
 use rumqttc::{AsyncClient, Event, EventLoop, Incoming, QoS};
 use serde_json::{Value, json};
 
-use crate::all_in_one::start_crier;
+use crate::all_in_one::start_crier_with_broker;
 use crate::broker::Broker;
-use crate::helpers::{TestApp, WAIT, error_of, http_client, new_channel, wait_for_ready};
+use crate::helpers::{TestApp, WAIT, error_of, http_client, new_channel};
 
 type Body = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
 
@@ -473,16 +473,8 @@ async fn a_stream_of_several_channels_gets_the_signals_of_each() {
 #[tokio::test]
 async fn crier_carries_signals_through_its_embedded_broker() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
-    let broker_address = free.local_addr().expect("address");
-    drop(free);
-    let flags = [
-        "--embedded-broker-listen".into(),
-        broker_address.to_string(),
-    ];
-    let crier = start_crier(&dir, &flags);
+    let (crier, broker_address) = start_crier_with_broker(&dir).await;
     let http = http_client();
-    wait_for_ready(&http, &crier.url).await;
     let channel = new_channel();
     let broker_url = format!("mqtt://{broker_address}");
     let filter = topic::signals_topic("crier", channel);
