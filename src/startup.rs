@@ -80,6 +80,7 @@ impl Binary for Application {
             Background::on_current_runtime().ok_or(chat_service::startup::StartError::NoRuntime)?;
         let (chat, publisher) = chat_service::AppState::start(
             &config.chat,
+            None,
             broker,
             subscriber_broker.clone(),
             &config.topic_prefix,

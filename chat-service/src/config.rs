@@ -35,6 +35,9 @@ pub struct Config {
     pub chat: ChatSettings,
 
     #[command(flatten)]
+    pub nats: NatsSettings,
+
+    #[command(flatten)]
     pub auth: AuthSettings,
 
     #[command(flatten)]
@@ -338,6 +341,46 @@ fn parse_age(raw: &str) -> Result<Duration, String> {
 }
 
 /// A delay as humantime writes it (`20ms`, `1s`), or `0`.
+/// History and bus on a NATS JetStream cluster instead of the local sled
+/// store (see docs/scaling.md). Only the chat-service binary has it.
+#[derive(Debug, Clone, Args)]
+pub struct NatsSettings {
+    /// Keep history in a replicated JetStream stream on these nats-server
+    /// nodes, comma-separated (`nats://user:pass@host:4222,…`, `tls://…` for
+    /// TLS). A `201` then means a quorum of the stream's replicas has the
+    /// message on disk, and the stream republishes it to the channel's MQTT
+    /// topic: point `--mqtt-url` and every broadcast-sse node at the
+    /// cluster's MQTT listeners. Unset: the local sled store.
+    #[arg(long, env = "CRIER_NATS_URL")]
+    pub nats_url: Option<String>,
+
+    /// The JetStream stream holding history (made if missing).
+    #[arg(long, env = "CRIER_NATS_STREAM", default_value = "CRIER", value_parser = parse_stream_name)]
+    pub nats_stream: String,
+
+    /// Copies of the stream the cluster keeps (3 on a 3-node cluster; each
+    /// acknowledgement waits for a majority of them).
+    #[arg(long, env = "CRIER_NATS_REPLICAS", default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub nats_replicas: u8,
+
+    /// How long an `Idempotency-Key` is remembered: a retry later than this
+    /// is stored again. JetStream keeps the keys of the window in memory.
+    #[arg(long, env = "CRIER_NATS_DEDUPE_WINDOW", default_value = "2m", value_parser = parse_webhook_duration)]
+    pub nats_dedupe_window: Duration,
+}
+
+/// A JetStream stream name: letters, digits, `-` and `_` (it is also the
+/// first token of the stream's subjects).
+fn parse_stream_name(raw: &str) -> Result<String, String> {
+    let valid = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    if raw.is_empty() || raw.len() > 64 || !raw.chars().all(valid) {
+        return Err(format!(
+            "{raw:?} cannot name a stream: use 1 to 64 letters, digits, - or _"
+        ));
+    }
+    Ok(raw.to_string())
+}
+
 fn parse_delay(raw: &str) -> Result<Duration, String> {
     match raw.trim() {
         "0" => Ok(Duration::ZERO),

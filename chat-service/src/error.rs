@@ -65,6 +65,9 @@ pub enum ChatError {
     /// signals wait for the publisher); it is not kept for later.
     #[error("{0}")]
     SignalUnavailable(crate::publish::SignalRefused),
+    /// A feature the NATS JetStream history (`--nats-url`) does not have yet.
+    #[error("{0} is not available with --nats-url yet")]
+    NotWithNats(&'static str),
     /// Already in its final form (authentication and authorization, a
     /// rejection by the publish hook).
     #[error(transparent)]
@@ -91,6 +94,8 @@ impl ChatError {
             ChatError::UnsupportedMediaType(_) => "unsupported_media_type",
             ChatError::BodyRead(_) => "bad_request",
             ChatError::Store(StoreError::Busy) => "overloaded",
+            ChatError::Store(StoreError::Unavailable(_)) => "history_unavailable",
+            ChatError::NotWithNats(_) => "not_available_with_nats",
             ChatError::PublishHookUnavailable => "publish_hook_unavailable",
             ChatError::SignalUnavailable(refused) => refused.code(),
             ChatError::Storage(_) | ChatError::Store(_) | ChatError::ReaderStopped => {
@@ -106,6 +111,9 @@ impl ChatError {
             ChatError::Store(StoreError::Busy) => {
                 "too many messages are waiting to be stored; retry shortly".to_string()
             }
+            ChatError::Store(StoreError::Unavailable(_)) => {
+                "history cannot be reached now; retry shortly".to_string()
+            }
             ChatError::Storage(_) | ChatError::Store(_) | ChatError::ReaderStopped => {
                 "internal server error".to_string()
             }
@@ -119,7 +127,7 @@ impl ChatError {
         }
         let error = ApiError::new(self.status_code(), self.code(), self.public_message());
         match self {
-            ChatError::Store(StoreError::Busy)
+            ChatError::Store(StoreError::Busy | StoreError::Unavailable(_))
             | ChatError::PublishHookUnavailable
             | ChatError::SignalUnavailable(_) => error.with_retry_after(BUSY_RETRY_AFTER_SECS),
             _ => error,
@@ -141,9 +149,10 @@ impl ResponseError for ChatError {
             }
             ChatError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ChatError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ChatError::Store(StoreError::Busy)
+            ChatError::Store(StoreError::Busy | StoreError::Unavailable(_))
             | ChatError::PublishHookUnavailable
             | ChatError::SignalUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ChatError::NotWithNats(_) => StatusCode::NOT_IMPLEMENTED,
             ChatError::Storage(_) | ChatError::Store(_) | ChatError::ReaderStopped => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -155,6 +164,8 @@ impl ResponseError for ChatError {
     fn error_response(&self) -> HttpResponse {
         if self.is_internal() {
             log::error!("{self}");
+        } else if let ChatError::Store(StoreError::Unavailable(_)) = self {
+            log::warn!("{self}");
         }
         self.to_api_error().error_response()
     }

@@ -15,7 +15,9 @@ use crate::access::Access;
 use crate::bans::Bans;
 use crate::config::{ChatSettings, Config, Limits};
 use crate::error::ChatError;
+use crate::history::{History, read_on_pool};
 use crate::intake::{self, Forwarder, IntakeSettings};
+use crate::jetstream::JetStreamLog;
 use crate::publish::link::BrokerTarget;
 use crate::publish::{self, Publisher};
 use crate::publish_hook::PublishHook;
@@ -27,6 +29,10 @@ use crate::webhooks::{self, Webhooks};
 /// Everything a handler needs, cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
+    /// Every channel's log: what posts append to and history reads.
+    pub history: History,
+    /// The local sled store: history without `--nats-url`, and bans and
+    /// webhook positions in every case.
     pub store: Store,
     pub publisher: Publisher,
     pub access: Access,
@@ -53,9 +59,11 @@ impl AppState {
     /// Opens the store, connects the publisher to `broker` and takes MQTT posts
     /// from `posts_broker` (the same broker, over the network; both keep
     /// retrying in the background if it is not there yet). Every task it
-    /// starts runs in `background`.
+    /// starts runs in `background`. With `replicated`, history is that
+    /// JetStream log rather than the local store.
     pub fn start(
         settings: &ChatSettings,
+        replicated: Option<JetStreamLog>,
         broker: BrokerTarget,
         posts_broker: BrokerUrl,
         topic_prefix: &str,
@@ -83,8 +91,18 @@ impl AppState {
         )
         .map_err(storage_error)?;
         let presence = Watcher::start(&posts_broker, topic_prefix, background);
+        if replicated.is_some() && !settings.webhooks.webhook_urls.is_empty() {
+            return Err(StartError::NotWithNats("webhooks (--webhook-url)"));
+        }
         let webhooks = webhooks::start(&settings.webhooks, &store, &presence, background)
             .map_err(|e| StartError::Webhooks(e.to_string()))?;
+        let history = match replicated {
+            Some(log) => History::Replicated(log),
+            None => History::Local {
+                store: store.clone(),
+                background: background.clone(),
+            },
+        };
         let retention = settings.retention;
         background.spawn(store::retention::run(
             store.clone(),
@@ -92,6 +110,7 @@ impl AppState {
             retention.interval(),
         ));
         let state = AppState {
+            history,
             store,
             publisher,
             access: Access::new(verifier),
@@ -133,6 +152,10 @@ impl AppState {
         if !posts.mqtt_posts {
             return Ok(self);
         }
+        if self.history.replicated().is_some() {
+            log::warn!("MQTT posts are not taken with --nats-url yet: post over HTTP");
+            return Ok(self);
+        }
         let forward = match &posts.mqtt_post_forward {
             Some(base) => Some(
                 Forwarder::new(base, posts.mqtt_post_forward_token.clone())
@@ -160,9 +183,7 @@ impl AppState {
         &self,
         read: impl FnOnce(&Store) -> Result<T, sled::Error> + Send + 'static,
     ) -> Result<T, ChatError> {
-        let store = self.store.clone();
-        let result = self.background.blocking(move || read(&store)).await;
-        Ok(result.map_err(|_| ChatError::ReaderStopped)??)
+        read_on_pool(&self.store, &self.background, read).await
     }
 }
 
@@ -184,6 +205,10 @@ pub enum StartError {
     PublishHook(String),
     #[error("cannot set up the webhooks: {0}")]
     Webhooks(String),
+    #[error("{0} is not available with --nats-url yet")]
+    NotWithNats(&'static str),
+    #[error(transparent)]
+    Nats(#[from] crate::jetstream::ConnectError),
 }
 
 // The API routes, the table of contents of the service; the all-in-one
@@ -226,8 +251,13 @@ impl Binary for Application {
         let broker = config.mqtt.broker()?;
         let verifier = server::auth::start_verifier(&config.auth)?;
         let background = Background::on_current_runtime().ok_or(StartError::NoRuntime)?;
+        let replicated = match &config.nats.nats_url {
+            Some(_) => Some(JetStreamLog::connect(&config.nats, &config.mqtt.topic_prefix).await?),
+            None => None,
+        };
         let (state, publisher_task) = AppState::start(
             &config.chat,
+            replicated,
             BrokerTarget::Network(broker.clone()),
             broker,
             &config.mqtt.topic_prefix,

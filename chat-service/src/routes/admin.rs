@@ -120,6 +120,7 @@ pub async fn add_bans(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ChatError> {
     state.access.admin(&req)?;
+    state.history.require_local("banning")?;
     let items: Vec<BanItem> = read_items(&req, payload).await?;
     let checked = items
         .iter()
@@ -168,6 +169,7 @@ pub async fn list_bans(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ChatError> {
     state.access.admin(&req)?;
+    state.history.require_local("banning")?;
     let bans = state.bans.list().await?;
     Ok(HttpResponse::Ok().json(BanList { bans }))
 }
@@ -198,6 +200,7 @@ pub async fn lift_ban(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ChatError> {
     state.access.admin(&req)?;
+    state.history.require_local("banning")?;
     let (channel, name) = path.into_inner();
     let channel = ChannelId::parse(&channel)?;
     if !state.bans.lift(channel, &name).await? {
@@ -249,7 +252,7 @@ pub async fn publish(
         .into_iter()
         .map(|(channel, message)| Entry::new(channel, message))
         .collect();
-    let appended = state.store.append(entries, Ack::Synced).await?;
+    let appended = state.history.append(entries, Ack::Synced).await?;
     metrics::accepted(Source::Http, appended.len());
     let messages: Vec<Message> = appended.into_iter().map(|a| a.message).collect();
     Ok(HttpResponse::Created().json(HistoryPage { messages }))

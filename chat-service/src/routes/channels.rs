@@ -65,9 +65,7 @@ pub async fn stats(
 ) -> Result<HttpResponse, ChatError> {
     let channel = ChannelId::parse(&channel)?;
     state.access.reader(&req, channel)?;
-    let held = state
-        .read_store(move |store| store.synced().channel_stats(channel))
-        .await?;
+    let held = state.history.channel_stats(channel).await?;
     let subscribers = state.presence.channel(channel).subscribers;
     Ok(HttpResponse::Ok().json(Stats {
         channel,

@@ -78,6 +78,7 @@ pub async fn erase(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ChatError> {
     state.access.admin(&req)?;
+    state.history.require_local("erasure")?;
     let body = read_limited(&req, payload, MAX_ERASE_BODY).await?;
     let request: EraseRequest = serde_json::from_slice(&body).map_err(|e| {
         ChatError::InvalidJson(format!(

@@ -24,8 +24,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 
 /// The chat-service's part of a readiness report, and what is wrong.
 pub async fn report(state: &AppState) -> (Map<String, Value>, Vec<&'static str>) {
-    let storage = state.read_store(|store| Ok(store.is_healthy())).await;
-    let storage = storage.unwrap_or(false);
+    let storage = state.history.is_healthy().await;
     let broker = state.publisher.status().is_connected();
     let mut report = Map::new();
     report.insert(

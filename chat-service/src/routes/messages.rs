@@ -18,6 +18,7 @@ use crate::AppState;
 use crate::body::read_fields;
 use crate::domain::NewMessage;
 use crate::error::ChatError;
+use crate::history::PageRequest;
 use crate::metrics::{self, Source};
 use crate::rate_limit::Sender;
 use crate::store::Entry;
@@ -215,7 +216,7 @@ async fn store_post(
             .check(channel, entry.message, claims.as_ref(), limits)
             .await?;
     }
-    let appended = state.store.append_one(entry, state.ack).await?;
+    let appended = state.history.append_one(entry, state.ack).await?;
     let location = format!("/channels/{channel}/messages/{}", appended.message.id);
     let response = HttpResponse::Created()
         .insert_header((header::LOCATION, location))
@@ -260,18 +261,12 @@ pub async fn list_messages(
     let channel = ChannelId::parse(&channel)?;
     state.access.reader(&req, channel)?;
     let limit = page_limit(query.limit)?;
-    let (after, raw) = (query.after, is_raw(query.raw));
-    let messages = state
-        .read_store(move |store| {
-            let history = store.synced();
-            match (after, raw) {
-                (Some(after), true) => history.after(channel, after, limit),
-                (None, true) => history.latest(channel, limit),
-                (Some(after), false) => history.current_after(channel, after, limit),
-                (None, false) => history.current_latest(channel, limit),
-            }
-        })
-        .await?;
+    let page = PageRequest {
+        after: query.after,
+        limit,
+        raw: is_raw(query.raw),
+    };
+    let messages = state.history.page(channel, page).await?;
     Ok(HttpResponse::Ok().json(HistoryPage { messages }))
 }
 
@@ -308,12 +303,9 @@ pub async fn get_message(
     let channel = ChannelId::parse(&channel)?;
     state.access.reader(&req, channel)?;
     let id = message_id(&id)?;
-    let raw = is_raw(query.raw);
     let message = state
-        .read_store(move |store| match raw {
-            true => store.synced().get(channel, id),
-            false => store.synced().current_get(channel, id),
-        })
+        .history
+        .message(channel, id, is_raw(query.raw))
         .await?
         .ok_or(ChatError::MessageNotFound { id })?;
     Ok(HttpResponse::Ok().json(message))

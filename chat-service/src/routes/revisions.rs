@@ -98,6 +98,7 @@ pub async fn edit_message(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ChatError> {
     let (channel, id) = target_of(&path)?;
+    state.history.require_local("editing a message")?;
     let mut publisher = state.access.reviser(&req, channel)?;
     state.rate.check(sender(&req, publisher.name.as_deref()))?;
     let limits = &state.limits;
@@ -153,6 +154,7 @@ pub async fn delete_message(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ChatError> {
     let (channel, id) = target_of(&path)?;
+    state.history.require_local("deleting a message")?;
     let publisher = state.access.reviser(&req, channel)?;
     state.rate.check(sender(&req, publisher.name.as_deref()))?;
     let (is_admin, user) = (publisher.names_author, publisher.user.clone());

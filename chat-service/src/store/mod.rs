@@ -52,6 +52,7 @@ use notices::{NoticeReceiver, Notices};
 pub use reads::SyncedHistory;
 use trees::{Trees, watermarks};
 use unsynced::Unsynced;
+pub(crate) use writer::new_entry;
 
 use crate::domain::NewMessage;
 
@@ -173,6 +174,10 @@ pub enum StoreError {
     Busy,
     #[error("the store has stopped")]
     Stopped,
+    /// The replicated store cannot be reached now (no quorum, no
+    /// connection): nothing is known to be stored; try again shortly.
+    #[error("history is unavailable: {0}")]
+    Unavailable(String),
     /// sled failed; its error as text (one failure answers many requests).
     #[error("storage failure: {0}")]
     Storage(String),

@@ -417,7 +417,7 @@ impl Writer {
 
 /// The log entry `entry` becomes as id `id`: a message, or an edit or
 /// deletion of its target (a deletion keeps no text).
-fn new_entry(id: u64, entry: &Entry) -> Message {
+pub(crate) fn new_entry(id: u64, entry: &Entry) -> Message {
     let new = &entry.message;
     let mut message = Message {
         ts: Message::now_timestamp(),
