@@ -153,7 +153,8 @@ impl AppState {
             return Ok(self);
         }
         if self.history.replicated().is_some() {
-            log::warn!("MQTT posts are not taken with --nats-url yet: post over HTTP");
+            // Taken from the JetStream work queue instead (see
+            // `jetstream::posts`), once the service is built.
             return Ok(self);
         }
         let forward = match &posts.mqtt_post_forward {
@@ -264,6 +265,13 @@ impl Binary for Application {
             verifier,
             &background,
         )?;
+        if let Some(log) = state.history.replicated()
+            && config.chat.mqtt_posts.mqtt_posts
+        {
+            let consumer = log.posts(&config.mqtt.topic_prefix).await?;
+            let prefix = config.mqtt.topic_prefix.clone();
+            crate::jetstream::posts::take(state.clone(), consumer, prefix, &background);
+        }
         let store = state.store.clone();
         let server = Service::new(
             config.server.clone(),

@@ -28,7 +28,7 @@
 //!   who published a message, so there is no per-client topic to use).
 
 mod forward;
-mod post;
+pub(crate) mod post;
 mod subscription;
 
 use std::time::Duration;
@@ -224,7 +224,7 @@ impl Intake {
     async fn take(&self, publish: Publish) -> Taken {
         let checked = match post::entry(&self.state, &self.prefix, &publish) {
             Ok(entry) if self.relaying => Ok(entry),
-            Ok(entry) => self.ask_the_app(entry).await,
+            Ok(entry) => post::ask_the_app(&self.state, entry).await,
             Err(refusal) => Err(refusal),
         };
         let entry = match checked {
@@ -250,18 +250,6 @@ impl Intake {
             }
         };
         Taken { publish, outcome }
-    }
-
-    /// The entry the publish hook lets through (maybe with a new text), or its
-    /// refusal; the entry as it is without a hook.
-    async fn ask_the_app(&self, mut entry: Entry) -> Result<Entry, ChatError> {
-        let Some(hook) = &self.state.publish_hook else {
-            return Ok(entry);
-        };
-        entry.message = hook
-            .check(entry.channel, entry.message, None, &self.state.limits)
-            .await?;
-        Ok(entry)
     }
 }
 
@@ -317,8 +305,14 @@ async fn relay(forward: Option<&Forwarder>, publish: &Publish, entry: &Entry) ->
 
 /// The error body of a refusal of ours (logged when it is our failure).
 fn refusal_of(publish: &Publish, refusal: &ChatError) -> ErrorBody {
+    refusal_body(&publish.topic, refusal)
+}
+
+/// The error body of a refusal of a post on `topic` (logged when it is our
+/// failure).
+pub(crate) fn refusal_body(topic: &str, refusal: &ChatError) -> ErrorBody {
     if refusal.is_internal() {
-        log::error!("MQTT posts: {} not stored: {refusal}", publish.topic);
+        log::error!("MQTT posts: {topic} not stored: {refusal}");
     }
     refusal.to_api_error().body()
 }
@@ -337,7 +331,7 @@ fn log_replays(publish: &Publish, appended: &[crate::store::Appended]) {
 
 /// What `{prefix}/errors` carries: our error body, plus the post's topic and key.
 #[derive(Serialize)]
-struct Rejection<'a> {
+pub(crate) struct Rejection<'a> {
     #[serde(flatten)]
     body: ErrorBody,
     topic: &'a str,
@@ -346,16 +340,23 @@ struct Rejection<'a> {
 }
 
 async fn report(client: &AsyncClient, errors: &str, publish: &Publish, body: ErrorBody) {
-    let rejection = Rejection {
-        body,
-        topic: &publish.topic,
-        key: post_key(&publish.payload),
-    };
-    let Ok(json) = serde_json::to_vec(&rejection) else {
+    let Some(json) = Rejection::json(body, &publish.topic, &publish.payload) else {
         return;
     };
     if let Err(e) = client.publish(errors, QoS::AtLeastOnce, false, json).await {
         log::warn!("MQTT posts: cannot report a refusal: {e}");
+    }
+}
+
+impl Rejection<'_> {
+    /// The report of a refused post on `topic`.
+    pub(crate) fn json(body: ErrorBody, topic: &str, payload: &[u8]) -> Option<Vec<u8>> {
+        let rejection = Rejection {
+            body,
+            topic,
+            key: post_key(payload),
+        };
+        serde_json::to_vec(&rejection).ok()
     }
 }
 

@@ -22,22 +22,46 @@ struct KeyField {
 
 /// The store entry for a post, or why it is refused.
 pub fn entry(state: &AppState, prefix: &str, publish: &Publish) -> Result<Entry, ChatError> {
-    let segment = post_channel_segment(prefix, &publish.topic).unwrap_or(&publish.topic);
+    let (entry, key) = checked(state, prefix, &publish.topic, &publish.payload)?;
+    Ok(match key {
+        Some(key) => entry.with_key(Some(key)),
+        None => with_delivery_key(entry, publish),
+    })
+}
+
+/// A post on `topic` checked exactly like a REST post: its entry without a
+/// key, and the post's own `key` when it has one.
+pub fn checked(
+    state: &AppState,
+    prefix: &str,
+    topic: &str,
+    payload: &[u8],
+) -> Result<(Entry, Option<String>), ChatError> {
+    let segment = post_channel_segment(prefix, topic).unwrap_or(topic);
     let channel = ChannelId::parse(segment)?;
     let limits = &state.limits;
-    if publish.payload.len() > limits.max_body_bytes {
+    if payload.len() > limits.max_body_bytes {
         return Err(ChatError::PayloadTooLarge {
             limit: limits.max_body_bytes,
         });
     }
-    let fields = parse_fields(Some("application/json"), &publish.payload, None)?;
+    let fields = parse_fields(Some("application/json"), payload, None)?;
     let message = NewMessage::parse(fields.author.as_deref(), fields.text.as_deref(), limits)?;
     state.bans.check(channel, message.author.as_str())?;
-    let entry = Entry::new(channel, message);
-    Ok(match explicit_key(&publish.payload)? {
-        Some(key) => entry.with_key(Some(key)),
-        None => with_delivery_key(entry, publish),
-    })
+    Ok((Entry::new(channel, message), explicit_key(payload)?))
+}
+
+/// The entry the publish hook lets through (maybe with a new text), or its
+/// refusal; the entry as it is without a hook. MQTT posts carry no token, so
+/// the app gets no claims.
+pub async fn ask_the_app(state: &AppState, mut entry: Entry) -> Result<Entry, ChatError> {
+    let Some(hook) = &state.publish_hook else {
+        return Ok(entry);
+    };
+    entry.message = hook
+        .check(entry.channel, entry.message, None, &state.limits)
+        .await?;
+    Ok(entry)
 }
 
 /// The `key` field: an idempotency key like REST's `Idempotency-Key`.

@@ -19,6 +19,7 @@
 //! stored: a refused append reaches nobody.
 
 mod append;
+pub mod posts;
 mod reads;
 mod tails;
 
@@ -52,6 +53,8 @@ struct Inner {
     context: jetstream::Context,
     stream: stream::Stream,
     subjects: Subjects,
+    /// Copies the cluster keeps of each stream.
+    replicas: usize,
     /// Each channel's next id, as this chat-service last saw it.
     tails: Tails,
     /// Bounds the appends waiting or in flight.
@@ -120,6 +123,7 @@ impl JetStreamLog {
                 context,
                 stream,
                 subjects,
+                replicas: usize::from(settings.nats_replicas),
                 tails: Tails::default(),
                 pending: Semaphore::new(MAX_PENDING_APPENDS),
             }),
@@ -139,7 +143,7 @@ impl JetStreamLog {
 
 /// Makes or updates the stream, and asks again for a while when the cluster
 /// is not ready (no quorum yet, nodes still starting).
-async fn prepare_stream(
+pub(super) async fn prepare_stream(
     context: &jetstream::Context,
     config: stream::Config,
 ) -> Result<stream::Stream, ConnectError> {
