@@ -40,6 +40,7 @@ pub mod history;
 pub mod intake;
 pub mod jetstream;
 pub mod metrics;
+pub mod migrate;
 pub mod openapi;
 pub mod publish;
 pub mod publish_hook;

@@ -66,7 +66,7 @@ async fn build_and_run<B: Binary>(config: B::Config) -> ExitCode {
 }
 
 /// `RUST_LOG` (default `info`), with the embedded broker's tracing kept quiet.
-fn init_logging() {
+pub fn init_logging() {
     let filter = match std::env::var("RUST_LOG") {
         Ok(filter) if filter.contains("rumqttd") => filter,
         Ok(filter) if !filter.trim().is_empty() => format!("{filter},{QUIET_BROKER}"),

@@ -80,6 +80,33 @@ impl JetStreamLog {
         }
     }
 
+    /// Copies an entry stored elsewhere (its JSON as written, with its id and
+    /// idempotency key) as entry `id` of its channel; `false` when the
+    /// channel already has an entry `id` (copied before). Entries must be
+    /// copied in id order, one at a time per channel.
+    pub async fn copy_entry(
+        &self,
+        channel: ChannelId,
+        id: u64,
+        json: Bytes,
+        key: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let mut publish = PublishMessage::build()
+            .payload(json)
+            .expected_last_subject_sequence(0);
+        if let Some(key) = key {
+            publish = publish.message_id(message_id(channel, key));
+        }
+        let subject = self.inner.subjects.entry(channel, id);
+        let ack = self
+            .inner
+            .context
+            .send_publish(subject, publish)
+            .await
+            .map_err(unavailable)?;
+        Ok(acknowledged(ack).await?.is_some_and(|ack| !ack.duplicate))
+    }
+
     /// The entry a repeated idempotency key first stored, at stream sequence
     /// `sequence`.
     async fn original(&self, sequence: u64) -> Result<Appended, StoreError> {

@@ -40,7 +40,7 @@ impl JetStreamLog {
         let first = after.saturating_add(1);
         let mut page = match self.sequence_of(channel, first).await? {
             Some(sequence) => self.batch(channel, sequence, limit).await?,
-            None => Vec::new(),
+            None => self.from_the_start(channel, after, limit).await?,
         };
         if page.len() < limit {
             self.complete_from_leader(channel, after, limit, &mut page)
@@ -70,6 +70,23 @@ impl JetStreamLog {
             first_id: (last > 0).then_some(1),
             last_id: (last > 0).then_some(last),
         })
+    }
+
+    /// A page after `after` when entry `after + 1` is not there: either
+    /// nothing follows `after`, or the channel starts later (its first
+    /// entries were removed, or copied from a store that had removed them).
+    async fn from_the_start(
+        &self,
+        channel: ChannelId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError> {
+        if after >= self.last_id(channel).await? {
+            return Ok(Vec::new());
+        }
+        let mut page = self.batch(channel, 1, limit).await?;
+        page.retain(|message| message.id > after);
+        Ok(page)
     }
 
     /// The stream sequence of entry `id`, from any replica.

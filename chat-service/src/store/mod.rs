@@ -442,6 +442,21 @@ impl Store {
         self.inner.trees.last_ids()
     }
 
+    /// The idempotency keys `channel` holds, by the id each names.
+    pub fn idempotency_keys(
+        &self,
+        channel: ChannelId,
+    ) -> Result<HashMap<u64, String>, sled::Error> {
+        let mut keys = HashMap::new();
+        for entry in self.inner.trees.idempotency.scan_prefix(channel.as_bytes()) {
+            let (key, id) = entry?;
+            if let Some((_, key)) = keys::split_channel_key(&key) {
+                keys.insert(decode_u64(&id), key);
+            }
+        }
+        Ok(keys)
+    }
+
     /// Per channel, the id up to which the broker acknowledged every message.
     pub fn published_watermarks(&self) -> Result<HashMap<ChannelId, u64>, sled::Error> {
         watermarks(&self.inner.trees.published)
