@@ -40,7 +40,7 @@ impl JetStreamLog {
         let first = after.saturating_add(1);
         let mut page = match self.sequence_of(channel, first).await? {
             Some(sequence) => self.batch(channel, sequence, limit).await?,
-            None => self.from_the_start(channel, after, limit).await?,
+            None => self.first_page_after(channel, after, limit).await?,
         };
         if page.len() < limit {
             self.complete_from_leader(channel, after, limit, &mut page)
@@ -75,7 +75,7 @@ impl JetStreamLog {
     /// A page after `after` when entry `after + 1` is not there: either
     /// nothing follows `after`, or the channel starts later (its first
     /// entries were removed, or copied from a store that had removed them).
-    async fn from_the_start(
+    async fn first_page_after(
         &self,
         channel: ChannelId,
         after: u64,
