@@ -10,17 +10,7 @@ fn main() -> ExitCode {
     server::binary::init_logging();
     server::tls::install_crypto_provider();
     let config = MigrateConfig::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            log::error!("cannot start: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(migrate::run(&config)) {
+    match actix_web::rt::System::new().block_on(migrate::run(&config)) {
         Ok(copied) => {
             println!(
                 "copied {} entries of {} channels into {} ({} were there already)",

@@ -19,6 +19,7 @@ pub const WAIT: Duration = Duration::from_secs(10);
 
 pub const CHAT_SERVICE: &str = env!("CARGO_BIN_EXE_e2e-chat-service");
 pub const BROADCAST_SSE: &str = env!("CARGO_BIN_EXE_e2e-broadcast-sse");
+pub const MIGRATE: &str = env!("CARGO_BIN_EXE_e2e-crier-migrate");
 pub const CRIER: &str = env!("CARGO_BIN_EXE_e2e-crier");
 
 /// chat-service and broadcast-sse as separate processes on one broker, with a

@@ -20,6 +20,8 @@ mod http2;
 mod limits;
 mod metrics;
 mod mqtt_posts;
+mod nats;
+mod nats_history;
 mod openapi;
 mod presence;
 mod presence_webhooks;

@@ -12,8 +12,8 @@ use serde_json::json;
 use tempfile::TempDir;
 
 use crate::helpers::{
-    BROADCAST_SSE, CHAT_SERVICE, EventStream, http_client, new_channel,
-    open_stream, wait_for_ready,
+    BROADCAST_SSE, CHAT_SERVICE, EventStream, MIGRATE, http_client, new_channel, open_stream,
+    wait_for_ready,
 };
 use crate::nats::NatsCluster;
 use crate::process::Service;
@@ -38,6 +38,11 @@ impl Deployment {
     /// `None` when nats-server is missing and not required.
     async fn start(chats: usize, nodes: usize) -> Option<Deployment> {
         let nats = NatsCluster::start(3)?;
+        Some(Deployment::on(nats, chats, nodes).await)
+    }
+
+    /// Chat-services and nodes on a running cluster.
+    async fn on(nats: NatsCluster, chats: usize, nodes: usize) -> Deployment {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut deployment = Deployment {
             nats,
@@ -58,7 +63,7 @@ impl Deployment {
         for url in deployment.urls() {
             wait_for_ready(&deployment.http, &url).await;
         }
-        Some(deployment)
+        deployment
     }
 
     fn start_chat(&self, index: usize) -> Service {
@@ -72,7 +77,11 @@ impl Deployment {
             "--topic-prefix".into(),
             PREFIX.into(),
             "--data-dir".into(),
-            self.dir.path().join(format!("chat-{index}")).display().to_string(),
+            self.dir
+                .path()
+                .join(format!("chat-{index}"))
+                .display()
+                .to_string(),
             "--post-rate-per-sec".into(),
             "0".into(),
         ];
@@ -96,12 +105,18 @@ impl Deployment {
     }
 
     fn chat_url(&self, index: usize) -> String {
-        self.chats[index].as_ref().expect("chat-service running").url.clone()
+        self.chats[index]
+            .as_ref()
+            .expect("chat-service running")
+            .url
+            .clone()
     }
 
     fn urls(&self) -> Vec<String> {
         let chats = self.chats.iter().flatten().map(|chat| chat.url.clone());
-        chats.chain(self.nodes.iter().map(|node| node.url.clone())).collect()
+        chats
+            .chain(self.nodes.iter().map(|node| node.url.clone()))
+            .collect()
     }
 
     /// Posts through chat-service `chat` until it is acknowledged, retrying
@@ -112,7 +127,10 @@ impl Deployment {
     }
 
     async fn history(&self, chat: usize, channel: ChannelId) -> Vec<Message> {
-        let url = format!("{}/channels/{channel}/messages?after=0&limit=1000&raw=1", self.chat_url(chat));
+        let url = format!(
+            "{}/channels/{channel}/messages?after=0&limit=1000&raw=1",
+            self.chat_url(chat)
+        );
         let response = self.http.get(url).send().await.expect("history answers");
         assert_eq!(response.status(), StatusCode::OK, "history answers 200");
         let page: serde_json::Value = response.json().await.expect("history JSON");
@@ -195,7 +213,9 @@ async fn two_chat_services_post_to_the_same_channels_without_gaps_or_duplicates(
     let mut posted: BTreeMap<ChannelId, Vec<String>> = BTreeMap::new();
     for &channel in &channels {
         for chat in 0..2 {
-            let texts: Vec<String> = (0..5).map(|n| format!("{channel} chat-{chat} #{n}")).collect();
+            let texts: Vec<String> = (0..5)
+                .map(|n| format!("{channel} chat-{chat} #{n}"))
+                .collect();
             posted.entry(channel).or_default().extend(texts.clone());
             let url = format!("{}/channels/{channel}/messages", deployment.chat_url(chat));
             let http = deployment.http.clone();
@@ -235,32 +255,54 @@ async fn a_killed_or_paused_nats_node_loses_no_acknowledged_post() {
     for node in 0..3 {
         streams.push(deployment.stream(node, channel).await);
     }
-    let leader = deployment.nats.stream_leader("CRIER").expect("the stream has a leader");
+    let leader = deployment
+        .nats
+        .stream_leader("CRIER")
+        .expect("the stream has a leader");
     let order = [leader, (leader + 1) % 3, (leader + 2) % 3];
     for (round, &victim) in order.iter().enumerate() {
-        post_some(&deployment, channel, &mut posted, &format!("before kill {round}"), 5).await;
+        post_some(
+            &deployment,
+            channel,
+            &mut posted,
+            &format!("before kill {round}"),
+            5,
+        )
+        .await;
         deployment.nats.kill(victim);
-        post_some(&deployment, channel, &mut posted, &format!("during kill {round}"), 10).await;
+        post_some(
+            &deployment,
+            channel,
+            &mut posted,
+            &format!("during kill {round}"),
+            10,
+        )
+        .await;
         deployment.nats.restart(victim);
-        post_some(&deployment, channel, &mut posted, &format!("after kill {round}"), 5).await;
+        post_some(
+            &deployment,
+            channel,
+            &mut posted,
+            &format!("after kill {round}"),
+            5,
+        )
+        .await;
     }
     let paused = deployment.nats.stream_leader("CRIER").expect("a leader");
     deployment.nats.pause(paused);
-    let pause = tokio::time::sleep(Duration::from_secs(10));
-    tokio::pin!(pause);
+    let paused_at = std::time::Instant::now();
     let mut n = 0;
-    loop {
-        tokio::select! {
-            _ = &mut pause => break,
-            _ = post_some(&deployment, channel, &mut posted, &format!("paused {n}"), 1) => n += 1,
-        }
+    while paused_at.elapsed() < Duration::from_secs(10) {
+        post_some(&deployment, channel, &mut posted, &format!("paused {n}"), 1).await;
+        n += 1;
     }
     deployment.nats.resume(paused);
     post_some(&deployment, channel, &mut posted, "after pause", 5).await;
 
     let history = deployment.history(0, channel).await;
     assert_gap_free(channel, &history, &posted);
-    for stream in &mut streams {
+    for (node, stream) in streams.iter_mut().enumerate() {
+        eprintln!("checking the stream on node {node}");
         assert_stream_gets(stream, &history).await;
     }
 }
@@ -282,7 +324,7 @@ async fn post_some(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_chat_service_leaves_every_channel_served_by_the_other() {
-    let Some(mut deployment) = Deployment::start(2, 1).await else {
+    let Some(mut deployment) = Deployment::start(2, 2).await else {
         return;
     };
     let channels: Vec<ChannelId> = (0..10).map(|_| new_channel()).collect();
@@ -303,7 +345,11 @@ async fn a_killed_chat_service_leaves_every_channel_served_by_the_other() {
             .send()
             .await
             .expect("chat-1 answers");
-        assert_eq!(response.status(), StatusCode::CREATED, "chat-1 serves {channel}");
+        assert_eq!(
+            response.status(),
+            StatusCode::CREATED,
+            "chat-1 serves {channel}"
+        );
         posted.get_mut(&channel).expect("posted").push(text);
     }
     let restarted = deployment.start_chat(0);
@@ -316,8 +362,9 @@ async fn a_killed_chat_service_leaves_every_channel_served_by_the_other() {
         let history = deployment.history(0, channel).await;
         assert_gap_free(channel, &history, &posted[&channel]);
     }
+    // Node 1 reads history from chat-1, which lived through it all.
     let channel = channels[0];
-    let mut stream = deployment.stream(0, channel).await;
+    let mut stream = deployment.stream(1, channel).await;
     let history = deployment.history(1, channel).await;
     assert_stream_gets(&mut stream, &history).await;
 }
@@ -339,7 +386,11 @@ async fn what_nats_cannot_do_yet_is_refused_with_a_clear_error() {
     let (_, error) = crate::helpers::error_of(response).await;
     assert_eq!(error.error.code, "not_available_with_nats");
     let history = deployment.history(0, channel).await;
-    assert_eq!(history, vec![stored], "the refused deletion changed nothing");
+    assert_eq!(
+        history,
+        vec![stored],
+        "the refused deletion changed nothing"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -355,7 +406,13 @@ async fn mqtt_posts_wait_in_the_cluster_while_every_chat_service_is_down() {
         chat.take().expect("a chat-service").kill();
     }
     let topic = format!("{PREFIX}/channels/{channel}/post");
-    let port = deployment.nats.mqtt_url(2).rsplit(':').next().expect("a port").to_string();
+    let port = deployment
+        .nats
+        .mqtt_url(2)
+        .rsplit(':')
+        .next()
+        .expect("a port")
+        .to_string();
     let texts: Vec<String> = (0..5).map(|n| format!("offline #{n}")).collect();
     for text in &texts {
         let payload = json!({"author": "device", "text": text}).to_string();
@@ -364,7 +421,10 @@ async fn mqtt_posts_wait_in_the_cluster_while_every_chat_service_is_down() {
             .args(["-i", "crier-test-device", "-t", &topic, "-m", &payload])
             .status()
             .expect("mosquitto_pub runs");
-        assert!(status.success(), "mosquitto_pub publishes through nats-server");
+        assert!(
+            status.success(),
+            "mosquitto_pub publishes through nats-server"
+        );
     }
     let chat = deployment.start_chat(0);
     wait_for_ready(&deployment.http, &chat.url).await;
@@ -378,5 +438,136 @@ async fn mqtt_posts_wait_in_the_cluster_while_every_chat_service_is_down() {
     }
     assert_gap_free(channel, &history, &texts);
     let ordered: Vec<&str> = history.iter().map(|m| m.text.as_str()).collect();
-    assert_eq!(ordered, texts.iter().map(String::as_str).collect::<Vec<_>>(), "in order");
+    assert_eq!(
+        ordered,
+        texts.iter().map(String::as_str).collect::<Vec<_>>(),
+        "in order"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn crier_migrate_copies_a_sled_directory_keeping_ids_and_keys() {
+    let Some(nats) = NatsCluster::start(3) else {
+        return;
+    };
+    let http = http_client();
+    let sled_dir = tempfile::tempdir().expect("temp dir");
+    let data_dir = sled_dir.path().join("history").display().to_string();
+    let args: Vec<String> = [
+        "--listen",
+        "127.0.0.1:0",
+        "--mqtt-url",
+        &nats.mqtt_url(0),
+        "--mqtt-posts",
+        "false",
+        "--data-dir",
+        &data_dir,
+        "--post-rate-per-sec",
+        "0",
+    ]
+    .map(String::from)
+    .to_vec();
+    let sled = Service::start(CHAT_SERVICE, &args, &sled_dir.path().join("sled.log"));
+    wait_for_ready(&http, &sled.url).await;
+    let channels: Vec<ChannelId> = (0..200).map(|_| new_channel()).collect();
+    let mut posters = tokio::task::JoinSet::new();
+    for &channel in &channels {
+        let url = format!("{}/channels/{channel}/messages", sled.url);
+        let http = http.clone();
+        posters.spawn(async move {
+            for n in 1..=3 {
+                let response = http
+                    .post(&url)
+                    .header("Idempotency-Key", format!("key-{n}"))
+                    .json(&json!({"author": "ann", "text": format!("{channel} #{n}")}))
+                    .send()
+                    .await
+                    .expect("the sled chat-service answers");
+                assert_eq!(response.status(), StatusCode::CREATED);
+            }
+        });
+    }
+    while let Some(done) = posters.join_next().await {
+        done.expect("a poster finishes");
+    }
+    let mut before = BTreeMap::new();
+    for &channel in &channels {
+        let url = format!("{}/channels/{channel}/messages?raw=1", sled.url);
+        let page: serde_json::Value = http
+            .get(url)
+            .send()
+            .await
+            .expect("history")
+            .json()
+            .await
+            .expect("JSON");
+        before.insert(channel, page["messages"].clone());
+    }
+    sled.kill();
+
+    let migrate = |expected: &'static str| {
+        let output = std::process::Command::new(MIGRATE)
+            .args(["--data-dir", &data_dir, "--nats-url", &nats.client_urls()])
+            .output()
+            .expect("crier-migrate runs");
+        let printed = String::from_utf8_lossy(&output.stdout).to_string();
+        assert!(
+            output.status.success(),
+            "crier-migrate succeeds: {printed} {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(printed.contains(expected), "{printed:?} says {expected:?}");
+    };
+    migrate("copied 600 entries of 200 channels");
+    migrate("copied 0 entries of 200 channels into CRIER (600 were there already)");
+
+    let deployment = Deployment::on(nats, 1, 1).await;
+    for &channel in &channels {
+        let url = format!(
+            "{}/channels/{channel}/messages?raw=1",
+            deployment.chat_url(0)
+        );
+        let page: serde_json::Value = deployment
+            .http
+            .get(url)
+            .send()
+            .await
+            .expect("history")
+            .json()
+            .await
+            .expect("JSON");
+        assert_eq!(
+            page["messages"], before[&channel],
+            "channel {channel} is as it was"
+        );
+    }
+    let channel = channels[0];
+    let retried = deployment
+        .http
+        .post(format!(
+            "{}/channels/{channel}/messages",
+            deployment.chat_url(0)
+        ))
+        .header("Idempotency-Key", "key-2")
+        .json(&json!({"author": "ann", "text": "retried"}))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(
+        retried.headers()["Idempotent-Replayed"],
+        "true",
+        "the copied key is known"
+    );
+    let retried: Message = retried.json().await.expect("a message");
+    assert_eq!(retried.id, 2, "a retry answers the copied message");
+
+    let mut stream =
+        open_stream(&deployment.http, &deployment.nodes[0].url, channel, Some(1)).await;
+    let next = deployment.post(0, channel, "after the move").await;
+    assert_eq!(next.id, 4, "ids go on where the sled store stopped");
+    assert_eq!(
+        stream.next_ids(3).await,
+        vec![2, 3, 4],
+        "a resumed stream gets exactly what follows"
+    );
 }
