@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # Checks the deployment examples in deploy/: the systemd units pass
-# `systemd-analyze verify`, the nginx example passes `nginx -t`, and the
-# Grafana dashboard is JSON naming every metric the services export.
+# `systemd-analyze verify`, the nginx example passes `nginx -t`, the NATS
+# configuration passes `nats-server -t`, and the Grafana dashboard is JSON
+# naming every metric the services export.
 # Installs systemd-analyze and nginx with apt-get when they are missing.
 # Needs no running systemd or nginx and binds no port; takes a few seconds.
 #
 #   .ci/deploy-check.sh
+#
+# CRIER_NATS_SERVER   the nats-server binary (else nats-server on PATH); the
+#                     NATS configuration is skipped without one, unless
+#                     CRIER_REQUIRE_EXTERNAL=1
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -113,6 +118,26 @@ else
   echo "FAIL haproxy -c: deploy/haproxy/crier.cfg:"
   echo "$out"
   failed=1
+fi
+
+# --- NATS ---------------------------------------------------------------------
+# deploy/nats/nats-server.conf with `nats-server -t` (parses and checks it;
+# starts nothing). Its store_dir and routes need not exist here.
+nats_conf=deploy/nats/nats-server.conf
+nats_server=${CRIER_NATS_SERVER:-$(command -v nats-server || true)}
+if [ -n "$nats_server" ] && [ -x "$nats_server" ]; then
+  if out=$(timeout 30 "$nats_server" -t -c "$nats_conf" 2>&1); then
+    echo "ok   nats-server -t: $nats_conf ($("$nats_server" --version 2>&1))"
+  else
+    echo "FAIL nats-server -t: $nats_conf:"
+    echo "$out"
+    failed=1
+  fi
+elif [ "${CRIER_REQUIRE_EXTERNAL:-}" = 1 ]; then
+  echo "FAIL nats-server -t: no nats-server (set CRIER_NATS_SERVER or put it on PATH)"
+  failed=1
+else
+  echo "skip nats-server -t: $nats_conf (no nats-server; set CRIER_NATS_SERVER)"
 fi
 
 # --- Grafana dashboard -------------------------------------------------------
