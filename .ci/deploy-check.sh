@@ -14,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-units=(crier chat-service broadcast-sse)
+units=(crier chat-service broadcast-sse nats-server)
 
 missing=()
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/bin/$1" ]; }
@@ -35,19 +35,19 @@ failed=0
 
 # --- systemd units -----------------------------------------------------------
 # `verify` refuses an ExecStart= binary that does not exist, so each unit is
-# checked as a copy whose ExecStart= runs a stub; everything else is as
-# shipped. It exits 0 on unknown keys and bad values, printing them only, so
-# any line about these units is a failure.
+# checked as a copy whose ExecStart= runs a stub (with the same arguments);
+# everything else is as shipped. It exits 0 on unknown keys and bad values,
+# printing them only, so any line about these units is a failure.
 mkdir -p "$work/bin" "$work/units"
 printf '#!/bin/sh\nexit 0\n' >"$work/bin/stub"
 chmod 0755 "$work/bin/stub"
 for unit in "${units[@]}"; do
   src="deploy/systemd/$unit.service"
-  grep -qx "ExecStart=/usr/local/bin/$unit" "$src" || {
-    echo "FAIL $src: expected the line ExecStart=/usr/local/bin/$unit"
+  grep -Eq "^ExecStart=/usr/local/bin/$unit( |\$)" "$src" || {
+    echo "FAIL $src: expected a line ExecStart=/usr/local/bin/$unit [ARGS]"
     failed=1
   }
-  sed "s|^ExecStart=/usr/local/bin/$unit\$|ExecStart=$work/bin/stub|" "$src" \
+  sed -E "s#^ExecStart=/usr/local/bin/$unit( |\$)#ExecStart=$work/bin/stub\1#" "$src" \
     >"$work/units/$unit.service"
 done
 status=0
