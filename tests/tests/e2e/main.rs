@@ -20,6 +20,7 @@ mod http2;
 mod limits;
 mod metrics;
 mod mqtt_posts;
+mod nats;
 mod openapi;
 mod presence;
 mod presence_webhooks;
