@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
 # Checks the deployment examples in deploy/: the systemd units pass
-# `systemd-analyze verify`, the nginx example passes `nginx -t`, and the
-# Grafana dashboard is JSON naming every metric the services export.
+# `systemd-analyze verify`, the nginx example passes `nginx -t`, the NATS
+# configuration passes `nats-server -t`, and the Grafana dashboard is JSON
+# naming every metric the services export.
 # Installs systemd-analyze and nginx with apt-get when they are missing.
 # Needs no running systemd or nginx and binds no port; takes a few seconds.
 #
 #   .ci/deploy-check.sh
+#
+# CRIER_NATS_SERVER   the nats-server binary (else nats-server on PATH); the
+#                     NATS configuration is skipped without one, unless
+#                     CRIER_REQUIRE_EXTERNAL=1
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-units=(crier chat-service broadcast-sse)
+units=(crier chat-service broadcast-sse nats-server)
 
 missing=()
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/bin/$1" ]; }
@@ -30,19 +35,19 @@ failed=0
 
 # --- systemd units -----------------------------------------------------------
 # `verify` refuses an ExecStart= binary that does not exist, so each unit is
-# checked as a copy whose ExecStart= runs a stub; everything else is as
-# shipped. It exits 0 on unknown keys and bad values, printing them only, so
-# any line about these units is a failure.
+# checked as a copy whose ExecStart= runs a stub (with the same arguments);
+# everything else is as shipped. It exits 0 on unknown keys and bad values,
+# printing them only, so any line about these units is a failure.
 mkdir -p "$work/bin" "$work/units"
 printf '#!/bin/sh\nexit 0\n' >"$work/bin/stub"
 chmod 0755 "$work/bin/stub"
 for unit in "${units[@]}"; do
   src="deploy/systemd/$unit.service"
-  grep -qx "ExecStart=/usr/local/bin/$unit" "$src" || {
-    echo "FAIL $src: expected the line ExecStart=/usr/local/bin/$unit"
+  grep -Eq "^ExecStart=/usr/local/bin/$unit( |\$)" "$src" || {
+    echo "FAIL $src: expected a line ExecStart=/usr/local/bin/$unit [ARGS]"
     failed=1
   }
-  sed "s|^ExecStart=/usr/local/bin/$unit\$|ExecStart=$work/bin/stub|" "$src" \
+  sed -E "s#^ExecStart=/usr/local/bin/$unit( |\$)#ExecStart=$work/bin/stub\1#" "$src" \
     >"$work/units/$unit.service"
 done
 status=0
@@ -113,6 +118,26 @@ else
   echo "FAIL haproxy -c: deploy/haproxy/crier.cfg:"
   echo "$out"
   failed=1
+fi
+
+# --- NATS ---------------------------------------------------------------------
+# deploy/nats/nats-server.conf with `nats-server -t` (parses and checks it;
+# starts nothing). Its store_dir and routes need not exist here.
+nats_conf=deploy/nats/nats-server.conf
+nats_server=${CRIER_NATS_SERVER:-$(command -v nats-server || true)}
+if [ -n "$nats_server" ] && [ -x "$nats_server" ]; then
+  if out=$(timeout 30 "$nats_server" -t -c "$nats_conf" 2>&1); then
+    echo "ok   nats-server -t: $nats_conf ($("$nats_server" --version 2>&1))"
+  else
+    echo "FAIL nats-server -t: $nats_conf:"
+    echo "$out"
+    failed=1
+  fi
+elif [ "${CRIER_REQUIRE_EXTERNAL:-}" = 1 ]; then
+  echo "FAIL nats-server -t: no nats-server (set CRIER_NATS_SERVER or put it on PATH)"
+  failed=1
+else
+  echo "skip nats-server -t: $nats_conf (no nats-server; set CRIER_NATS_SERVER)"
 fi
 
 # --- Grafana dashboard -------------------------------------------------------

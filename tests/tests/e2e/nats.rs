@@ -127,8 +127,8 @@ impl NatsCluster {
                 }
             })
             .collect();
-        // Built before anything starts, so that a node failing to come up
-        // panics with every started node killed by the drop.
+        // Built before anything starts, so that when a node fails to come up
+        // (a panic or an `Err`) the drop kills every node started.
         let mut cluster = NatsCluster {
             binary: binary.to_path_buf(),
             nodes,
