@@ -256,7 +256,7 @@ impl Binary for Application {
             Some(_) => Some(JetStreamLog::connect(&config.nats, &config.mqtt.topic_prefix).await?),
             None => None,
         };
-        let (state, publisher_task) = AppState::start(
+        let (mut state, publisher_task) = AppState::start(
             &config.chat,
             replicated,
             BrokerTarget::Network(broker.clone()),
@@ -269,8 +269,14 @@ impl Binary for Application {
             && config.chat.mqtt_posts.mqtt_posts
         {
             let consumer = log.posts(&config.mqtt.topic_prefix).await?;
-            let prefix = config.mqtt.topic_prefix.clone();
-            crate::jetstream::posts::take(state.clone(), consumer, prefix, &background);
+            let status = BrokerStatus::default();
+            state.mqtt_posts = Some(status.clone());
+            let taking = crate::jetstream::posts::Taking {
+                consumer,
+                prefix: config.mqtt.topic_prefix.clone(),
+                status,
+            };
+            crate::jetstream::posts::take(state.clone(), taking, &background);
         }
         let store = state.store.clone();
         let server = Service::new(

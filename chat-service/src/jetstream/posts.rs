@@ -19,6 +19,7 @@ use async_nats::jetstream::message::AckKind;
 use async_nats::jetstream::{self, stream};
 use futures_util::StreamExt;
 use protocol::topic;
+use server::mqtt::BrokerStatus;
 use server::tasks::Background;
 
 use super::{ConnectError, JetStreamLog, prepare_stream, subject_of_topic};
@@ -75,25 +76,34 @@ impl JetStreamLog {
     }
 }
 
-/// Takes MQTT posts from `consumer` until the service stops.
-pub fn take(state: AppState, consumer: PullConsumer, prefix: String, background: &Background) {
+/// Where MQTT posts are taken from, and where `/readyz` learns whether
+/// they are.
+pub struct Taking {
+    pub consumer: PullConsumer,
+    pub prefix: String,
+    pub status: BrokerStatus,
+}
+
+/// Takes MQTT posts until the service stops.
+pub fn take(state: AppState, taking: Taking, background: &Background) {
     let stop = background.stopping();
     background.spawn(async move {
         tokio::select! {
             () = stop.cancelled() => {}
-            () = pull_forever(&state, &consumer, &prefix) => {}
+            () = pull_forever(&state, &taking) => {}
         }
     });
 }
 
-async fn pull_forever(state: &AppState, consumer: &PullConsumer, prefix: &str) {
+async fn pull_forever(state: &AppState, taking: &Taking) {
     loop {
-        match consumer.messages().await {
+        match taking.consumer.messages().await {
             Ok(mut posts) => {
                 log::info!("MQTT posts: taking posts from the JetStream work queue");
+                taking.status.set(true);
                 while let Some(post) = posts.next().await {
                     match post {
-                        Ok(post) => handle(state, prefix, post).await,
+                        Ok(post) => handle(state, &taking.prefix, post).await,
                         Err(e) => {
                             log::warn!("MQTT posts: pulling failed: {e}");
                             break;
@@ -103,6 +113,7 @@ async fn pull_forever(state: &AppState, consumer: &PullConsumer, prefix: &str) {
             }
             Err(e) => log::warn!("MQTT posts: cannot pull posts: {e}"),
         }
+        taking.status.set(false);
         tokio::time::sleep(PULL_PAUSE).await;
     }
 }
