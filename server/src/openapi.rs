@@ -42,7 +42,8 @@ use utoipa::{IntoParams, Modify, ToResponse, ToSchema};
             Overloaded,
             PostForbidden,
             PostUnavailable,
-            SignalUnavailable
+            SignalUnavailable,
+            NotWithNats
         )
     ),
     modifiers(&SecuritySchemes),
@@ -231,6 +232,11 @@ pub struct UnsupportedMediaType(pub ErrorBody);
 #[response(headers(("Retry-After" = u64, description = "Seconds to wait before trying again.")))]
 pub struct TooManyRequests(pub ErrorBody);
 
+/// The chat-service keeps history on NATS JetStream (`--nats-url`), which
+/// does not have this yet (`not_available_with_nats`).
+#[derive(ToResponse)]
+pub struct NotWithNats(pub ErrorBody);
+
 /// A dependency is down or the node is full (`history_unavailable`,
 /// `too_many_channels`).
 #[derive(ToResponse)]
@@ -254,7 +260,8 @@ pub struct Overloaded(pub ErrorBody);
 pub struct PostForbidden(pub ErrorBody);
 
 /// Nothing stored, retry after the given seconds: the store is behind
-/// (`overloaded`), or the app's publish hook did not answer and posts are
+/// (`overloaded`), history on NATS cannot be reached (`history_unavailable`),
+/// or the app's publish hook did not answer and posts are
 /// refused meanwhile (`publish_hook_unavailable`).
 #[derive(ToResponse)]
 #[response(headers(("Retry-After" = u64, description = "Seconds to wait before trying again.")))]

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use server::error::ApiError;
 use server::openapi::{
-    BadRequest, ChannelPath, Forbidden, InternalError, Name, NotFound, Overloaded, PayloadTooLarge,
-    Text, Unauthorized,
+    BadRequest, ChannelPath, Forbidden, InternalError, Name, NotFound, NotWithNats, Overloaded,
+    PayloadTooLarge, Text, Unauthorized,
 };
 use utoipa::ToSchema;
 
@@ -108,6 +108,7 @@ pub struct BanInForce {
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
+        (status = 501, response = NotWithNats),
         (status = 413, response = PayloadTooLarge),
         (status = 503, response = Overloaded),
         (status = 500, response = InternalError),
@@ -160,6 +161,7 @@ fn check_ban(
         (status = 200, description = "The bans in force.", body = BanList),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
+        (status = 501, response = NotWithNats),
         (status = 500, response = InternalError),
     ),
     security((), ("bearer" = [])),
@@ -188,6 +190,7 @@ pub async fn list_bans(
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
+        (status = 501, response = NotWithNats),
         (status = 404, response = NotFound),
         (status = 503, response = Overloaded),
         (status = 500, response = InternalError),

@@ -6,7 +6,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use protocol::ChannelId;
 use serde::Serialize;
 use server::openapi::{
-    AccessToken, BadRequest, ChannelPath, Forbidden, InternalError, Unauthorized,
+    AccessToken, BadRequest, ChannelPath, Forbidden, InternalError, Unauthorized, Unavailable,
 };
 use utoipa::ToSchema;
 
@@ -54,6 +54,7 @@ pub struct Presence {
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
+        (status = 503, response = Unavailable),
         (status = 500, response = InternalError),
     ),
     security((), ("bearer" = []), ("cookie" = [])),

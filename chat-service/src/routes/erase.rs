@@ -5,7 +5,8 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use protocol::{ChannelId, Message};
 use serde::{Deserialize, Serialize};
 use server::openapi::{
-    BadRequest, Forbidden, InternalError, Name, Overloaded, PayloadTooLarge, Unauthorized,
+    BadRequest, Forbidden, InternalError, Name, NotWithNats, Overloaded, PayloadTooLarge,
+    Unauthorized,
 };
 use utoipa::ToSchema;
 
@@ -66,6 +67,7 @@ pub struct Erased {
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
+        (status = 501, response = NotWithNats),
         (status = 413, response = PayloadTooLarge),
         (status = 503, response = Overloaded),
         (status = 500, response = InternalError),

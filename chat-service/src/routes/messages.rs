@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use server::openapi::{
     AccessToken, BadRequest, ChannelPath, Forbidden, InternalError, Name, NotFound,
     PayloadTooLarge, PostForbidden, PostUnavailable, Text, TooManyRequests, Unauthorized,
-    UnsupportedMediaType,
+    Unavailable, UnsupportedMediaType,
 };
 use utoipa::{IntoParams, ToSchema};
 
@@ -248,6 +248,7 @@ async fn store_post(
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
         (status = 500, response = InternalError),
     ),
     security((), ("bearer" = []), ("cookie" = [])),
@@ -289,6 +290,7 @@ pub async fn list_messages(
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
         (status = 500, response = InternalError),
     ),
     security((), ("bearer" = []), ("cookie" = [])),

@@ -11,7 +11,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use protocol::{ChannelId, Kind, Message};
 use serde::Deserialize;
 use server::openapi::{
-    BadRequest, ChannelPath, Conflict, InternalError, Name, NotFound, PayloadTooLarge,
+    BadRequest, ChannelPath, Conflict, InternalError, Name, NotFound, NotWithNats, PayloadTooLarge,
     PostForbidden, PostUnavailable, Text as TextSchema, TooManyRequests, Unauthorized,
     UnsupportedMediaType,
 };
@@ -82,6 +82,7 @@ pub struct EditBody {
         (status = 403, response = PostForbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
+        (status = 501, response = NotWithNats),
         (status = 413, response = PayloadTooLarge),
         (status = 415, response = UnsupportedMediaType),
         (status = 429, response = TooManyRequests),
@@ -141,6 +142,7 @@ pub async fn edit_message(
         (status = 403, response = PostForbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
+        (status = 501, response = NotWithNats),
         (status = 429, response = TooManyRequests),
         (status = 503, response = PostUnavailable),
         (status = 500, response = InternalError),
