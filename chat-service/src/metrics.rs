@@ -194,7 +194,11 @@ pub fn set_gauges(state: &AppState) {
     if let Some(posts) = &state.mqtt_posts {
         gauge!(names::BROKER_CONNECTED, "connection" => "posts").set(flag(posts.is_connected()));
     }
-    gauge!(names::STORE_CHANNELS).set(state.store.channels_in_memory() as f64);
+    let channels = match state.history.replicated() {
+        Some(log) => log.channels_in_memory(),
+        None => state.store.channels_in_memory(),
+    };
+    gauge!(names::STORE_CHANNELS).set(channels as f64);
     if let Some(webhooks) = &state.webhooks {
         gauge!(names::WEBHOOK_BACKLOG).set(webhooks.backlog() as f64);
     }

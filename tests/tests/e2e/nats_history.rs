@@ -492,16 +492,7 @@ async fn crier_migrate_copies_a_sled_directory_keeping_ids_and_keys() {
     }
     let mut before = BTreeMap::new();
     for &channel in &channels {
-        let url = format!("{}/channels/{channel}/messages?raw=1", sled.url);
-        let page: serde_json::Value = http
-            .get(url)
-            .send()
-            .await
-            .expect("history")
-            .json()
-            .await
-            .expect("JSON");
-        before.insert(channel, page["messages"].clone());
+        before.insert(channel, raw_page(&http, &sled.url, channel).await);
     }
     sled.kill();
 
@@ -523,23 +514,8 @@ async fn crier_migrate_copies_a_sled_directory_keeping_ids_and_keys() {
 
     let deployment = Deployment::on(nats, 1, 1).await;
     for &channel in &channels {
-        let url = format!(
-            "{}/channels/{channel}/messages?raw=1",
-            deployment.chat_url(0)
-        );
-        let page: serde_json::Value = deployment
-            .http
-            .get(url)
-            .send()
-            .await
-            .expect("history")
-            .json()
-            .await
-            .expect("JSON");
-        assert_eq!(
-            page["messages"], before[&channel],
-            "channel {channel} is as it was"
-        );
+        let page = raw_page(&deployment.http, &deployment.chat_url(0), channel).await;
+        assert_eq!(page, before[&channel], "channel {channel} is as it was");
     }
     let channel = channels[0];
     let retried = deployment
@@ -570,4 +546,18 @@ async fn crier_migrate_copies_a_sled_directory_keeping_ids_and_keys() {
         vec![2, 3, 4],
         "a resumed stream gets exactly what follows"
     );
+}
+
+/// The latest page of the channel's log as written, as JSON.
+async fn raw_page(http: &reqwest::Client, base: &str, channel: ChannelId) -> serde_json::Value {
+    let url = format!("{base}/channels/{channel}/messages?raw=1");
+    let page: serde_json::Value = http
+        .get(url)
+        .send()
+        .await
+        .expect("history answers")
+        .json()
+        .await
+        .expect("history JSON");
+    page["messages"].clone()
 }
