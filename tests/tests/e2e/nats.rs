@@ -244,6 +244,29 @@ impl NatsCluster {
         matches!(self.monitoring(node, "/healthz"), Some((200, _)))
     }
 
+    /// Waits (bounded) until every node is healthy and routed to every
+    /// other one: a node back from a pause or a restart may take a moment to
+    /// rejoin, and what is published meanwhile does not reach its
+    /// subscribers.
+    pub fn wait_until_whole(&self) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        let others = self.nodes.len().saturating_sub(1);
+        let whole = |node: usize| {
+            self.healthy(node)
+                && self
+                    .monitoring_json(node, "/routez")
+                    .and_then(|routez| routez["num_routes"].as_u64())
+                    .is_some_and(|routes| routes >= others as u64)
+        };
+        while !(0..self.nodes.len()).all(whole) {
+            assert!(
+                Instant::now() < deadline,
+                "the cluster did not become whole again"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     fn spawn(&mut self, index: usize) {
         let node = &mut self.nodes[index];
         let log = OpenOptions::new()
