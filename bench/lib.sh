@@ -144,9 +144,10 @@ CONF
     "$nats_server" -c "$dir/nats-$i.conf" >"$dir/nats-$i.log" 2>&1 &
     nats_pids+="$! "
   done
+  # Healthy once JetStream is up and the nodes have elected a meta leader.
   for i in 1 2 3; do
-    for _ in $(seq 1 100); do
-      curl -sf "http://127.0.0.1:${monitor[i]}/healthz?js-enabled-only=true" >/dev/null && break
+    for _ in $(seq 1 300); do
+      curl -sf "http://127.0.0.1:${monitor[i]}/healthz" >/dev/null && break
       sleep 0.1
     done
   done

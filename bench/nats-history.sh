@@ -32,11 +32,13 @@ trap cleanup EXIT
 
 start_nats "$work/nats"
 start_chat_service "$work/nats" "$nats_mqtt_port" --nats-url "$nats_urls" --mqtt-posts false
-wait_ready "http://127.0.0.1:$chat_port"
+# It makes the stream first, which a cluster just formed may take a while to allow.
+wait_ready "http://127.0.0.1:$chat_port" || wait_ready "http://127.0.0.1:$chat_port" ||
+  wait_ready "http://127.0.0.1:$chat_port"
 ./target/release/nats-fill --nats-url "${nats_urls%%,*}" --channels "$channels" --per-channel "$per_channel"
 for run in $(seq 1 "$runs"); do
   BENCH_CHANNELS=$channels BENCH_PER_CHANNEL=$per_channel \
-    wrk -t2 -c"$connections" -d"${seconds}s" --latency -s bench/history.lua \
+    wrk -t"$((connections < 2 ? 1 : 2))" -c"$connections" -d"${seconds}s" --latency -s bench/history.lua \
     "http://127.0.0.1:$chat_port" >"$work/wrk.out"
   if grep -q "Non-2xx\|Socket errors" "$work/wrk.out" || ! grep -q "short pages: 0$" "$work/wrk.out"; then
     cat "$work/wrk.out" >&2

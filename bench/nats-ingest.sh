@@ -98,7 +98,9 @@ sled_run() {
 nats_run() {
   start_nats "$work/nats"
   start_chat_service "$work/nats" "$nats_mqtt_port" --nats-url "$nats_urls" --mqtt-posts false
-  wait_ready "http://127.0.0.1:$chat_port"
+  # It makes the stream first, which a cluster just formed may take a while to allow.
+  wait_ready "http://127.0.0.1:$chat_port" || wait_ready "http://127.0.0.1:$chat_port" ||
+    wait_ready "http://127.0.0.1:$chat_port"
   local -a pids
   read -r -a pids <<<"$nats_pids"
   measure_load "http://127.0.0.1:$chat_port" crier "chat-service=$chat_pid" \

@@ -38,6 +38,9 @@ use tails::Tails;
 /// `503` (the same bound as the sled store's ingest queue).
 const MAX_PENDING_APPENDS: usize = 4096;
 
+/// How often the connection to the cluster is checked.
+const PING_INTERVAL: Duration = Duration::from_secs(2);
+
 /// How often, and how far apart, the stream is asked for at start.
 const PREPARE_ATTEMPTS: u32 = 30;
 const PREPARE_PAUSE: Duration = Duration::from_secs(1);
@@ -181,6 +184,11 @@ async fn connect_client(urls: &str) -> Result<async_nats::Client, ConnectError> 
         .name("crier-chat-service")
         .retry_on_initial_connect()
         .connection_timeout(Duration::from_secs(5))
+        // A server that stops answering (paused, cut off) is left for
+        // another after two unanswered pings: within seconds rather than the
+        // client's default of minutes, during which every append would time
+        // out.
+        .ping_interval(PING_INTERVAL)
         .connect(addresses)
         .await
         .map_err(|e| ConnectError::Connect(redact(urls), e.to_string()))

@@ -37,11 +37,10 @@ impl JetStreamLog {
         after: u64,
         limit: usize,
     ) -> Result<Vec<Message>, StoreError> {
-        let first = after.saturating_add(1);
-        let mut page = match self.sequence_of(channel, first).await? {
-            Some(sequence) => self.batch(channel, sequence, limit).await?,
-            None => self.first_page_after(channel, after, limit).await?,
-        };
+        let mut page = self.by_ids(channel, after, limit).await?;
+        if page.is_empty() {
+            page = self.first_page_after(channel, after, limit).await?;
+        }
         if page.len() < limit {
             self.complete_from_leader(channel, after, limit, &mut page)
                 .await?;
@@ -84,37 +83,48 @@ impl JetStreamLog {
         if after >= self.last_id(channel).await? {
             return Ok(Vec::new());
         }
-        let mut page = self.batch(channel, 1, limit).await?;
+        let request = serde_json::json!({
+            "seq": 1,
+            "next_by_subj": self.inner.subjects.channel(channel),
+            "batch": limit,
+        });
+        let mut page = self.batch(request, limit).await?;
         page.retain(|message| message.id > after);
         Ok(page)
     }
 
-    /// The stream sequence of entry `id`, from any replica.
-    async fn sequence_of(&self, channel: ChannelId, id: u64) -> Result<Option<u64>, StoreError> {
-        let subject = self.inner.subjects.entry(channel, id);
-        match self.inner.stream.direct_get_last_for_subject(subject).await {
-            Ok(stored) => Ok(Some(stored.sequence)),
-            Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
-            Err(e) => Err(unavailable(e)),
-        }
-    }
-
-    /// Up to `limit` entries of the channel from stream sequence `sequence`
-    /// on, in one request answered by a stream of replies.
-    async fn batch(
+    /// Entries `after + 1 ..= after + limit` that exist, in one request:
+    /// each is the last (and only) message of its own subject, found by the
+    /// stream's subject index however large the stream is. (Scanning from a
+    /// sequence for the channel's next entries instead reads every other
+    /// channel's entries in between: 0.2 s a page on a stream of 1,000,000
+    /// entries over 1,000 channels.)
+    async fn by_ids(
         &self,
         channel: ChannelId,
-        sequence: u64,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError> {
+        let subjects: Vec<String> = (1..=u64::try_from(limit).unwrap_or(u64::MAX))
+            .map_while(|n| after.checked_add(n))
+            .map(|id| self.inner.subjects.entry(channel, id))
+            .collect();
+        let request = serde_json::json!({ "multi_last": subjects, "batch": limit });
+        let mut page = self.batch(request, limit).await?;
+        page.sort_unstable_by_key(|message| message.id);
+        Ok(page)
+    }
+
+    /// A batched direct get: one request, answered by a stream of replies
+    /// ended by an end-of-batch status.
+    async fn batch(
+        &self,
+        request: serde_json::Value,
         limit: usize,
     ) -> Result<Vec<Message>, StoreError> {
         let client = &self.inner.client;
         let inbox = client.new_inbox();
         let mut replies = client.subscribe(inbox.clone()).await.map_err(unavailable)?;
-        let request = serde_json::json!({
-            "seq": sequence,
-            "next_by_subj": self.inner.subjects.channel(channel),
-            "batch": limit,
-        });
         let api = format!("$JS.API.DIRECT.GET.{}", self.inner.subjects.stream);
         client
             .publish_with_reply(api, inbox, request.to_string().into())
