@@ -354,6 +354,11 @@ pub struct NatsSettings {
     #[arg(long, env = "CRIER_NATS_URL")]
     pub nats_url: Option<String>,
 
+    /// PEM CA the nats-server nodes' certificates must chain to, for
+    /// `tls://` URLs (default: the system's roots).
+    #[arg(long, env = "CRIER_NATS_CA_FILE")]
+    pub nats_ca_file: Option<PathBuf>,
+
     /// The JetStream stream holding history (made if missing).
     #[arg(long, env = "CRIER_NATS_STREAM", default_value = "CRIER", value_parser = parse_stream_name)]
     pub nats_stream: String,

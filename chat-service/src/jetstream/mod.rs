@@ -113,7 +113,7 @@ impl JetStreamLog {
         topic_prefix: &str,
     ) -> Result<Self, ConnectError> {
         let urls = settings.nats_url.clone().unwrap_or_default();
-        let client = connect_client(&urls).await?;
+        let client = connect_client(&urls, settings.nats_ca_file.clone()).await?;
         let context = jetstream::new(client.clone());
         let subjects = Subjects {
             stream: settings.nats_stream.clone(),
@@ -169,7 +169,10 @@ pub(super) async fn prepare_stream(
     }
 }
 
-async fn connect_client(urls: &str) -> Result<async_nats::Client, ConnectError> {
+async fn connect_client(
+    urls: &str,
+    ca_file: Option<std::path::PathBuf>,
+) -> Result<async_nats::Client, ConnectError> {
     let addresses = urls
         .split(',')
         .map(str::trim)
@@ -180,7 +183,11 @@ async fn connect_client(urls: &str) -> Result<async_nats::Client, ConnectError> 
     if addresses.is_empty() {
         return Err(ConnectError::Url(redact(urls), "no URL".to_string()));
     }
-    async_nats::ConnectOptions::new()
+    let mut options = async_nats::ConnectOptions::new();
+    if let Some(ca_file) = ca_file {
+        options = options.add_root_certificates(ca_file);
+    }
+    options
         .name("crier-chat-service")
         .retry_on_initial_connect()
         .connection_timeout(Duration::from_secs(5))
