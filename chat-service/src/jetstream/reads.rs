@@ -37,15 +37,7 @@ impl JetStreamLog {
         after: u64,
         limit: usize,
     ) -> Result<Vec<Message>, StoreError> {
-        let mut page = self.by_ids(channel, after, limit).await?;
-        if page.is_empty() {
-            page = self.first_page_after(channel, after, limit).await?;
-        }
-        if page.len() < limit {
-            self.complete_from_leader(channel, after, limit, &mut page)
-                .await?;
-        }
-        Ok(page)
+        self.page_after(channel, after, limit, None).await
     }
 
     /// The last `limit` entries, in id order, as written.
@@ -56,8 +48,46 @@ impl JetStreamLog {
     ) -> Result<Vec<Message>, StoreError> {
         let last = self.last_id(channel).await?;
         let limit_u64 = u64::try_from(limit).unwrap_or(u64::MAX);
-        self.after(channel, last.saturating_sub(limit_u64), limit)
+        self.page_after(channel, last.saturating_sub(limit_u64), limit, Some(last))
             .await
+    }
+
+    /// A page after `after`. The channel's last id is asked of the leader
+    /// only when the page needs it, and at most once (`last`: already known).
+    async fn page_after(
+        &self,
+        channel: ChannelId,
+        after: u64,
+        limit: usize,
+        mut last: Option<u64>,
+    ) -> Result<Vec<Message>, StoreError> {
+        let mut page = self.by_ids(channel, after, limit).await?;
+        if page.is_empty() {
+            if after >= self.last_known(channel, &mut last).await? {
+                return Ok(page);
+            }
+            page = self.first_page_after(channel, after, limit).await?;
+        }
+        if page.len() < limit {
+            let last = self.last_known(channel, &mut last).await?;
+            self.complete_from_leader(channel, after, limit, last, &mut page)
+                .await?;
+        }
+        Ok(page)
+    }
+
+    /// The channel's last id: `known`, or asked of the leader and kept there.
+    async fn last_known(
+        &self,
+        channel: ChannelId,
+        known: &mut Option<u64>,
+    ) -> Result<u64, StoreError> {
+        if let Some(last) = *known {
+            return Ok(last);
+        }
+        let last = self.last_id(channel).await?;
+        *known = Some(last);
+        Ok(last)
     }
 
     /// What the channel holds: entries 1 to its last id (the stream keeps
@@ -71,18 +101,15 @@ impl JetStreamLog {
         })
     }
 
-    /// A page after `after` when entry `after + 1` is not there: either
-    /// nothing follows `after`, or the channel starts later (its first
-    /// entries were removed, or copied from a store that had removed them).
+    /// A page after `after` when no entry after it is where its id says,
+    /// though entries follow: the channel starts later (its first entries
+    /// were removed, or copied from a store that had removed them).
     async fn first_page_after(
         &self,
         channel: ChannelId,
         after: u64,
         limit: usize,
     ) -> Result<Vec<Message>, StoreError> {
-        if after >= self.last_id(channel).await? {
-            return Ok(Vec::new());
-        }
         let request = serde_json::json!({
             "seq": 1,
             "next_by_subj": self.inner.subjects.channel(channel),
@@ -156,16 +183,16 @@ impl JetStreamLog {
         Ok(page)
     }
 
-    /// Adds to a short `page` (after id `after`) the entries a lagging
-    /// replica did not have yet, from the leader.
+    /// Adds to a short `page` (after id `after`) the entries up to `last` a
+    /// lagging replica did not have yet, from the leader.
     async fn complete_from_leader(
         &self,
         channel: ChannelId,
         after: u64,
         limit: usize,
+        last: u64,
         page: &mut Vec<Message>,
     ) -> Result<(), StoreError> {
-        let last = self.last_id(channel).await?;
         let mut next = page.last().map_or(after, |message| message.id) + 1;
         while next <= last && page.len() < limit {
             match self.get_from_leader(channel, next).await? {
