@@ -393,6 +393,8 @@ class Stream {
   /** channels whose presence the open stream has told */
   told = new Set();
   source = null;
+  /** the stream being replaced, kept for its signals until `source` opens */
+  retiring = null;
   timer = 0;
   retries = 0;
   state = "";
@@ -451,20 +453,24 @@ class Stream {
 
   open() {
     clearTimeout(this.timer);
-    this.source?.close();
+    this.retire(this.source);
     this.source = null;
     this.told.clear();
     const channels = this.channels();
-    if (!channels.length) return;
+    if (!channels.length) return this.retire(null);
     // A tab alone on one channel takes the single-channel route every server has.
     const single = !this.shared && channels.length === 1 ? channels[0] : undefined;
     const source = new EventSource(this.url(channels, single));
     this.source = source;
     const on = (kind, handle) => source.addEventListener(kind, (event) => {
-      const data = parse(event.data);
+      // A retiring stream still passes signals, which no cursor brings back;
+      // the new one resumes everything else from the last ids.
+      const current = source === this.source || (kind === "signal" && source === this.retiring);
+      const data = current && parse(event.data);
       if (data && typeof data === "object") handle({ channel: single, ...data });
     });
     source.onopen = () => {
+      this.retire(null);
       this.retries = 0;
       this.everLive = true;
       this.setState("live");
@@ -526,6 +532,7 @@ class Stream {
   }
 
   failed(source) {
+    if (source === this.retiring) return this.retire(null);
     if (source !== this.source) return;
     if (!navigator.onLine) {
       this.setState("offline", "this device is offline");
@@ -536,8 +543,19 @@ class Stream {
     }
   }
 
+  /**
+   * Keeps `source`, the stream being replaced, open until its successor is
+   * live, so that no signal is missed in between (null: closes it now).
+   */
+  retire(source) {
+    if (this.retiring && this.retiring !== source) this.retiring.close();
+    this.retiring = source?.readyState === EventSource.OPEN ? source : null;
+    if (source && !this.retiring) source.close();
+  }
+
   /** Reopens the stream ourselves, for when the browser stopped retrying. */
   reopenLater(why) {
+    this.retire(null);
     this.source?.close();
     const delay = Math.min(MAX_RETRY_MS, 1000 * 2 ** this.retries++);
     const state = !navigator.onLine ? "offline" : this.everLive ? "reconnecting" : "connecting";
@@ -553,6 +571,7 @@ class Stream {
 
   close() {
     clearTimeout(this.timer);
+    this.retire(null);
     this.source?.close();
     this.listening.abort();
   }
