@@ -21,6 +21,11 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a publisher waits before posting a message the server refused
+/// as overloaded again (the `Retry-After` of a second is for people).
+const OVERLOAD_PAUSE: Duration = Duration::from_millis(10);
+/// Attempts at one message before its `503` counts as a failure (10 s).
+const OVERLOAD_ATTEMPTS: u32 = 1000;
 
 pub struct PublishPlan {
     pub url: UrlTemplate,
@@ -38,9 +43,10 @@ pub struct PublishPlan {
 #[derive(Debug)]
 pub struct Published {
     pub ok: u64,
-    /// Refused, timed out or broken off.
+    /// Not stored in the end: answered with another error, timed out or
+    /// broken off.
     pub failed: u64,
-    /// Of `failed`: answered with a status other than `2xx`.
+    /// `503` answers (overloaded), each followed by the same message again.
     pub refused: u64,
     /// Request written to `2xx` answer read, microseconds.
     pub latency_us: Histogram<u64>,
@@ -113,9 +119,9 @@ impl Shared {
         }
     }
 
-    fn refused(&self, status: u16) {
+    /// Answered with an error: not stored.
+    fn failed_with(&self, status: u16) {
         self.failed.fetch_add(1, Ordering::Relaxed);
-        self.refused.fetch_add(1, Ordering::Relaxed);
         note(self, format!("publish: status {status}"));
     }
 }
@@ -198,27 +204,11 @@ async fn connection(shared: Arc<Shared>) {
         let index = (i % channels) as usize;
         let channel = channel_id(plan.channel_salt, i % channels);
         let seq = i / channels + 1;
-        let acked = shared.answered_prefix(index);
-        let body = render_body(
-            &plan.body,
-            &channel,
-            seq,
-            &stamp_text(seq, now_nanos(), acked),
-        );
-        let request = format!(
-            "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n\r\n{body}",
-            plan.url.path_for(&channel),
-            plan.url.host,
-            plan.content_type,
-            body.len()
-        );
-        let outcome = tokio::time::timeout(REQUEST_TIMEOUT, roundtrip(&mut conn, plan, &request))
-            .await
-            .unwrap_or_else(|_| Err("publish: timed out".to_owned()));
+        let outcome = post_until_taken(&shared, &mut conn, index, &channel, seq).await;
         shared.mark_answered(index, seq);
         match outcome {
             Ok(answer) if answer.is_success() => shared.accepted(answer.took),
-            Ok(answer) => shared.refused(answer.status),
+            Ok(answer) => shared.failed_with(answer.status),
             Err(e) => {
                 conn = None;
                 shared.failed.fetch_add(1, Ordering::Relaxed);
@@ -226,6 +216,47 @@ async fn connection(shared: Arc<Shared>) {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+    }
+}
+
+/// Posts message `seq` of `channel`, again after [`OVERLOAD_PAUSE`] each time
+/// the server refuses it as overloaded (`503`), [`OVERLOAD_ATTEMPTS`] times
+/// at most: refusing at the door is how a server keeps its latency, and a
+/// publisher that skipped the message would leave a hole its subscribers
+/// count as lost. Each attempt is stamped with its own send time.
+async fn post_until_taken(
+    shared: &Shared,
+    conn: &mut Option<Conn>,
+    index: usize,
+    channel: &str,
+    seq: u64,
+) -> Result<Answer, String> {
+    let plan = &shared.plan;
+    let mut attempts = 0;
+    loop {
+        let acked = shared.answered_prefix(index);
+        let body = render_body(
+            &plan.body,
+            channel,
+            seq,
+            &stamp_text(seq, now_nanos(), acked),
+        );
+        let request = format!(
+            "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n\r\n{body}",
+            plan.url.path_for(channel),
+            plan.url.host,
+            plan.content_type,
+            body.len()
+        );
+        let answer = tokio::time::timeout(REQUEST_TIMEOUT, roundtrip(conn, plan, &request))
+            .await
+            .unwrap_or_else(|_| Err("publish: timed out".to_owned()))?;
+        attempts += 1;
+        if answer.status != 503 || attempts >= OVERLOAD_ATTEMPTS {
+            return Ok(answer);
+        }
+        shared.refused.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(OVERLOAD_PAUSE).await;
     }
 }
 
@@ -362,15 +393,15 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn accepted_posts_are_timed_and_refusals_counted() {
-        let addr = answering(&[201, 503]).await;
+    async fn a_refused_post_is_sent_again_and_other_errors_counted_as_failures() {
+        let addr = answering(&[201, 503, 201, 400]).await;
         let plan = PublishPlan {
             url: UrlTemplate::parse(&format!("http://{addr}/c/{{channel}}")).expect("url"),
             body: "{text}".to_owned(),
             content_type: "text/plain".to_owned(),
             channels: 1,
             channel_salt: 0,
-            total: 2,
+            total: 3,
             rate: None,
             connections: 1,
             storm_at: None,
@@ -378,12 +409,12 @@ mod tests {
         let published = publish(plan, Arc::new(Notify::new())).await;
         assert_eq!(
             (published.ok, published.failed, published.refused),
-            (1, 1, 1)
+            (2, 1, 1)
         );
-        assert_eq!(published.latency_us.len(), 1);
+        assert_eq!(published.latency_us.len(), 2);
         assert_eq!(
             published.first_error.as_deref(),
-            Some("publish: status 503")
+            Some("publish: status 400")
         );
     }
 }

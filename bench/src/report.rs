@@ -27,9 +27,10 @@ pub struct Report {
 
     /// POSTs answered `2xx`.
     pub publish_ok: u64,
-    /// POSTs refused, timed out or broken off.
+    /// POSTs not stored in the end: answered with an error other than `503`,
+    /// timed out or broken off.
     pub publish_failed: u64,
-    /// Of `publish_failed`: answered with a status other than `2xx` (a `429`, a `503`).
+    /// `503` answers (overloaded); each time the same message was posted again.
     pub publish_refused: u64,
     pub publish_secs: f64,
     pub messages_per_sec: f64,
@@ -173,7 +174,7 @@ impl Report {
         );
         if self.messages > 0 {
             s += &format!(
-                "published {} ok, {} failed ({} refused) in {:.2} s = {:.0} msg/s; \
+                "published {} ok, {} failed, {} refused as overloaded and posted again in {:.2} s = {:.0} msg/s; \
                  POST latency µs p50 {} p99 {} max {}\n\
                  deliveries {} of {} in {:.2} s = {:.0}/s; latency µs p50 {} p90 {} p99 {} p99.9 {} max {}\n",
                 self.publish_ok,
