@@ -32,6 +32,7 @@
 pub mod bus;
 pub mod config;
 pub mod error;
+pub mod fanout_report;
 pub mod history;
 pub mod hub;
 pub mod metrics;

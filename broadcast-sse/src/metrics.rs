@@ -126,6 +126,7 @@ pub fn sample_bus_lag(json: &[u8]) {
 /// Records how long a message spent on this node before its write.
 pub fn record_fanout(on_node: std::time::Duration) {
     STREAMS.fanout.record(on_node.as_secs_f64());
+    crate::fanout_report::sample(on_node);
 }
 
 /// Records the lag of a message stored at `stored_ms` (since the Unix epoch).

@@ -84,6 +84,12 @@ impl AppState {
             background,
         );
         let prefix = topic_prefix.to_string();
+        background.spawn(crate::fanout_report::report(
+            presence.node().to_string(),
+            client.clone(),
+            status.clone(),
+            prefix.clone(),
+        ));
         background.spawn(presence::publish(
             presence.clone(),
             client,

@@ -70,6 +70,14 @@ pub struct ChatSettings {
     #[arg(long, env = "CRIER_MAX_QUEUE_DELAY", default_value = "20ms", value_parser = parse_delay)]
     pub max_queue_delay: Duration,
 
+    /// How late a broadcast-sse node may write messages to its streams
+    /// (the median it reports through the broker) before new ones are
+    /// refused at once with `503` and `Retry-After`, like `20ms`; `0`, the
+    /// default, never refuses for it. Bounds how late a fan-out that cannot
+    /// keep up delivers, at the cost of throughput (see BENCHMARKS.md).
+    #[arg(long, env = "CRIER_MAX_FANOUT_DELAY", default_value = "0", value_parser = parse_delay)]
+    pub max_fanout_delay: Duration,
+
     /// MiB of memory for the store's page cache (sled's cache). What the
     /// store keeps in memory beyond it is small and bounded (see the README's
     /// "Memory").

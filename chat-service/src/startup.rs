@@ -91,6 +91,9 @@ impl AppState {
         )
         .map_err(storage_error)?;
         let presence = Watcher::start(&posts_broker, topic_prefix, background);
+        if !settings.max_fanout_delay.is_zero() {
+            store.follow_fanout(presence.fanout_delays(), settings.max_fanout_delay);
+        }
         if replicated.is_some() && !settings.webhooks.webhook_urls.is_empty() {
             return Err(StartError::NotWithNats("webhooks (--webhook-url)"));
         }

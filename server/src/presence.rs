@@ -14,7 +14,8 @@
 //! chat-service answers `/stats` and `/presence` from it, and broadcast-sse
 //! tells streams that asked (`?presence=1`) who joined and left. One follower
 //! may also take [`Changes`]: the channels whose sum may have changed since
-//! it last looked (the chat-service's presence webhooks).
+//! it last looked (the chat-service's presence webhooks). It also keeps each
+//! node's fan-out delay ([`fanout`]), for the chat-service's admission.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -29,7 +30,9 @@ use crate::tasks::Background;
 use protocol::ChannelId;
 
 mod changes;
+pub mod fanout;
 pub use changes::Changes;
+use fanout::{FanoutDelays, FanoutReport};
 
 /// Longest presence name, in characters (an author's default limit).
 pub const MAX_NAME_CHARS: usize = 64;
@@ -136,6 +139,8 @@ struct Shared {
     touches: watch::Sender<u64>,
     /// Whether [`Changes`] was handed out (only one follower takes them).
     changes_taken: std::sync::atomic::AtomicBool,
+    /// The nodes' fan-out delays.
+    fanout: FanoutDelays,
 }
 
 impl Watcher {
@@ -161,8 +166,14 @@ impl Watcher {
                 touched: Mutex::new(HashSet::new()),
                 touches: watch::channel(0).0,
                 changes_taken: std::sync::atomic::AtomicBool::new(false),
+                fanout: FanoutDelays::default(),
             }),
         }
+    }
+
+    /// How late the nodes write their messages to the streams.
+    pub fn fanout_delays(&self) -> FanoutDelays {
+        self.shared.fanout.clone()
     }
 
     /// A channel's presence over the live nodes.
@@ -228,7 +239,7 @@ struct WatcherTask {
 /// subscriptions in place) every node to publish its channels again.
 #[derive(Debug, PartialEq, Eq)]
 struct OnConnect {
-    filters: [String; 2],
+    filters: [(String, QoS); 3],
     refresh: String,
 }
 
@@ -236,8 +247,10 @@ impl OnConnect {
     fn for_prefix(prefix: &str) -> Self {
         OnConnect {
             filters: [
-                format!("{prefix}/presence/+/+"),
-                format!("{prefix}/nodes/+"),
+                (format!("{prefix}/presence/+/+"), QoS::AtLeastOnce),
+                (format!("{prefix}/nodes/+"), QoS::AtLeastOnce),
+                // Reports are sent at QoS 0: the next one says the same again.
+                (format!("{prefix}/nodes/+/fanout"), QoS::AtMostOnce),
             ],
             refresh: refresh_topic(prefix),
         }
@@ -251,16 +264,22 @@ enum Update<'a> {
     Node { node: &'a str, alive: bool },
     /// A node's presence on one channel.
     Presence { channel: ChannelId, node: &'a str },
+    /// A node's fan-out delay.
+    Fanout { node: &'a str },
 }
 
 impl<'a> Update<'a> {
     fn of(prefix: &str, topic: &'a str, payload: &[u8]) -> Option<Update<'a>> {
         let rest = topic.strip_prefix(prefix)?;
         if let Some(node) = rest.strip_prefix("/nodes/") {
-            return Some(Update::Node {
-                node,
-                alive: !payload.is_empty(),
-            });
+            return match node.split_once('/') {
+                Some((node, "fanout")) => Some(Update::Fanout { node }),
+                Some(_) => None,
+                None => Some(Update::Node {
+                    node,
+                    alive: !payload.is_empty(),
+                }),
+            };
         }
         let (channel, node) = rest.strip_prefix("/presence/")?.split_once('/')?;
         let channel = ChannelId::parse(channel).ok()?;
@@ -285,6 +304,7 @@ impl WatcherTask {
         match Update::of(&self.prefix, topic, payload) {
             Some(Update::Node { node, alive }) => self.on_node(node, alive),
             Some(Update::Presence { channel, node }) => self.on_presence(channel, node, payload),
+            Some(Update::Fanout { node }) => self.on_fanout(node, payload),
             None => {}
         }
     }
@@ -308,7 +328,17 @@ impl WatcherTask {
         self.watcher.publish_names(&[channel]);
     }
 
+    fn on_fanout(&self, node: &str, payload: &[u8]) {
+        match serde_json::from_slice::<FanoutReport>(payload) {
+            Ok(report) => self.watcher.shared.fanout.report(node, report),
+            Err(e) => log::debug!("presence: ignoring a fan-out report of {node}: {e}"),
+        }
+    }
+
     fn on_node(&self, node: &str, alive: bool) {
+        if !alive {
+            self.watcher.shared.fanout.forget(node);
+        }
         let channels = {
             let mut table = lock(&self.watcher.shared.table);
             let channels = table.channels_of(node);
@@ -335,7 +365,7 @@ fn ask(requests: &Requests, id: ConnectionId, on_connect: &OnConnect) {
     let filters = on_connect
         .filters
         .iter()
-        .map(|filter| SubscribeFilter::new(filter.clone(), QoS::AtLeastOnce));
+        .map(|(filter, qos)| SubscribeFilter::new(filter.clone(), *qos));
     if let Err(e) = requests.subscribe(id, filters) {
         return log::warn!("presence: cannot subscribe: {e}");
     }
@@ -378,14 +408,24 @@ mod tests {
     }
 
     #[test]
-    fn a_new_connection_subscribes_to_presence_and_liveness_then_asks_every_node() {
+    fn a_new_connection_subscribes_to_presence_liveness_and_fanout_then_asks_every_node() {
         let on_connect = OnConnect::for_prefix("crier");
-        assert_eq!(on_connect.filters, ["crier/presence/+/+", "crier/nodes/+"]);
+        let filters = on_connect.filters.map(|(filter, qos)| (filter, qos as u8));
+        assert_eq!(
+            filters
+                .each_ref()
+                .map(|(filter, qos)| (filter.as_str(), *qos)),
+            [
+                ("crier/presence/+/+", 1),
+                ("crier/nodes/+", 1),
+                ("crier/nodes/+/fanout", 0)
+            ]
+        );
         assert_eq!(on_connect.refresh, "crier/presence/refresh");
     }
 
     #[test]
-    fn messages_are_read_as_liveness_or_presence_and_anything_else_ignored() {
+    fn messages_are_read_as_liveness_presence_or_fanout_and_anything_else_ignored() {
         let channel = ChannelId::from_bytes([2; 16]);
         let on = |topic: &'static str, payload: &[u8]| Update::of("crier", topic, payload);
         let alive = Update::Node {
@@ -404,8 +444,12 @@ mod tests {
             node: "n2",
         };
         assert_eq!(Update::of("crier", &topic, b"{}"), Some(presence));
+        let fanout = fanout::fanout_topic("crier", "n3");
+        let late = Update::Fanout { node: "n3" };
+        assert_eq!(Update::of("crier", &fanout, b"{}"), Some(late));
         for foreign in [
             "other/nodes/n1",
+            "crier/nodes/n1/other",
             "crier/presence/not-a-uuid/n1",
             "crier/presence/refresh",
         ] {

@@ -21,9 +21,20 @@
 //! that the writer drains within [`INTERVAL`] is let through: appends are
 //! refused once every check for that long found the wait over the budget,
 //! and until one finds it back under.
+//!
+//! A message can also wait past the store: on a broadcast-sse node whose
+//! stream threads cannot keep up, where no queue of ours sees it. The nodes
+//! report that delay through the broker ([`server::presence::fanout`]); with
+//! `--max-fanout-delay`, appends are refused at once while the longest report
+//! is over it (a report is already a median over its period). It is off by
+//! default: on the benchmark's two cores it halved the fastest rate's p99 and
+//! took a third of its throughput (BENCHMARKS.md).
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+
+use server::presence::fanout::FanoutDelays;
 
 /// How long the wait must stay over the budget before appends are refused
 /// (CoDel's interval: a burst is absorbed, a standing queue is not).
@@ -47,6 +58,8 @@ pub(crate) struct Admission {
     /// Since when the wait has been over the budget (µs since `epoch`, plus
     /// one so that 0 means "not over").
     over_since: AtomicU64,
+    /// The broadcast nodes' fan-out delays and their budget, once followed.
+    fanout: OnceLock<(FanoutDelays, Duration)>,
 }
 
 impl Admission {
@@ -59,12 +72,25 @@ impl Admission {
             waiting_since: AtomicU64::new(0),
             last_cycle: AtomicU64::new(0),
             over_since: AtomicU64::new(0),
+            fanout: OnceLock::new(),
+        }
+    }
+
+    /// Refuses appends, from now on, also while a node's fan-out delay is
+    /// over `budget` (the first call counts).
+    pub(crate) fn follow_fanout(&self, delays: FanoutDelays, budget: Duration) {
+        if self.fanout.set((delays, budget)).is_err() {
+            log::debug!("the nodes' fan-out delays were followed already");
         }
     }
 
     /// Whether an append queued now would wait longer than the budget, as
-    /// appends have for at least [`INTERVAL`].
+    /// appends have for at least [`INTERVAL`], or a node writes to its
+    /// streams later than its own budget.
     pub(crate) fn is_over_budget(&self) -> bool {
+        if self.fanout_is_late() {
+            return true;
+        }
         let Some(budget) = self.budget else {
             return false;
         };
@@ -85,6 +111,12 @@ impl Admission {
             since => since,
         };
         (now + 1).saturating_sub(since) >= micros(INTERVAL)
+    }
+
+    fn fanout_is_late(&self) -> bool {
+        self.fanout
+            .get()
+            .is_some_and(|(delays, budget)| delays.longest() > *budget)
     }
 
     /// How long an append queued at `now` would wait (µs) beyond the
@@ -212,6 +244,28 @@ mod tests {
             admission.is_over_budget(),
             "two cycles behind for an interval"
         );
+    }
+
+    #[test]
+    fn a_node_whose_fanout_is_later_than_its_budget_refuses_at_once_until_it_keeps_up() {
+        use server::presence::fanout::FanoutReport;
+        // No budget for the store's queue: the fan-out's is its own.
+        let admission = Admission::new(None);
+        let delays = FanoutDelays::default();
+        admission.follow_fanout(delays.clone(), BUDGET);
+        let late = |ms: u64| FanoutReport {
+            delay_us: ms * 1000,
+        };
+        delays.report("node-1", late(15));
+        assert!(!admission.is_over_budget(), "under the budget");
+        delays.report("node-2", late(40));
+        assert!(admission.is_over_budget(), "an idle store, a node behind");
+        delays.report("node-2", late(0));
+        assert!(!admission.is_over_budget(), "the node keeps up again");
+
+        let not_following = Admission::new(Some(BUDGET));
+        delays.report("node-2", late(400));
+        assert!(!not_following.is_over_budget(), "fan-out not followed");
     }
 
     #[test]

@@ -284,6 +284,12 @@ impl Store {
         ))
     }
 
+    /// Refuses appends also while a broadcast node's fan-out is later than
+    /// `budget` (`--max-fanout-delay`, [`admission`]).
+    pub fn follow_fanout(&self, delays: server::presence::fanout::FanoutDelays, budget: Duration) {
+        self.inner.admission.follow_fanout(delays, budget);
+    }
+
     /// Numbers and stores `entries`, in order. What is atomic: each message
     /// with its idempotency key (a crash keeps both or neither), and a write
     /// with any key as a whole; messages without keys go in one by one, so a

@@ -10,6 +10,7 @@ use reqwest::StatusCode;
 
 use crate::broker::Broker;
 use crate::helpers::{CRIER, TestApp, WAIT, http_client, new_channel, open_stream, wait_for_ready};
+use crate::mqtt_posts::MqttClient;
 use crate::process::Service;
 
 /// Open streams in the room whose fan-out is held.
@@ -128,4 +129,77 @@ async fn a_full_ingest_queue_answers_503_with_retry_after_and_keeps_every_201() 
             "#{id} was answered 201 and is in history"
         );
     }
+}
+
+/// With `--max-fanout-delay`, a broadcast-sse node that reports writing its
+/// messages later than that (here a client of the test's own, on the node's
+/// topic) makes POSTs answer `503` at once and store nothing, until it
+/// reports keeping up again.
+#[tokio::test]
+async fn a_node_reporting_a_late_fanout_refuses_posts_until_it_keeps_up() {
+    let app = TestApp::with_options(Broker::embedded(), &["--max-fanout-delay", "20ms"], &[]).await;
+    let channel = new_channel();
+    let before = app.post_message(channel, "ann", "before").await;
+    let mut node = MqttClient::connect(&app.broker.url, "crier-test-late-node").await;
+    let topic = format!("{}/nodes/late-node/fanout", app.prefix);
+    let url = format!("{}/channels/{channel}/messages", app.chat_url());
+    let post = |text: &'static str| {
+        app.http
+            .post(&url)
+            .json(&serde_json::json!({"author": "ann", "text": text}))
+            .send()
+    };
+    let mut refused = None;
+    // The watcher subscribes in the background: report until it listens.
+    for _ in 0..50 {
+        node.post(&topic, r#"{"delay_us":100000}"#).await;
+        let response = post("while the node is late").await.expect("POST");
+        if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+            refused = Some(response);
+            break;
+        }
+        assert_eq!(response.status(), StatusCode::CREATED);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let refused = refused.expect("a late node's report refuses posts");
+    let retry_after = refused.headers().get("retry-after").cloned();
+    assert_eq!(retry_after.as_ref().map(|v| v.as_bytes()), Some(&b"1"[..]));
+    let body: ErrorBody = refused.json().await.expect("our JSON error");
+    assert_eq!(body.error.code, "overloaded");
+    let history_while_late = app.whole_history(channel).await.len();
+
+    node.post(&topic, r#"{"delay_us":0}"#).await;
+    let mut after = None;
+    for _ in 0..50 {
+        let response = post("after").await.expect("POST");
+        if response.status() == StatusCode::CREATED {
+            after = Some(response.json::<protocol::Message>().await.expect("json"));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after = after.expect("posts are taken once the node keeps up");
+    let history = app.whole_history(channel).await;
+    assert_eq!(
+        history.len(),
+        history_while_late + 1,
+        "the refused one is not stored"
+    );
+    assert_eq!(history.first().map(|m| m.id), Some(before.id));
+    assert_eq!(history.last().map(|m| m.id), Some(after.id));
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.chat_url()))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.lines().any(|line| line
+            .starts_with("crier_messages_rejected_total{code=\"overloaded\"")
+            && !line.ends_with(" 0")),
+        "the refusal is counted"
+    );
 }
