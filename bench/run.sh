@@ -20,6 +20,9 @@
 #                      sweep ingest (default: all)
 #   BENCH_SUBSCRIBERS  subscribers of the 10,000-subscriber scenarios (channels
 #                      scale with them); sweep points above it are skipped
+#   BENCH_CHAT_FLAGS   flags added to crier's, the baseline's and the split
+#                      chat-service's command lines (like
+#                      "--max-fanout-delay 20ms")
 #   BENCH_METRICS      1: after each run of crier, baseline or split, save the
 #                      servers' /metrics next to its result (SCENARIO-SYSTEM-
 #                      ROUND.SERVICE.prom), for bench/hops.py's per-hop times
@@ -93,8 +96,10 @@ start_crier_binary() {
   local port
   port=$(free_port)
   mkdir -p "$work/server"
+  # shellcheck disable=SC2086 # BENCH_CHAT_FLAGS is a list of flags
   RUST_LOG=warn "$1" --listen "127.0.0.1:$port" --data-dir "$work/server/data" \
-    --post-rate-per-sec 0 --max-streams-per-address 0 >"$work/server/crier.out" 2>"$work/server/crier.log" &
+    --post-rate-per-sec 0 --max-streams-per-address 0 ${BENCH_CHAT_FLAGS:-} \
+    >"$work/server/crier.out" 2>"$work/server/crier.log" &
   server_pids=($!)
   wait_ready "http://127.0.0.1:$port" || return 1
   metrics_urls=("crier=http://127.0.0.1:$port/metrics")
@@ -111,7 +116,8 @@ start_split() {
   start_mosquitto "$work/server" || return 1
   server_pids=("$mosquitto_pid")
   wait_port "$mosquitto_port" || return 1
-  start_chat_service "$work/server" "$mosquitto_port"
+  # shellcheck disable=SC2086 # BENCH_CHAT_FLAGS is a list of flags
+  start_chat_service "$work/server" "$mosquitto_port" ${BENCH_CHAT_FLAGS:-}
   server_pids=("$chat_pid" "${server_pids[@]}")
   wait_ready "http://127.0.0.1:$chat_port" || return 1
   sse_port=$(free_port)
