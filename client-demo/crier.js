@@ -545,12 +545,17 @@ class Stream {
 
   /**
    * Keeps `source`, the stream being replaced, open until its successor is
-   * live, so that no signal is missed in between (null: closes it now).
+   * live, so that no signal is missed in between (null: closes the one kept
+   * now). A replaced stream that was not open yet passes nothing: it is
+   * closed, and the one kept before it stays.
    */
   retire(source) {
-    if (this.retiring && this.retiring !== source) this.retiring.close();
-    this.retiring = source?.readyState === EventSource.OPEN ? source : null;
-    if (source && !this.retiring) source.close();
+    if (source?.readyState !== EventSource.OPEN) {
+      source?.close();
+      if (source) return;
+    }
+    if (this.retiring !== source) this.retiring?.close();
+    this.retiring = source;
   }
 
   /** Reopens the stream ourselves, for when the browser stopped retrying. */
