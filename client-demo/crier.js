@@ -92,6 +92,14 @@ const CHANGES = new Set(["update", "delete"]);
 const TYPING_EVERY_MS = 2000;
 /** A read marker goes at most this often per channel (the highest id waits). */
 const READ_EVERY_MS = 1000;
+/**
+ * How long a replaced stream stays open once its successor is live: a signal
+ * it was sent just before the successor joined can reach the page after the
+ * successor's opening, and no cursor would bring it back.
+ */
+const RETIRE_AFTER_MS = 2000;
+/** Signals remembered while two streams overlap, to pass each only once. */
+const OVERLAP_SIGNALS = 256;
 
 export const Crier = Object.freeze({ connect, newChannel: newUuid });
 export default Crier;
@@ -393,8 +401,11 @@ class Stream {
   /** channels whose presence the open stream has told */
   told = new Set();
   source = null;
-  /** the stream being replaced, kept for its signals until `source` opens */
+  /** the stream being replaced, kept for its signals until after `source` opens */
   retiring = null;
+  retireTimer = 0;
+  /** the data of signals passed on while `retiring` is open (both streams carry them) */
+  overlapSignals = new Set();
   timer = 0;
   retries = 0;
   state = "";
@@ -463,14 +474,11 @@ class Stream {
     const source = new EventSource(this.url(channels, single));
     this.source = source;
     const on = (kind, handle) => source.addEventListener(kind, (event) => {
-      // A retiring stream still passes signals, which no cursor brings back;
-      // the new one resumes everything else from the last ids.
-      const current = source === this.source || (kind === "signal" && source === this.retiring);
-      const data = current && parse(event.data);
+      const data = this.passes(source, kind, event.data) && parse(event.data);
       if (data && typeof data === "object") handle({ channel: single, ...data });
     });
     source.onopen = () => {
-      this.retire(null);
+      this.retireSoon();
       this.retries = 0;
       this.everLive = true;
       this.setState("live");
@@ -544,18 +552,45 @@ class Stream {
   }
 
   /**
-   * Keeps `source`, the stream being replaced, open until its successor is
-   * live, so that no signal is missed in between (null: closes the one kept
-   * now). A replaced stream that was not open yet passes nothing: it is
-   * closed, and the one kept before it stays.
+   * Whether an event of `source` goes on: everything of the current stream.
+   * A retiring stream still passes signals, which no cursor brings back (the
+   * new one resumes everything else from the last ids); while both are open
+   * they carry the same signals, and each goes on once. A signal's JSON holds
+   * its author and the millisecond it was accepted, so equal data is the
+   * same signal.
+   */
+  passes(source, kind, data) {
+    const current = source === this.source;
+    if (kind !== "signal" || (!current && source !== this.retiring)) return current;
+    if (!this.retiring) return true;
+    if (this.overlapSignals.has(data)) return false;
+    if (this.overlapSignals.size >= OVERLAP_SIGNALS) this.overlapSignals.clear();
+    this.overlapSignals.add(data);
+    return true;
+  }
+
+  /**
+   * Keeps `source`, the stream being replaced, open for its signals until
+   * a while after its successor is live (null: closes the one kept now). A
+   * replaced stream that was not open yet passes nothing: it is closed, and
+   * the one kept before it stays.
    */
   retire(source) {
     if (source?.readyState !== EventSource.OPEN) {
       source?.close();
       if (source) return;
     }
+    clearTimeout(this.retireTimer);
     if (this.retiring !== source) this.retiring?.close();
     this.retiring = source;
+    this.overlapSignals.clear();
+  }
+
+  /** The successor is live: the stream kept closes once the signals on their way came. */
+  retireSoon() {
+    if (!this.retiring) return;
+    clearTimeout(this.retireTimer);
+    this.retireTimer = setTimeout(() => this.retire(null), RETIRE_AFTER_MS);
   }
 
   /** Reopens the stream ourselves, for when the browser stopped retrying. */
