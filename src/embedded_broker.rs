@@ -2,14 +2,17 @@
 //!
 //! rumqttd neither reports the port it bound nor can be stopped, so a free port is
 //! reserved first and the broker lives as long as the process. This process's
-//! publisher reaches it through a link into its router rather than over TCP;
-//! other MQTT clients connect to the address, or to the optional WebSocket
-//! listener (browser MQTT clients).
+//! publisher and the streams' subscriber reach it through links into its
+//! router rather than over TCP; other MQTT clients connect to the address, or
+//! to the optional WebSocket listener (browser MQTT clients).
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
+use broadcast_sse::bus::link::InProcessLink;
+
 use crate::broker_link::InProcessBroker;
+use crate::subscriber_link::subscriber_link;
 use server::mqtt::MAX_PACKET_BYTES;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -49,15 +52,29 @@ pub fn start(listen: &str) -> Result<SocketAddr, BrokerError> {
     run(listeners, broker).map(|listeners| listeners.tcp)
 }
 
-/// Like [`start`], with an optional WebSocket listener and a link into the
-/// broker's router for this process's publisher.
+/// Links into the broker's router for this process's publisher and for the
+/// streams' subscriber.
+pub struct Links {
+    pub publisher: InProcessBroker,
+    pub subscriber: InProcessLink,
+}
+
+/// Like [`start`], with an optional WebSocket listener and the links into
+/// the broker's router for this process (made before it starts: rumqttd
+/// gives none while it runs).
 pub fn start_linked(
     listen: &str,
     websocket: Option<&str>,
-) -> Result<(Listeners, InProcessBroker), BrokerError> {
+) -> Result<(Listeners, Links), BrokerError> {
     let (listeners, broker) = prepare(listen, websocket)?;
-    let link = link_to(&broker)?;
-    Ok((run(listeners, broker)?, link))
+    let (tx, rx) = link_to(&broker, "chat")?;
+    let publisher = InProcessBroker::new(tx, rx);
+    let (tx, rx) = link_to(&broker, "sse")?;
+    let links = Links {
+        publisher,
+        subscriber: subscriber_link(tx, rx),
+    };
+    Ok((run(listeners, broker)?, links))
 }
 
 /// Reserves the addresses and builds the broker; its router runs from here on.
@@ -99,11 +116,13 @@ fn run(listeners: Listeners, mut broker: rumqttd::Broker) -> Result<Listeners, B
     Ok(listeners)
 }
 
-fn link_to(broker: &rumqttd::Broker) -> Result<InProcessBroker, BrokerError> {
-    let (tx, rx) = broker
-        .link(&server::mqtt::client_id("chat"))
-        .map_err(|e| BrokerError::Link(e.to_string()))?;
-    Ok(InProcessBroker::new(tx, rx))
+fn link_to(
+    broker: &rumqttd::Broker,
+    role: &str,
+) -> Result<(rumqttd::local::LinkTx, rumqttd::local::LinkRx), BrokerError> {
+    broker
+        .link(&server::mqtt::client_id(role))
+        .map_err(|e| BrokerError::Link(e.to_string()))
 }
 
 /// Binds and releases the address: learns a free port when port 0 was asked for,

@@ -6,6 +6,7 @@
 //! - [`config`]: flags (the union of both services' flags, plus the broker's).
 //! - [`embedded_broker`]: rumqttd in-process on a loopback port.
 //! - [`broker_link`]: the publisher's link into that broker's router.
+//! - [`subscriber_link`]: the streams' subscriber's link into it.
 //! - [`openapi`]: the API document the all-in-one serves.
 //! - [`startup`]: mounts both services and the demo page on one server.
 //! - [`store_history`]: lets broadcast-sse read history straight from the store.
@@ -16,5 +17,6 @@ pub mod embedded_broker;
 pub mod openapi;
 pub mod startup;
 pub mod store_history;
+pub mod subscriber_link;
 
 pub use startup::Application;

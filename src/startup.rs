@@ -4,13 +4,14 @@
 //! publishes to the broker, and broadcast-sse subscribes to the broker and fans
 //! out, with the same ordering, duplicate dropping, gap holding and backfill.
 //! What only the all-in-one has is glue: the embedded broker (reached in process
-//! by the publisher), and history read straight from the store.
+//! by the publisher and the subscriber), and history read straight from the store.
 
 use std::fmt::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use actix_web::{HttpResponse, web};
+use broadcast_sse::bus::link::InProcessLink;
 use broadcast_sse::hub::Hub;
 use broadcast_sse::startup::serve_streams;
 use chat_service::publish::link::BrokerTarget;
@@ -71,6 +72,7 @@ impl Binary for Application {
     async fn build(config: Config) -> Result<Self, StartError> {
         let BrokerInUse {
             target: broker,
+            subscriber_link,
             url: subscriber_broker,
             shown: endpoint,
             websocket,
@@ -94,6 +96,7 @@ impl Binary for Application {
         });
         let bus = broadcast_sse::startup::Bus {
             broker: &subscriber_broker,
+            link: subscriber_link,
             topic_prefix: &config.topic_prefix,
             // One process sees all traffic anyway: one wildcard subscription.
             subscribe_all: true,
@@ -189,7 +192,10 @@ fn banner(endpoints: &Endpoints, config: &Config) -> String {
 struct BrokerInUse {
     /// How the publisher reaches it (in process when embedded).
     target: BrokerTarget,
-    /// Where the stream subscriber and the MQTT post intake connect.
+    /// The stream subscriber's link into it, when embedded.
+    subscriber_link: Option<InProcessLink>,
+    /// Where the MQTT post intake and presence watcher connect, and the
+    /// stream subscriber when it has no link.
     url: BrokerUrl,
     /// Its address to show (password hidden).
     shown: String,
@@ -203,18 +209,20 @@ fn broker_for(config: &Config) -> Result<BrokerInUse, StartError> {
         let broker = BrokerUrl::parse(url, config.mqtt_ca_file.as_deref())?;
         return Ok(BrokerInUse {
             target: BrokerTarget::Network(broker.clone()),
+            subscriber_link: None,
             url: broker,
             shown: server::mqtt::redact(url),
             websocket: None,
         });
     }
-    let (listeners, link) = embedded_broker::start_linked(
+    let (listeners, links) = embedded_broker::start_linked(
         &config.embedded_broker_listen,
         config.embedded_broker_ws_listen.as_deref(),
     )?;
     let shown = format!("mqtt://{}", listeners.tcp);
     Ok(BrokerInUse {
-        target: BrokerTarget::Link(Box::new(link)),
+        target: BrokerTarget::Link(Box::new(links.publisher)),
+        subscriber_link: Some(links.subscriber),
         url: BrokerUrl::parse(&shown, None)?,
         shown,
         websocket: listeners.websocket,

@@ -1,4 +1,5 @@
-//! The subscriber: owns broadcast-sse's one broker connection.
+//! The subscriber: owns broadcast-sse's one broker connection (over the
+//! network, or a link into the broker when this process runs it: [`link`]).
 //!
 //! It subscribes to a channel's topics when the hub asks (first local listener) and
 //! unsubscribes when the last one leaves: its messages (QoS 1) and its signals
@@ -19,12 +20,13 @@
 //! filters cost more than the messages themselves). A node nobody listens to
 //! receives nothing, as with per-channel subscriptions.
 
+pub mod link;
 mod subscriptions;
 
 use protocol::message::MessageCheck;
 use protocol::{ChannelId, Signal, topic};
-use rumqttc::{AsyncClient, QoS, SubscribeFilter};
-use server::mqtt::connection::{self, Capacity, ConnectionId, Driven, Requests, Sent, Session};
+use rumqttc::QoS;
+use server::mqtt::connection::{self, Capacity, ConnectionId, Driven, Sent, Session};
 use server::mqtt::{BrokerStatus, BrokerUrl};
 use server::presence::refresh_topic;
 use server::tasks::Background;
@@ -34,6 +36,7 @@ use tokio::time::{Duration, MissedTickBehavior};
 
 use crate::hub::{Frame, Hub, SubscriptionChange};
 use crate::presence::LocalPresence;
+use link::{InProcessLink, NodeClient, Requester};
 use subscriptions::{Command, Request, Subscriptions, Target};
 
 /// rumqttc's request queue (subscriptions and this node's presence), and the
@@ -47,39 +50,73 @@ const CHANGES_PER_BATCH: usize = 1024;
 /// How soon a SUBSCRIBE that could not be handed over is tried again.
 const RETRY_EVERY: Duration = Duration::from_millis(250);
 
-/// Starts the subscriber task. Its connection also carries this node's
-/// presence (`presence`'s last will is set on it); the client returned is for
-/// publishing that.
+/// Where a node's messages come from: the broker, under a topic prefix, with
+/// one wildcard subscription (`subscribe_all`) or one per channel.
+pub struct Bus<'a> {
+    pub broker: &'a BrokerUrl,
+    /// A link into the broker's router when it runs in this process: the
+    /// subscriber takes it instead of a network connection to `broker`.
+    pub link: Option<InProcessLink>,
+    pub topic_prefix: &'a str,
+    pub subscribe_all: bool,
+}
+
+/// Starts the subscriber task, on a network connection to the broker or on
+/// the bus's link into it. The connection also carries this node's presence
+/// (over the network `presence`'s last will is set on it); the client
+/// returned publishes that.
 pub fn start(
-    broker: &BrokerUrl,
-    prefix: &str,
-    follow_all: bool,
+    bus: Bus<'_>,
     hub: Hub,
     changes: mpsc::UnboundedReceiver<SubscriptionChange>,
     presence: &LocalPresence,
     background: &Background,
-) -> (BrokerStatus, AsyncClient, JoinHandle<()>) {
-    let mut options = broker.options(&server::mqtt::client_id("sse"));
-    presence.will_on(&mut options, prefix);
-    let driver = connection::open(options, Session::Fresh, CAPACITY);
+) -> (BrokerStatus, NodeClient, JoinHandle<()>) {
+    let prefix = bus.topic_prefix;
+    let (requests, driven, client) = match bus.link {
+        Some(link) => open_link(link, background),
+        None => {
+            let mut options = bus.broker.options(&server::mqtt::client_id("sse"));
+            presence.will_on(&mut options, prefix);
+            let driver = connection::open(options, Session::Fresh, CAPACITY);
+            let client = NodeClient::Network(driver.requests.ungated());
+            (Requester::Network(driver.requests), driver.events, client)
+        }
+    };
     let status = BrokerStatus::default();
     let subscriber = Subscriber {
-        requests: driver.requests.clone(),
+        requests,
         connection: None,
         presence: presence.clone(),
         hub,
         prefix: prefix.to_string(),
         refresh_topic: refresh_topic(prefix),
         status: status.clone(),
-        subscriptions: Subscriptions::new(follow_all),
+        subscriptions: Subscriptions::new(bus.subscribe_all),
     };
-    let presence_client = driver.requests.ungated();
-    let task = background.spawn(subscriber.run(driver.events, changes));
-    (status, presence_client, task)
+    let task = background.spawn(subscriber.run(driven, changes));
+    (status, client, task)
+}
+
+/// Starts forwarding what the broker sends `link`; once it stops (the
+/// broker is gone), so does the subscriber.
+fn open_link(
+    link: InProcessLink,
+    background: &Background,
+) -> (Requester, mpsc::Receiver<Driven>, NodeClient) {
+    let (events, driven) = mpsc::channel(CAPACITY.events);
+    let forward = (link.forward)(events);
+    background.spawn(async move {
+        if let Err(e) = forward.await {
+            log::error!("the link into the broker ended: {e}");
+        }
+    });
+    let client = NodeClient::InProcess(link.requests.clone());
+    (Requester::InProcess(link.requests), driven, client)
 }
 
 struct Subscriber {
-    requests: Requests,
+    requests: Requester,
     /// The connection up, as last heard from the driver.
     connection: Option<ConnectionId>,
     /// Told when a watcher asks every node for its presence.
@@ -173,21 +210,25 @@ impl Subscriber {
     }
 
     fn subscribe(&mut self, request: Request) {
-        let filters: Vec<SubscribeFilter> = request
+        let filters: Vec<(String, QoS)> = request
             .targets
             .iter()
             .flat_map(|target| self.filters(*target))
-            .map(|(filter, qos)| SubscribeFilter::new(filter, qos))
             .collect();
         let Some(connection) = self.connection else {
             return self.subscriptions.not_sent(request.number);
         };
-        if let Err(e) = self.requests.subscribe(connection, filters) {
-            log::warn!(
-                "could not subscribe to {} filters: {e}",
-                request.targets.len()
-            );
-            self.subscriptions.not_sent(request.number);
+        match self.requests.subscribe(connection, filters) {
+            Ok(Some(pkid)) => self.subscriptions.written(pkid),
+            // A network connection reports the packet id once it is written.
+            Ok(None) => {}
+            Err(e) => {
+                log::warn!(
+                    "could not subscribe to {} filters: {e}",
+                    request.targets.len()
+                );
+                self.subscriptions.not_sent(request.number);
+            }
         }
     }
 

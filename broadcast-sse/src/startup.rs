@@ -5,12 +5,12 @@ use std::sync::Arc;
 
 use server::auth::Verifier;
 use server::binary::Binary;
-use server::mqtt::BrokerUrl;
 use server::service::{Running, Service};
 use server::transport::Transport;
 use tokio::task::JoinHandle;
 
 use crate::bus;
+pub use crate::bus::Bus;
 use crate::config::{BroadcastSettings, Config};
 use crate::history::{HistorySource, HttpHistory, SharedReads};
 use crate::hub::Hub;
@@ -38,14 +38,6 @@ pub struct AppState {
     pub watcher: Option<Watcher>,
 }
 
-/// Where a node's messages come from: the broker, under a topic prefix, with
-/// one wildcard subscription (`subscribe_all`) or one per channel.
-pub struct Bus<'a> {
-    pub broker: &'a BrokerUrl,
-    pub topic_prefix: &'a str,
-    pub subscribe_all: bool,
-}
-
 impl AppState {
     /// Creates the hub (which backfills gaps from `history`) and starts the subscriber
     /// and heartbeat tasks in `background`; streams that follow presence are fed by
@@ -59,11 +51,7 @@ impl AppState {
         watcher: Watcher,
         background: &Background,
     ) -> (AppState, JoinHandle<()>) {
-        let Bus {
-            broker,
-            topic_prefix,
-            subscribe_all,
-        } = bus;
+        let topic_prefix = bus.topic_prefix;
         // Before anything records: metric handles made earlier would record nowhere.
         server::metrics::Metrics::install();
         crate::metrics::register();
@@ -74,15 +62,8 @@ impl AppState {
             Some(background.clone()),
         );
         let presence = LocalPresence::new();
-        let (status, client, subscriber) = bus::start(
-            broker,
-            topic_prefix,
-            subscribe_all,
-            hub.clone(),
-            changes,
-            &presence,
-            background,
-        );
+        let (status, client, subscriber) =
+            bus::start(bus, hub.clone(), changes, &presence, background);
         let prefix = topic_prefix.to_string();
         background.spawn(crate::fanout_report::report(
             presence.node().to_string(),
@@ -190,6 +171,7 @@ impl Binary for Application {
         let background = Background::on_current_runtime().ok_or(StartError::NoRuntime)?;
         let bus = Bus {
             broker: &broker,
+            link: None,
             topic_prefix: &config.mqtt.topic_prefix,
             subscribe_all: config.subscribe_all,
         };

@@ -10,6 +10,12 @@ use rumqttc::{AsyncClient, ClientError, QoS, SubscribeFilter};
 pub struct ConnectionId(pub(crate) u64);
 
 impl ConnectionId {
+    /// The one connection of a link that is up from the start and never
+    /// replaced (into a broker running in the same process).
+    pub fn single() -> Self {
+        ConnectionId(1)
+    }
+
     /// A connection number, for tests of clients that never reach a broker.
     pub fn for_tests(n: u64) -> Self {
         ConnectionId(n)

@@ -237,11 +237,11 @@ async fn crier_publishes_what_it_stores_to_its_embedded_broker_at_qos_1() {
 async fn a_batch_of_in_process_publishes_reaches_subscribers_in_order_once_sent() {
     use chat_service::publish::link::{BrokerTarget, LinkEvent, open};
 
-    let (listeners, link) =
+    let (listeners, links) =
         crier::embedded_broker::start_linked("127.0.0.1:0", None).expect("embedded broker starts");
     let address = listeners.tcp;
-    let mut connection =
-        open(BrokerTarget::Link(Box::new(link)), 512).expect("the in-process link opens");
+    let mut connection = open(BrokerTarget::Link(Box::new(links.publisher)), 512)
+        .expect("the in-process link opens");
     let broker = server::mqtt::BrokerUrl::parse(&format!("mqtt://{address}"), None);
     let options = broker
         .expect("broker url")

@@ -1,0 +1,134 @@
+//! The node's connection to the broker: over the network (rumqttc, through
+//! the one connection module every client uses), or, for a process that runs
+//! the broker itself (the all-in-one binary), a link of its own straight into
+//! the broker's router. Both report the same [`Driven`] events to the
+//! subscriber, so its bookkeeping, the hub and the streams do not care which
+//! one carries a message; only what the link is made of lives with the
+//! broker, outside this crate.
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use rumqttc::{AsyncClient, QoS, SubscribeFilter};
+use server::mqtt::connection::{ConnectionId, Driven, Requests};
+use tokio::sync::mpsc;
+
+/// Requests into a broker running in this process. None of them waits on
+/// the network; each is taken by the broker's router in order.
+pub trait LinkRequests: Send + Sync {
+    /// Subscribes to `filters` in one SUBSCRIBE, at most once: the router
+    /// hands a link what it holds for it from its log, pausing while the
+    /// link has not taken what it was given, so nothing is lost between
+    /// them, and no acknowledgement has to go back per message. Returns the
+    /// packet id the [`Driven::SubAck`] answering it carries.
+    fn subscribe(&self, filters: Vec<String>) -> Result<u16, String>;
+
+    fn unsubscribe(&self, filter: String) -> Result<(), String>;
+
+    /// Publishes at most once (presence, fan-out reports): the router takes
+    /// it in this process, so there is no network to lose it on.
+    fn publish(&self, topic: String, retain: bool, payload: Vec<u8>) -> Result<(), String>;
+}
+
+/// Forwards what the broker sends the link, as [`Driven`] events, until the
+/// broker is gone (its error) or nobody listens any more (`Ok`).
+pub type Forward =
+    Box<dyn FnOnce(mpsc::Sender<Driven>) -> BoxFuture<'static, Result<(), String>> + Send>;
+
+/// A link into the broker's router, from the process that runs it.
+pub struct InProcessLink {
+    pub requests: Arc<dyn LinkRequests>,
+    /// Started once; it reports [`Driven::Connected`] first.
+    pub forward: Forward,
+}
+
+/// The connection a link has: it is up from the start and never replaced.
+pub fn link_connection() -> ConnectionId {
+    ConnectionId::single()
+}
+
+/// Where the subscriber's requests go.
+pub(super) enum Requester {
+    Network(Requests),
+    InProcess(Arc<dyn LinkRequests>),
+}
+
+impl Requester {
+    /// Hands one SUBSCRIBE over; the packet id when it is known at once (a
+    /// network connection reports it as [`Driven::Sent`] once written).
+    pub(super) fn subscribe(
+        &self,
+        connection: ConnectionId,
+        filters: Vec<(String, QoS)>,
+    ) -> Result<Option<u16>, String> {
+        match self {
+            Requester::Network(requests) => {
+                let filters = filters
+                    .into_iter()
+                    .map(|(filter, qos)| SubscribeFilter::new(filter, qos));
+                requests
+                    .subscribe(connection, filters)
+                    .map(|()| None)
+                    .map_err(|e| e.to_string())
+            }
+            Requester::InProcess(link) => {
+                let filters = filters.into_iter().map(|(filter, _)| filter).collect();
+                link.subscribe(filters).map(Some)
+            }
+        }
+    }
+
+    pub(super) fn unsubscribe(
+        &self,
+        connection: ConnectionId,
+        filter: String,
+    ) -> Result<(), String> {
+        match self {
+            Requester::Network(requests) => requests
+                .unsubscribe(connection, filter)
+                .map_err(|e| e.to_string()),
+            Requester::InProcess(link) => link.unsubscribe(filter),
+        }
+    }
+}
+
+/// Publishes what the node says about itself (presence, fan-out reports) on
+/// its connection to the broker. Cheap to clone.
+#[derive(Clone)]
+pub enum NodeClient {
+    /// rumqttc's handle of the subscriber's network connection (whose last
+    /// will takes the node out of presence).
+    Network(AsyncClient),
+    /// The link into the broker of this process: the node lives and dies
+    /// with the broker, so it needs no will.
+    InProcess(Arc<dyn LinkRequests>),
+}
+
+impl NodeClient {
+    /// Publishes at least once over the network (waiting for room in
+    /// rumqttc's queue), at once into a broker in this process.
+    pub async fn publish(
+        &self,
+        topic: String,
+        retain: bool,
+        payload: Vec<u8>,
+    ) -> Result<(), String> {
+        match self {
+            NodeClient::Network(client) => client
+                .publish(topic, QoS::AtLeastOnce, retain, payload)
+                .await
+                .map_err(|e| e.to_string()),
+            NodeClient::InProcess(link) => link.publish(topic, retain, payload),
+        }
+    }
+
+    /// Publishes at most once without waiting: a full queue refuses it.
+    pub fn try_publish_at_most_once(&self, topic: String, payload: Vec<u8>) -> Result<(), String> {
+        match self {
+            NodeClient::Network(client) => client
+                .try_publish(topic, QoS::AtMostOnce, false, payload)
+                .map_err(|e| e.to_string()),
+            NodeClient::InProcess(link) => link.publish(topic, false, payload),
+        }
+    }
+}
