@@ -8,7 +8,6 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use broadcast_sse::bus::link::{InProcessLink, LinkRequests, link_connection};
-use bytes::Bytes;
 use futures_util::FutureExt;
 use rumqttd::local::{LinkError, LinkRx, LinkTx};
 use rumqttd::protocol::{
@@ -79,11 +78,6 @@ impl LinkRequests for LinkSender {
         let pkid = sender.next_packet_id();
         let filters = vec![filter];
         sender.send(Packet::Unsubscribe(Unsubscribe { pkid, filters }, None))
-    }
-
-    fn publish(&self, topic: String, retain: bool, payload: Vec<u8>) -> Result<(), String> {
-        let publish = Publish::new(Bytes::from(topic), Bytes::from(payload), retain);
-        self.lock().send(Packet::Publish(publish, None))
     }
 }
 

@@ -11,9 +11,8 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
+use rumqttc::{AsyncClient, QoS};
 use server::mqtt::BrokerStatus;
-
-use crate::bus::link::NodeClient;
 use server::presence::fanout::{FLOOR, FanoutReport, REPORT_EVERY, fanout_topic};
 use tokio::time::MissedTickBehavior;
 
@@ -81,7 +80,7 @@ fn report_for(median: Option<Duration>, reported_late: bool) -> Option<FanoutRep
 
 /// Publishes this node's fan-out delay (QoS 0, on its connection to the
 /// broker) for as long as the process runs.
-pub async fn report(node: String, client: NodeClient, status: BrokerStatus, prefix: String) {
+pub async fn report(node: String, client: AsyncClient, status: BrokerStatus, prefix: String) {
     let topic = fanout_topic(&prefix, &node);
     let mut interval = tokio::time::interval(REPORT_EVERY);
     interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -97,7 +96,7 @@ pub async fn report(node: String, client: NodeClient, status: BrokerStatus, pref
         let payload = serde_json::to_vec(&report).unwrap_or_default();
         // A full request queue skips a report: the next says the same again.
         if client
-            .try_publish_at_most_once(topic.clone(), payload)
+            .try_publish(topic.clone(), QoS::AtMostOnce, false, payload)
             .is_ok()
         {
             reported_late = report.delay_us > 0;

@@ -17,10 +17,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use protocol::ChannelId;
-use rumqttc::{LastWill, MqttOptions, QoS};
+use rumqttc::{AsyncClient, LastWill, MqttOptions, QoS};
 use server::mqtt::BrokerStatus;
-
-use crate::bus::link::NodeClient;
 use server::presence::{NodePresence, node_topic, presence_topic};
 
 /// How often gathered changes go out.
@@ -166,7 +164,7 @@ impl Default for LocalPresence {
 /// long as the process runs.
 pub async fn publish(
     presence: LocalPresence,
-    client: NodeClient,
+    client: AsyncClient,
     status: BrokerStatus,
     prefix: String,
 ) {
@@ -188,7 +186,7 @@ pub async fn publish(
             let alive = serde_json::json!({ "node": presence.node() }).to_string();
             let topic = node_topic(&prefix, presence.node());
             if client
-                .publish(topic, true, alive.into_bytes())
+                .publish(topic, QoS::AtLeastOnce, true, alive)
                 .await
                 .is_err()
             {
@@ -200,7 +198,11 @@ pub async fn publish(
             let payload = streams
                 .map(|streams| serde_json::to_vec(&streams).unwrap_or_default())
                 .unwrap_or_default();
-            if client.publish(topic, false, payload).await.is_err() {
+            if client
+                .publish(topic, QoS::AtLeastOnce, false, payload)
+                .await
+                .is_err()
+            {
                 return;
             }
         }

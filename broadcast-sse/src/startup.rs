@@ -62,26 +62,25 @@ impl AppState {
             Some(background.clone()),
         );
         let presence = LocalPresence::new();
-        let (status, client, subscriber) =
-            bus::start(bus, hub.clone(), changes, &presence, background);
+        let started = bus::start(bus, hub.clone(), changes, &presence, background);
         let prefix = topic_prefix.to_string();
         background.spawn(crate::fanout_report::report(
             presence.node().to_string(),
-            client.clone(),
-            status.clone(),
+            started.node_client.clone(),
+            started.node_status.clone(),
             prefix.clone(),
         ));
         background.spawn(presence::publish(
             presence.clone(),
-            client,
-            status.clone(),
+            started.node_client,
+            started.node_status,
             prefix,
         ));
         background.spawn(beat_hearts(hub.clone(), settings));
-        let mut state = AppState::new(hub, status, settings, history, verifier);
+        let mut state = AppState::new(hub, started.status, settings, history, verifier);
         state.presence = presence;
         state.watcher = Some(watcher);
-        (state, subscriber)
+        (state, started.task)
     }
 
     /// The state around `hub`.

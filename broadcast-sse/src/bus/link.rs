@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
-use rumqttc::{AsyncClient, QoS, SubscribeFilter};
+use rumqttc::{QoS, SubscribeFilter};
 use server::mqtt::connection::{ConnectionId, Driven, Requests};
 use tokio::sync::mpsc;
 
@@ -24,10 +24,6 @@ pub trait LinkRequests: Send + Sync {
     fn subscribe(&self, filters: Vec<String>) -> Result<u16, String>;
 
     fn unsubscribe(&self, filter: String) -> Result<(), String>;
-
-    /// Publishes at most once (presence, fan-out reports): the router takes
-    /// it in this process, so there is no network to lose it on.
-    fn publish(&self, topic: String, retain: bool, payload: Vec<u8>) -> Result<(), String>;
 }
 
 /// Forwards what the broker sends the link, as [`Driven`] events, until the
@@ -88,47 +84,6 @@ impl Requester {
                 .unsubscribe(connection, filter)
                 .map_err(|e| e.to_string()),
             Requester::InProcess(link) => link.unsubscribe(filter),
-        }
-    }
-}
-
-/// Publishes what the node says about itself (presence, fan-out reports) on
-/// its connection to the broker. Cheap to clone.
-#[derive(Clone)]
-pub enum NodeClient {
-    /// rumqttc's handle of the subscriber's network connection (whose last
-    /// will takes the node out of presence).
-    Network(AsyncClient),
-    /// The link into the broker of this process: the node lives and dies
-    /// with the broker, so it needs no will.
-    InProcess(Arc<dyn LinkRequests>),
-}
-
-impl NodeClient {
-    /// Publishes at least once over the network (waiting for room in
-    /// rumqttc's queue), at once into a broker in this process.
-    pub async fn publish(
-        &self,
-        topic: String,
-        retain: bool,
-        payload: Vec<u8>,
-    ) -> Result<(), String> {
-        match self {
-            NodeClient::Network(client) => client
-                .publish(topic, QoS::AtLeastOnce, retain, payload)
-                .await
-                .map_err(|e| e.to_string()),
-            NodeClient::InProcess(link) => link.publish(topic, retain, payload),
-        }
-    }
-
-    /// Publishes at most once without waiting: a full queue refuses it.
-    pub fn try_publish_at_most_once(&self, topic: String, payload: Vec<u8>) -> Result<(), String> {
-        match self {
-            NodeClient::Network(client) => client
-                .try_publish(topic, QoS::AtMostOnce, false, payload)
-                .map_err(|e| e.to_string()),
-            NodeClient::InProcess(link) => link.publish(topic, false, payload),
         }
     }
 }
