@@ -118,29 +118,40 @@ fn qos1_publish(topic: &str, payload: &[u8], packet_id: u16) -> Result<Publish, 
 
 /// Says the link is up, then forwards the router's acknowledgements on it.
 async fn forward_in_process(mut rx: LinkRx, events: mpsc::Sender<LinkEvent>) -> Result<(), String> {
-    let gone = |e| format!("the broker in this process is gone: {e}");
     if events.send(LinkEvent::Connected).await.is_err() {
         return Ok(());
     }
     loop {
-        let Some(notification) = rx.next().await.map_err(gone)? else {
-            continue;
-        };
-        let packet: Option<Packet> = notification.into();
-        let reported = match packet {
-            Some(Packet::PubAck(ack, _)) => LinkEvent::Acknowledged(ack.pkid),
-            Some(Packet::Disconnect(..)) => LinkEvent::Lost("the broker disconnected".into()),
-            Some(_) => continue,
-            // The router paused this link; it resumes once told the link is ready.
-            None => {
-                rx.wake().await.map_err(gone)?;
-                continue;
-            }
+        let reported = match next_packet(&mut rx).await? {
+            Packet::PubAck(ack, _) => LinkEvent::Acknowledged(ack.pkid),
+            Packet::Disconnect(..) => LinkEvent::Lost("the broker disconnected".into()),
+            _ => continue,
         };
         if events.send(reported).await.is_err() {
             return Ok(());
         }
     }
+}
+
+/// The next packet the router sends a link (of either side), waking the
+/// router again whenever it paused the link because it had not taken what
+/// it was given.
+pub(crate) async fn next_packet(rx: &mut LinkRx) -> Result<Packet, String> {
+    loop {
+        let Some(notification) = rx.next().await.map_err(gone)? else {
+            continue;
+        };
+        let packet: Option<Packet> = notification.into();
+        match packet {
+            Some(packet) => return Ok(packet),
+            // The router paused this link; it resumes once told the link is ready.
+            None => rx.wake().await.map_err(gone)?,
+        }
+    }
+}
+
+pub(crate) fn gone(e: rumqttd::local::LinkError) -> String {
+    format!("the broker in this process is gone: {e}")
 }
 
 #[cfg(test)]

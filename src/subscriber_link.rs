@@ -9,13 +9,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use broadcast_sse::bus::link::{InProcessLink, LinkRequests, link_connection};
 use futures_util::FutureExt;
-use rumqttd::local::{LinkError, LinkRx, LinkTx};
+use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::protocol::{
     Filter, Packet, Publish, QoS, RetainForwardRule, SubAck, Subscribe, SubscribeReasonCode,
     Unsubscribe,
 };
 use server::mqtt::connection::Driven;
 use tokio::sync::mpsc;
+
+use crate::broker_link::{gone, next_packet};
 
 /// The link's two halves, as `rumqttd::Broker::link` returns them, ready for
 /// the subscriber.
@@ -91,10 +93,6 @@ fn at_most_once(path: String) -> Filter {
     }
 }
 
-fn gone(e: LinkError) -> String {
-    format!("the broker in this process is gone: {e}")
-}
-
 /// Says the link is up, then hands what the router sends to the subscriber.
 async fn forward(mut rx: LinkRx, events: mpsc::Sender<Driven>) -> Result<(), String> {
     let connected = Driven::Connected {
@@ -105,23 +103,14 @@ async fn forward(mut rx: LinkRx, events: mpsc::Sender<Driven>) -> Result<(), Str
         return Ok(());
     }
     loop {
-        let Some(notification) = rx.next().await.map_err(gone)? else {
-            continue;
-        };
-        let packet: Option<Packet> = notification.into();
-        let driven = match packet {
-            Some(Packet::Publish(publish, _)) => match driven_publish(publish) {
+        let driven = match next_packet(&mut rx).await? {
+            Packet::Publish(publish, _) => match driven_publish(publish) {
                 Some(driven) => driven,
                 None => continue,
             },
-            Some(Packet::SubAck(ack, _)) => driven_suback(ack),
-            Some(Packet::Disconnect(..)) => return Err("the broker disconnected the link".into()),
-            Some(_) => continue,
-            // The router paused this link; it resumes once told the link is ready.
-            None => {
-                rx.wake().await.map_err(gone)?;
-                continue;
-            }
+            Packet::SubAck(ack, _) => driven_suback(ack),
+            Packet::Disconnect(..) => return Err("the broker disconnected the link".into()),
+            _ => continue,
         };
         if events.send(driven).await.is_err() {
             return Ok(());
