@@ -67,9 +67,9 @@ pub fn start_linked(
     websocket: Option<&str>,
 ) -> Result<(Listeners, Links), BrokerError> {
     let (listeners, broker) = prepare(listen, websocket)?;
-    let (tx, rx) = link_to(&broker, "chat")?;
+    let (tx, rx) = link_to(&broker, "chat-link")?;
     let publisher = InProcessBroker::new(tx, rx);
-    let (tx, rx) = link_to(&broker, "sse")?;
+    let (tx, rx) = link_to(&broker, "sse-link")?;
     let links = Links {
         publisher,
         subscriber: subscriber_link(tx, rx),
