@@ -5,8 +5,6 @@
 //! subscriber as the same events a network connection reports, so the
 //! subscriber, the hub and the streams run the same code as on any node.
 
-use std::sync::{Arc, Mutex, MutexGuard};
-
 use broadcast_sse::bus::link::{InProcessLink, LinkRequests, link_connection};
 use futures_util::FutureExt;
 use rumqttd::local::{LinkRx, LinkTx};
@@ -22,30 +20,18 @@ use crate::broker_link::{gone, next_packet};
 /// The link's two halves, as `rumqttd::Broker::link` returns them, ready for
 /// the subscriber.
 pub fn subscriber_link(tx: LinkTx, rx: LinkRx) -> InProcessLink {
-    let requests = Arc::new(LinkSender(Mutex::new(Sender {
-        tx,
-        last_packet_id: 0,
-    })));
     InProcessLink {
-        requests,
+        requests: Box::new(Sender {
+            tx,
+            last_packet_id: 0,
+        }),
         forward: Box::new(move |events| Box::pin(forward(rx, events))),
     }
 }
 
-struct LinkSender(Mutex<Sender>);
-
 struct Sender {
     tx: LinkTx,
     last_packet_id: u16,
-}
-
-impl LinkSender {
-    /// A std lock: it is held while one packet is queued for the router.
-    fn lock(&self) -> MutexGuard<'_, Sender> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
 }
 
 impl Sender {
@@ -66,20 +52,18 @@ impl Sender {
     }
 }
 
-impl LinkRequests for LinkSender {
-    fn subscribe(&self, filters: Vec<String>) -> Result<u16, String> {
+impl LinkRequests for Sender {
+    fn subscribe(&mut self, filters: Vec<String>) -> Result<u16, String> {
         let filters = filters.into_iter().map(at_most_once).collect();
-        let mut sender = self.lock();
-        let pkid = sender.next_packet_id();
-        sender.send(Packet::Subscribe(Subscribe { pkid, filters }, None))?;
+        let pkid = self.next_packet_id();
+        self.send(Packet::Subscribe(Subscribe { pkid, filters }, None))?;
         Ok(pkid)
     }
 
-    fn unsubscribe(&self, filter: String) -> Result<(), String> {
-        let mut sender = self.lock();
-        let pkid = sender.next_packet_id();
+    fn unsubscribe(&mut self, filter: String) -> Result<(), String> {
+        let pkid = self.next_packet_id();
         let filters = vec![filter];
-        sender.send(Packet::Unsubscribe(Unsubscribe { pkid, filters }, None))
+        self.send(Packet::Unsubscribe(Unsubscribe { pkid, filters }, None))
     }
 }
 
@@ -191,13 +175,15 @@ mod tests {
     async fn a_subscribed_link_gets_every_message_in_order_and_none_after_unsubscribing() {
         let (listeners, links) =
             embedded_broker::start_linked("127.0.0.1:0", None).expect("an embedded broker");
-        let link = links.subscriber;
+        let InProcessLink {
+            mut requests,
+            forward,
+        } = links.subscriber;
         let (sender, mut events) = mpsc::channel(8);
-        tokio::spawn((link.forward)(sender));
+        tokio::spawn(forward(sender));
         assert!(matches!(next(&mut events).await, Driven::Connected { .. }));
 
-        let pkid = link
-            .requests
+        let pkid = requests
             .subscribe(vec!["test/+/messages".into()])
             .expect("subscribed");
         let Driven::SubAck(ack) = next(&mut events).await else {
@@ -229,7 +215,7 @@ mod tests {
             assert_eq!(publish.payload.as_ref(), n.to_string().as_bytes());
         }
 
-        link.requests
+        requests
             .unsubscribe("test/+/messages".into())
             .expect("unsubscribed");
         // A message after it would come before this one, on the link itself.

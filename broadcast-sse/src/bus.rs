@@ -295,7 +295,7 @@ impl Subscriber {
         }
     }
 
-    fn unsubscribe(&self, target: Target) {
+    fn unsubscribe(&mut self, target: Target) {
         let Some(connection) = self.connection else {
             return;
         };

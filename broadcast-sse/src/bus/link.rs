@@ -6,8 +6,6 @@
 //! one carries a message; only what the link is made of lives with the
 //! broker, outside this crate.
 
-use std::sync::Arc;
-
 use futures_util::future::BoxFuture;
 use rumqttc::{QoS, SubscribeFilter};
 use server::mqtt::connection::{ConnectionId, Driven, Requests};
@@ -15,15 +13,15 @@ use tokio::sync::mpsc;
 
 /// Requests into a broker running in this process. None of them waits on
 /// the network; each is taken by the broker's router in order.
-pub trait LinkRequests: Send + Sync {
+pub trait LinkRequests: Send {
     /// Subscribes to `filters` in one SUBSCRIBE, at most once: the router
     /// hands a link what it holds for it from its log, pausing while the
     /// link has not taken what it was given, so nothing is lost between
     /// them, and no acknowledgement has to go back per message. Returns the
     /// packet id the [`Driven::SubAck`] answering it carries.
-    fn subscribe(&self, filters: Vec<String>) -> Result<u16, String>;
+    fn subscribe(&mut self, filters: Vec<String>) -> Result<u16, String>;
 
-    fn unsubscribe(&self, filter: String) -> Result<(), String>;
+    fn unsubscribe(&mut self, filter: String) -> Result<(), String>;
 }
 
 /// Forwards what the broker sends the link, as [`Driven`] events, until the
@@ -33,7 +31,7 @@ pub type Forward =
 
 /// A link into the broker's router, from the process that runs it.
 pub struct InProcessLink {
-    pub requests: Arc<dyn LinkRequests>,
+    pub requests: Box<dyn LinkRequests>,
     /// Started once; it reports [`Driven::Connected`] first.
     pub forward: Forward,
 }
@@ -46,14 +44,14 @@ pub fn link_connection() -> ConnectionId {
 /// Where the subscriber's requests go.
 pub(super) enum Requester {
     Network(Requests),
-    InProcess(Arc<dyn LinkRequests>),
+    InProcess(Box<dyn LinkRequests>),
 }
 
 impl Requester {
     /// Hands one SUBSCRIBE over; the packet id when it is known at once (a
     /// network connection reports it as [`Driven::Sent`] once written).
     pub(super) fn subscribe(
-        &self,
+        &mut self,
         connection: ConnectionId,
         filters: Vec<(String, QoS)>,
     ) -> Result<Option<u16>, String> {
@@ -75,7 +73,7 @@ impl Requester {
     }
 
     pub(super) fn unsubscribe(
-        &self,
+        &mut self,
         connection: ConnectionId,
         filter: String,
     ) -> Result<(), String> {
