@@ -6,8 +6,8 @@
 //! message's arrival on the node to its write) is at least [`FLOOR`], the
 //! node publishes it on `{prefix}/nodes/{node}/fanout` at QoS 0, not
 //! retained, and says `0` once when it falls back under. A [`Watcher`] keeps
-//! the latest report of each node for [`FRESH_FOR`], and a chat-service
-//! refuses posts while the longest is over its `--max-queue-delay`, as it
+//! the latest report of each node for [`FRESH_FOR`], and a chat-service with
+//! `--max-fanout-delay` refuses posts while the longest is over it, as it
 //! does when its own store falls behind.
 //!
 //! [`Watcher`]: super::Watcher
@@ -97,14 +97,19 @@ impl FanoutDelays {
         }
     }
 
-    /// Drops stale reports and publishes the longest of the rest.
+    /// Drops stale reports and publishes the longest of the rest, which
+    /// counts until that report itself goes stale.
     fn settle(&self, nodes: &mut HashMap<String, (u64, Instant)>, now: Instant) {
         nodes.retain(|_, (_, at)| now.saturating_duration_since(*at) < FRESH_FOR);
-        let longest = nodes.values().map(|(delay, _)| *delay).max().unwrap_or(0);
+        let (longest, at) = nodes
+            .values()
+            .max_by_key(|(delay, _)| *delay)
+            .copied()
+            .unwrap_or((0, now));
         self.shared.longest_us.store(longest, Ordering::Relaxed);
         self.shared
             .until_us
-            .store(self.micros(now + FRESH_FOR), Ordering::Relaxed);
+            .store(self.micros(at + FRESH_FOR), Ordering::Relaxed);
     }
 
     fn micros(&self, at: Instant) -> u64 {
@@ -155,6 +160,21 @@ mod tests {
             delays.longest(),
             Duration::from_millis(10),
             "the silent node's old report is dropped"
+        );
+    }
+
+    #[test]
+    fn a_late_report_stops_counting_when_it_goes_stale_though_another_node_reported_since() {
+        let delays = FanoutDelays::default();
+        delays.report("a", late(80));
+        std::thread::sleep(FRESH_FOR - Duration::from_millis(100));
+        delays.report("b", late(10));
+        assert_eq!(delays.longest(), Duration::from_millis(80), "a is fresh");
+        std::thread::sleep(Duration::from_millis(150));
+        assert_ne!(
+            delays.longest(),
+            Duration::from_millis(80),
+            "a's report went stale; b's later one did not keep it fresh"
         );
     }
 
